@@ -1,0 +1,260 @@
+"""The one typed configuration: defaults, validation, and helpers for experiments.
+
+A config is an ``ml_collections.ConfigDict`` built by :func:`base_config` and adjusted by an
+experiment file's ``get_config(arg)``. It is locked: a misspelt field fails instead of being
+added, and every field keeps its type (``--config.train.epochs=abc`` fails). :func:`validate`
+checks values and raises :class:`ConfigError`, whose message names the field, before any work.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from ml_collections import config_dict
+
+ConfigDict = config_dict.ConfigDict
+
+ON_ERROR = ("error", "skip")
+SHORT_CLIP = ("pad", "loop")
+PRECISIONS = ("float32", "bfloat16")
+ACTIVATIONS = ("relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid")
+NORMS = ("batch", "layer", "group", "none")
+GLOBAL_POOLS = ("avg", "max", "avgmax")
+CACHES = ("none", "memory")
+BALANCES = ("none", "class_weights", "sampler")
+MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max"}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message starts with the field's name."""
+
+
+def base_config() -> ConfigDict:
+    """Every field with its default. Experiments start from this and change what they need."""
+    c = ConfigDict()
+    c.name = "default"
+    c.seed = 0
+
+    c.data = ConfigDict()
+    c.data.spec = "synthetic"
+    c.data.on_error = "error"
+    c.data.classes = ("speech", "music")
+    c.data.sample_rate = 16000
+    c.data.segment_seconds = 2.0
+    c.data.eval_hop_seconds = config_dict.placeholder(float)  # default: segment_seconds
+    c.data.split = (0.7, 0.15, 0.15)
+    c.data.folds = 0
+    c.data.fold = 0
+    c.data.group_regex = ""
+    c.data.short_clip = "pad"
+    c.data.workers = 2
+    c.data.prefetch_batches = 4
+    c.data.cache_dir = ""  # default: $SPEECHMUSIC_CACHE or ~/.cache/speechmusic_jax
+    c.data.cache = "none"  # "memory": keep decoded audio in memory (small sets)
+    c.data.balance = "none"  # "class_weights" (in the loss) or "sampler" (balanced batches)
+    c.data.augment = ConfigDict()  # training only; each 0/False turns its part off
+    c.data.augment.random_crop = True  # else the crop starts at 0
+    c.data.augment.gain_db = 0.0  # random gain, uniform in [-gain_db, +gain_db]
+    c.data.augment.noise_prob = 0.0  # probability of additive white noise ...
+    c.data.augment.noise_snr_db = (10.0, 40.0)  # ... at an SNR uniform in this range
+    c.data.augment.polarity_prob = 0.0  # probability of flipping the sign
+    c.data.augment.lowpass_prob = 0.0  # probability of a random low-pass ...
+    c.data.augment.lowpass_hz = (2000.0, 7000.0)  # ... with a cut-off uniform in this range
+    c.data.synthetic = ConfigDict()
+    c.data.synthetic.clips_per_class = 200
+    c.data.synthetic.seconds = 4.0
+    c.data.synthetic.sample_rate = 16000
+    c.data.synthetic.seed = 0
+
+    c.model = ConfigDict()
+    c.model.preset = "m5_small"
+    # Structural fields left unset take the preset's value; a value set here wins.
+    c.model.stem_filters = config_dict.placeholder(int)
+    c.model.stem_kernel = config_dict.placeholder(int)
+    c.model.stem_stride = config_dict.placeholder(int)
+    c.model.stem_pool = config_dict.placeholder(int)
+    c.model.stage_filters = config_dict.placeholder(tuple)
+    c.model.stage_repeats = config_dict.placeholder(tuple)
+    c.model.stage_pool = config_dict.placeholder(tuple)
+    c.model.kernel_size = config_dict.placeholder(int)
+    c.model.residual = config_dict.placeholder(bool)
+    c.model.activation = "relu"
+    c.model.norm = "batch"
+    c.model.dropout = 0.1
+    c.model.global_pool = "avg"
+
+    c.train = ConfigDict()
+    c.train.epochs = 40
+    c.train.batch_size = 32
+    c.train.eval_batch_size = 64
+    c.train.precision = "float32"
+    c.train.label_smoothing = 0.0
+    c.train.grad_clip_norm = 0.0
+    c.train.l1 = 0.0  # L1 penalty on kernels, in the loss
+    c.train.l2 = 0.0  # L2 penalty on kernels, in the loss (weight decay is optimizer.weight_decay)
+    c.train.early_stopping = ConfigDict()
+    c.train.early_stopping.monitor = "val_loss"
+    c.train.early_stopping.patience = 8
+    c.train.early_stopping.min_delta = 0.0
+    c.train.early_stopping.restore_best = True
+
+    c.optimizer = ConfigDict()
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 3e-3
+    c.optimizer.weight_decay = 1e-4
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_epochs = 1.0
+    c.lock()
+    return c
+
+
+def load_experiment(path: str, arg: str | None = None) -> ConfigDict:
+    """Import ``experiments/NAME.py`` and return its ``get_config(arg)``."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config: no experiment file {path}")
+    name = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+    spec = importlib.util.spec_from_file_location(f"_experiment_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"--config: {path} has no get_config(arg=None)")
+    return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def flat_items(c: ConfigDict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield (dotted field name, value) for every leaf of ``c``."""
+    for k in sorted(c.keys()):
+        v = c[k]
+        if isinstance(v, ConfigDict):
+            yield from flat_items(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def to_dict(c: ConfigDict) -> dict:
+    """A JSON-ready plain dict (tuples become lists)."""
+    return json.loads(c.to_json())
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of fields that differ between two plain config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def validate(c: ConfigDict) -> None:
+    """Raise :class:`ConfigError` naming the first invalid field."""
+
+    def need(ok: bool, field: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"{field}: {msg} (got {_get(c, field)!r})")
+
+    from speechmusic_jax.data.sources import parse_spec
+    from speechmusic_jax.models.presets import PRESETS
+    from speechmusic_jax.training.optim import OPTIMIZERS, SCHEDULES
+
+    need(bool(re.fullmatch(r"[\w.\-]+", c.name)), "name", "use letters, digits, '.', '-', '_'")
+    need(isinstance(c.seed, int) and c.seed >= 0, "seed", "must be a non-negative integer")
+    d = c.data
+    try:
+        parse_spec(d.spec)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    need(d.on_error in ON_ERROR, "data.on_error", f"must be one of {ON_ERROR}")
+    classes = tuple(d.classes)
+    need(len(classes) >= 2, "data.classes", "needs at least two class names")
+    need(all(isinstance(x, str) and x for x in classes), "data.classes", "names must be strings")
+    need(len({x.lower() for x in classes}) == len(classes), "data.classes", "names must differ")
+    need(d.sample_rate >= 1000, "data.sample_rate", "must be at least 1000 Hz")
+    need(d.segment_seconds > 0, "data.segment_seconds", "must be positive")
+    if d.eval_hop_seconds is not None:
+        need(d.eval_hop_seconds > 0, "data.eval_hop_seconds", "must be positive")
+    split = tuple(d.split)
+    need(len(split) == 3 and all(x >= 0 for x in split), "data.split",
+         "must be three non-negative fractions (train, val, test)")
+    need(abs(sum(split) - 1.0) < 1e-6, "data.split", "fractions must add up to 1")
+    need(split[0] > 0 and split[1] > 0, "data.split", "train and val fractions must be positive")
+    need(d.folds == 0 or d.folds >= 2, "data.folds", "must be 0 (no folds) or at least 2")
+    need(0 <= d.fold < max(d.folds, 1), "data.fold", "must be in [0, data.folds)")
+    if d.group_regex:
+        try:
+            re.compile(d.group_regex)
+        except re.error as e:
+            raise ConfigError(f"data.group_regex: not a valid regex ({e})") from None
+    need(d.short_clip in SHORT_CLIP, "data.short_clip", f"must be one of {SHORT_CLIP}")
+    need(d.cache in CACHES, "data.cache", f"must be one of {CACHES}")
+    need(d.balance in BALANCES, "data.balance", f"must be one of {BALANCES}")
+    a = d.augment
+    need(a.gain_db >= 0, "data.augment.gain_db", "must be >= 0")
+    for field in ("noise_prob", "polarity_prob", "lowpass_prob"):
+        need(0.0 <= a[field] <= 1.0, f"data.augment.{field}", "must be a probability in [0, 1]")
+    need(len(a.noise_snr_db) == 2 and a.noise_snr_db[0] <= a.noise_snr_db[1],
+         "data.augment.noise_snr_db", "must be (low, high) with low <= high")
+    need(len(a.lowpass_hz) == 2 and 0 < a.lowpass_hz[0] <= a.lowpass_hz[1],
+         "data.augment.lowpass_hz", "must be (low, high) with 0 < low <= high")
+    need(a.lowpass_hz[1] < d.sample_rate / 2, "data.augment.lowpass_hz",
+         "must stay below the Nyquist frequency (data.sample_rate / 2)")
+    need(d.workers >= 1, "data.workers", "must be at least 1")
+    need(d.prefetch_batches >= 1, "data.prefetch_batches", "must be at least 1")
+    s = d.synthetic
+    need(s.clips_per_class >= 3, "data.synthetic.clips_per_class", "must be at least 3")
+    need(s.seconds > 0, "data.synthetic.seconds", "must be positive")
+    need(s.sample_rate >= 1000, "data.synthetic.sample_rate", "must be at least 1000 Hz")
+    need(s.seed >= 0, "data.synthetic.seed", "must be non-negative")
+
+    m = c.model
+    need(m.preset in PRESETS, "model.preset", f"unknown preset; known: {sorted(PRESETS)}")
+    need(m.activation in ACTIVATIONS, "model.activation", f"must be one of {ACTIVATIONS}")
+    need(m.norm in NORMS, "model.norm", f"must be one of {NORMS}")
+    need(m.global_pool in GLOBAL_POOLS, "model.global_pool", f"must be one of {GLOBAL_POOLS}")
+    need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+    from speechmusic_jax.models.presets import resolve_spec
+
+    try:
+        spec = resolve_spec(m, num_classes=len(classes))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    segment = int(round(d.segment_seconds * d.sample_rate))
+    need(segment >= spec.min_input_length(), "data.segment_seconds",
+         f"a crop of {segment} samples is shorter than the model's minimum input of "
+         f"{spec.min_input_length()} samples ({spec.min_input_length() / d.sample_rate:.3f} s "
+         f"at {d.sample_rate} Hz)")
+
+    t = c.train
+    need(t.epochs >= 1, "train.epochs", "must be at least 1")
+    need(t.batch_size >= 1, "train.batch_size", "must be at least 1")
+    need(t.eval_batch_size >= 1, "train.eval_batch_size", "must be at least 1")
+    need(t.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
+    need(0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
+    need(t.l1 >= 0, "train.l1", "must be >= 0")
+    need(t.l2 >= 0, "train.l2", "must be >= 0")
+    need(t.grad_clip_norm >= 0, "train.grad_clip_norm", "must be >= 0 (0 turns clipping off)")
+    e = t.early_stopping
+    need(e.monitor in MONITORS, "train.early_stopping.monitor", f"must be one of {list(MONITORS)}")
+    need(e.patience >= 0, "train.early_stopping.patience", "must be >= 0 (0 turns it off)")
+    need(e.min_delta >= 0, "train.early_stopping.min_delta", "must be >= 0")
+
+    o = c.optimizer
+    need(o.name in OPTIMIZERS, "optimizer.name", f"unknown optimizer; known: {sorted(OPTIMIZERS)}")
+    need(o.learning_rate > 0, "optimizer.learning_rate", "must be positive")
+    need(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+    need(o.schedule in SCHEDULES, "optimizer.schedule", f"unknown schedule; known: {sorted(SCHEDULES)}")
+    need(o.warmup_epochs >= 0, "optimizer.warmup_epochs", "must be >= 0")
+
+
+def _get(c: ConfigDict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        c = c[part]
+    return c

@@ -1,0 +1,139 @@
+"""Splitting files into train/val/test: by file, stratified by class, grouped, seeded.
+
+Whole groups move together (a group is a track, a speaker, or by default a single file), so no
+window of a test file, and no file of a test group, is ever trained on. Splitting happens on files,
+before any clip is cut into windows.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from speechmusic_jax.data.sources import SPLITS, AudioFile, DataError
+from speechmusic_jax.io_utils import atomic_write_text
+
+
+def split_files(
+    files: Sequence[AudioFile],
+    fractions: Sequence[float],
+    seed: int,
+    *,
+    folds: int = 0,
+    fold: int = 0,
+) -> dict[str, list[AudioFile]]:
+    """Assign every file to train, val or test.
+
+    With ``folds`` = 0, ``fractions`` (train, val, test) set the sizes. With ``folds`` = K > 1,
+    fold ``fold`` of K is the test set and val is carved out of the rest in proportion
+    val / (train + val). A split fixed by the source (manifest column) wins over both.
+    """
+    if files and all(f.split is not None for f in files):
+        out = {s: [f for f in files if f.split == s] for s in SPLITS}
+        for s in ("train", "test"):
+            if not out[s]:
+                raise DataError(f"the manifest's split column has no {s!r} rows")
+        return out
+    groups = _groups(files)
+    rng = np.random.default_rng([seed, 0x5EED])
+    if folds and folds > 1:
+        fold_of = _assign(groups, [1.0 / folds] * folds, rng)
+        rest = {g: m for g, m in groups.items() if fold_of[g] != fold}
+        train_frac, val_frac = fractions[0], fractions[1]
+        sub = _assign(rest, [train_frac, val_frac], np.random.default_rng([seed, 0x5EED, 1]))
+        where = {g: ("test" if fold_of[g] == fold else ("train", "val")[sub[g]]) for g in groups}
+    else:
+        idx = _assign(groups, list(fractions), rng)
+        where = {g: SPLITS[i] for g, i in idx.items()}
+    out = {s: [] for s in SPLITS}
+    for g, members in groups.items():
+        out[where[g]].extend(members)
+    for s in SPLITS:
+        out[s].sort(key=lambda f: f.path)
+    if not out["train"]:
+        raise DataError("the split left no training files; use more data or change data.split")
+    return out
+
+
+def _groups(files: Sequence[AudioFile]) -> dict[str, list[AudioFile]]:
+    groups: dict[str, list[AudioFile]] = collections.defaultdict(list)
+    for f in sorted(files, key=lambda f: f.path):
+        groups[f.group].append(f)
+    return dict(groups)
+
+
+def _assign(
+    groups: dict[str, list[AudioFile]], fractions: Sequence[float], rng: np.random.Generator
+) -> dict[str, int]:
+    """Stratified, grouped assignment of groups to len(fractions) bins.
+
+    Within each class (a group's majority label), groups are shuffled and then placed, largest
+    first, into the bin furthest below its target share of that class's files. Deterministic
+    given the generator state.
+    """
+    frac = np.asarray(fractions, dtype=np.float64)
+    frac = frac / frac.sum()
+    by_class: dict[int, list[str]] = collections.defaultdict(list)
+    for g, members in groups.items():
+        labels = collections.Counter(f.label for f in members)
+        by_class[max(sorted(labels), key=labels.__getitem__)].append(g)
+    out: dict[str, int] = {}
+    for label in sorted(by_class):
+        names = sorted(by_class[label])
+        order = rng.permutation(len(names))
+        names = [names[i] for i in order]
+        names.sort(key=lambda g: -len(groups[g]))  # stable: ties keep the shuffled order
+        total = sum(len(groups[g]) for g in names)
+        filled = np.zeros(len(frac))
+        for g in names:
+            deficit = frac * total - filled
+            # Prefer bins that have nothing yet and want something, then the largest deficit.
+            empty_wanted = (filled == 0) & (frac > 0)
+            score = deficit + np.where(empty_wanted, total, 0.0)
+            b = int(np.argmax(score))
+            out[g] = b
+            filled[b] += len(groups[g])
+    return out
+
+
+def write_split_csv(path: str, split: dict[str, list[AudioFile]], classes: Sequence[str]) -> None:
+    """Save the split (columns path, label, split, group) atomically."""
+    rows = ["path,label,split,group"]
+    lines = []
+    for s in SPLITS:
+        for f in split[s]:
+            lines.append(_csv_row([f.path, classes[f.label], s, f.group]))
+    atomic_write_text(path, "\n".join(rows + lines) + "\n")
+
+
+def read_split_csv(path: str, classes: Sequence[str]) -> dict[str, list[AudioFile]]:
+    """Read a split written by :func:`write_split_csv`."""
+    index = {c: i for i, c in enumerate(classes)}
+    out: dict[str, list[AudioFile]] = {s: [] for s in SPLITS}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["label"] not in index or row["split"] not in out:
+                raise DataError(f"{path}: row {row} does not match data.classes {tuple(classes)}")
+            out[row["split"]].append(AudioFile(row["path"], index[row["label"]], row["group"]))
+    return out
+
+
+def _csv_row(values: Sequence[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(values)
+    return buf.getvalue()
+
+
+def describe(split: dict[str, list[AudioFile]], classes: Sequence[str]) -> str:
+    parts = []
+    for s in SPLITS:
+        counts = collections.Counter(f.label for f in split[s])
+        per = ", ".join(f"{classes[i]} {counts[i]}" for i in range(len(classes)))
+        parts.append(f"{s} {len(split[s])} ({per})")
+    return "; ".join(parts)
+
+

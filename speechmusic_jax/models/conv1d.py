@@ -1,0 +1,137 @@
+"""The configurable 1D convolutional classifier on the raw waveform (Flax NNX).
+
+Layout is (batch, time, channels). A strided stem conv, then stages of
+conv + norm + activation (optionally residual), max-pooling after each stage, global pooling over
+time, dropout, and a dense head with one logit per class. Train-time behaviour (batch statistics,
+dropout) is chosen per call with ``train=``, so the same module serves the jitted train and eval
+steps without hidden mode flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from speechmusic_jax.models.presets import ModelSpec
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nnx.relu,
+    "gelu": nnx.gelu,
+    "silu": nnx.silu,
+    "elu": nnx.elu,
+    "leaky_relu": nnx.leaky_relu,
+    "tanh": jnp.tanh,
+    "sigmoid": nnx.sigmoid,
+}
+
+
+class Norm(nnx.Module):
+    """Batch, layer or group normalisation over channels, or nothing."""
+
+    def __init__(self, kind: str, channels: int, *, dtype, rngs: nnx.Rngs):
+        self.kind = kind
+        if kind == "batch":
+            self.layer = nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=rngs)
+        elif kind == "layer":
+            self.layer = nnx.LayerNorm(channels, epsilon=1e-5, dtype=dtype, rngs=rngs)
+        elif kind == "group":
+            groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
+            self.layer = nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-5, dtype=dtype,
+                                       rngs=rngs)
+        elif kind == "none":
+            self.layer = None
+        else:
+            raise ValueError(f"model.norm: unknown normalisation {kind!r}")
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        if self.layer is None:
+            return x
+        if self.kind == "batch":
+            return self.layer(x, use_running_average=not train)
+        return self.layer(x)
+
+
+class ConvBlock(nnx.Module):
+    """conv -> norm -> activation; with ``residual``, two of them plus a (projected) skip."""
+
+    def __init__(self, cin: int, cout: int, spec: ModelSpec, *, dtype, rngs: nnx.Rngs):
+        self.residual = spec.residual
+        self.act = ACTIVATIONS[spec.activation]
+        k = (spec.kernel_size,)
+        self.conv1 = nnx.Conv(cin, cout, k, padding="SAME", dtype=dtype, rngs=rngs)
+        self.norm1 = Norm(spec.norm, cout, dtype=dtype, rngs=rngs)
+        if self.residual:
+            self.conv2 = nnx.Conv(cout, cout, k, padding="SAME", dtype=dtype, rngs=rngs)
+            self.norm2 = Norm(spec.norm, cout, dtype=dtype, rngs=rngs)
+            self.proj = (nnx.Conv(cin, cout, (1,), use_bias=False, dtype=dtype, rngs=rngs)
+                         if cin != cout else None)
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        y = self.act(self.norm1(self.conv1(x), train=train))
+        if not self.residual:
+            return y
+        y = self.norm2(self.conv2(y), train=train)
+        skip = self.proj(x) if self.proj is not None else x
+        return self.act(y + skip)
+
+
+def max_pool(x: jax.Array, size: int) -> jax.Array:
+    """Non-overlapping max-pool over time (VALID): a reshape and a max, cheap on every backend."""
+    if size <= 1:
+        return x
+    b, t, c = x.shape
+    t2 = t // size
+    return x[:, : t2 * size].reshape(b, t2, size, c).max(axis=2)
+
+
+class Conv1DClassifier(nnx.Module):
+    def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.spec = spec
+        self.act = ACTIVATIONS[spec.activation]
+        self.stem = nnx.Conv(1, spec.stem_filters, (spec.stem_kernel,), strides=(spec.stem_stride,),
+                             padding="VALID", dtype=dtype, rngs=rngs)
+        self.stem_norm = Norm(spec.norm, spec.stem_filters, dtype=dtype, rngs=rngs)
+        stages = []
+        cin = spec.stem_filters
+        for filters, repeats in zip(spec.stage_filters, spec.stage_repeats, strict=True):
+            blocks = []
+            for _ in range(repeats):
+                blocks.append(ConvBlock(cin, filters, spec, dtype=dtype, rngs=rngs))
+                cin = filters
+            stages.append(nnx.List(blocks))
+        self.stages = nnx.List(stages)
+        width = cin * (2 if spec.global_pool == "avgmax" else 1)
+        self.dropout = nnx.Dropout(spec.dropout)
+        self.head = nnx.Linear(width, spec.num_classes, dtype=dtype, rngs=rngs)
+
+    def __call__(self, waveform: jax.Array, *, train: bool = False,
+                 rngs: nnx.Rngs | None = None) -> jax.Array:
+        """``waveform`` (batch, time) -> logits (batch, num_classes) in float32."""
+        spec = self.spec
+        x = waveform[..., None]
+        x = self.act(self.stem_norm(self.stem(x), train=train))
+        x = max_pool(x, spec.stem_pool)
+        for stage, pool in zip(self.stages, spec.stage_pool, strict=True):
+            for block in stage:
+                x = block(x, train=train)
+            x = max_pool(x, pool)
+        if spec.global_pool == "avg":
+            x = x.mean(axis=1)
+        elif spec.global_pool == "max":
+            x = x.max(axis=1)
+        else:
+            x = jnp.concatenate([x.mean(axis=1), x.max(axis=1)], axis=-1)
+        x = self.dropout(x, deterministic=not train or spec.dropout == 0.0, rngs=rngs)
+        return self.head(x).astype(jnp.float32)
+
+
+def build_model(spec: ModelSpec, seed: int, precision: str = "float32") -> Conv1DClassifier:
+    dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
+    return Conv1DClassifier(spec, rngs=nnx.Rngs(params=seed), dtype=dtype)
+
+
+def count_params(state: nnx.State) -> int:
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(state)))

@@ -1,0 +1,105 @@
+"""Named architectures and the resolution of config fields into a :class:`ModelSpec`.
+
+The M-networks follow Dai et al. 2017, "Very deep convolutional neural networks for raw
+waveforms": a strided stem (kernel 80, stride 4), max-pool 4, then stages of kernel-3 convs.
+``m5_small`` is the M5 of the torchaudio speech-command tutorial (stem 32 filters, stride 16).
+A preset only fills the structural fields that the config leaves unset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ml_collections import config_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    num_classes: int
+    stem_filters: int
+    stem_kernel: int
+    stem_stride: int
+    stem_pool: int
+    stage_filters: tuple[int, ...]
+    stage_repeats: tuple[int, ...]
+    stage_pool: tuple[int, ...]
+    kernel_size: int = 3
+    residual: bool = False
+    activation: str = "relu"
+    norm: str = "batch"
+    dropout: float = 0.0
+    global_pool: str = "avg"
+
+    def min_input_length(self) -> int:
+        """The shortest input (samples) for which every layer still has one time step."""
+        need = 1
+        for p in reversed((self.stem_pool, *self.stage_pool)):
+            need *= max(1, p)
+        return (need - 1) * self.stem_stride + self.stem_kernel
+
+
+_STRUCTURE = ("stem_filters", "stem_kernel", "stem_stride", "stem_pool", "stage_filters",
+              "stage_repeats", "stage_pool", "kernel_size", "residual")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(stem_filters=8, stem_kernel=80, stem_stride=16, stem_pool=4,
+                 stage_filters=(16,), stage_repeats=(1,), stage_pool=(4,), kernel_size=3,
+                 residual=False),
+    "m3": dict(stem_filters=256, stem_kernel=80, stem_stride=4, stem_pool=4,
+               stage_filters=(256,), stage_repeats=(1,), stage_pool=(4,), kernel_size=3,
+               residual=False),
+    "m5": dict(stem_filters=128, stem_kernel=80, stem_stride=4, stem_pool=4,
+               stage_filters=(128, 256, 512), stage_repeats=(1, 1, 1), stage_pool=(4, 4, 4),
+               kernel_size=3, residual=False),
+    "m5_small": dict(stem_filters=32, stem_kernel=80, stem_stride=16, stem_pool=4,
+                     stage_filters=(32, 64, 64), stage_repeats=(1, 1, 1), stage_pool=(4, 4, 4),
+                     kernel_size=3, residual=False),
+    "m11": dict(stem_filters=64, stem_kernel=80, stem_stride=4, stem_pool=4,
+                stage_filters=(64, 128, 256, 512), stage_repeats=(2, 2, 3, 2),
+                stage_pool=(4, 4, 4, 1), kernel_size=3, residual=False),
+    "m18": dict(stem_filters=64, stem_kernel=80, stem_stride=4, stem_pool=4,
+                stage_filters=(64, 128, 256, 512), stage_repeats=(4, 4, 4, 4),
+                stage_pool=(4, 4, 4, 1), kernel_size=3, residual=False),
+}
+
+PRESET_NOTES = {
+    "tiny": "a few thousand parameters, for tests and smoke runs",
+    "m3": "Dai et al. 2017 M3",
+    "m5": "Dai et al. 2017 M5 (555,010 parameters with 2 classes)",
+    "m5_small": "torchaudio tutorial M5: stem 32 filters, kernel 80, stride 16 (24,770 params)",
+    "m11": "Dai et al. 2017 M11",
+    "m18": "Dai et al. 2017 M18",
+}
+
+
+def resolve_spec(model: config_dict.ConfigDict, num_classes: int) -> ModelSpec:
+    """Combine the preset with the config's explicit fields; raise ValueError naming a field."""
+    if model.preset not in PRESETS:
+        raise ValueError(f"model.preset: unknown preset {model.preset!r}; known: {sorted(PRESETS)}")
+    fields = dict(PRESETS[model.preset])
+    for name in _STRUCTURE:
+        value = model[name]
+        if value is not None:
+            fields[name] = tuple(value) if isinstance(value, list | tuple) else value
+    n = len(fields["stage_filters"])
+    for name in ("stage_repeats", "stage_pool"):
+        if len(fields[name]) != n:
+            raise ValueError(
+                f"model.{name}: needs one entry per stage ({n}, as model.stage_filters), "
+                f"got {fields[name]}"
+            )
+    for name in ("stem_filters", "stem_kernel", "stem_stride", "stem_pool", "kernel_size"):
+        if not isinstance(fields[name], int) or fields[name] < 1:
+            raise ValueError(f"model.{name}: must be a positive integer, got {fields[name]!r}")
+    for name in ("stage_filters", "stage_repeats", "stage_pool"):
+        if not all(isinstance(v, int) and v >= 1 for v in fields[name]):
+            raise ValueError(f"model.{name}: entries must be positive integers, got {fields[name]}")
+    return ModelSpec(
+        num_classes=num_classes,
+        activation=model.activation,
+        norm=model.norm,
+        dropout=float(model.dropout),
+        global_pool=model.global_pool,
+        **fields,
+    )

@@ -1,0 +1,31 @@
+"""curves.png: train and validation loss and accuracy by epoch, best epoch marked."""
+
+from __future__ import annotations
+
+import io
+import os
+
+from speechmusic_jax.io_utils import atomic_write_bytes
+
+
+def curves(rows: list[dict], path: str | os.PathLike, best_epoch: int | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", ms=3, label="train")
+        ax.plot(epochs, [r[f"val_{key}"] for r in rows], "o-", ms=3, label="validation")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

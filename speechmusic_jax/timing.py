@@ -1,0 +1,108 @@
+"""Measuring the compiled step: compile time, FLOPs, step times, memory, inference speed.
+
+Every timing here excludes compilation (functions are compiled ahead with ``lower().compile()``)
+and blocks on the result before reading the clock.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def compile_ahead(fn: Callable, *args: Any, donate_argnums: tuple[int, ...] = ()) -> tuple[
+        Any, float, float | None]:
+    """jit + lower + compile ``fn`` for ``args``: (compiled, seconds, FLOPs per call or None)."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
+    seconds = time.perf_counter() - t0
+    return compiled, seconds, flops_of(compiled)
+
+
+def flops_of(compiled: Any) -> float | None:
+    """FLOPs of one call from XLA's cost analysis (None where the backend does not say)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    flops = float(cost["flops"])
+    return flops if flops > 0 else None
+
+
+def summarize_ms(seconds: list[float]) -> dict[str, float] | None:
+    if not seconds:
+        return None
+    ms = [s * 1e3 for s in seconds]
+    return {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "n": len(ms)}
+
+
+def peak_memory() -> tuple[int, str]:
+    """Peak memory in bytes: the device's allocator peak where it reports one, else host RSS."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:
+        stats = None
+    if stats and stats.get("peak_bytes_in_use"):
+        return int(stats["peak_bytes_in_use"]), "device"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss * (1 if sys.platform == "darwin" else 1024)), "host_rss"
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` (blocked on), after ``warmup`` calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def inference_speed(
+    predict: Callable[[Any], Any], batch: np.ndarray, sample_rate: int, repeats: int = 10
+) -> dict[str, float]:
+    """Examples/s at the batch's size, batch-1 latency, and real-time factor.
+
+    ``predict`` must be compiled for both shapes before (or its first call is the warm-up).
+    The real-time factor is seconds of audio classified per second of compute at the batch size.
+    """
+    xb = jax.device_put(batch)
+    x1 = jax.device_put(batch[:1])
+    t_batch = statistics.median(time_calls(lambda: predict(xb), repeats))
+    t_one = statistics.median(time_calls(lambda: predict(x1), repeats))
+    n, length = batch.shape
+    return {
+        "examples_per_s": n / t_batch,
+        "latency_ms_batch1": t_one * 1e3,
+        "realtime_factor": n * length / sample_rate / t_batch,
+        "batch_size": n,
+    }
+
+
+def device_info() -> dict[str, Any]:
+    devices = jax.devices()
+    return {"device_kind": devices[0].device_kind, "device_count": len(devices),
+            "backend": jax.default_backend()}
+
+
+def versions() -> dict[str, str]:
+    import flax
+    import jaxlib
+    import optax
+
+    return {"python": platform.python_version(), "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__}

@@ -1,0 +1,84 @@
+"""Best and last checkpoints with orbax, never half-written, never half-read.
+
+Layout under ``workdir/checkpoints``::
+
+    epoch_0007/        an orbax checkpoint of the train state (+ loop.json: where the loop was)
+    last.json          {"epoch": 7, "dir": "epoch_0007"}  -- written atomically, after the save
+    best.json          {"epoch": 5, "dir": "epoch_0005", "monitor": ..., "value": ...}
+
+A checkpoint directory counts only once a pointer names it, and a pointer is replaced atomically
+after orbax has finished (orbax itself writes into a temporary directory and renames it). So a
+process killed mid-save leaves the previous pointers, which still name complete checkpoints.
+Directories that no pointer names are removed after each save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from speechmusic_jax.io_utils import atomic_write_json
+
+
+class Checkpoints:
+    def __init__(self, workdir: str):
+        self.dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self._ckpt = ocp.StandardCheckpointer()
+
+    def _pointer(self, which: str) -> dict | None:
+        path = os.path.join(self.dir, f"{which}.json")
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            pointer = json.load(f)
+        if not os.path.isdir(os.path.join(self.dir, pointer["dir"], "state")):
+            return None
+        return pointer
+
+    def last(self) -> dict | None:
+        return self._pointer("last")
+
+    def best(self) -> dict | None:
+        return self._pointer("best")
+
+    def save(self, epoch: int, state: Any, loop: dict, *, best: dict | None = None) -> None:
+        """Save ``state`` as epoch ``epoch``; make it the last (and, with ``best``, the best)."""
+        name = f"epoch_{epoch:04d}"
+        folder = os.path.join(self.dir, name)
+        if os.path.exists(folder):
+            shutil.rmtree(folder)
+        os.makedirs(folder)
+        self._ckpt.save(os.path.join(folder, "state"), state)
+        self._ckpt.wait_until_finished()
+        atomic_write_json(os.path.join(folder, "loop.json"), loop)
+        if best is not None:
+            atomic_write_json(os.path.join(self.dir, "best.json"), {"epoch": epoch, "dir": name,
+                                                                     **best})
+        atomic_write_json(os.path.join(self.dir, "last.json"), {"epoch": epoch, "dir": name})
+        self._prune()
+
+    def restore(self, pointer: dict, like: Any) -> tuple[Any, dict]:
+        """The state (shaped like ``like``) and loop record of the checkpoint ``pointer`` names."""
+        folder = os.path.join(self.dir, pointer["dir"])
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        state = self._ckpt.restore(os.path.join(folder, "state"), abstract)
+        with open(os.path.join(folder, "loop.json"), encoding="utf-8") as f:
+            loop = json.load(f)
+        return state, loop
+
+    def size_bytes(self, pointer: dict) -> int:
+        folder = os.path.join(self.dir, pointer["dir"], "state")
+        return sum(os.path.getsize(os.path.join(d, f))
+                   for d, _, files in os.walk(folder) for f in files)
+
+    def _prune(self) -> None:
+        keep = {p["dir"] for p in (self.last(), self.best()) if p}
+        for entry in os.listdir(self.dir):
+            path = os.path.join(self.dir, entry)
+            if entry.startswith("epoch_") and entry not in keep and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,436 @@
+"""fit(): data, model, epochs, early stopping, checkpoints, test report, summary.
+
+The loop is a thin driver around pure pieces (pipeline, steps, metrics). It owns every file in
+the workdir and writes each one atomically. Everything it prints was measured in this run.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from speechmusic_jax import config as config_lib
+from speechmusic_jax import parallel, timing
+from speechmusic_jax.data import audio, sources
+from speechmusic_jax.data import split as split_lib
+from speechmusic_jax.data.pipeline import LoaderConfig, train_batches
+from speechmusic_jax.data.synthetic import SyntheticSpec, ensure_corpus
+from speechmusic_jax.io_utils import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from speechmusic_jax.models.conv1d import build_model, count_params
+from speechmusic_jax.models.presets import resolve_spec
+from speechmusic_jax.training import evaluation, metrics, optim
+from speechmusic_jax.training.checkpoints import Checkpoints
+from speechmusic_jax.training.step import init_state, make_eval_step, make_train_step
+
+Log = Callable[[str], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the summary says ``diverged`` and the last good checkpoint
+    stays."""
+
+
+class WorkdirConflict(RuntimeError):
+    """The workdir holds a run with a different config (and --overwrite was not given)."""
+
+
+def default_cache_root() -> str:
+    return os.environ.get("SPEECHMUSIC_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "speechmusic_jax")
+
+
+# --------------------------------------------------------------------------------------------
+# Workdir rules
+
+
+def workdir_state(workdir: str, cfg_dict: dict) -> str:
+    """'new', 'resume' (unfinished, same config) or 'finished'; WorkdirConflict otherwise."""
+    cfg_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(cfg_path):
+        if os.path.isdir(workdir) and os.listdir(workdir):
+            leftovers = sorted(os.listdir(workdir))[:5]
+            raise WorkdirConflict(
+                f"--workdir {workdir} is not empty and holds no run (found {leftovers}); "
+                "choose another workdir or pass --overwrite")
+        return "new"
+    import json
+
+    with open(cfg_path, encoding="utf-8") as f:
+        old = json.load(f)
+    changed = config_lib.diff(old, cfg_dict)
+    if changed:
+        raise WorkdirConflict(
+            f"--workdir {workdir} holds a run with a different config (fields: "
+            f"{', '.join(changed)}); use another --workdir or pass --overwrite to start afresh")
+    summary = os.path.join(workdir, "summary.json")
+    if os.path.exists(summary):
+        with open(summary, encoding="utf-8") as f:
+            if json.load(f).get("status") in ("completed", "stopped_early"):
+                return "finished"
+    return "resume"
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+class ErrorCounter:
+    """Counts bad files by kind (thread-safe); raises instead when on_error is 'error'."""
+
+    def __init__(self, on_error: str, log: Log, initial: dict[str, int] | None = None):
+        self.on_error = on_error
+        self.log = log
+        self.counts: collections.Counter[str] = collections.Counter(initial or {})
+        self.seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, err: audio.AudioError) -> None:
+        if self.on_error == "error":
+            raise sources.DataError(
+                f"{err}\nFix or remove the file, or pass --data_on_error=skip to leave it out.")
+        with self._lock:
+            if err.path in self.seen:
+                return
+            self.seen.add(err.path)
+            self.counts[err.kind] += 1
+        self.log(f"warning: skipping {err}")
+
+
+def prepare_data(cfg: config_lib.ConfigDict, workdir: str, log: Log,
+                 resume: bool) -> tuple[dict[str, list[sources.AudioFile]], dict[str, float],
+                                        dict[str, int]]:
+    """List, scan and split the files; returns (split, duration by path, data errors)."""
+    d = cfg.data
+    cache_root = d.cache_dir or default_cache_root()
+
+    def synthetic_dir() -> str:
+        spec = SyntheticSpec(d.synthetic.clips_per_class, d.synthetic.seconds,
+                             d.synthetic.sample_rate, d.synthetic.seed)
+        return str(ensure_corpus(spec, cache_root, log=log))
+
+    t0 = time.perf_counter()
+    listing = sources.list_files(d.spec, d.classes, group_regex=d.group_regex,
+                                 on_error=d.on_error, synthetic_dir=synthetic_dir)
+    scanned, errors = sources.scan_headers(listing.files, d.on_error, workers=4 * d.workers)
+    for reason, n in listing.ignored.items():
+        log(f"data: left out {n} file(s) ({reason})")
+    errors = dict(collections.Counter(errors) + collections.Counter(listing.errors))
+    files = [f for f, _ in scanned]
+    durations = {f.path: info.seconds for f, info in scanned}
+    split_path = os.path.join(workdir, "split.csv")
+    if resume and os.path.exists(split_path):
+        split = split_lib.read_split_csv(split_path, d.classes)
+    else:
+        split = split_lib.split_files(files, d.split, cfg.seed, folds=d.folds, fold=d.fold)
+        split_lib.write_split_csv(split_path, split, d.classes)
+    log(f"data: {d.spec}: {len(files)} files scanned in {time.perf_counter() - t0:.1f}s; "
+        f"{split_lib.describe(split, d.classes)}")
+    for s in ("train", "val"):
+        if not split[s]:
+            raise sources.DataError(f"the {s} split is empty; use more data or change data.split")
+    return split, durations, errors
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
+        overwrite: bool = False) -> dict:
+    """Train and test ``cfg`` in ``workdir``; return the summary (also in summary.json)."""
+    config_lib.validate(cfg)
+    workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirConflict(f"--workdir {workdir} is a file, not a folder")
+    cfg_dict = config_lib.to_dict(cfg)
+    if overwrite and os.path.isdir(workdir):
+        import shutil
+
+        shutil.rmtree(workdir)
+    mode = workdir_state(workdir, cfg_dict)
+    if mode == "finished":
+        import json
+
+        with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+        log(f"{workdir} holds a finished run (status {summary['status']}); its summary:")
+        log(format_summary(summary, cfg.data.classes))
+        return summary
+    os.makedirs(workdir, exist_ok=True)
+    atomic_write_json(os.path.join(workdir, "config.json"), cfg_dict)
+
+    mesh = parallel.make_mesh()
+    parallel.check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
+    parallel.check_divisible(cfg.train.eval_batch_size, mesh, "train.eval_batch_size")
+    info = timing.device_info()
+    log(f"devices: {info['device_count']} x {info['device_kind']} ({info['backend']}), "
+        f"jax {jax.__version__}")
+
+    d, t, o = cfg.data, cfg.train, cfg.optimizer
+    classes = tuple(d.classes)
+    split, durations, scan_errors = prepare_data(cfg, workdir, log, resume=(mode == "resume"))
+    errors = ErrorCounter(d.on_error, log, scan_errors)
+    segment = int(round(d.segment_seconds * d.sample_rate))
+    hop = int(round((d.eval_hop_seconds or d.segment_seconds) * d.sample_rate))
+    loader = LoaderConfig(d.sample_rate, segment, hop, t.batch_size, d.short_clip, d.workers,
+                          d.prefetch_batches)
+    train_files = split["train"]
+    if len(train_files) < t.batch_size:
+        raise sources.DataError(f"train.batch_size: {t.batch_size} is more than the "
+                                f"{len(train_files)} training files")
+    train_durations = [durations.get(f.path, 0.0) for f in train_files]
+    steps_per_epoch = len(train_files) // t.batch_size
+
+    spec = resolve_spec(cfg.model, len(classes))
+    model = build_model(spec, cfg.seed, t.precision)
+    schedule = optim.make_schedule(o.schedule, o.learning_rate, t.epochs * steps_per_epoch,
+                                   int(round(o.warmup_epochs * steps_per_epoch)))
+    tx = optim.make_optimizer(o.name, schedule, weight_decay=o.weight_decay,
+                              grad_clip_norm=t.grad_clip_norm)
+    graphdef, state = init_state(model, tx)
+    del model
+    params_trainable = count_params(state.params)
+    params_total = params_trainable + count_params(state.model_state)
+    log(f"model: {cfg.model.preset} ({spec.stem_filters}/{spec.stem_kernel}/{spec.stem_stride} "
+        f"stem, stages {list(spec.stage_filters)}), {params_trainable:,} trainable parameters; "
+        f"optimizer {o.name}, lr {o.learning_rate:g} ({o.schedule}), weight decay "
+        f"{o.weight_decay:g}")
+
+    ckpts = Checkpoints(workdir)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    loop = {"epoch": 0, "best_value": None, "best_epoch": 0, "bad_epochs": 0, "train_time_s": 0.0,
+            "stopped_early": False}
+    last = ckpts.last() if mode == "resume" else None
+    if last is not None:
+        state, loop = ckpts.restore(last, state)
+        log(f"resuming from the checkpoint of epoch {loop['epoch']}")
+    rows = [r for r in read_jsonl(metrics_path) if r.get("epoch", 0) <= loop["epoch"]]
+    write_jsonl(metrics_path, rows)  # cut back to what the checkpoint holds
+
+    state = parallel.put_replicated(state, mesh)
+    key = jax.random.key(cfg.seed)
+    bshard = parallel.batch_sharding(mesh)
+    x_spec = jax.ShapeDtypeStruct((t.batch_size, segment), jnp.float32, sharding=bshard)
+    y_spec = jax.ShapeDtypeStruct((t.batch_size,), jnp.int32, sharding=bshard)
+    w_spec = jax.ShapeDtypeStruct((t.batch_size,), jnp.float32, sharding=bshard)
+    train_step, compile_s, step_flops = timing.compile_ahead(
+        make_train_step(graphdef, tx, num_classes=len(classes),
+                        label_smoothing=t.label_smoothing, l1=t.l1, l2=t.l2),
+        state, x_spec, y_spec, w_spec, key, donate_argnums=(0,))
+    eval_fn = make_eval_step(graphdef)
+    ex_spec = jax.ShapeDtypeStruct((t.eval_batch_size, segment), jnp.float32, sharding=bshard)
+    eval_compiled, eval_compile_s, eval_flops = timing.compile_ahead(
+        eval_fn, state.params, state.model_state, ex_spec)
+    log(f"compiled train step in {compile_s:.2f}s, eval step in {eval_compile_s:.2f}s "
+        "(timings below exclude compilation)")
+
+    def predict_with(st):
+        return lambda x: eval_compiled(st.params, st.model_state, x)
+
+    def put_x(x):
+        return jax.device_put(x, bshard)
+
+    def evaluate(st, files):
+        return evaluation.predict_files(predict_with(st), files, loader, t.eval_batch_size,
+                                        put=put_x, on_bad_file=errors)
+
+    es = t.early_stopping
+    sign = 1.0 if config_lib.MONITORS[es.monitor] == "min" else -1.0
+    step_times: list[float] = []
+    status = "completed"
+    printer = EpochPrinter(log)
+    for epoch in range(loop["epoch"] + 1, t.epochs + 1):
+        t_epoch = time.perf_counter()
+        sums = np.zeros(3)
+        wait = 0.0
+        t_wait = time.perf_counter()
+        for batch in train_batches(train_files, train_durations, loader, cfg.seed, epoch,
+                                   on_bad_file=errors):
+            x, y, w = parallel.put_batch((batch.x, batch.y, batch.weight), mesh)
+            wait += time.perf_counter() - t_wait
+            t0 = time.perf_counter()
+            state, m = train_step(state, x, y, w, key)
+            m = jax.device_get(m)  # blocks: the clock stops when the step is done
+            step_times.append(time.perf_counter() - t0)
+            if not (math.isfinite(float(m["loss_sum"])) and math.isfinite(float(m["grad_norm"]))):
+                step_no = (epoch - 1) * steps_per_epoch + int(sums[2] // t.batch_size) + 1
+                _write_diverged(workdir, cfg, loop, step_no, epoch, info)
+                raise TrainingDiverged(
+                    f"the loss became {float(m['loss_sum']) / max(float(m['count']), 1):g} at "
+                    f"step {step_no} (epoch {epoch}); try a lower optimizer.learning_rate "
+                    f"(now {o.learning_rate:g}) or gradient clipping (train.grad_clip_norm=1). "
+                    f"The last good checkpoint (epoch {loop['epoch']}) is kept.")
+            sums += (float(m["loss_sum"]), float(m["correct"]), float(m["count"]))
+            t_wait = time.perf_counter()
+        train_s = time.perf_counter() - t_epoch
+        val = evaluation.report(evaluate(state, split["val"]), classes)
+        epoch_s = time.perf_counter() - t_epoch
+        loop["train_time_s"] += train_s
+        row = {
+            "epoch": epoch,
+            "train_loss": sums[0] / max(sums[2], 1),
+            "train_accuracy": sums[1] / max(sums[2], 1),
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "val_f1": val["f1"]["macro"],
+            "learning_rate": float(schedule(epoch * steps_per_epoch - 1)),
+            "epoch_time_s": epoch_s,
+            "examples_per_s": sums[2] / train_s if train_s > 0 else None,
+            "data_wait_s": wait,
+        }
+        value = row[es.monitor]
+        improved = loop["best_value"] is None or sign * (loop["best_value"] - value) > es.min_delta
+        if improved:
+            loop.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+        else:
+            loop["bad_epochs"] += 1
+        loop["epoch"] = epoch
+        stop = es.patience > 0 and loop["bad_epochs"] >= es.patience
+        loop["stopped_early"] = stop and epoch < t.epochs
+        ckpts.save(epoch, jax.device_get(state), loop,
+                   best={"monitor": es.monitor, "value": value} if improved else None)
+        from speechmusic_jax.io_utils import append_jsonl
+
+        append_jsonl(metrics_path, row)
+        printer.row(row, improved)
+        if stop:
+            if epoch < t.epochs:
+                status = "stopped_early"
+                log(f"early stopping: {es.monitor} has not improved for {es.patience} epochs "
+                    f"(best {loop['best_value']:.4f} at epoch {loop['best_epoch']})")
+            break
+    if loop["stopped_early"]:
+        status = "stopped_early"
+
+    # Test with the best weights (or the last, with restore_best off).
+    pointer = ckpts.best() if es.restore_best else ckpts.last()
+    host_state, _ = ckpts.restore(pointer, jax.device_get(state))
+    state = parallel.put_replicated(host_state, mesh)
+    log(f"testing the weights of epoch {pointer['epoch']} "
+        f"({'best ' + es.monitor if es.restore_best else 'last epoch'})")
+    test_pred = evaluate(state, split["test"]) if split["test"] else None
+    test = evaluation.report(test_pred, classes) if test_pred else None
+    if test_pred:
+        write_predictions(os.path.join(workdir, "test_predictions.csv"), test_pred, classes)
+
+    # Inference speed of the tested weights, at the eval batch size and at batch 1.
+    predict = jax.jit(lambda x: eval_fn(state.params, state.model_state, x))
+    probe_x = np.random.default_rng(0).standard_normal((t.eval_batch_size, segment)).astype(
+        np.float32) * 0.1
+    inference = timing.inference_speed(predict, probe_x, d.sample_rate)
+    peak, peak_kind = timing.peak_memory()
+
+    summary = {
+        "status": status,
+        "best_epoch": loop["best_epoch"],
+        "epochs_run": loop["epoch"],
+        "seed": cfg.seed,
+        "test": test,
+        "params_trainable": params_trainable,
+        "params_total": params_total,
+        "flops_per_example": eval_flops / t.eval_batch_size if eval_flops else None,
+        "train_step_flops_per_example": step_flops / t.batch_size if step_flops else None,
+        "compile_time_s": compile_s,
+        "step_time_ms": timing.summarize_ms(step_times),
+        "step_time_note": "train step only, compilation excluded, blocked on the result; "
+                          "this session's steps" + (" (after resume)" if last else ""),
+        "train_time_s": loop["train_time_s"],
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": peak_kind,
+        "inference": inference,
+        "checkpoint_bytes": ckpts.size_bytes(pointer),
+        "weight_decay_semantics": optim.WEIGHT_DECAY_SEMANTICS,
+        "data_errors": dict(errors.counts),
+        "n_files": {s: len(v) for s, v in split.items()},
+        **info,
+        "versions": timing.versions(),
+    }
+    atomic_write_json(os.path.join(workdir, "summary.json"), summary)
+    try:
+        from speechmusic_jax import plots
+
+        plots.curves(read_jsonl(metrics_path), os.path.join(workdir, "curves.png"),
+                     best_epoch=loop["best_epoch"])
+    except Exception as e:  # a plot must never cost the run
+        log(f"warning: could not draw curves.png ({e})")
+    log(format_summary(summary, classes))
+    return summary
+
+
+def _write_diverged(workdir: str, cfg, loop: dict, step_no: int, epoch: int, info: dict) -> None:
+    atomic_write_json(os.path.join(workdir, "summary.json"), {
+        "status": "diverged", "diverged_at_step": step_no, "diverged_in_epoch": epoch,
+        "best_epoch": loop["best_epoch"], "epochs_run": loop["epoch"], "seed": cfg.seed,
+        "test": None, **info, "versions": timing.versions()})
+
+
+def write_predictions(path: str, pred: evaluation.Predictions, classes) -> None:
+    probs = evaluation.softmax(pred.clip_logits)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+    for f, p in zip(pred.files, probs, strict=True):
+        w.writerow([f.path, classes[f.label], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+    atomic_write_text(path, buf.getvalue())
+
+
+class EpochPrinter:
+    HEAD = (f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>8} "
+            f"{'val_f1':>7} {'lr':>9} {'time_s':>7}")
+
+    def __init__(self, log: Log):
+        self.log = log
+        self.started = False
+
+    def row(self, r: dict, improved: bool) -> None:
+        if not self.started:
+            self.log(self.HEAD)
+            self.started = True
+        self.log(f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['train_accuracy']:>9.4f} "
+                 f"{r['val_loss']:>9.4f} {r['val_accuracy']:>8.4f} {r['val_f1']:>7.4f} "
+                 f"{r['learning_rate']:>9.2e} {r['epoch_time_s']:>7.2f}" + ("  *" if improved
+                                                                            else ""))
+
+
+def format_summary(s: dict, classes) -> str:
+    lines = [f"\n=== final report ({s['status']}, best epoch {s['best_epoch']} of "
+             f"{s['epochs_run']}) ==="]
+    if s.get("test"):
+        lines.append(metrics.format_report(s["test"], classes, title="test, clip level"))
+        win = s["test"]["window"]
+        lines.append(f"window level: accuracy {win['accuracy']:.4f} over {win['n_windows']} "
+                     f"windows, macro F1 {win['f1']['macro']:.4f}")
+    st = s.get("step_time_ms") or {}
+    inf = s.get("inference") or {}
+    lines += [
+        f"trainable parameters: {s['params_trainable']:,}",
+        f"training time: {s['train_time_s']:.1f}s; median step time: "
+        f"{st.get('median', float('nan')):.2f} ms (min {st.get('min', float('nan')):.2f}, "
+        f"max {st.get('max', float('nan')):.2f}; compile {s['compile_time_s']:.2f}s excluded)",
+    ]
+    if s.get("flops_per_example"):
+        lines.append(f"FLOPs per example (inference, one window): {s['flops_per_example']:.3g}")
+    if inf:
+        lines.append(f"inference: {inf['examples_per_s']:.0f} windows/s at batch "
+                     f"{inf['batch_size']}, batch-1 latency {inf['latency_ms_batch1']:.2f} ms, "
+                     f"{inf['realtime_factor']:.0f}x real time")
+    lines.append(f"peak memory: {s['peak_memory_bytes'] / 2**20:.0f} MiB "
+                 f"({s['peak_memory_kind']}); device: {s['device_count']} x {s['device_kind']}")
+    if s.get("data_errors"):
+        lines.append(f"data errors (skipped): {s['data_errors']}")
+    return "\n".join(lines)
+
+
+__all__ = ["fit", "TrainingDiverged", "WorkdirConflict", "workdir_state", "nnx"]

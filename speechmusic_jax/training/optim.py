@@ -1,0 +1,116 @@
+"""Optimizers and learning-rate schedules by name, over optax.
+
+Every optimizer is built the same way, so that runs compare fairly:
+
+    clip (optional) -> the optimizer's direction (learning rate 1) -> decoupled weight decay
+    (masked) -> multiply by the learning-rate schedule
+
+which for ``adamw`` is exactly optax's AdamW. Weight decay is thus *decoupled* and *scaled by the
+schedule* (update -= lr(t) * (direction + wd * w)), applied only where the mask says (kernels by
+default: biases and normalisation scales are never decayed). An L1/L2 penalty in the loss is a
+separate knob (``train.l1``, ``train.l2``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+
+# name -> (factory(**hparams) -> GradientTransformation with learning rate 1, note)
+OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = {
+    "sgd": (lambda: optax.sgd(1.0), "plain stochastic gradient descent"),
+    "momentum": (lambda: optax.sgd(1.0, momentum=0.9), "SGD with heavy-ball momentum 0.9"),
+    "nesterov": (lambda: optax.sgd(1.0, momentum=0.9, nesterov=True), "SGD, Nesterov 0.9"),
+    "adam": (lambda: optax.adam(1.0), "Adam (b1 0.9, b2 0.999)"),
+    "adamw": (lambda: optax.adam(1.0), "Adam with decoupled weight decay"),
+    "nadam": (lambda: optax.nadam(1.0), "Adam with Nesterov momentum"),
+    "nadamw": (lambda: optax.nadam(1.0), "NAdam with decoupled weight decay"),
+    "radam": (lambda: optax.radam(1.0), "rectified Adam"),
+    "rmsprop": (lambda: optax.rmsprop(1.0), "RMSProp (decay 0.9)"),
+    "adagrad": (lambda: optax.adagrad(1.0), "AdaGrad"),
+    "adadelta": (lambda: optax.adadelta(1.0), "AdaDelta"),
+    "adafactor": (lambda: optax.adafactor(1.0, multiply_by_parameter_scale=False),
+                  "Adafactor (factored second moments)"),
+    "adabelief": (lambda: optax.adabelief(1.0), "AdaBelief"),
+    "lamb": (lambda: optax.lamb(1.0), "LAMB (layer-wise trust ratio over Adam)"),
+    "lars": (lambda: optax.lars(1.0), "LARS (layer-wise trust ratio over momentum)"),
+    "lion": (lambda: optax.lion(1.0), "Lion (sign of interpolated momentum; use a ~10x lower lr)"),
+    "novograd": (lambda: optax.novograd(1.0), "NovoGrad"),
+    "yogi": (lambda: optax.yogi(1.0), "Yogi"),
+}
+
+SCHEDULES: dict[str, str] = {
+    "constant": "constant learning rate (after the optional warm-up)",
+    "cosine": "linear warm-up, then cosine decay to 0 over the run",
+    "linear": "linear warm-up, then linear decay to 0",
+    "exponential": "linear warm-up, then decay by 10x over the run",
+    "step": "linear warm-up, then x0.1 at 50% and 75% of the run",
+    "onecycle": "one-cycle: rise to the peak at 30%, then anneal (warm-up ignored)",
+}
+
+WEIGHT_DECAY_SEMANTICS = (
+    "decoupled, multiplied by the learning-rate schedule (update -= lr(t) * wd * w), "
+    "kernels only (biases and norm parameters excluded)"
+)
+
+
+def make_schedule(name: str, peak: float, total_steps: int, warmup_steps: int) -> optax.Schedule:
+    total_steps = max(1, total_steps)
+    warmup_steps = min(max(0, warmup_steps), total_steps - 1)
+    rest = total_steps - warmup_steps
+    if name == "onecycle":
+        return optax.cosine_onecycle_schedule(total_steps, peak)
+    if name == "constant":
+        body = optax.constant_schedule(peak)
+    elif name == "cosine":
+        body = optax.cosine_decay_schedule(peak, rest)
+    elif name == "linear":
+        body = optax.linear_schedule(peak, 0.0, rest)
+    elif name == "exponential":
+        body = optax.exponential_decay(peak, rest, 0.1)
+    elif name == "step":
+        body = optax.piecewise_constant_schedule(
+            peak, {int(rest * 0.5): 0.1, int(rest * 0.75): 0.1})
+    else:
+        raise ValueError(f"optimizer.schedule: unknown {name!r}; known: {sorted(SCHEDULES)}")
+    if warmup_steps == 0:
+        return body
+    warm = optax.linear_schedule(peak / max(warmup_steps, 1), peak, warmup_steps)
+    return optax.join_schedules([warm, body], [warmup_steps])
+
+
+def param_name(path: tuple) -> str:
+    """The variable's own name ('kernel', 'bias', 'scale', ...) from a pytree path."""
+    for entry in reversed(path):
+        key = getattr(entry, "key", None)
+        if isinstance(key, str):
+            return key
+    return ""
+
+
+def kernel_mask(params: Any) -> Any:
+    """True for convolution and dense kernels, False for biases and normalisation parameters."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: param_name(p) == "kernel", params)
+
+
+def make_optimizer(
+    name: str,
+    schedule: optax.Schedule,
+    *,
+    weight_decay: float = 0.0,
+    grad_clip_norm: float = 0.0,
+) -> optax.GradientTransformation:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name: unknown {name!r}; known: {sorted(OPTIMIZERS)}")
+    parts = []
+    if grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(grad_clip_norm))
+    parts.append(OPTIMIZERS[name][0]())  # the direction, already negated (learning rate 1)
+    if weight_decay > 0:
+        # The direction is negated, so decay enters with a negative sign: -(d + wd * w).
+        parts.append(optax.add_decayed_weights(-weight_decay, mask=kernel_mask))
+    parts.append(optax.scale_by_schedule(schedule))
+    return optax.chain(*parts)

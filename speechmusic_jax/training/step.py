@@ -1,0 +1,98 @@
+"""Pure train and eval steps over an explicit state.
+
+The model is split once into a static ``graphdef`` and its state; the steps take and return plain
+pytrees, merge the module inside the traced function, and have no Python side effects, so they can
+be jitted with donated buffers, sharded over devices, or vmapped over trials.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from speechmusic_jax.training.optim import param_name
+
+
+class TrainState(NamedTuple):
+    params: Any  # nnx.State of nnx.Param
+    model_state: Any  # nnx.State of everything else (batch-norm statistics)
+    opt_state: Any
+    step: jax.Array  # int32 scalar: optimizer steps taken
+
+
+def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[Any, TrainState]:
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
+
+
+def penalty(params: Any, l1: float, l2: float) -> jax.Array:
+    """l1 * sum|w| + l2 * sum w^2 over kernels (biases and norm parameters excluded)."""
+    total = jnp.zeros((), jnp.float32)
+    if l1 == 0 and l2 == 0:
+        return total
+    for path, w in jax.tree_util.tree_leaves_with_path(params):
+        if param_name(path) == "kernel":
+            w = w.astype(jnp.float32)
+            if l1:
+                total += l1 * jnp.abs(w).sum()
+            if l2:
+                total += l2 * jnp.square(w).sum()
+    return total
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, weight: jax.Array,
+                  label_smoothing: float, num_classes: int) -> jax.Array:
+    """Weighted mean softmax cross-entropy (weights 0 mark padding)."""
+    targets = jax.nn.one_hot(labels, num_classes)
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    losses = optax.softmax_cross_entropy(logits, targets)
+    return (losses * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+
+
+def make_train_step(
+    graphdef: Any,
+    tx: optax.GradientTransformation,
+    *,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    l1: float = 0.0,
+    l2: float = 0.0,
+):
+    """(state, x, y, weight, key) -> (state, metrics); metrics are device scalars."""
+
+    def train_step(state: TrainState, x: jax.Array, y: jax.Array, weight: jax.Array,
+                   key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        step_key = jax.random.fold_in(key, state.step)
+
+        def loss_fn(params, model_state):
+            model = nnx.merge(graphdef, params, model_state, copy=True)
+            logits = model(x, train=True, rngs=nnx.Rngs(dropout=step_key))
+            data_loss = cross_entropy(logits, y, weight, label_smoothing, num_classes)
+            new_model_state = nnx.state(model, nnx.Not(nnx.Param))
+            return data_loss + penalty(params, l1, l2), (data_loss, logits, new_model_state)
+
+        grads, (data_loss, logits, model_state) = jax.grad(loss_fn, has_aux=True)(
+            state.params, state.model_state)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        correct = ((logits.argmax(-1) == y) * weight).sum()
+        metrics = {"loss_sum": data_loss * weight.sum(), "correct": correct, "count": weight.sum(),
+                   "grad_norm": optax.global_norm(grads)}
+        return TrainState(params, model_state, opt_state, state.step + 1), metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef: Any):
+    """(params, model_state, x) -> logits, in inference mode (running statistics, no dropout)."""
+
+    def eval_step(params: Any, model_state: Any, x: jax.Array) -> jax.Array:
+        model = nnx.merge(graphdef, params, model_state, copy=True)
+        return model(x, train=False)
+
+    return eval_step
