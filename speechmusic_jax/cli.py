@@ -28,6 +28,22 @@ def apply_shorthands(cfg: ConfigDict, *, data: str | None = None,
     return cfg
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with config errors (an unknown field) as one line, not a traceback."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _die(f"flag error: {e}\nPass --helpshort to see the flags.", 2)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        detail = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+        culprits = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+        where = f" in one of {culprits}" if culprits else ""
+        _die(f"config error{where}: unknown or invalid field: {detail}", 2)
+    raise AssertionError("unreachable")
+
+
 def log(message: str) -> None:
     print(message, flush=True)
 

@@ -250,7 +250,8 @@ def validate(c: ConfigDict) -> None:
     need(o.name in OPTIMIZERS, "optimizer.name", f"unknown optimizer; known: {sorted(OPTIMIZERS)}")
     need(o.learning_rate > 0, "optimizer.learning_rate", "must be positive")
     need(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
-    need(o.schedule in SCHEDULES, "optimizer.schedule", f"unknown schedule; known: {sorted(SCHEDULES)}")
+    need(o.schedule in SCHEDULES, "optimizer.schedule",
+         f"unknown schedule; known: {sorted(SCHEDULES)}")
     need(o.warmup_epochs >= 0, "optimizer.warmup_epochs", "must be >= 0")
 
 

@@ -42,4 +42,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     cli.quiet_jax_logs()
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -82,7 +82,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         correct = ((logits.argmax(-1) == y) * weight).sum()
         metrics = {"loss_sum": data_loss * weight.sum(), "correct": correct, "count": weight.sum(),
-                   "grad_norm": optax.global_norm(grads)}
+                   "grad_norm": optax.tree.norm(grads)}
         return TrainState(params, model_state, opt_state, state.step + 1), metrics
 
     return train_step

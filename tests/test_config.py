@@ -1,0 +1,110 @@
+import os
+
+import pytest
+
+from speechmusic_jax.config import ConfigError, base_config, diff, load_experiment, to_dict, validate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_defaults_validate_and_experiments_load():
+    validate(base_config())
+    for name in sorted(os.listdir(os.path.join(REPO, "experiments"))):
+        if name.endswith(".py"):
+            validate(load_experiment(os.path.join(REPO, "experiments", name)))
+    validate(load_experiment(os.path.join(REPO, "experiments", "default.py"), "tiny"))
+
+
+def test_tiny_batch_divides_over_up_to_eight_devices(tiny_config):
+    assert tiny_config.train.batch_size % 8 == 0
+    assert tiny_config.train.eval_batch_size % 8 == 0
+
+
+def test_unknown_field_is_refused():
+    c = base_config()
+    with pytest.raises(AttributeError, match="epoch"):
+        c.train.epoch = 3  # misspelt: the field is train.epochs
+
+
+def test_wrong_type_is_refused():
+    c = base_config()
+    with pytest.raises(TypeError, match="epochs"):
+        c.train.epochs = "many"
+
+
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("seed", -1, "seed"),
+        ("data.spec", "mp3dir:/x", "data.spec"),
+        ("data.spec", "folder:", "data.spec"),
+        ("data.on_error", "ignore", "data.on_error"),
+        ("data.classes", ("speech",), "data.classes"),
+        ("data.classes", ("speech", "Speech"), "data.classes"),
+        ("data.sample_rate", 0, "data.sample_rate"),
+        ("data.segment_seconds", 0.0, "data.segment_seconds"),
+        ("data.split", (0.5, 0.5, 0.5), "data.split"),
+        ("data.split", (0.9, 0.0, 0.1), "data.split"),
+        ("data.folds", 1, "data.folds"),
+        ("data.group_regex", "(", "data.group_regex"),
+        ("model.preset", "m99", "model.preset"),
+        ("model.activation", "swish2", "model.activation"),
+        ("model.dropout", 1.0, "model.dropout"),
+        ("model.stage_repeats", (1, 1), "model.stage_repeats"),
+        ("model.stem_filters", 0, "model.stem_filters"),
+        ("train.epochs", 0, "train.epochs"),
+        ("train.batch_size", -4, "train.batch_size"),
+        ("train.precision", "float16", "train.precision"),
+        ("train.early_stopping.monitor", "loss", "train.early_stopping.monitor"),
+        ("optimizer.name", "adamm", "optimizer.name"),
+        ("optimizer.learning_rate", 0.0, "optimizer.learning_rate"),
+        ("optimizer.schedule", "wavy", "optimizer.schedule"),
+    ],
+)
+def test_invalid_values_name_the_field(field, value, needle):
+    c = base_config()
+    node = c
+    *parents, leaf = field.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ConfigError) as err:
+        validate(c)
+    assert str(err.value).startswith(needle)
+
+
+def test_unknown_optimizer_lists_known_names():
+    c = base_config()
+    c.optimizer.name = "adamm"
+    with pytest.raises(ConfigError, match="adamw"):
+        validate(c)
+
+
+def test_crop_shorter_than_receptive_field_states_minimum():
+    c = base_config()
+    c.model.preset = "m5_small"  # needs 4160 samples
+    c.data.segment_seconds = 0.1  # 1600 samples at 16 kHz
+    with pytest.raises(ConfigError, match=r"data.segment_seconds.*4160 samples"):
+        validate(c)
+
+
+def test_preset_fields_can_be_overridden():
+    from speechmusic_jax.models.presets import resolve_spec
+
+    c = base_config()
+    c.model.preset = "m5"
+    c.model.stem_filters = 64
+    spec = resolve_spec(c.model, 2)
+    assert spec.stem_filters == 64 and spec.stage_filters == (128, 256, 512)
+
+
+def test_diff_names_changed_fields():
+    a, b = to_dict(base_config()), base_config()
+    b.train.epochs = 3
+    b.data.spec = "folder:/x"
+    assert diff(a, to_dict(b)) == ["data.spec", "train.epochs"]
+
+
+def test_experiment_unknown_variant_fails():
+    with pytest.raises(ValueError, match="variant"):
+        load_experiment(os.path.join(REPO, "experiments", "default.py"), "huge")
