@@ -14,12 +14,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import parallel, timing
@@ -27,7 +25,13 @@ from speechmusic_jax.data import audio, sources
 from speechmusic_jax.data import split as split_lib
 from speechmusic_jax.data.pipeline import LoaderConfig, train_batches
 from speechmusic_jax.data.synthetic import SyntheticSpec, ensure_corpus
-from speechmusic_jax.io_utils import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from speechmusic_jax.io_utils import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    write_jsonl,
+)
 from speechmusic_jax.models.conv1d import build_model, count_params
 from speechmusic_jax.models.presets import resolve_spec
 from speechmusic_jax.training import evaluation, metrics, optim
@@ -148,8 +152,13 @@ def prepare_data(cfg: config_lib.ConfigDict, workdir: str, log: Log,
 
 
 def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
-        overwrite: bool = False) -> dict:
-    """Train and test ``cfg`` in ``workdir``; return the summary (also in summary.json)."""
+        overwrite: bool = False, stop_after: int | None = None) -> dict:
+    """Train and test ``cfg`` in ``workdir``; return the summary (also in summary.json).
+
+    ``stop_after`` ends this call after that many epochs as if the process had been stopped
+    (checkpoint written, no test, returns ``{"status": "interrupted"}``); the next call resumes.
+    It exists for tests and for time-boxed jobs.
+    """
     config_lib.validate(cfg)
     workdir = os.path.abspath(workdir)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -247,11 +256,12 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
                                         put=put_x, on_bad_file=errors)
 
     es = t.early_stopping
-    sign = 1.0 if config_lib.MONITORS[es.monitor] == "min" else -1.0
+    mode = config_lib.MONITORS[es.monitor]
     step_times: list[float] = []
     status = "completed"
     printer = EpochPrinter(log)
-    for epoch in range(loop["epoch"] + 1, t.epochs + 1):
+    first_epoch = loop["epoch"] + 1
+    for epoch in range(first_epoch, t.epochs + 1):
         t_epoch = time.perf_counter()
         sums = np.zeros(3)
         wait = 0.0
@@ -290,21 +300,19 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
             "examples_per_s": sums[2] / train_s if train_s > 0 else None,
             "data_wait_s": wait,
         }
-        value = row[es.monitor]
-        improved = loop["best_value"] is None or sign * (loop["best_value"] - value) > es.min_delta
-        if improved:
-            loop.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-        else:
-            loop["bad_epochs"] += 1
-        loop["epoch"] = epoch
-        stop = es.patience > 0 and loop["bad_epochs"] >= es.patience
+        loop, improved, stop = early_stopping_update(loop, epoch, row[es.monitor], mode=mode,
+                                                     patience=es.patience,
+                                                     min_delta=es.min_delta)
         loop["stopped_early"] = stop and epoch < t.epochs
-        ckpts.save(epoch, jax.device_get(state), loop,
-                   best={"monitor": es.monitor, "value": value} if improved else None)
-        from speechmusic_jax.io_utils import append_jsonl
-
+        # The metrics line first, then the checkpoint: a kill in between is cut back on resume.
         append_jsonl(metrics_path, row)
+        ckpts.save(epoch, jax.device_get(state), loop,
+                   best={"monitor": es.monitor, "value": row[es.monitor]} if improved else None)
         printer.row(row, improved)
+        if stop_after is not None and epoch - first_epoch + 1 >= stop_after and not stop \
+                and epoch < t.epochs:
+            log(f"stopping after epoch {epoch} as asked; run again to resume")
+            return {"status": "interrupted", "epochs_run": epoch}
         if stop:
             if epoch < t.epochs:
                 status = "stopped_early"
@@ -367,6 +375,25 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         log(f"warning: could not draw curves.png ({e})")
     log(format_summary(summary, classes))
     return summary
+
+
+def early_stopping_update(loop: dict, epoch: int, value: float, *, mode: str, patience: int,
+                          min_delta: float) -> tuple[dict, bool, bool]:
+    """Fold one epoch's monitored value into the loop record: (record, improved, stop).
+
+    An epoch improves when it beats the best so far by more than ``min_delta`` (lower for mode
+    'min', higher for 'max'); training stops after ``patience`` epochs without improvement
+    (``patience`` 0: never).
+    """
+    best = loop["best_value"]
+    sign = 1.0 if mode == "min" else -1.0
+    improved = best is None or sign * (best - value) > min_delta
+    loop = dict(loop, epoch=epoch)
+    if improved:
+        loop.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+    else:
+        loop["bad_epochs"] += 1
+    return loop, improved, patience > 0 and loop["bad_epochs"] >= patience
 
 
 def _write_diverged(workdir: str, cfg, loop: dict, step_no: int, epoch: int, info: dict) -> None:
@@ -432,5 +459,3 @@ def format_summary(s: dict, classes) -> str:
         lines.append(f"data errors (skipped): {s['data_errors']}")
     return "\n".join(lines)
 
-
-__all__ = ["fit", "TrainingDiverged", "WorkdirConflict", "workdir_state", "nnx"]
