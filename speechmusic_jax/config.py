@@ -72,7 +72,7 @@ def base_config() -> ConfigDict:
     c.data.synthetic.seed = 0
 
     c.model = ConfigDict()
-    c.model.preset = "m5_small"
+    c.model.preset = "m5_mid"
     # Structural fields left unset take the preset's value; a value set here wins.
     c.model.stem_filters = config_dict.placeholder(int)
     c.model.stem_kernel = config_dict.placeholder(int)

@@ -17,20 +17,74 @@ def spec_of(preset, **overrides):
     return resolve_spec(c.model, 2)
 
 
-@pytest.mark.parametrize("preset,expected", [("m5", 555_010), ("m5_small", 24_770)])
-def test_parameter_counts_match_published_tables(preset, expected):
-    # Dai et al. 2017 M5 with 2 classes and conv biases; torchaudio tutorial M5 with 2 classes.
-    model = build_model(spec_of(preset), seed=0)
-    assert count_params(nnx.state(model, nnx.Param)) == expected
+def conv(k, cin, cout, bias=True):
+    return k * cin * cout + (cout if bias else 0) + 2 * cout  # + batch-norm scale and bias
+
+
+def convs(widths, cin):
+    total = 0
+    for w in widths:
+        total += conv(3, cin, w)
+        cin = w
+    return total
+
+
+def res_stage(width, blocks, cin):
+    total = 0
+    for _ in range(blocks):
+        total += conv(3, cin, width) + conv(3, width, width)
+        if cin != width:
+            total += cin * width  # 1x1 projection of the skip, no bias
+        cin = width
+    return total
+
+
+def fc(cin, cout=2):
+    return cin * cout + cout
+
+
+# Parameter counts from the published layer tables (2 classes, conv biases, batch norm):
+# Dai et al. 2017 Table 1 (M3, M5, M11, M18, M34-res), the torchaudio tutorial M5, SampleCNN 3^9
+# (Lee et al. 2017, without its final 1x1 conv), and our own tiny and m5_mid.
+PUBLISHED = {
+    "m3": conv(80, 1, 256) + convs([256], 256) + fc(256),
+    "m5": conv(80, 1, 128) + convs([128, 256, 512], 128) + fc(512),
+    "m5_small": conv(80, 1, 32) + convs([32, 64, 64], 32) + fc(64),
+    "m5_mid": conv(80, 1, 64) + convs([64, 128, 128], 64) + fc(128),
+    "m11": conv(80, 1, 64) + convs([64] * 2 + [128] * 2 + [256] * 3 + [512] * 2, 64) + fc(512),
+    "m18": conv(80, 1, 64) + convs([64] * 4 + [128] * 4 + [256] * 4 + [512] * 4, 64) + fc(512),
+    "m34_res": conv(80, 1, 48) + res_stage(48, 3, 48) + res_stage(96, 4, 48)
+    + res_stage(192, 6, 96) + res_stage(384, 3, 192) + fc(384),
+    "samplecnn": conv(3, 1, 128) + convs([128, 128] + [256] * 6 + [512], 128) + fc(512),
+    "tiny": conv(80, 1, 8) + convs([16], 8) + fc(16),
+}
+
+
+def test_every_preset_has_a_published_count():
+    assert set(PUBLISHED) == set(PRESETS)
+    assert PUBLISHED["m5"] == 555_010 and PUBLISHED["m5_small"] == 24_770
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_every_preset_runs_on_its_minimum_input(preset):
+def test_parameter_counts_match_published_tables(preset):
+    model = build_model(spec_of(preset), seed=0)
+    assert count_params(nnx.state(model, nnx.Param)) == PUBLISHED[preset]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_takes_a_train_step(preset):
+    import optax
+
+    from speechmusic_jax.training.step import init_state, make_train_step
+
     spec = spec_of(preset)
-    model = build_model(spec, seed=0)
-    logits = model(jnp.zeros((2, spec.min_input_length())))
-    assert logits.shape == (2, 2) and logits.dtype == jnp.float32
-    assert np.isfinite(np.asarray(logits)).all()
+    tx = optax.adam(1e-3)
+    graphdef, state = init_state(build_model(spec, seed=0), tx)
+    step = jax.jit(make_train_step(graphdef, tx, num_classes=2))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, spec.min_input_length())),
+                    jnp.float32)
+    state, m = step(state, x, jnp.array([0, 1]), jnp.ones(2), jax.random.key(0))
+    assert np.isfinite(float(m["loss_sum"])) and int(state.step) == 1
 
 
 def test_min_input_length_is_tight():

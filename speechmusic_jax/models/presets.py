@@ -55,12 +55,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "m5_small": dict(stem_filters=32, stem_kernel=80, stem_stride=16, stem_pool=4,
                      stage_filters=(32, 64, 64), stage_repeats=(1, 1, 1), stage_pool=(4, 4, 4),
                      kernel_size=3, residual=False),
+    "m5_mid": dict(stem_filters=64, stem_kernel=80, stem_stride=8, stem_pool=4,
+                   stage_filters=(64, 128, 128), stage_repeats=(1, 1, 1), stage_pool=(4, 4, 4),
+                   kernel_size=3, residual=False),
     "m11": dict(stem_filters=64, stem_kernel=80, stem_stride=4, stem_pool=4,
                 stage_filters=(64, 128, 256, 512), stage_repeats=(2, 2, 3, 2),
                 stage_pool=(4, 4, 4, 1), kernel_size=3, residual=False),
     "m18": dict(stem_filters=64, stem_kernel=80, stem_stride=4, stem_pool=4,
                 stage_filters=(64, 128, 256, 512), stage_repeats=(4, 4, 4, 4),
                 stage_pool=(4, 4, 4, 1), kernel_size=3, residual=False),
+    "m34_res": dict(stem_filters=48, stem_kernel=80, stem_stride=4, stem_pool=4,
+                    stage_filters=(48, 96, 192, 384), stage_repeats=(3, 4, 6, 3),
+                    stage_pool=(4, 4, 4, 1), kernel_size=3, residual=True),
+    "samplecnn": dict(stem_filters=128, stem_kernel=3, stem_stride=3, stem_pool=1,
+                      stage_filters=(128, 128, 256, 256, 256, 256, 256, 256, 512),
+                      stage_repeats=(1,) * 9, stage_pool=(3,) * 9, kernel_size=3,
+                      residual=False),
 }
 
 PRESET_NOTES = {
@@ -68,8 +78,14 @@ PRESET_NOTES = {
     "m3": "Dai et al. 2017 M3",
     "m5": "Dai et al. 2017 M5 (555,010 parameters with 2 classes)",
     "m5_small": "torchaudio tutorial M5: stem 32 filters, kernel 80, stride 16 (24,770 params)",
+    "m5_mid": "the default: M5 between the two above, stem 64 filters, kernel 80, stride 8; "
+              "stages 64/128/128 (92,546 params)",
     "m11": "Dai et al. 2017 M11",
     "m18": "Dai et al. 2017 M18",
+    "m34_res": "Dai et al. 2017 M34-res: residual blocks of two kernel-3 convs, 1x1 projection "
+               "where the width changes",
+    "samplecnn": "SampleCNN 3^9 (Lee et al. 2017) without its final 1x1 conv: needs 59,049 "
+                 "samples per crop (data.segment_seconds >= 3.7 at 16 kHz)",
 }
 
 
