@@ -109,6 +109,7 @@ def base_config() -> ConfigDict:
     c.optimizer.weight_decay = 1e-4
     c.optimizer.schedule = "cosine"
     c.optimizer.warmup_epochs = 1.0
+    c.optimizer.plateau_patience = 3  # epochs, for schedule=plateau
     c.lock()
     return c
 
@@ -253,6 +254,11 @@ def validate(c: ConfigDict) -> None:
     need(o.schedule in SCHEDULES, "optimizer.schedule",
          f"unknown schedule; known: {sorted(SCHEDULES)}")
     need(o.warmup_epochs >= 0, "optimizer.warmup_epochs", "must be >= 0")
+    need(o.plateau_patience >= 1, "optimizer.plateau_patience", "must be at least 1")
+    from speechmusic_jax.training.optim import SCHEDULE_FREE
+
+    need(o.name not in SCHEDULE_FREE or o.schedule == "constant", "optimizer.schedule",
+         f"{o.name} replaces the schedule: use 'constant' (optimizer.warmup_epochs still applies)")
 
 
 def _get(c: ConfigDict, dotted: str) -> Any:

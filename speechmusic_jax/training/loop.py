@@ -23,7 +23,7 @@ from speechmusic_jax import config as config_lib
 from speechmusic_jax import parallel, timing
 from speechmusic_jax.data import audio, sources
 from speechmusic_jax.data import split as split_lib
-from speechmusic_jax.data.pipeline import LoaderConfig, train_batches
+from speechmusic_jax.data.pipeline import balance_summary, make_loader_config, train_batches
 from speechmusic_jax.data.synthetic import SyntheticSpec, ensure_corpus
 from speechmusic_jax.io_utils import (
     append_jsonl,
@@ -125,20 +125,55 @@ def prepare_data(cfg: config_lib.ConfigDict, workdir: str, log: Log,
         return str(ensure_corpus(spec, cache_root, log=log))
 
     t0 = time.perf_counter()
-    listing = sources.list_files(d.spec, d.classes, group_regex=d.group_regex,
-                                 on_error=d.on_error, synthetic_dir=synthetic_dir)
-    scanned, errors = sources.scan_headers(listing.files, d.on_error, workers=4 * d.workers)
-    for reason, n in listing.ignored.items():
+    classes = tuple(d.classes)
+    listing = sources.list_files(d.spec, classes, group_regex=d.group_regex,
+                                 on_error=d.on_error, synthetic_dir=synthetic_dir,
+                                 cache_root=cache_root, log=log)
+    for note in listing.notes:
+        log(f"data: {note}")
+    for reason, n in sorted(listing.ignored.items()):
         log(f"data: left out {n} file(s) ({reason})")
-    errors = dict(collections.Counter(errors) + collections.Counter(listing.errors))
-    files = [f for f, _ in scanned]
+    # Header scan of every file before any work (cheap: soundfile.info).
+    scanned, scan_errors = sources.scan_headers(listing.files, d.on_error,
+                                                workers=4 * d.workers, log=log)
+    errors = collections.Counter(scan_errors) + collections.Counter(listing.errors)
+    if scan_errors:
+        sources.check_classes([f for f, _ in scanned], classes, where=listing.root,
+                              after=f" after skipping {sum(scan_errors.values())} unusable file(s)")
+    # Identical audio (copies, re-encodings) goes into one group, so into one split.
+    duplicates = sources.find_duplicates(scanned, workers=4 * d.workers)
+    files, conflicts = split_lib.merge_duplicates([f for f, _ in scanned], duplicates)
+    if duplicates:
+        n = sum(len(s) for s in duplicates)
+        a, b = duplicates[0][0].path, duplicates[0][1].path
+        log(f"warning: {n} files in {len(duplicates)} set(s) have identical audio content "
+            f"(e.g. {a} and {b}); each set is kept in one split")
+    if conflicts:
+        shown = "; ".join(" = ".join(f"{f.path} ({classes[f.label]})" for f in c)
+                          for c in conflicts[:3])
+        if d.on_error == "error":
+            raise sources.DataError(
+                f"{len(conflicts)} set(s) of files have identical audio but different labels: "
+                f"{shown}. Fix the labels, or pass --data_on_error=skip to leave them out.")
+        drop = {f.path for c in conflicts for f in c}
+        files = [f for f in files if f.path not in drop]
+        errors["conflicting_labels"] += len(drop)
+        log(f"warning: skipping {len(drop)} file(s) with identical audio but different labels: "
+            f"{shown}")
+        sources.check_classes(files, classes, where=listing.root,
+                              after=" after skipping files with conflicting labels")
+    errors = dict(errors)
     durations = {f.path: info.seconds for f, info in scanned}
+    if d.cache == "memory":
+        kept = sum(durations[f.path] for f in files) * d.sample_rate * 4
+        log(f"data: data.cache=memory keeps the decoded audio: about {kept / 2**20:.0f} MiB")
     split_path = os.path.join(workdir, "split.csv")
     if resume and os.path.exists(split_path):
-        split = split_lib.read_split_csv(split_path, d.classes)
+        split = split_lib.read_split_csv(split_path, classes)
     else:
-        split = split_lib.split_files(files, d.split, cfg.seed, folds=d.folds, fold=d.fold)
-        split_lib.write_split_csv(split_path, split, d.classes)
+        split = split_lib.split_files(files, d.split, cfg.seed, folds=d.folds, fold=d.fold,
+                                      classes=classes)
+        split_lib.write_split_csv(split_path, split, classes)
     log(f"data: {d.spec}: {len(files)} files scanned in {time.perf_counter() - t0:.1f}s; "
         f"{split_lib.describe(split, d.classes)}")
     for s in ("train", "val"):
@@ -192,10 +227,12 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     split, durations, scan_errors = prepare_data(cfg, workdir, log, resume=(mode == "resume"))
     errors = ErrorCounter(d.on_error, log, scan_errors)
     segment = int(round(d.segment_seconds * d.sample_rate))
-    hop = int(round((d.eval_hop_seconds or d.segment_seconds) * d.sample_rate))
-    loader = LoaderConfig(d.sample_rate, segment, hop, t.batch_size, d.short_clip, d.workers,
-                          d.prefetch_batches)
     train_files = split["train"]
+    # Augmentation, class weights / balanced sampling and the memory cache live in the loader.
+    loader = make_loader_config(cfg, train_files)
+    balance = balance_summary(loader, train_files, classes)
+    if d.balance != "none":
+        log(f"data: class balance by {d.balance}: {balance}")
     if len(train_files) < t.batch_size:
         raise sources.DataError(f"train.batch_size: {t.batch_size} is more than the "
                                 f"{len(train_files)} training files")
@@ -207,7 +244,9 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     schedule = optim.make_schedule(o.schedule, o.learning_rate, t.epochs * steps_per_epoch,
                                    int(round(o.warmup_epochs * steps_per_epoch)))
     tx = optim.make_optimizer(o.name, schedule, weight_decay=o.weight_decay,
-                              grad_clip_norm=t.grad_clip_norm)
+                              grad_clip_norm=t.grad_clip_norm,
+                              plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
+                              steps_per_epoch=steps_per_epoch)
     graphdef, state = init_state(model, tx)
     del model
     params_trainable = count_params(state.params)
@@ -246,7 +285,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         "(timings below exclude compilation)")
 
     def predict_with(st):
-        return lambda x: eval_compiled(st.params, st.model_state, x)
+        params = optim.eval_params(o.name, st.opt_state, st.params)
+        return lambda x: eval_compiled(params, st.model_state, x)
 
     def put_x(x):
         return jax.device_put(x, bshard)
@@ -295,7 +335,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
             "val_f1": val["f1"]["macro"],
-            "learning_rate": float(schedule(epoch * steps_per_epoch - 1)),
+            "learning_rate": float(schedule(epoch * steps_per_epoch - 1))
+            * optim.lr_scale(state.opt_state),
             "epoch_time_s": epoch_s,
             "examples_per_s": sums[2] / train_s if train_s > 0 else None,
             "data_wait_s": wait,
@@ -334,7 +375,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         write_predictions(os.path.join(workdir, "test_predictions.csv"), test_pred, classes)
 
     # Inference speed of the tested weights, at the eval batch size and at batch 1.
-    predict = jax.jit(lambda x: eval_fn(state.params, state.model_state, x))
+    tested = optim.eval_params(o.name, state.opt_state, state.params)
+    predict = jax.jit(lambda x: eval_fn(tested, state.model_state, x))
     probe_x = np.random.default_rng(0).standard_normal((t.eval_batch_size, segment)).astype(
         np.float32) * 0.1
     inference = timing.inference_speed(predict, probe_x, d.sample_rate)

@@ -40,7 +40,11 @@ OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] =
     "lion": (lambda: optax.lion(1.0), "Lion (sign of interpolated momentum; use a ~10x lower lr)"),
     "novograd": (lambda: optax.novograd(1.0), "NovoGrad"),
     "yogi": (lambda: optax.yogi(1.0), "Yogi"),
+    "schedule_free_adamw": (lambda: optax.scale_by_adam(b1=0.0),
+                            "schedule-free AdamW (Defazio et al. 2024): evaluates the averaged "
+                            "weights; use schedule=constant"),
 }
+SCHEDULE_FREE = frozenset({"schedule_free_adamw"})
 
 SCHEDULES: dict[str, str] = {
     "constant": "constant learning rate (after the optional warm-up)",
@@ -49,6 +53,8 @@ SCHEDULES: dict[str, str] = {
     "exponential": "linear warm-up, then decay by 10x over the run",
     "step": "linear warm-up, then x0.1 at 50% and 75% of the run",
     "onecycle": "one-cycle: rise to the peak at 30%, then anneal (warm-up ignored)",
+    "plateau": "constant after warm-up, times 0.3 whenever the epoch's mean training loss has "
+               "not improved for optimizer.plateau_patience epochs",
 }
 
 WEIGHT_DECAY_SEMANTICS = (
@@ -63,7 +69,7 @@ def make_schedule(name: str, peak: float, total_steps: int, warmup_steps: int) -
     rest = total_steps - warmup_steps
     if name == "onecycle":
         return optax.cosine_onecycle_schedule(total_steps, peak)
-    if name == "constant":
+    if name in ("constant", "plateau"):
         body = optax.constant_schedule(peak)
     elif name == "cosine":
         body = optax.cosine_decay_schedule(peak, rest)
@@ -102,15 +108,57 @@ def make_optimizer(
     *,
     weight_decay: float = 0.0,
     grad_clip_norm: float = 0.0,
+    plateau_epochs: int = 0,
+    steps_per_epoch: int = 1,
 ) -> optax.GradientTransformation:
+    """The optimizer chain described at the top of this module.
+
+    ``plateau_epochs`` > 0 appends optax's reduce-on-plateau, fed with the training loss (the
+    train step passes ``value=loss``) and averaged over an epoch of steps.
+    """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name: unknown {name!r}; known: {sorted(OPTIMIZERS)}")
     parts = []
     if grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
+    if name in SCHEDULE_FREE:
+        inner = [OPTIMIZERS[name][0]()]
+        if weight_decay > 0:
+            inner.append(optax.add_decayed_weights(weight_decay, mask=kernel_mask))
+        inner.append(optax.scale_by_learning_rate(schedule))
+        parts.append(optax.contrib.schedule_free(optax.chain(*inner), learning_rate=schedule))
+        return optax.chain(*parts)
     parts.append(OPTIMIZERS[name][0]())  # the direction, already negated (learning rate 1)
     if weight_decay > 0:
         # The direction is negated, so decay enters with a negative sign: -(d + wd * w).
         parts.append(optax.add_decayed_weights(-weight_decay, mask=kernel_mask))
+    if plateau_epochs > 0:
+        parts.append(optax.contrib.reduce_on_plateau(
+            factor=0.3, patience=plateau_epochs, accumulation_size=max(1, steps_per_epoch)))
     parts.append(optax.scale_by_schedule(schedule))
     return optax.chain(*parts)
+
+
+def eval_params(name: str, opt_state: Any, params: Any) -> Any:
+    """The weights to evaluate: the averaged ones for schedule-free optimizers, else ``params``."""
+    if name not in SCHEDULE_FREE:
+        return params
+    sf_state = _find(opt_state, optax.contrib.ScheduleFreeState)
+    return optax.contrib.schedule_free_eval_params(sf_state, params)
+
+
+def lr_scale(opt_state: Any) -> float:
+    """The reduce-on-plateau multiplier in ``opt_state`` (1.0 when there is none)."""
+    state = _find(opt_state, optax.contrib.ReduceLROnPlateauState)
+    return 1.0 if state is None else float(state.scale)
+
+
+def _find(tree: Any, kind: type) -> Any:
+    if isinstance(tree, kind):
+        return tree
+    if isinstance(tree, tuple | list):
+        for item in tree:
+            found = _find(item, kind)
+            if found is not None:
+                return found
+    return None

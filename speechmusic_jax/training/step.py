@@ -78,7 +78,7 @@ def make_train_step(
 
         grads, (data_loss, logits, model_state) = jax.grad(loss_fn, has_aux=True)(
             state.params, state.model_state)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=data_loss)
         params = optax.apply_updates(state.params, updates)
         correct = ((logits.argmax(-1) == y) * weight).sum()
         metrics = {"loss_sum": data_loss * weight.sum(), "correct": correct, "count": weight.sum(),

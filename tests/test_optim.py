@@ -1,0 +1,78 @@
+import jax
+import numpy as np
+import optax
+import pytest
+from test_step import fixed_batch, tiny_setup
+
+from speechmusic_jax.training import optim
+
+# A learning rate at which each optimizer makes progress on the fixed tiny batch in 15 steps.
+LR = {"sgd": 0.1, "momentum": 0.03, "nesterov": 0.03, "adadelta": 1.0, "adagrad": 0.05,
+      "lars": 1.0, "lion": 3e-3, "adafactor": 0.03}
+
+
+def losses_of(optimizer, steps=15, **kw):
+    _, state, step = tiny_setup(optimizer=optimizer, lr=LR.get(optimizer, 1e-2), **kw)
+    x, y, w = fixed_batch()
+    out = []
+    for _ in range(steps):
+        state, m = step(state, x, y, w, jax.random.key(0))
+        out.append(float(m["loss_sum"] / m["count"]))
+    return out, state
+
+
+@pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
+def test_every_optimizer_lowers_the_loss(name):
+    losses, _ = losses_of(name)
+    assert all(np.isfinite(losses))
+    assert min(losses[-3:]) < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", sorted(optim.SCHEDULES))
+def test_every_schedule_is_sane(name):
+    peak, total, warm = 0.1, 100, 10
+    sched = optim.make_schedule(name, peak, total, warm)
+    values = np.array([float(sched(i)) for i in range(total)])
+    assert np.all(values >= 0) and values.max() <= peak * (1 + 1e-6)
+    assert values.max() >= 0.9 * peak
+    if name not in ("constant", "plateau"):
+        assert values[-1] < 0.5 * peak, name  # every decaying schedule decays
+    if name != "onecycle":
+        assert values[0] < values[warm], "warm-up rises"
+
+
+def test_unknown_names_list_known_ones():
+    with pytest.raises(ValueError, match="adamw"):
+        optim.make_optimizer("adamm", optax.constant_schedule(1.0))
+    with pytest.raises(ValueError, match="cosine"):
+        optim.make_schedule("wavy", 1.0, 10, 0)
+
+
+def test_plateau_cuts_the_rate_when_the_loss_stalls():
+    tx = optim.make_optimizer("sgd", optax.constant_schedule(1.0), plateau_epochs=2,
+                              steps_per_epoch=2)
+    params = {"kernel": np.ones(3, np.float32)}
+    state = tx.init(params)
+    grads = {"kernel": np.zeros(3, np.float32)}
+    for _ in range(12):  # a flat loss for 6 "epochs"
+        _, state = tx.update(grads, state, params, value=1.0)
+    assert optim.lr_scale(state) < 1.0
+    assert optim.lr_scale(tx.init(params)) == 1.0
+
+
+def test_schedule_free_evaluates_averaged_weights():
+    losses, state = losses_of("schedule_free_adamw")
+    evaluated = optim.eval_params("schedule_free_adamw", state.opt_state, state.params)
+    diffs = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(evaluated),
+                                                   jax.tree_util.tree_leaves(state.params),
+                                                   strict=True)]
+    assert any(diffs)
+    assert optim.eval_params("adamw", state.opt_state, state.params) is state.params
+
+
+def test_gradient_clipping_bounds_the_first_update():
+    _, state, _ = tiny_setup()
+    tx = optim.make_optimizer("sgd", optax.constant_schedule(1.0), grad_clip_norm=0.5)
+    big = jax.tree.map(lambda p: np.full(p.shape, 100.0, np.float32), state.params)
+    updates, _ = tx.update(big, tx.init(state.params), state.params)
+    assert float(optax.tree.norm(updates)) == pytest.approx(0.5, rel=1e-4)
