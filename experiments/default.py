@@ -20,6 +20,8 @@ def get_config(arg: str | None = None):
         c.train.batch_size = 8
         c.train.eval_batch_size = 16
         c.train.early_stopping.patience = 0
+        c.optimizer.learning_rate = 1e-2
+        c.optimizer.warmup_epochs = 0.0
     elif arg:
         raise ValueError(f"experiments/default.py: unknown variant {arg!r} (known: tiny)")
     return c

@@ -42,7 +42,8 @@ def tiny_run(tmp_path_factory):
 def test_run_writes_every_artifact(tiny_run):
     cfg, workdir, summary = tiny_run
     for name in ("config.json", "split.csv", "metrics.jsonl", "test_predictions.csv",
-                 "summary.json", "curves.png", "checkpoints/best.json", "checkpoints/last.json"):
+                 "summary.json", "curves.png", "checkpoints/best.json", "checkpoints/last.json",
+                 "tensorboard"):
         assert os.path.exists(os.path.join(workdir, name)), name
     rows = read_metrics(workdir)
     assert [r["epoch"] for r in rows] == list(range(1, cfg.train.epochs + 1))

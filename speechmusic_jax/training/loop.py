@@ -7,8 +7,6 @@ the workdir and writes each one atomically. Everything it prints was measured in
 from __future__ import annotations
 
 import collections
-import csv
-import io
 import math
 import os
 import threading
@@ -28,13 +26,12 @@ from speechmusic_jax.data.synthetic import SyntheticSpec, ensure_corpus
 from speechmusic_jax.io_utils import (
     append_jsonl,
     atomic_write_json,
-    atomic_write_text,
     read_jsonl,
     write_jsonl,
 )
 from speechmusic_jax.models.conv1d import build_model, count_params
 from speechmusic_jax.models.presets import resolve_spec
-from speechmusic_jax.training import evaluation, metrics, optim
+from speechmusic_jax.training import evaluation, optim, reporting
 from speechmusic_jax.training.checkpoints import Checkpoints
 from speechmusic_jax.training.step import init_state, make_eval_step, make_train_step
 
@@ -44,6 +41,11 @@ Log = Callable[[str], None]
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the summary says ``diverged`` and the last good checkpoint
     stays."""
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """The accelerator ran out of memory in the train or eval step; the message names the batch
+    size to lower. Earlier checkpoints stay."""
 
 
 class WorkdirConflict(RuntimeError):
@@ -187,12 +189,14 @@ def prepare_data(cfg: config_lib.ConfigDict, workdir: str, log: Log,
 
 
 def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
-        overwrite: bool = False, stop_after: int | None = None) -> dict:
+        overwrite: bool = False, stop_after: int | None = None,
+        progress: bool | None = None) -> dict:
     """Train and test ``cfg`` in ``workdir``; return the summary (also in summary.json).
 
     ``stop_after`` ends this call after that many epochs as if the process had been stopped
     (checkpoint written, no test, returns ``{"status": "interrupted"}``); the next call resumes.
-    It exists for tests and for time-boxed jobs.
+    It exists for tests and for time-boxed jobs. ``progress`` shows a per-step progress bar
+    (default: only when stderr is a terminal).
     """
     config_lib.validate(cfg)
     workdir = os.path.abspath(workdir)
@@ -210,14 +214,16 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
             summary = json.load(f)
         log(f"{workdir} holds a finished run (status {summary['status']}); its summary:")
-        log(format_summary(summary, cfg.data.classes))
+        log(reporting.format_summary(summary, cfg.data.classes))
         return summary
+    mesh = parallel.make_mesh()
+    try:  # a config error, reported before anything is written
+        parallel.check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
+        parallel.check_divisible(cfg.train.eval_batch_size, mesh, "train.eval_batch_size")
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
     os.makedirs(workdir, exist_ok=True)
     atomic_write_json(os.path.join(workdir, "config.json"), cfg_dict)
-
-    mesh = parallel.make_mesh()
-    parallel.check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
-    parallel.check_divisible(cfg.train.eval_batch_size, mesh, "train.eval_batch_size")
     info = timing.device_info()
     log(f"devices: {info['device_count']} x {info['device_kind']} ({info['backend']}), "
         f"jax {jax.__version__}")
@@ -251,6 +257,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     del model
     params_trainable = count_params(state.params)
     params_total = params_trainable + count_params(state.model_state)
+    log(reporting.layer_table(state.params))
     log(f"model: {cfg.model.preset} ({spec.stem_filters}/{spec.stem_kernel}/{spec.stem_stride} "
         f"stem, stages {list(spec.stage_filters)}), {params_trainable:,} trainable parameters; "
         f"optimizer {o.name}, lr {o.learning_rate:g} ({o.schedule}), weight decay "
@@ -283,6 +290,9 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         eval_fn, state.params, state.model_state, ex_spec)
     log(f"compiled train step in {compile_s:.2f}s, eval step in {eval_compile_s:.2f}s "
         "(timings below exclude compilation)")
+    train_step = _out_of_memory_hint(train_step, "train step", "train.batch_size", t.batch_size)
+    eval_compiled = _out_of_memory_hint(eval_compiled, "eval step", "train.eval_batch_size",
+                                        t.eval_batch_size)
 
     def predict_with(st):
         params = optim.eval_params(o.name, st.opt_state, st.params)
@@ -299,13 +309,16 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     mode = config_lib.MONITORS[es.monitor]
     step_times: list[float] = []
     status = "completed"
-    printer = EpochPrinter(log)
+    printer = reporting.EpochPrinter(log)
+    overfit = reporting.OverfitWatch(log)
+    board = reporting.TensorBoard(os.path.join(workdir, "tensorboard"))
     first_epoch = loop["epoch"] + 1
     for epoch in range(first_epoch, t.epochs + 1):
         t_epoch = time.perf_counter()
         sums = np.zeros(3)
         wait = 0.0
         t_wait = time.perf_counter()
+        bar = reporting.ProgressBar(steps_per_epoch, epoch, enabled=progress)
         for batch in train_batches(train_files, train_durations, loader, cfg.seed, epoch,
                                    on_bad_file=errors):
             x, y, w = parallel.put_batch((batch.x, batch.y, batch.weight), mesh)
@@ -314,16 +327,20 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
             state, m = train_step(state, x, y, w, key)
             m = jax.device_get(m)  # blocks: the clock stops when the step is done
             step_times.append(time.perf_counter() - t0)
+            bar.step(float(m["loss_sum"]) / max(float(m["count"]), 1.0))
             if not (math.isfinite(float(m["loss_sum"])) and math.isfinite(float(m["grad_norm"]))):
-                step_no = (epoch - 1) * steps_per_epoch + int(sums[2] // t.batch_size) + 1
+                bar.close()
+                step_no = (epoch - 1) * steps_per_epoch + bar.done
                 _write_diverged(workdir, cfg, loop, step_no, epoch, info)
                 raise TrainingDiverged(
                     f"the loss became {float(m['loss_sum']) / max(float(m['count']), 1):g} at "
                     f"step {step_no} (epoch {epoch}); try a lower optimizer.learning_rate "
                     f"(now {o.learning_rate:g}) or gradient clipping (train.grad_clip_norm=1). "
-                    f"The last good checkpoint (epoch {loop['epoch']}) is kept.")
+                    + (f"The last good checkpoint (epoch {loop['epoch']}) is kept."
+                       if loop["epoch"] else "No checkpoint had been written yet."))
             sums += (float(m["loss_sum"]), float(m["correct"]), float(m["count"]))
             t_wait = time.perf_counter()
+        bar.close()
         train_s = time.perf_counter() - t_epoch
         val = evaluation.report(evaluate(state, split["val"]), classes)
         epoch_s = time.perf_counter() - t_epoch
@@ -350,8 +367,11 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         ckpts.save(epoch, jax.device_get(state), loop,
                    best={"monitor": es.monitor, "value": row[es.monitor]} if improved else None)
         printer.row(row, improved)
+        overfit.update(row)
+        board.write(row)
         if stop_after is not None and epoch - first_epoch + 1 >= stop_after and not stop \
                 and epoch < t.epochs:
+            board.close()
             log(f"stopping after epoch {epoch} as asked; run again to resume")
             return {"status": "interrupted", "epochs_run": epoch}
         if stop:
@@ -372,7 +392,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     test_pred = evaluate(state, split["test"]) if split["test"] else None
     test = evaluation.report(test_pred, classes) if test_pred else None
     if test_pred:
-        write_predictions(os.path.join(workdir, "test_predictions.csv"), test_pred, classes)
+        reporting.write_predictions(os.path.join(workdir, "test_predictions.csv"), test_pred,
+                                    classes)
 
     # Inference speed of the tested weights, at the eval batch size and at batch 1.
     tested = optim.eval_params(o.name, state.opt_state, state.params)
@@ -415,7 +436,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
                      best_epoch=loop["best_epoch"])
     except Exception as e:  # a plot must never cost the run
         log(f"warning: could not draw curves.png ({e})")
-    log(format_summary(summary, classes))
+    board.close()
+    log(reporting.format_summary(summary, classes))
     return summary
 
 
@@ -438,66 +460,27 @@ def early_stopping_update(loop: dict, epoch: int, value: float, *, mode: str, pa
     return loop, improved, patience > 0 and loop["bad_epochs"] >= patience
 
 
+def _out_of_memory_hint(step: Callable, what: str, field: str, batch_size: int) -> Callable:
+    """``step``, raising :class:`DeviceOutOfMemory` naming ``field`` when XLA cannot allocate."""
+
+    def call(*args):
+        try:
+            return step(*args)
+        except jax.errors.JaxRuntimeError as e:
+            if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+                raise
+            detail = str(e).strip().splitlines()[0][:200]
+            raise DeviceOutOfMemory(
+                f"the device ran out of memory in the {what} at batch size {batch_size} "
+                f"({detail}); try a smaller {field} (e.g. --config.{field}="
+                f"{max(1, batch_size // 2)}) or train.precision=bfloat16. Earlier checkpoints "
+                "are intact.") from None
+
+    return call
+
+
 def _write_diverged(workdir: str, cfg, loop: dict, step_no: int, epoch: int, info: dict) -> None:
     atomic_write_json(os.path.join(workdir, "summary.json"), {
         "status": "diverged", "diverged_at_step": step_no, "diverged_in_epoch": epoch,
         "best_epoch": loop["best_epoch"], "epochs_run": loop["epoch"], "seed": cfg.seed,
         "test": None, **info, "versions": timing.versions()})
-
-
-def write_predictions(path: str, pred: evaluation.Predictions, classes) -> None:
-    probs = evaluation.softmax(pred.clip_logits)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
-    for f, p in zip(pred.files, probs, strict=True):
-        w.writerow([f.path, classes[f.label], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
-    atomic_write_text(path, buf.getvalue())
-
-
-class EpochPrinter:
-    HEAD = (f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>8} "
-            f"{'val_f1':>7} {'lr':>9} {'time_s':>7}")
-
-    def __init__(self, log: Log):
-        self.log = log
-        self.started = False
-
-    def row(self, r: dict, improved: bool) -> None:
-        if not self.started:
-            self.log(self.HEAD)
-            self.started = True
-        self.log(f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['train_accuracy']:>9.4f} "
-                 f"{r['val_loss']:>9.4f} {r['val_accuracy']:>8.4f} {r['val_f1']:>7.4f} "
-                 f"{r['learning_rate']:>9.2e} {r['epoch_time_s']:>7.2f}" + ("  *" if improved
-                                                                            else ""))
-
-
-def format_summary(s: dict, classes) -> str:
-    lines = [f"\n=== final report ({s['status']}, best epoch {s['best_epoch']} of "
-             f"{s['epochs_run']}) ==="]
-    if s.get("test"):
-        lines.append(metrics.format_report(s["test"], classes, title="test, clip level"))
-        win = s["test"]["window"]
-        lines.append(f"window level: accuracy {win['accuracy']:.4f} over {win['n_windows']} "
-                     f"windows, macro F1 {win['f1']['macro']:.4f}")
-    st = s.get("step_time_ms") or {}
-    inf = s.get("inference") or {}
-    lines += [
-        f"trainable parameters: {s['params_trainable']:,}",
-        f"training time: {s['train_time_s']:.1f}s; median step time: "
-        f"{st.get('median', float('nan')):.2f} ms (min {st.get('min', float('nan')):.2f}, "
-        f"max {st.get('max', float('nan')):.2f}; compile {s['compile_time_s']:.2f}s excluded)",
-    ]
-    if s.get("flops_per_example"):
-        lines.append(f"FLOPs per example (inference, one window): {s['flops_per_example']:.3g}")
-    if inf:
-        lines.append(f"inference: {inf['examples_per_s']:.0f} windows/s at batch "
-                     f"{inf['batch_size']}, batch-1 latency {inf['latency_ms_batch1']:.2f} ms, "
-                     f"{inf['realtime_factor']:.0f}x real time")
-    lines.append(f"peak memory: {s['peak_memory_bytes'] / 2**20:.0f} MiB "
-                 f"({s['peak_memory_kind']}); device: {s['device_count']} x {s['device_kind']}")
-    if s.get("data_errors"):
-        lines.append(f"data errors (skipped): {s['data_errors']}")
-    return "\n".join(lines)
-

@@ -1,0 +1,171 @@
+"""What a run shows and records besides its files: the epoch table, the final report, a
+progress bar, the per-layer parameter table, overfitting notes and TensorBoard scalars."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from speechmusic_jax.io_utils import atomic_write_text
+from speechmusic_jax.training import evaluation, metrics
+
+Log = Callable[[str], None]
+
+
+def write_predictions(path: str, pred: evaluation.Predictions, classes) -> None:
+    probs = evaluation.softmax(pred.clip_logits)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+    for f, p in zip(pred.files, probs, strict=True):
+        w.writerow([f.path, classes[f.label], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+    atomic_write_text(path, buf.getvalue())
+
+
+class EpochPrinter:
+    HEAD = (f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>8} "
+            f"{'val_f1':>7} {'lr':>9} {'time_s':>7}")
+
+    def __init__(self, log: Log):
+        self.log = log
+        self.started = False
+
+    def row(self, r: dict, improved: bool) -> None:
+        if not self.started:
+            self.log(self.HEAD)
+            self.started = True
+        self.log(f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['train_accuracy']:>9.4f} "
+                 f"{r['val_loss']:>9.4f} {r['val_accuracy']:>8.4f} {r['val_f1']:>7.4f} "
+                 f"{r['learning_rate']:>9.2e} {r['epoch_time_s']:>7.2f}" + ("  *" if improved
+                                                                            else ""))
+
+
+def format_summary(s: dict, classes) -> str:
+    lines = [f"\n=== final report ({s['status']}, best epoch {s['best_epoch']} of "
+             f"{s['epochs_run']}) ==="]
+    if s.get("test"):
+        lines.append(metrics.format_report(s["test"], classes, title="test, clip level"))
+        win = s["test"]["window"]
+        lines.append(f"window level: accuracy {win['accuracy']:.4f} over {win['n_windows']} "
+                     f"windows, macro F1 {win['f1']['macro']:.4f}")
+    st = s.get("step_time_ms") or {}
+    inf = s.get("inference") or {}
+    lines += [
+        f"trainable parameters: {s['params_trainable']:,}",
+        f"training time: {s['train_time_s']:.1f}s; median step time: "
+        f"{st.get('median', float('nan')):.2f} ms (min {st.get('min', float('nan')):.2f}, "
+        f"max {st.get('max', float('nan')):.2f}; compile {s['compile_time_s']:.2f}s excluded)",
+    ]
+    if s.get("flops_per_example"):
+        lines.append(f"FLOPs per example (inference, one window): {s['flops_per_example']:.3g}")
+    if inf:
+        lines.append(f"inference: {inf['examples_per_s']:.0f} windows/s at batch "
+                     f"{inf['batch_size']}, batch-1 latency {inf['latency_ms_batch1']:.2f} ms, "
+                     f"{inf['realtime_factor']:.0f}x real time")
+    lines.append(f"peak memory: {s['peak_memory_bytes'] / 2**20:.0f} MiB "
+                 f"({s['peak_memory_kind']}); device: {s['device_count']} x {s['device_kind']}")
+    if s.get("data_errors"):
+        lines.append(f"data errors (skipped): {s['data_errors']}")
+    return "\n".join(lines)
+
+
+
+def layer_table(params: Any) -> str:
+    """One line per layer: its path, parameter shapes and count; a total at the end."""
+    rows: dict[str, list] = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        keys = [str(getattr(k, "key", getattr(k, "idx", ""))) for k in path]
+        keys = [k for k in keys if k and k != "value"]
+        layer, name = ".".join(keys[:-1]), keys[-1]
+        rows.setdefault(layer, []).append((name, tuple(leaf.shape), int(leaf.size)))
+    width = max((len(k) for k in rows), default=5)
+    lines = [f"{'layer':<{width}}  {'parameters':>10}  shapes"]
+    total = 0
+    for layer, entries in rows.items():
+        n = sum(e[2] for e in entries)
+        total += n
+        shapes = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape, _ in entries)
+        lines.append(f"{layer:<{width}}  {n:>10,}  {shapes}")
+    lines.append(f"{'total':<{width}}  {total:>10,}")
+    return "\n".join(lines)
+
+
+class OverfitWatch:
+    """Notes when validation loss has risen for ``epochs`` epochs while training loss fell."""
+
+    def __init__(self, log: Log, epochs: int = 3):
+        self.log = log
+        self.epochs = epochs
+        self.rows: list[dict] = []
+        self.warned_at = -1
+
+    def update(self, row: dict) -> bool:
+        self.rows.append(row)
+        recent = self.rows[-(self.epochs + 1):]
+        if len(recent) <= self.epochs:
+            return False
+        val = [r["val_loss"] for r in recent]
+        train = [r["train_loss"] for r in recent]
+        rising = all(b > a for a, b in zip(val, val[1:], strict=False))
+        falling = train[-1] < train[0]
+        if rising and falling and row["epoch"] - self.warned_at > self.epochs:
+            self.warned_at = row["epoch"]
+            self.log(f"note: validation loss has risen for {self.epochs} epochs "
+                     f"({val[0]:.4f} -> {val[-1]:.4f}) while training loss fell "
+                     f"({train[0]:.4f} -> {train[-1]:.4f}): the model is overfitting; consider "
+                     "more dropout, weight decay, augmentation, or early stopping")
+            return True
+        return False
+
+
+class ProgressBar:
+    """Steps of the current epoch on one terminal line; silent when output is not a terminal."""
+
+    def __init__(self, total: int, epoch: int, enabled: bool | None = None, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.total, self.epoch, self.done = total, epoch, 0
+
+    def step(self, loss: float | None = None) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        tail = f" loss {loss:.4f}" if loss is not None else ""
+        self.stream.write(f"\repoch {self.epoch} [{'#' * filled}{'.' * (width - filled)}] "
+                          f"{self.done}/{self.total}{tail}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+class TensorBoard:
+    """Epoch scalars as TensorBoard event files (tensorboardX: no TensorFlow needed)."""
+
+    KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1",
+            "learning_rate", "epoch_time_s", "examples_per_s")
+
+    def __init__(self, logdir: str):
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(logdir=logdir, flush_secs=30)
+
+    def write(self, row: dict) -> None:
+        for key in self.KEYS:
+            value = row.get(key)
+            if value is not None:
+                group = "loss" if key.endswith("loss") else key.split("_")[0]
+                self.writer.add_scalar(f"{group}/{key}", float(value), row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

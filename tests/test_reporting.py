@@ -1,0 +1,61 @@
+import io
+import os
+
+from flax import nnx
+
+from speechmusic_jax.config import base_config
+from speechmusic_jax.models.conv1d import build_model, count_params
+from speechmusic_jax.models.presets import resolve_spec
+from speechmusic_jax.training import reporting
+
+
+def row(epoch, train_loss, val_loss):
+    return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+            "train_accuracy": 0.5, "val_accuracy": 0.5, "val_f1": 0.5, "learning_rate": 1e-3,
+            "epoch_time_s": 1.0, "examples_per_s": 10.0}
+
+
+def test_overfitting_note_when_val_rises_while_train_falls():
+    notes = []
+    watch = reporting.OverfitWatch(notes.append, epochs=3)
+    for e, (tr, va) in enumerate([(1.0, 0.9), (0.8, 0.7), (0.6, 0.75), (0.5, 0.8), (0.4, 0.85)],
+                                 start=1):
+        watch.update(row(e, tr, va))
+    assert len(notes) == 1 and "overfitting" in notes[0]
+
+
+def test_no_overfitting_note_when_both_fall():
+    notes = []
+    watch = reporting.OverfitWatch(notes.append, epochs=3)
+    for e in range(1, 8):
+        watch.update(row(e, 1.0 / e, 1.1 / e))
+    assert notes == []
+
+
+def test_progress_bar_is_silent_off_a_terminal():
+    quiet, loud = io.StringIO(), io.StringIO()
+    for stream, enabled in ((quiet, None), (loud, True)):
+        bar = reporting.ProgressBar(4, epoch=1, enabled=enabled, stream=stream)
+        for _ in range(4):
+            bar.step(0.5)
+        bar.close()
+    assert quiet.getvalue() == ""  # StringIO is not a terminal
+    assert "4/4" in loud.getvalue()
+
+
+def test_layer_table_totals_the_parameters():
+    c = base_config()
+    c.model.preset = "tiny"
+    params = nnx.state(build_model(resolve_spec(c.model, 2), 0), nnx.Param)
+    table = reporting.layer_table(params)
+    assert f"{count_params(params):,}" in table.splitlines()[-1]
+    assert "stem" in table and "head" in table
+
+
+def test_tensorboard_writes_event_files(tmp_path):
+    board = reporting.TensorBoard(str(tmp_path / "tb"))
+    board.write(row(1, 0.9, 0.8))
+    board.close()
+    files = os.listdir(tmp_path / "tb")
+    assert files and all(f.startswith("events.out.tfevents") for f in files)
+    assert os.path.getsize(tmp_path / "tb" / files[0]) > 100
