@@ -1,0 +1,75 @@
+"""List what exists: python -m speechmusic_jax.list presets|optimizers|schedules|experiments|sources
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+WHAT = ("presets", "optimizers", "schedules", "experiments", "sources")
+
+
+def rows(what: str) -> list[tuple[str, str]]:
+    if what == "presets":
+        from flax import nnx
+
+        from speechmusic_jax.config import base_config
+        from speechmusic_jax.models.conv1d import build_model, count_params
+        from speechmusic_jax.models.presets import PRESET_NOTES, PRESETS, resolve_spec
+
+        out = []
+        for name in PRESETS:
+            c = base_config()
+            c.model.preset = name
+            spec = resolve_spec(c.model, 2)
+            n = count_params(nnx.state(build_model(spec, 0), nnx.Param))
+            out.append((name, f"{n:>10,} params (2 classes); min input {spec.min_input_length()}"
+                              f" samples; {PRESET_NOTES.get(name, '')}"))
+        return out
+    if what == "optimizers":
+        from speechmusic_jax.training.optim import OPTIMIZERS
+
+        return [(name, note) for name, (_, note) in sorted(OPTIMIZERS.items())]
+    if what == "schedules":
+        from speechmusic_jax.training.optim import SCHEDULES
+
+        return sorted(SCHEDULES.items())
+    if what == "sources":
+        from speechmusic_jax.data.sources import SOURCE_KINDS
+
+        return sorted(SOURCE_KINDS.items())
+    if what == "experiments":
+        from speechmusic_jax.cli import default_experiment
+
+        folder = os.path.dirname(default_experiment())
+        out = []
+        for root, _, files in os.walk(folder):
+            for f in sorted(files):
+                if f.endswith(".py") and not f.startswith("_"):
+                    path = os.path.join(root, f)
+                    out.append((os.path.relpath(path), _first_doc_line(path)))
+        return sorted(out)
+    raise ValueError(f"unknown list {what!r}; choose one of {', '.join(WHAT)}")
+
+
+def _first_doc_line(path: str) -> str:
+    import ast
+
+    with open(path, encoding="utf-8") as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in WHAT:
+        print(f"usage: python -m speechmusic_jax.list {'|'.join(WHAT)}", file=sys.stderr)
+        return 2
+    items = rows(argv[1])
+    width = max(len(k) for k, _ in items)
+    for name, note in items:
+        print(f"{name:<{width}}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
