@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -29,19 +30,47 @@ def apply_shorthands(cfg: ConfigDict, *, data: str | None = None,
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with config errors (an unknown field) as one line, not a traceback."""
+    """absl's flag parsing, with config errors (an unknown field, a missing experiment file, a
+    failing ``get_config``) as one line, not a traceback."""
     from absl import flags
 
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
     except flags.Error as e:
-        _die(f"flag error: {e}\nPass --helpshort to see the flags.", 2)
+        _die(f"flag error: {_one_line(str(e))} (pass --helpshort to see the flags)", 2)
+    except OSError as e:
+        _die(f"config error: {_last_line(e)}", 2)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         detail = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
         culprits = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
         where = f" in one of {culprits}" if culprits else ""
         _die(f"config error{where}: unknown or invalid field: {detail}", 2)
-    raise AssertionError("unreachable")
+    except Exception as e:  # an experiment file that does not import or whose get_config fails
+        _die(f"config error: the experiment file failed: {type(e).__name__}: {_last_line(e)}", 2)
+    # ml_collections defers a missing or unreadable --config file until the config is first used
+    # (as an object that raises on access); report it now, as the flag error it is.
+    for name in flags.FLAGS:
+        value = flags.FLAGS[name].value
+        if type(value).__name__ == "_ErrorConfig":
+            error = object.__getattribute__(value, "_error")
+            _die(f"config error: --{name}={flags.FLAGS[name].serialize().split('=', 1)[-1]}: "
+                 f"cannot load the experiment file ({_last_line(error)})", 2)
+    return rest
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def _one_line(text: str) -> str:
+    """The gist of a multi-line message: a traceback quoted inside it is reduced to its last line
+    (the error itself), the rest is joined with spaces."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
+        head = lines[0].split(": Error whilst parsing config file")[0].rstrip(":")
+        return f"{head}: {lines[-1]}"
+    return " ".join(lines)
 
 
 def log(message: str) -> None:
@@ -56,27 +85,69 @@ def quiet_jax_logs() -> None:
     logging.getLogger("absl").setLevel(logging.WARNING)
 
 
+# Errors of the storage rather than of the program: the disk is full, a quota is used up, a file
+# would be larger than the system allows.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 @contextlib.contextmanager
 def friendly_errors() -> Iterator[None]:
-    """Turn the errors a user can fix into one clear message and exit status 2 (or 1)."""
+    """Turn the errors a user can fix into one clear message and a non-zero exit status: 2 for a
+    bad config, data or workdir; 1 for divergence and for resources (disk, device memory)."""
     from speechmusic_jax.data.sources import DataError
+    from speechmusic_jax.inference import RunNotFound
     from speechmusic_jax.training.loop import TrainingDiverged, WorkdirConflict
 
     try:
         yield
     except ConfigError as e:
         _die(f"config error: {e}", 2)
-    except (DataError, WorkdirConflict) as e:
+    except (DataError, WorkdirConflict, RunNotFound) as e:
         _die(f"error: {e}", 2)
     except TrainingDiverged as e:
         _die(f"training diverged: {e}", 1)
     except OSError as e:
-        if e.errno == 28:  # ENOSPC
-            _die(f"error: the disk is full while writing {e.filename or ''}; earlier checkpoints "
-                 "are intact. Free space and run the same command again to resume.", 1)
+        if e.errno in DISK_FULL_ERRNOS:
+            where = f" while writing {e.filename}" if e.filename else ""
+            _die(f"error: no space left ({e.strerror or os.strerror(e.errno)}){where}; earlier "
+                 "checkpoints are intact. Free space and run the same command again to resume.", 1)
+        if e.filename is not None and e.errno is not None:
+            _die(f"error: {e.strerror or os.strerror(e.errno)}: {e.filename}", 1)
         raise
     except KeyboardInterrupt:
         _die("interrupted; run the same command again to resume from the last checkpoint", 130)
+    except Exception as e:
+        message = out_of_memory_message(e)
+        if message is None:
+            raise
+        _die(message, 1)
+
+
+def out_of_memory_message(e: BaseException) -> str | None:
+    """A one-line message for a device out-of-memory error (XLA's RESOURCE_EXHAUSTED), else None.
+
+    The training loop raises its own, more precise, ``DeviceOutOfMemory`` for the train and eval
+    steps; this catches the rest (compilation, inference timing, ...).
+    """
+    from speechmusic_jax.training import loop
+
+    oom_type = getattr(loop, "DeviceOutOfMemory", None)
+    if oom_type is not None and isinstance(e, oom_type):
+        return f"error: {e}"
+    if not is_device_out_of_memory(e):
+        return None
+    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return (f"error: the device ran out of memory ({detail}). Use a smaller train.batch_size or "
+            "train.eval_batch_size (e.g. half), a smaller model, or train.precision=bfloat16; "
+            "earlier checkpoints are intact.")
+
+
+def is_device_out_of_memory(e: BaseException) -> bool:
+    """True for the error JAX raises when a device allocation fails."""
+    import jax
+
+    return isinstance(e, jax.errors.JaxRuntimeError) and (
+        "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower())
 
 
 def _die(message: str, code: int) -> None:

@@ -21,6 +21,7 @@ class Predictions:
     clip_logits: np.ndarray  # (clips, classes): mean of the clip's window logits
     window_logits: np.ndarray  # (windows, classes)
     window_labels: np.ndarray  # (windows,)
+    window_clip: np.ndarray  # (windows,) index into ``files`` of each window's clip, in order
 
     @property
     def labels(self) -> np.ndarray:
@@ -61,7 +62,8 @@ def predict_files(
     clip_logits = sums[present] / counts[present, None]
     kept = [files[i] for i in present]
     labels = np.asarray([files[i].label for i in clip], dtype=np.int32)
-    return Predictions(kept, clip_logits, logits, labels)
+    position = np.searchsorted(present, clip)
+    return Predictions(kept, clip_logits, logits, labels, position.astype(np.int32))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -247,12 +247,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
 
     spec = resolve_spec(cfg.model, len(classes))
     model = build_model(spec, cfg.seed, t.precision)
-    schedule = optim.make_schedule(o.schedule, o.learning_rate, t.epochs * steps_per_epoch,
-                                   int(round(o.warmup_epochs * steps_per_epoch)))
-    tx = optim.make_optimizer(o.name, schedule, weight_decay=o.weight_decay,
-                              grad_clip_norm=t.grad_clip_norm,
-                              plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
-                              steps_per_epoch=steps_per_epoch)
+    tx, schedule = optim.from_config(cfg, steps_per_epoch)
     graphdef, state = init_state(model, tx)
     del model
     params_trainable = count_params(state.params)

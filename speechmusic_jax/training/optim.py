@@ -162,3 +162,16 @@ def _find(tree: Any, kind: type) -> Any:
             if found is not None:
                 return found
     return None
+
+
+def from_config(cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransformation,
+                                                         optax.Schedule]:
+    """The optimizer and schedule of a run's config (``optimizer.*``, ``train.*``)."""
+    o, t = cfg.optimizer, cfg.train
+    schedule = make_schedule(o.schedule, o.learning_rate, t.epochs * steps_per_epoch,
+                             int(round(o.warmup_epochs * steps_per_epoch)))
+    tx = make_optimizer(o.name, schedule, weight_decay=o.weight_decay,
+                        grad_clip_norm=t.grad_clip_norm,
+                        plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
+                        steps_per_epoch=steps_per_epoch)
+    return tx, schedule
