@@ -87,6 +87,10 @@ def base_config() -> ConfigDict:
     c.model.norm = "batch"
     c.model.dropout = 0.1
     c.model.global_pool = "avg"
+    c.model.frontend = "raw"  # or "logmel": log-mel spectrogram in JAX, mel bands as channels
+    c.model.n_mels = 64
+    c.model.stft_win_ms = 25.0
+    c.model.stft_hop_ms = 10.0
 
     c.train = ConfigDict()
     c.train.epochs = 40
@@ -224,7 +228,7 @@ def validate(c: ConfigDict) -> None:
     from speechmusic_jax.models.presets import resolve_spec
 
     try:
-        spec = resolve_spec(m, num_classes=len(classes))
+        spec = resolve_spec(m, num_classes=len(classes), sample_rate=d.sample_rate)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     segment = int(round(d.segment_seconds * d.sample_rate))

@@ -68,7 +68,7 @@ def load_run(workdir: str, which: str = "best") -> LoadedRun:
     pointer = ckpts.best() if which == "best" else ckpts.last()
     if pointer is None:
         raise RunNotFound(f"--workdir {workdir} has no {which} checkpoint yet")
-    spec = resolve_spec(cfg.model, len(cfg.data.classes))
+    spec = resolve_spec(cfg.model, len(cfg.data.classes), cfg.data.sample_rate)
     tx, _ = optim.from_config(cfg, steps_per_epoch=1)
     graphdef, like = init_state(build_model(spec, cfg.seed, cfg.train.precision), tx)
     state, _ = ckpts.restore(pointer, like)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from speechmusic_jax.models.frontends import log_mel
 from speechmusic_jax.models.presets import ModelSpec
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -91,8 +92,13 @@ class Conv1DClassifier(nnx.Module):
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.spec = spec
         self.act = ACTIVATIONS[spec.activation]
-        self.stem = nnx.Conv(1, spec.stem_filters, (spec.stem_kernel,), strides=(spec.stem_stride,),
-                             padding="VALID", dtype=dtype, rngs=rngs)
+        if spec.frontend == "logmel":  # mel bands in, frames as time: kernel_size, stride 1
+            self.stem = nnx.Conv(spec.n_mels, spec.stem_filters, (spec.kernel_size,),
+                                 padding="VALID", dtype=dtype, rngs=rngs)
+        else:
+            self.stem = nnx.Conv(1, spec.stem_filters, (spec.stem_kernel,),
+                                 strides=(spec.stem_stride,), padding="VALID", dtype=dtype,
+                                 rngs=rngs)
         self.stem_norm = Norm(spec.norm, spec.stem_filters, dtype=dtype, rngs=rngs)
         stages = []
         cin = spec.stem_filters
@@ -111,7 +117,11 @@ class Conv1DClassifier(nnx.Module):
                  rngs: nnx.Rngs | None = None) -> jax.Array:
         """``waveform`` (batch, time) -> logits (batch, num_classes) in float32."""
         spec = self.spec
-        x = waveform[..., None]
+        if spec.frontend == "logmel":
+            x = log_mel(waveform, sample_rate=spec.sample_rate, win=spec.stft_win,
+                        hop=spec.stft_hop, n_mels=spec.n_mels)
+        else:
+            x = waveform[..., None]
         x = self.act(self.stem_norm(self.stem(x), train=train))
         x = max_pool(x, spec.stem_pool)
         for stage, pool in zip(self.stages, spec.stage_pool, strict=True):

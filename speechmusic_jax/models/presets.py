@@ -30,12 +30,20 @@ class ModelSpec:
     norm: str = "batch"
     dropout: float = 0.0
     global_pool: str = "avg"
+    frontend: str = "raw"  # or "logmel"
+    sample_rate: int = 16000
+    n_mels: int = 64
+    stft_win: int = 400  # samples
+    stft_hop: int = 160  # samples
 
     def min_input_length(self) -> int:
         """The shortest input (samples) for which every layer still has one time step."""
         need = 1
         for p in reversed((self.stem_pool, *self.stage_pool)):
             need *= max(1, p)
+        if self.frontend == "logmel":  # the stem runs over frames: kernel_size, stride 1
+            frames = need - 1 + self.kernel_size
+            return (frames - 1) * self.stft_hop + self.stft_win
         return (need - 1) * self.stem_stride + self.stem_kernel
 
 
@@ -89,7 +97,8 @@ PRESET_NOTES = {
 }
 
 
-def resolve_spec(model: config_dict.ConfigDict, num_classes: int) -> ModelSpec:
+def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
+                 sample_rate: int = 16000) -> ModelSpec:
     """Combine the preset with the config's explicit fields; raise ValueError naming a field."""
     if model.preset not in PRESETS:
         raise ValueError(f"model.preset: unknown preset {model.preset!r}; known: {sorted(PRESETS)}")
@@ -111,8 +120,22 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int) -> ModelSpec:
     for name in ("stage_filters", "stage_repeats", "stage_pool"):
         if not all(isinstance(v, int) and v >= 1 for v in fields[name]):
             raise ValueError(f"model.{name}: entries must be positive integers, got {fields[name]}")
+    if model.frontend not in ("raw", "logmel"):
+        raise ValueError(f"model.frontend: must be 'raw' or 'logmel', got {model.frontend!r}")
+    win = int(round(model.stft_win_ms * sample_rate / 1000))
+    hop = int(round(model.stft_hop_ms * sample_rate / 1000))
+    if model.frontend == "logmel" and (win < 16 or hop < 1 or hop > win):
+        raise ValueError(f"model.stft_win_ms/stft_hop_ms: need a window of at least 16 samples "
+                         f"and 1 <= hop <= window (got {win} and {hop} samples)")
+    if model.frontend == "logmel" and not 1 <= model.n_mels <= win // 2:
+        raise ValueError(f"model.n_mels: must be between 1 and {win // 2}, got {model.n_mels}")
     return ModelSpec(
         num_classes=num_classes,
+        frontend=model.frontend,
+        sample_rate=sample_rate,
+        n_mels=model.n_mels,
+        stft_win=win,
+        stft_hop=hop,
         activation=model.activation,
         norm=model.norm,
         dropout=float(model.dropout),

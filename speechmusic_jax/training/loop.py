@@ -131,10 +131,8 @@ def prepare_data(cfg: config_lib.ConfigDict, workdir: str, log: Log,
     listing = sources.list_files(d.spec, classes, group_regex=d.group_regex,
                                  on_error=d.on_error, synthetic_dir=synthetic_dir,
                                  cache_root=cache_root, log=log)
-    for note in listing.notes:
+    for note in listing.notes:  # what was left out (non-audio files, musan noise/, ...)
         log(f"data: {note}")
-    for reason, n in sorted(listing.ignored.items()):
-        log(f"data: left out {n} file(s) ({reason})")
     # Header scan of every file before any work (cheap: soundfile.info).
     scanned, scan_errors = sources.scan_headers(listing.files, d.on_error,
                                                 workers=4 * d.workers, log=log)
@@ -245,7 +243,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     train_durations = [durations.get(f.path, 0.0) for f in train_files]
     steps_per_epoch = len(train_files) // t.batch_size
 
-    spec = resolve_spec(cfg.model, len(classes))
+    spec = resolve_spec(cfg.model, len(classes), d.sample_rate)
     model = build_model(spec, cfg.seed, t.precision)
     tx, schedule = optim.from_config(cfg, steps_per_epoch)
     graphdef, state = init_state(model, tx)
@@ -253,8 +251,11 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     params_trainable = count_params(state.params)
     params_total = params_trainable + count_params(state.model_state)
     log(reporting.layer_table(state.params))
-    log(f"model: {cfg.model.preset} ({spec.stem_filters}/{spec.stem_kernel}/{spec.stem_stride} "
-        f"stem, stages {list(spec.stage_filters)}), {params_trainable:,} trainable parameters; "
+    stem = (f"log-mel {spec.n_mels} bands, {spec.stem_filters}/{spec.kernel_size}/1"
+            if spec.frontend == "logmel" else
+            f"{spec.stem_filters}/{spec.stem_kernel}/{spec.stem_stride}")
+    log(f"model: {cfg.model.preset} ({stem} stem, stages {list(spec.stage_filters)}), "
+        f"{params_trainable:,} trainable parameters; "
         f"optimizer {o.name}, lr {o.learning_rate:g} ({o.schedule}), weight decay "
         f"{o.weight_decay:g}")
 
