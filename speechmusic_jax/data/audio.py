@@ -3,24 +3,42 @@
 Every function here is pure with respect to its inputs (a path and numbers): no caches, no
 globals. Problems are reported as :class:`AudioError`, whose message names the file and what is
 wrong with it, and whose ``kind`` is a short tag that the pipeline counts in ``data_errors``.
+
+Kinds: ``missing``, ``empty`` (0 bytes or 0 frames), ``unreadable`` (not audio, corrupt, or a
+decoding error), ``unsupported_format`` (an audio container libsndfile cannot read, e.g. .m4a),
+``nonfinite`` (NaN or Inf samples), ``silent`` (no sample above :data:`SILENCE_PEAK`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
+import re
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-# Extensions that libsndfile reads. Files with other extensions in a corpus tree are ignored
-# (a README or a cover image next to the audio is not an error).
+# Extensions that libsndfile reads. Files with other extensions in a corpus tree are not audio to
+# us (a README or a cover image next to the audio is not an error; it is counted and left out).
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".au",
      ".snd", ".caf", ".w64", ".rf64", ".mp3", ".sd2", ".voc", ".wv", ".htk", ".sph"}
 )
+# Audio containers that libsndfile cannot read: a file with one of these is a user's recording in
+# the wrong format, reported (kind ``unsupported_format``) rather than silently left out.
+UNSUPPORTED_AUDIO_EXTENSIONS = frozenset(
+    {".m4a", ".mp4", ".aac", ".wma", ".webm", ".amr", ".3gp", ".ape", ".mka", ".ac3", ".ra"}
+)
+# A file whose peak stays below this (-100 dBFS) is "silent". One 16-bit LSB (3.05e-5) is above it.
+SILENCE_PEAK = 1e-5
+# Resampling context read on each side of a crop, in output samples' worth of source samples
+# (scaled by the rate ratio when downsampling): longer than soxr's HQ filter, so a resampled crop
+# equals the same samples of the resampled whole file (to ~1e-6) instead of having edge ramps.
+_RESAMPLE_MARGIN = 256
+_BLOCK_FRAMES = 1 << 16
 
 
 class AudioError(Exception):
@@ -31,6 +49,9 @@ class AudioError(Exception):
         self.kind = kind
         self.detail = detail
         super().__init__(f"{self.path}: {detail}")
+
+    def __reduce__(self):  # picklable (process pools, multiprocessing tests)
+        return (AudioError, (self.path, self.kind, self.detail))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,17 +75,34 @@ def is_audio_path(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in AUDIO_EXTENSIONS
 
 
+def is_unsupported_audio_path(path: str | os.PathLike) -> bool:
+    """True for audio containers that libsndfile cannot read (.m4a, .aac, .wma, ...)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in UNSUPPORTED_AUDIO_EXTENSIONS
+
+
+def unsupported_error(path: str | os.PathLike) -> AudioError:
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    return AudioError(path, "unsupported_format",
+                      f"{ext} audio is not supported (libsndfile reads WAV, FLAC, OGG/Vorbis/Opus, "
+                      "MP3, AIFF, ...); convert it, e.g. ffmpeg -i IN OUT.flac")
+
+
 def probe(path: str | os.PathLike) -> AudioInfo:
     """Read only the header of ``path``; raise :class:`AudioError` if it is unusable."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise AudioError(path, "missing", "file does not exist")
+    if os.path.isdir(path):
+        raise AudioError(path, "unreadable", "is a folder, not an audio file")
     if os.path.getsize(path) == 0:
         raise AudioError(path, "empty", "file is empty (0 bytes)")
+    if is_unsupported_audio_path(path):
+        raise unsupported_error(path)
     try:
         info = sf.info(path)
     except Exception as e:  # libsndfile raises several types; all mean "cannot read"
-        raise AudioError(path, "unreadable", f"not a readable audio file ({_short(e)})") from None
+        raise AudioError(path, "unreadable",
+                         f"not a readable audio file ({_open_reason(e)})") from None
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(path, "unreadable", "header has no valid sample rate or channel count")
     if info.frames <= 0:
@@ -83,52 +121,152 @@ def load(
 ) -> np.ndarray:
     """Decode ``path`` (or a part of it) as float32 mono at ``sample_rate``.
 
-    ``offset_s`` and ``duration_s`` select a part of the file in seconds; only that part is read
-    (libsndfile seeks), so a crop of an hour-long file costs what the crop costs. Channels are
-    averaged; the rate is converted with soxr. The result is finite and non-empty, or an
-    :class:`AudioError` says why not (``kind`` one of unreadable, empty, nonfinite, silent).
+    ``offset_s`` and ``duration_s`` select a part of the file in seconds; only that part (plus a
+    few samples of resampling context) is read: libsndfile seeks, so a crop of an hour-long file
+    costs what the crop costs. Channels are averaged; the rate is converted with soxr. The result
+    is finite and non-empty, or an :class:`AudioError` says why not (``kind`` one of unreadable,
+    empty, nonfinite, silent). Silence is only an error for a whole-file read: a crop may fall on
+    a pause.
     """
     info = info or probe(path)
-    start = max(0, int(round(offset_s * info.sample_rate)))
+    sr = info.sample_rate
+    start = max(0, int(round(offset_s * sr)))
     if start >= info.frames:
-        raise AudioError(path, "empty", f"offset {offset_s:.3f}s is past the end ({info.seconds:.3f}s)")
+        raise AudioError(path, "empty",
+                         f"offset {offset_s:.3f}s is past the end ({info.seconds:.3f}s)")
     stop = info.frames
     if duration_s is not None:
-        # Read a couple of extra source samples so that resampling yields the full length.
-        stop = min(info.frames, start + int(math.ceil(duration_s * info.sample_rate)) + 2)
-    try:
-        data, _ = sf.read(info.path, start=start, stop=stop, dtype="float32", always_2d=True)
-    except Exception as e:
-        raise AudioError(path, "unreadable", f"decoding failed ({_short(e)})") from None
-    if data.size == 0:
+        stop = min(info.frames, start + int(math.ceil(duration_s * sr)) + 1)
+    drop = 0
+    if sr != sample_rate:
+        # Start reading on a sample that is also on the output grid (a multiple of
+        # sr / gcd(sr, sample_rate)) at least _RESAMPLE_MARGIN samples early: the crop is then
+        # exactly the same output samples as in the resampled whole file, free of edge effects.
+        g = math.gcd(sr, sample_rate)
+        step, out_step = sr // g, sample_rate // g
+        margin = int(math.ceil(_RESAMPLE_MARGIN * max(1.0, sr / sample_rate)))
+        out_start = int(round(offset_s * sample_rate))
+        k = max(0, math.floor((out_start * sr / sample_rate - margin) / step))
+        start, drop = k * step, out_start - k * out_step
+        if duration_s is not None:
+            stop = min(info.frames, stop + margin)
+    mono = _read_mono(info.path, start, stop)
+    if mono.size == 0:
         raise AudioError(path, "empty", "decoded no samples")
-    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(mono).all():
         raise AudioError(path, "nonfinite", "audio contains NaN or Inf samples")
-    if info.sample_rate != sample_rate:
-        mono = soxr.resample(mono, info.sample_rate, sample_rate, quality="HQ").astype(np.float32)
+    if sr != sample_rate:
+        n = mono.size
+        mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32, copy=False)
+        mono = mono[drop:]
+        if mono.size == 0:
+            raise AudioError(path, "empty", f"too short: {n} sample(s) at {sr} Hz leave none at "
+                                            f"{sample_rate} Hz")
     if duration_s is not None:
         mono = mono[: int(round(duration_s * sample_rate))]
-    if duration_s is None and not np.any(mono):
-        raise AudioError(path, "silent", "audio is all zeros (silent)")
+    elif float(np.max(np.abs(mono))) < SILENCE_PEAK:
+        raise AudioError(path, "silent", _silent_detail(mono))
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def check_samples(path: str | os.PathLike, info: AudioInfo | None = None) -> None:
+    """Decode the whole file block by block (native rate, bounded memory); raise
+    :class:`AudioError` if any sample is NaN/Inf (``nonfinite``) or all are silent (``silent``)."""
+    info = info or probe(path)
+    peak = 0.0
+    try:
+        with sf.SoundFile(info.path) as f:
+            for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    raise AudioError(path, "nonfinite", "audio contains NaN or Inf samples")
+                if block.size:
+                    peak = max(peak, float(np.max(np.abs(block))))
+    except AudioError:
+        raise
+    except Exception as e:
+        raise AudioError(path, "unreadable", f"decoding failed ({_short(e)})") from None
+    if peak < SILENCE_PEAK:
+        raise AudioError(path, "silent", _silent_detail(np.asarray([peak], np.float32)))
+
+
+def fingerprint(info: AudioInfo, seconds: float = 1.0) -> str:
+    """A cheap content key: length, rate, channels and a hash of the first and last ``seconds``.
+
+    Files with identical audio always share it; files that share it are then compared with
+    :func:`content_hash`. Raises :class:`AudioError` when the file cannot be decoded.
+    """
+    n = max(1, int(seconds * info.sample_rate))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{info.frames}:{info.sample_rate}:{info.channels}".encode())
+    h.update(_read_raw(info.path, 0, min(n, info.frames)).tobytes())
+    h.update(_read_raw(info.path, max(0, info.frames - n), info.frames).tobytes())
+    return h.hexdigest()
+
+
+def content_hash(info: AudioInfo) -> str:
+    """Hash of every decoded sample (native rate, all channels): equal for identical audio even in
+    different containers (a PCM WAV and its FLAC)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{info.frames}:{info.sample_rate}:{info.channels}".encode())
+    try:
+        with sf.SoundFile(info.path) as f:
+            for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                h.update(np.ascontiguousarray(block).tobytes())
+    except Exception as e:
+        raise AudioError(info.path, "unreadable", f"decoding failed ({_short(e)})") from None
+    return h.hexdigest()
+
+
 def fit_length(x: np.ndarray, length: int, mode: str = "pad") -> np.ndarray:
-    """Return ``x`` cut or extended to ``length`` samples; ``mode`` is ``pad`` (zeros) or ``loop``."""
+    """``x`` cut or extended to ``length`` samples; ``mode`` is ``pad`` (zeros) or ``loop``."""
     if length <= 0:
         raise ValueError(f"length must be positive, got {length}")
+    if mode not in ("pad", "loop"):
+        raise ValueError(f"mode must be 'pad' or 'loop', got {mode!r}")
     n = x.shape[0]
     if n >= length:
         return x[:length]
     if mode == "loop" and n > 0:
         reps = -(-length // n)
         return np.tile(x, reps)[:length]
-    if mode not in ("pad", "loop"):
-        raise ValueError(f"mode must be 'pad' or 'loop', got {mode!r}")
     out = np.zeros(length, dtype=x.dtype)
     out[:n] = x
     return out
+
+
+def _read_raw(path: str, start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) as float32 (frames, channels), seeking to ``start``."""
+    try:
+        with sf.SoundFile(path) as f:
+            if start:
+                f.seek(start)
+            return f.read(max(0, stop - start), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(path, "unreadable", f"decoding failed ({_short(e)})") from None
+
+
+def _read_mono(path: str, start: int, stop: int) -> np.ndarray:
+    data = _read_raw(path, start, stop)
+    if data.shape[1] == 1:
+        return data[:, 0]
+    return data.mean(axis=1, dtype=np.float32)
+
+
+def _silent_detail(x: np.ndarray) -> str:
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    level = "-inf" if peak == 0 else f"{20 * math.log10(peak):.0f}"
+    return f"audio is silent (peak level {level} dBFS, below -100 dBFS)"
+
+
+def _open_reason(e: BaseException) -> str:
+    """libsndfile's reason for refusing a file, without the path it repeats. Its message for
+    bytes that no decoder recognises ("File does not exist or is not a regular file", from the
+    MP3 probe) is wrong for a file that exists, so that one is named for what it is."""
+    text = _short(e)
+    text = re.sub(r"^Error opening '.*?': ", "", text)
+    if "does not exist or is not a regular file" in text:
+        return "format not recognised or header damaged"
+    return text.rstrip(".") or type(e).__name__
 
 
 def _short(e: BaseException) -> str:

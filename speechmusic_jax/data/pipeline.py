@@ -1,33 +1,125 @@
 """Per-epoch training batches and whole-clip evaluation windows.
 
-Training: every epoch, the training files are shuffled with a generator seeded by
-(seed, epoch), each gets a random crop position from the same generator, and the crops are read
-from disk afresh by a pool of threads, a few batches ahead of the consumer. The batches of an
-epoch are thus a pure function of (files, seed, epoch): resuming at epoch e replays them exactly.
+Training: every epoch, the training files are shuffled (or, with ``balance="sampler"``, drawn
+class-balanced) with a generator seeded by (seed, epoch); each gets a crop position from the same
+generator, and the crops are read from disk afresh by a pool of threads, a few batches ahead of
+the consumer (with ``cache="memory"`` the decoded clips are kept and crops are cut from memory).
+Augmentation (:mod:`speechmusic_jax.data.augment`) is keyed by (seed, epoch, index). The batches
+of an epoch are thus a pure function of (files, seed, epoch): resuming at epoch e replays them.
+
+Checks: the header of every file was read before training (:func:`sources.scan_headers`);
+problems only visible in the samples (NaN or Inf, all silent) are caught the first time a file is
+decoded. For a training file that is its first crop: the whole file is then decoded once, block
+by block at its own rate, to check it; later crops read only their part (libsndfile seeks).
 
 Evaluation: every clip is covered by windows of ``segment`` samples (hop ``hop``; the last window
-is aligned to the clip's end), and the clip's logits are the mean of its windows' logits.
+is aligned to the clip's end), and the clip's logits are the mean of its windows' logits. No
+augmentation.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from speechmusic_jax.data import audio
+from speechmusic_jax.data.augment import AugmentConfig, augment
 from speechmusic_jax.data.sources import AudioFile
+
+BALANCES = ("none", "class_weights", "sampler")
+CACHES = ("none", "memory")
 
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
     x: np.ndarray  # (batch, samples) float32
     y: np.ndarray  # (batch,) int32
-    weight: np.ndarray  # (batch,) float32; 0 marks padding
+    weight: np.ndarray  # (batch,) float32; 0 marks padding or a bad file; class weights folded in
+
+
+class AudioReader:
+    """Decodes crops and whole clips for one run, thread-safe.
+
+    Remembers each file's header, which files have had their samples checked, and which failed
+    (a failed file raises the same :class:`audio.AudioError` again without being re-read). With
+    ``cache="memory"`` it keeps every decoded clip (float32 mono at ``sample_rate``) and cuts
+    crops from memory.
+    """
+
+    def __init__(self, sample_rate: int, cache: str = "none"):
+        if cache not in CACHES:
+            raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
+        self.sample_rate = sample_rate
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._infos: dict[str, audio.AudioInfo] = {}
+        self._checked: set[str] = set()
+        self._bad: dict[str, audio.AudioError] = {}
+        self._clips: dict[str, np.ndarray] = {}
+
+    @property
+    def cached_bytes(self) -> int:
+        with self._lock:
+            return sum(x.nbytes for x in self._clips.values())
+
+    def info(self, path: str) -> audio.AudioInfo:
+        info = self._infos.get(path)
+        if info is None:
+            info = self._guard(path, lambda: audio.probe(path))
+            with self._lock:
+                self._infos[path] = info
+        return info
+
+    def whole(self, path: str) -> np.ndarray:
+        """The whole clip, checked (finite, not silent)."""
+        clip = self._clips.get(path)
+        if clip is not None:
+            return clip
+        self._raise_if_bad(path)
+        info = self.info(path)
+        clip = self._guard(path, lambda: audio.load(path, self.sample_rate, info=info))
+        with self._lock:
+            self._checked.add(path)
+            if self.cache == "memory":
+                clip.setflags(write=False)
+                self._clips[path] = clip
+        return clip
+
+    def crop(self, path: str, offset_s: float, length: int) -> np.ndarray:
+        """Up to ``length`` samples from ``offset_s`` seconds (shorter at the clip's end)."""
+        if self.cache == "memory":
+            clip = self.whole(path)
+            start = min(int(round(offset_s * self.sample_rate)), max(0, clip.shape[0] - 1))
+            return clip[start : start + length]
+        self._raise_if_bad(path)
+        info = self.info(path)
+        if path not in self._checked:
+            self._guard(path, lambda: audio.check_samples(path, info))
+            with self._lock:
+                self._checked.add(path)
+        return self._guard(path, lambda: audio.load(
+            path, self.sample_rate, offset_s=offset_s, duration_s=length / self.sample_rate,
+            info=info))
+
+    def _raise_if_bad(self, path: str) -> None:
+        err = self._bad.get(path)
+        if err is not None:  # a fresh exception: several threads may raise it at once
+            raise audio.AudioError(err.path, err.kind, err.detail)
+
+    def _guard(self, path: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except audio.AudioError as e:
+            with self._lock:
+                self._bad.setdefault(path, e)
+            raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +131,56 @@ class LoaderConfig:
     short_clip: str = "pad"
     workers: int = 2
     prefetch_batches: int = 4
+    cache: str = "none"  # "memory": keep decoded clips (AudioReader)
+    augment: AugmentConfig = AugmentConfig()  # training only
+    balance: str = "none"  # "class_weights" or "sampler"
+    class_weights: tuple[float, ...] | None = None  # by label; used with balance=class_weights
+    # One reader per run, shared by training and evaluation (made here when not given).
+    reader: AudioReader | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.reader is None:
+            object.__setattr__(self, "reader", AudioReader(self.sample_rate, self.cache))
+        if self.balance not in BALANCES:
+            raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
 
 
-class BadFile(Exception):
-    """Raised through the iterator when a file fails to decode and on_error is 'error'."""
+def class_weights(labels: Sequence[int], num_classes: int) -> tuple[float, ...]:
+    """Per-class loss weights N / (C * n_c), C the number of classes present: every class weighs
+    the same in total, and the mean weight over the training examples is 1. A class without
+    examples gets weight 0."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    n, present = counts.sum(), int((counts > 0).sum())
+    return tuple(float(n / (present * c)) if c else 0.0 for c in counts)
+
+
+def make_loader_config(cfg: Any, train_files: Sequence[AudioFile]) -> LoaderConfig:
+    """The run's LoaderConfig from the config (``cfg.data``, ``cfg.train``) and its training files
+    (which set the class weights)."""
+    d, t = cfg.data, cfg.train
+    segment = int(round(d.segment_seconds * d.sample_rate))
+    hop = int(round((d.eval_hop_seconds or d.segment_seconds) * d.sample_rate))
+    weights = None
+    if d.balance == "class_weights":
+        weights = class_weights([f.label for f in train_files], len(d.classes))
+    return LoaderConfig(
+        sample_rate=d.sample_rate, segment=segment, hop=hop, batch_size=t.batch_size,
+        short_clip=d.short_clip, workers=d.workers, prefetch_batches=d.prefetch_batches,
+        cache=d.cache, augment=AugmentConfig.from_config(d.augment), balance=d.balance,
+        class_weights=weights)
+
+
+def balance_summary(cfg: LoaderConfig, train_files: Sequence[AudioFile],
+                    classes: Sequence[str]) -> dict:
+    """What summary.json records about class balance: the method, the training files per class
+    and, with class weights, the weight of each class."""
+    counts = collections.Counter(f.label for f in train_files)
+    out: dict[str, Any] = {"method": cfg.balance,
+                           "train_files": {c: counts[i] for i, c in enumerate(classes)}}
+    if cfg.balance == "class_weights" and cfg.class_weights is not None:
+        out["class_weights"] = {c: round(w, 6) for c, w in zip(classes, cfg.class_weights,
+                                                                strict=True)}
+    return out
 
 
 def epoch_plan(
@@ -50,20 +188,42 @@ def epoch_plan(
 ) -> list[list[tuple[int, float]]]:
     """Which files, and at which crop offsets (seconds), make up each batch of an epoch.
 
-    A pure function of its inputs. The last partial batch is dropped so that every training step
-    has the same shape (and compiles once); each epoch reshuffles, so no file is always dropped.
+    A pure function of its inputs. An epoch has len(files) // batch_size batches. Without a
+    sampler it is a permutation of the files (the last partial batch is dropped so that every
+    step has the same shape; each epoch reshuffles, so no file is always dropped). With
+    ``balance="sampler"`` each example's class is drawn uniformly, and the files of a class are
+    visited in a fresh random order, cycling when a small class runs out.
     """
     rng = np.random.default_rng([seed, epoch, 0xDA7A])
-    order = rng.permutation(len(files))
+    n = len(files) // cfg.batch_size
+    if cfg.balance == "sampler":
+        order = _balanced_order([f.label for f in files], n * cfg.batch_size, rng)
+    else:
+        order = rng.permutation(len(files))
     seg_s = cfg.segment / cfg.sample_rate
     spare = np.maximum(np.asarray(durations, dtype=np.float64)[order] - seg_s, 0.0)
     offsets = rng.random(len(order)) * spare
-    n = len(order) // cfg.batch_size
+    if not cfg.augment.random_crop:
+        offsets = np.zeros_like(offsets)
     return [
         [(int(order[i]), float(offsets[i])) for i in range(b * cfg.batch_size,
                                                           (b + 1) * cfg.batch_size)]
         for b in range(n)
     ]
+
+
+def _balanced_order(labels: Sequence[int], n: int, rng: np.random.Generator) -> np.ndarray:
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    slots = rng.choice(present, size=n)
+    order = np.empty(n, dtype=np.int64)
+    for c in present:
+        members = np.flatnonzero(labels == c)
+        where = np.flatnonzero(slots == c)
+        cycles = -(-len(where) // len(members)) if len(where) else 0
+        picks = np.concatenate([rng.permutation(members) for _ in range(cycles)] or [members[:0]])
+        order[where] = picks[: len(where)]
+    return order
 
 
 def train_batches(
@@ -81,48 +241,83 @@ def train_batches(
     if it returns, the crop is replaced by silence with weight 0, so shapes stay fixed.
     """
     plan = epoch_plan(files, durations, cfg, seed, epoch)
+    reader = cfg.reader
+    assert reader is not None
+    weights = (np.asarray(cfg.class_weights, np.float32)
+               if cfg.balance == "class_weights" and cfg.class_weights is not None else None)
 
-    def read(item: tuple[int, float]) -> tuple[np.ndarray, float]:
+    def read(slot: int, item: tuple[int, float]) -> tuple[np.ndarray, float]:
         i, offset = item
-        f = files[i]
         try:
-            x = audio.load(f.path, cfg.sample_rate, offset_s=offset,
-                           duration_s=cfg.segment / cfg.sample_rate)
+            x = reader.crop(files[i].path, offset, cfg.segment)
         except audio.AudioError as e:
             if on_bad_file is None:
                 raise
             on_bad_file(e)
             return np.zeros(cfg.segment, np.float32), 0.0
-        return audio.fit_length(x, cfg.segment, cfg.short_clip), 1.0
+        x = audio.fit_length(x, cfg.segment, cfg.short_clip)
+        return augment(x, cfg.augment, cfg.sample_rate, seed, epoch, slot), 1.0
 
-    def make(batch_plan: list[tuple[int, float]], pool) -> Batch:
-        results = list(pool.map(read, batch_plan))
-        return Batch(
-            x=np.stack([r[0] for r in results]),
-            y=np.asarray([files[i].label for i, _ in batch_plan], dtype=np.int32),
-            weight=np.asarray([r[1] for r in results], dtype=np.float32),
-        )
+    def submit(b: int, pool: concurrent.futures.Executor) -> list[concurrent.futures.Future]:
+        base = b * cfg.batch_size
+        return [pool.submit(read, base + j, item) for j, item in enumerate(plan[b])]
 
-    yield from _prefetch(plan, make, cfg.workers, cfg.prefetch_batches)
+    def assemble(b: int, futures: list[concurrent.futures.Future]) -> Batch:
+        results = [f.result() for f in futures]
+        y = np.asarray([files[i].label for i, _ in plan[b]], dtype=np.int32)
+        w = np.asarray([r[1] for r in results], dtype=np.float32)
+        if weights is not None:
+            w = w * weights[y]
+        return Batch(x=np.stack([r[0] for r in results]), y=y, weight=w)
+
+    yield from _prefetch(len(plan), submit, assemble, cfg.workers, cfg.prefetch_batches)
 
 
-def _prefetch(items: list, make: Callable, workers: int, depth: int) -> Iterator:
-    """Run ``make(item, pool)`` for each item in a background thread, ``depth`` results ahead."""
+def _prefetch(
+    n: int,
+    submit: Callable[[int, concurrent.futures.Executor], Any],
+    assemble: Callable[[int, Any], Any],
+    workers: int,
+    depth: int,
+) -> Iterator:
+    """Produce ``assemble(i, submit(i, pool))`` for i < n in a background thread.
+
+    Work for the next two items is submitted to a pool of ``workers`` threads before the current
+    one is assembled, so the workers never wait for the assembling thread; finished items wait
+    in a queue of ``depth``. An exception is handed to the consumer and raised there.
+    """
     out: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
     done = object()
+    lookahead = 2
+
+    def put(message: tuple) -> bool:
+        """Put unless the consumer has gone; False when it has."""
+        while not stop.is_set():
+            try:
+                out.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
-        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-            try:
-                for item in items:
-                    if stop.is_set():
-                        return
-                    out.put(("ok", make(item, pool)))
-            except BaseException as e:  # handed to the consumer, raised there
-                out.put(("err", e))
-                return
-        out.put(("ok", done))
+        pool = concurrent.futures.ThreadPoolExecutor(max(1, workers),
+                                                     thread_name_prefix="audio-read")
+        try:
+            pending: collections.deque = collections.deque()
+            nxt = 0
+            for i in range(n):
+                while nxt < n and nxt <= i + lookahead:
+                    pending.append(submit(nxt, pool))
+                    nxt += 1
+                if not put(("ok", assemble(i, pending.popleft()))):
+                    return
+            put(("ok", done))
+        except BaseException as e:  # handed to the consumer, raised there
+            put(("err", e))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     thread = threading.Thread(target=produce, daemon=True, name="batch-prefetch")
     thread.start()
@@ -136,11 +331,7 @@ def _prefetch(items: list, make: Callable, workers: int, depth: int) -> Iterator
             yield value
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                out.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
+        thread.join()
 
 
 def window_starts(n_samples: int, segment: int, hop: int) -> list[int]:
@@ -175,11 +366,15 @@ def eval_batches(
 ) -> Iterator[EvalBatch]:
     """Windows of every clip, in fixed-size batches (the last one padded), read in threads.
 
-    A clip that fails to decode is passed to ``on_bad_file`` and contributes no windows.
+    A clip that fails to decode is passed to ``on_bad_file`` and contributes no windows. Clips
+    are never augmented.
     """
+    reader = cfg.reader
+    assert reader is not None
+
     def read(i: int) -> tuple[int, np.ndarray | None]:
         try:
-            x = audio.load(files[i].path, cfg.sample_rate)
+            x = reader.whole(files[i].path)
         except audio.AudioError as e:
             if on_bad_file is None:
                 raise
@@ -190,13 +385,16 @@ def eval_batches(
     chunk = max(1, cfg.workers * 2)
     groups = [list(range(s, min(s + chunk, len(files)))) for s in range(0, len(files), chunk)]
 
-    def make(idx: list[int], pool) -> list[tuple[int, np.ndarray | None]]:
-        return list(pool.map(read, idx))
+    def submit(g: int, pool: concurrent.futures.Executor) -> list[concurrent.futures.Future]:
+        return [pool.submit(read, i) for i in groups[g]]
+
+    def assemble(g: int, futures: list[concurrent.futures.Future]) -> list:
+        return [f.result() for f in futures]
 
     pending_x: list[np.ndarray] = []
     pending_c: list[np.ndarray] = []
     count = 0
-    for decoded in _prefetch(groups, make, cfg.workers, cfg.prefetch_batches):
+    for decoded in _prefetch(len(groups), submit, assemble, cfg.workers, cfg.prefetch_batches):
         for i, w in decoded:
             if w is None:
                 continue

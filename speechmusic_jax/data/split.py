@@ -2,13 +2,15 @@
 
 Whole groups move together (a group is a track, a speaker, or by default a single file), so no
 window of a test file, and no file of a test group, is ever trained on. Splitting happens on files,
-before any clip is cut into windows.
+before any clip is cut into windows. Files with identical audio are put in one group first
+(:func:`merge_duplicates`), so copies of a recording never sit on both sides of a split.
 """
 
 from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import io
 from collections.abc import Sequence
 
@@ -25,12 +27,15 @@ def split_files(
     *,
     folds: int = 0,
     fold: int = 0,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, list[AudioFile]]:
     """Assign every file to train, val or test.
 
     With ``folds`` = 0, ``fractions`` (train, val, test) set the sizes. With ``folds`` = K > 1,
     fold ``fold`` of K is the test set and val is carved out of the rest in proportion
     val / (train + val). A split fixed by the source (manifest column) wins over both.
+    ``classes`` (names by label) only make error messages readable. Raises :class:`DataError`
+    when a class has too few groups for every split (or fold) to get one.
     """
     if files and all(f.split is not None for f in files):
         out = {s: [f for f in files if f.split == s] for s in SPLITS}
@@ -39,6 +44,15 @@ def split_files(
                 raise DataError(f"the manifest's split column has no {s!r} rows")
         return out
     groups = _groups(files)
+    if folds and folds > 1:
+        bins = {"test": 1.0 / folds, "train": fractions[0], "val": fractions[1]}
+        how = f"data.folds={folds} with data.split {tuple(fractions)}"
+    else:
+        bins = dict(zip(SPLITS, fractions, strict=True))
+        how = f"data.split {tuple(fractions)}"
+    wanted = [s for s in SPLITS if bins[s] > 0]
+    _check_enough(groups, wanted, how, min_groups=(folds + 1 if folds and folds > 1 else 0),
+                  classes=classes)
     rng = np.random.default_rng([seed, 0x5EED])
     if folds and folds > 1:
         fold_of = _assign(groups, [1.0 / folds] * folds, rng)
@@ -56,8 +70,76 @@ def split_files(
         out[s].sort(key=lambda f: f.path)
     if not out["train"]:
         raise DataError("the split left no training files; use more data or change data.split")
+    for s in wanted:
+        present = {f.label for f in out[s]}
+        for label in sorted({f.label for f in files} - present):
+            n = sum(f.label == label for f in files)
+            g = sum(1 for m in groups.values() if _majority(m) == label)
+            raise DataError(
+                f"too few files for the split: class {_name(label, classes)} has {n} file(s) in "
+                f"{g} group(s) "
+                f"and none of them land in {s} ({how}); add files of that class or change "
+                "data.split / data.folds")
     return out
 
+
+def _majority(members: Sequence[AudioFile]) -> int:
+    labels = collections.Counter(f.label for f in members)
+    return max(sorted(labels), key=labels.__getitem__)
+
+
+def _name(label: int, classes: Sequence[str] | None) -> str:
+    return repr(classes[label]) if classes is not None and label < len(classes) else f"#{label}"
+
+
+def _check_enough(groups: dict[str, list[AudioFile]], wanted: Sequence[str], how: str,
+                  min_groups: int, classes: Sequence[str] | None) -> None:
+    """Every class needs a group for each split it must appear in (and K+1 groups for K folds:
+    one per fold, plus train and val beside each test fold)."""
+    need = max(len(wanted), min_groups)
+    per_class: collections.Counter[int] = collections.Counter()
+    files_per_class: collections.Counter[int] = collections.Counter()
+    for members in groups.values():
+        per_class[_majority(members)] += 1
+        for f in members:
+            files_per_class[f.label] += 1
+    for label in sorted(files_per_class):
+        if per_class[label] < need:
+            raise DataError(
+                f"too few files for the split: class {_name(label, classes)} has "
+                f"{files_per_class[label]} "
+                f"file(s) in {per_class[label]} group(s), but {how} needs at least {need} "
+                f"groups of every class (one in each of {', '.join(wanted)}); add files of that "
+                "class or change data.split / data.folds")
+
+
+def merge_duplicates(
+    files: Sequence[AudioFile], duplicate_sets: Sequence[Sequence[AudioFile]]
+) -> tuple[list[AudioFile], list[list[AudioFile]]]:
+    """Give files with identical audio (and everything grouped with them) one group.
+
+    Returns (files with merged groups, the duplicate sets whose labels disagree). Groups are
+    joined transitively (a union-find over group names); the merged group takes the smallest
+    name, so the result does not depend on the order of ``files``.
+    """
+    parent: dict[str, str] = {}
+
+    def find(g: str) -> str:
+        while parent.get(g, g) != g:
+            parent[g] = parent.get(parent[g], parent[g])
+            g = parent[g]
+        return g
+
+    conflicts = []
+    for dup in duplicate_sets:
+        if len({f.label for f in dup}) > 1:
+            conflicts.append(list(dup))
+        roots = sorted({find(f.group) for f in dup})
+        for r in roots[1:]:
+            parent[r] = roots[0]
+    out = [dataclasses.replace(f, group=find(f.group)) if find(f.group) != f.group else f
+           for f in files]
+    return out, conflicts
 
 def _groups(files: Sequence[AudioFile]) -> dict[str, list[AudioFile]]:
     groups: dict[str, list[AudioFile]] = collections.defaultdict(list)

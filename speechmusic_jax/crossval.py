@@ -1,0 +1,163 @@
+"""K-fold cross-validation: every fold a normal run, then mean ± std of the clip-level scores.
+
+    python -m speechmusic_jax.crossval [--config=experiments/NAME.py[:ARG]] --data=SPEC \\
+        --folds=K [--workdir=DIR] [--data_on_error=error|skip] [--overwrite] \\
+        [--config.FIELD=VALUE ...]
+
+Fold I is ``fit`` with ``data.folds=K, data.fold=I`` in ``DIR/fold_I``: its test set is the I-th
+of K stratified, grouped folds, and validation (for early stopping) is carved out of the rest.
+Every file is tested exactly once over the K folds. A fold's workdir follows the usual rules, so
+running the same command again resumes an interrupted fold and skips finished ones.
+
+``DIR/crossval.json``: ``accuracy_mean, accuracy_std, f1_macro_mean, f1_macro_std`` (std: the
+sample standard deviation over folds, ddof=1), ``pooled_accuracy`` (all folds' test clips
+together), and ``folds``: one test record per fold (the ``test`` of its summary.json, plus
+``fold``, ``status`` and ``workdir``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from speechmusic_jax import config as config_lib
+from speechmusic_jax.io_utils import atomic_write_json
+
+Log = Callable[[str], None]
+
+
+def run(cfg: config_lib.ConfigDict, workdir: str, folds: int, *, log: Log = print,
+        overwrite: bool = False) -> dict:
+    """Run the ``folds`` folds of ``cfg`` under ``workdir``; return (and write) crossval.json."""
+    from speechmusic_jax.training import loop
+
+    if folds < 2:
+        raise config_lib.ConfigError(f"--folds: must be at least 2 (got {folds})")
+    workdir = os.path.abspath(workdir)
+    records = []
+    for i in range(folds):
+        c = copy.deepcopy(cfg)
+        c.data.folds = folds
+        c.data.fold = i
+        config_lib.validate(c)
+        fold_dir = os.path.join(workdir, f"fold_{i}")
+        log(f"\n=== cross-validation fold {i + 1} of {folds} ({fold_dir}) ===")
+        try:
+            summary = loop.fit(c, fold_dir, log=log, overwrite=overwrite)
+        except loop.TrainingDiverged as e:
+            log(f"fold {i} diverged: {e}")
+            summary = {"status": "diverged", "test": None}
+        record = {"fold": i, "status": summary.get("status"), "workdir": fold_dir,
+                  "best_epoch": summary.get("best_epoch")}
+        if summary.get("test"):
+            record.update(summary["test"])
+        records.append(record)
+    result = aggregate(records, folds)
+    result["config"] = {"name": cfg.name, "data.spec": cfg.data.spec, "seed": cfg.seed}
+    os.makedirs(workdir, exist_ok=True)
+    atomic_write_json(os.path.join(workdir, "crossval.json"), result)
+    log(format_result(result))
+    return result
+
+
+def aggregate(records: list[dict], folds: int) -> dict:
+    """Mean and sample std (ddof=1) of clip accuracy and macro F1 over folds with a test."""
+    tested = [r for r in records if "accuracy" in r]
+    acc = [float(r["accuracy"]) for r in tested]
+    f1 = [float(r["f1"]["macro"]) for r in tested]
+    n_files = sum(int(r.get("n_files", 0)) for r in tested)
+    correct = sum(float(r["accuracy"]) * int(r.get("n_files", 0)) for r in tested)
+    return {
+        "folds_k": folds,
+        "folds_tested": len(tested),
+        "accuracy_mean": _mean(acc),
+        "accuracy_std": _std(acc),
+        "f1_macro_mean": _mean(f1),
+        "f1_macro_std": _std(f1),
+        "std_note": "sample standard deviation over folds (ddof=1); clip-level scores",
+        "pooled_accuracy": correct / n_files if n_files else None,
+        "n_files": n_files,
+        "folds": records,
+    }
+
+
+def _mean(x: list[float]) -> float | None:
+    return sum(x) / len(x) if x else None
+
+
+def _std(x: list[float]) -> float | None:
+    if len(x) < 2:
+        return 0.0 if x else None
+    m = sum(x) / len(x)
+    return math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1))
+
+
+def format_result(r: dict) -> str:
+    lines = [f"\n=== cross-validation: {r['folds_tested']} of {r['folds_k']} folds tested ===",
+             f"{'fold':>4} {'status':>14} {'n_files':>7} {'accuracy':>8} {'f1_macro':>8}"]
+    for f in r["folds"]:
+        if "accuracy" in f:
+            lines.append(f"{f['fold']:>4} {f['status']:>14} {f['n_files']:>7} "
+                         f"{f['accuracy']:>8.4f} {f['f1']['macro']:>8.4f}")
+        else:
+            lines.append(f"{f['fold']:>4} {f['status']!s:>14} {'-':>7} {'-':>8} {'-':>8}")
+    if r["accuracy_mean"] is not None:
+        lines.append(f"clip accuracy {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}, "
+                     f"macro F1 {r['f1_macro_mean']:.4f} ± {r['f1_macro_std']:.4f} "
+                     f"(mean ± sample std over folds); pooled accuracy "
+                     f"{r['pooled_accuracy']:.4f} over {r['n_files']} clips")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    from absl import app
+
+    from speechmusic_jax import cli
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cfg = cli.apply_shorthands(_FLAGS["config"].value, data=_FLAGS["data"].value,
+                               on_error=_FLAGS["data_on_error"].value)
+    workdir = _FLAGS["workdir"].value or os.path.join("runs", f"{cfg.name}_crossval")
+    with cli.friendly_errors():
+        result = run(cfg, workdir, _FLAGS["folds"].value, log=cli.log,
+                     overwrite=_FLAGS["overwrite"].value)
+        print(f"outputs in {os.path.abspath(workdir)}", flush=True)
+    return 0 if result["folds_tested"] == result["folds_k"] else 1
+
+
+def _define_flags() -> dict[str, Any]:
+    from absl import flags
+    from ml_collections import config_flags
+
+    from speechmusic_jax import cli
+
+    return {
+        "config": config_flags.DEFINE_config_file(
+            "config", cli.default_experiment(), "Experiment file (experiments/NAME.py[:ARG]).",
+            lock_config=True),
+        "workdir": flags.DEFINE_string(
+            "workdir", None, "Folder for the folds (default runs/<config.name>_crossval)."),
+        "data": flags.DEFINE_string("data", None, "Shorthand for --config.data.spec."),
+        "folds": flags.DEFINE_integer("folds", 5, "Number of folds K (at least 2)."),
+        "data_on_error": flags.DEFINE_enum("data_on_error", None, ["error", "skip"],
+                                           "Shorthand for --config.data.on_error."),
+        "overwrite": flags.DEFINE_bool("overwrite", False,
+                                       "Delete each fold's run and start afresh."),
+    }
+
+
+_FLAGS: dict[str, Any] = {}
+
+if __name__ == "__main__":
+    from absl import app
+
+    from speechmusic_jax import cli
+
+    _FLAGS.update(_define_flags())
+    cli.quiet_jax_logs()
+    sys.exit(app.run(main))

@@ -1,0 +1,41 @@
+"""The data benchmark: loader examples/s next to the train step's consumption."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from audio_fixtures import make_folder_tree
+
+from speechmusic_jax import benchmark
+from speechmusic_jax import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_data_reports_both_rates(tmp_path):
+    root = make_folder_tree(tmp_path / "corpus", per_class=10)
+    cfg = config_lib.load_experiment(os.path.join(REPO, "experiments", "default.py"), "tiny")
+    cfg.data.spec = f"folder:{root}"
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    logs: list[str] = []
+    out = tmp_path / "bench.json"
+    result = benchmark.run("data", cfg, {"epochs": 2, "steps": 3}, log=logs.append,
+                           output=str(out))
+    with open(out) as f:
+        assert json.load(f) == json.loads(json.dumps(result))
+    assert result["what"] == "data" and result["workers"] == cfg.data.workers
+    assert result["loader_examples_per_s"] > 0 and result["step_examples_per_s"] > 0
+    assert len(result["loader_examples_per_s_by_epoch"]) == 2
+    assert result["loader_over_step"] == pytest.approx(
+        result["loader_examples_per_s"] / result["step_examples_per_s"])
+    assert 0 <= result["together_data_wait_fraction"] <= 1
+    assert isinstance(result["ok"], bool) and result["step_time_ms"]["n"] == 3
+    assert any(m.startswith("loader / step = ") for m in logs)
+
+
+def test_unknown_benchmark():
+    with pytest.raises(config_lib.ConfigError, match="--what: unknown benchmark 'disk'; known: "
+                                                     "data"):
+        benchmark.run("disk", config_lib.base_config(), {})
