@@ -134,3 +134,16 @@ def test_eval_step_is_deterministic_and_uses_running_stats():
     stats_before = jax.tree_util.tree_leaves(state.model_state)
     stats_after = jax.tree_util.tree_leaves(new_state.model_state)
     assert any(not np.allclose(u, v) for u, v in zip(stats_before, stats_after, strict=True))
+
+
+def test_class_weights_change_the_update_but_not_the_reported_metrics():
+    x, y, w = fixed_batch()
+    weighted = w * jnp.where(y == 1, 3.0, 1.0)
+    _, s1, step1 = tiny_setup()
+    _, s2, step2 = tiny_setup()
+    s1, m1 = step1(s1, x, y, w, jax.random.key(0))
+    s2, m2 = step2(s2, x, y, weighted, jax.random.key(0))
+    assert float(m1["count"]) == float(m2["count"]) == 8.0
+    assert float(m1["loss_sum"]) == pytest.approx(float(m2["loss_sum"]), rel=1e-6)
+    assert float(m1["correct"]) == float(m2["correct"])
+    assert float(m1["grad_norm"]) != pytest.approx(float(m2["grad_norm"]), rel=1e-3)

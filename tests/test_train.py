@@ -56,7 +56,7 @@ def test_run_writes_every_artifact(tiny_run):
     for key in ("status", "best_epoch", "epochs_run", "seed", "params_trainable", "params_total",
                 "train_time_s", "step_time_ms", "compile_time_s", "device_kind", "device_count",
                 "versions", "flops_per_example", "inference", "peak_memory_bytes",
-                "checkpoint_bytes", "weight_decay_semantics", "data_errors"):
+                "checkpoint_bytes", "weight_decay_semantics", "data_errors", "balance"):
         assert key in summary, key
     assert summary["status"] == "completed"
     assert summary["epochs_run"] == cfg.train.epochs

@@ -44,14 +44,18 @@ def penalty(params: Any, l1: float, l2: float) -> jax.Array:
     return total
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, weight: jax.Array,
-                  label_smoothing: float, num_classes: int) -> jax.Array:
-    """Weighted mean softmax cross-entropy (weights 0 mark padding)."""
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float,
+                  num_classes: int) -> jax.Array:
+    """Per-example softmax cross-entropy (with optional label smoothing)."""
     targets = jax.nn.one_hot(labels, num_classes)
     if label_smoothing:
         targets = optax.smooth_labels(targets, label_smoothing)
-    losses = optax.softmax_cross_entropy(logits, targets)
-    return (losses * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:
+    """sum(w * v) / sum(w): weights 0 mark padding; class weights scale examples."""
+    return (values * weight).sum() / jnp.maximum(weight.sum(), 1e-12)
 
 
 def make_train_step(
@@ -63,7 +67,12 @@ def make_train_step(
     l1: float = 0.0,
     l2: float = 0.0,
 ):
-    """(state, x, y, weight, key) -> (state, metrics); metrics are device scalars."""
+    """(state, x, y, weight, key) -> (state, metrics); metrics are device scalars.
+
+    The optimised loss is the ``weight``-ed mean (class weights, padding 0) plus the L1/L2
+    penalties; the reported ``loss_sum``, ``correct`` and ``count`` are plain sums over the real
+    examples (weight > 0), so training metrics mean the same with and without class weights.
+    """
 
     def train_step(state: TrainState, x: jax.Array, y: jax.Array, weight: jax.Array,
                    key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -72,16 +81,20 @@ def make_train_step(
         def loss_fn(params, model_state):
             model = nnx.merge(graphdef, params, model_state, copy=True)
             logits = model(x, train=True, rngs=nnx.Rngs(dropout=step_key))
-            data_loss = cross_entropy(logits, y, weight, label_smoothing, num_classes)
+            losses = cross_entropy(logits, y, label_smoothing, num_classes)
+            data_loss = weighted_mean(losses, weight)
             new_model_state = nnx.state(model, nnx.Not(nnx.Param))
-            return data_loss + penalty(params, l1, l2), (data_loss, logits, new_model_state)
+            return data_loss + penalty(params, l1, l2), (data_loss, losses, logits,
+                                                         new_model_state)
 
-        grads, (data_loss, logits, model_state) = jax.grad(loss_fn, has_aux=True)(
+        grads, (data_loss, losses, logits, model_state) = jax.grad(loss_fn, has_aux=True)(
             state.params, state.model_state)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, value=data_loss)
         params = optax.apply_updates(state.params, updates)
-        correct = ((logits.argmax(-1) == y) * weight).sum()
-        metrics = {"loss_sum": data_loss * weight.sum(), "correct": correct, "count": weight.sum(),
+        real = (weight > 0).astype(jnp.float32)
+        metrics = {"loss_sum": (losses * real).sum(),
+                   "correct": ((logits.argmax(-1) == y) * real).sum(),
+                   "count": real.sum(),
                    "grad_norm": optax.tree.norm(grads)}
         return TrainState(params, model_state, opt_state, state.step + 1), metrics
 
