@@ -2,6 +2,16 @@
 
     python -m speechmusic_jax.benchmark --what=data [--config=experiments/NAME.py[:ARG]]
         [--data=SPEC] [--epochs=4] [--steps=30] [--output=FILE.json] [--config.FIELD=VALUE ...]
+    python -m speechmusic_jax.benchmark --what=step [--config=...] [--batch_sizes=1,32,128]
+        [--steps=30] [--output=FILE.json]
+
+``step``: the compiled train step of the config's model on random input of the config's crop
+length (no data needed), at each batch size: compile time (apart), step time median/min/max
+(blocked on every step), examples/s, FLOPs per step from XLA's cost analysis and the FLOP rate
+they imply, inference latency and throughput, and the CPU load other processes put on the
+machine while the clock ran (figures taken under load are flagged). Tagged with the device kind
+and versions, so that accelerators can be compared, and against the PyTorch reference in
+``../shared/bench`` (same network, same input shape).
 
 ``data``: is the input pipeline fast enough? Three measurements on the config's training split:
 
@@ -162,7 +172,84 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
 
 
 # Each --what: (function(cfg, options, log) -> result dict, one-line description).
+def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: int = 30,
+                   warmup: int = 3, log: Log = print) -> dict:
+    """Time the compiled train step and inference at each batch size (module docstring)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from speechmusic_jax import timing
+    from speechmusic_jax.models.conv1d import build_model, count_params
+    from speechmusic_jax.models.presets import resolve_spec
+    from speechmusic_jax.training import optim
+    from speechmusic_jax.training.step import init_state, make_eval_step, make_train_step
+
+    config_lib.validate(cfg)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise config_lib.ConfigError("--batch_sizes: give positive integers, e.g. 1,32,128")
+    if steps < 3:
+        raise config_lib.ConfigError("--steps: must be at least 3")
+    d, t = cfg.data, cfg.train
+    n_classes = len(d.classes)
+    spec = resolve_spec(cfg.model, n_classes, d.sample_rate)
+    length = int(round(d.segment_seconds * d.sample_rate))
+    tx, _ = optim.from_config(cfg, steps_per_epoch=100)
+    out: dict[str, Any] = {"what": "step", "preset": cfg.model.preset,
+                           "optimizer": cfg.optimizer.name,
+                           "precision": t.precision, "input_samples": length,
+                           "sample_rate": d.sample_rate, **timing.device_info(),
+                           "versions": timing.versions(), "results": []}
+    rng = np.random.default_rng(0)
+    for batch in batch_sizes:
+        graphdef, state = init_state(build_model(spec, cfg.seed, t.precision), tx)
+        out["params_trainable"] = count_params(state.params)
+        x = jnp.asarray(rng.standard_normal((batch, length), dtype=np.float32))
+        y = jnp.asarray(np.arange(batch) % n_classes, dtype=jnp.int32)
+        w = jnp.ones((batch,), jnp.float32)
+        key = jax.random.key(0)
+        step, compile_s, flops = timing.compile_ahead(
+            make_train_step(graphdef, tx, num_classes=n_classes), state, x, y, w, key,
+            donate_argnums=(0,))
+        for _ in range(warmup):
+            state, m = step(state, x, y, w, key)
+        jax.block_until_ready(m)
+        times = []
+        with timing.OtherLoad() as load:
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                state, m = step(state, x, y, w, key)
+                jax.block_until_ready(m)
+                times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        eval_fn = make_eval_step(graphdef)
+        predict = jax.jit(lambda xb, st=state, fn=eval_fn: fn(st.params, st.model_state, xb))
+        inference = timing.inference_speed(predict, np.asarray(x), d.sample_rate,
+                                           repeats=max(5, steps // 2))
+        row = {"batch_size": batch, "compile_s": compile_s,
+               "step_ms": timing.summarize_ms(times), "examples_per_s": batch / med,
+               "flops_per_step": flops, "gflops_per_s": flops / med / 1e9 if flops else None,
+               "inference": inference, "other_load_cores": load.cores,
+               "loss_last": float(m["loss_sum"] / m["count"])}
+        out["results"].append(row)
+        flag = (f"  (other processes used {load.cores:.2f} cores: not to be trusted)"
+                if load.cores is not None and load.cores > 0.1 else "")
+        log(f"batch {batch:>4}: step {row['step_ms']['median']:8.2f} ms median "
+            f"(min {row['step_ms']['min']:.2f}, max {row['step_ms']['max']:.2f}), "
+            f"{row['examples_per_s']:9.1f} examples/s, compile {compile_s:.2f}s, "
+            + (f"{row['gflops_per_s']:.1f} GFLOP/s" if flops else "FLOPs n/a")
+            + f"; inference {inference['examples_per_s']:.0f} examples/s, "
+            f"batch-1 {inference['latency_ms_batch1']:.2f} ms{flag}")
+    log(f"{out['preset']}: {out['params_trainable']:,} params, {length} samples per example, "
+        f"{out['device_count']} x {out['device_kind']}, jax {out['versions']['jax']}; "
+        "compilation excluded from every time")
+    return out
+
+
 WHATS: dict[str, tuple[Callable[..., dict], str]] = {
+    "step": (lambda cfg, f, log: benchmark_step(cfg, batch_sizes=f["batch_sizes"],
+                                                steps=f["steps"], log=log),
+             "compiled train step and inference time at each batch size"),
     "data": (lambda cfg, f, log: benchmark_data(cfg, epochs=f["epochs"], steps=f["steps"],
                                                 log=log),
              "loader examples/s next to the train step's consumption"),
@@ -192,7 +279,13 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cfg = cli.apply_shorthands(_FLAGS["config"].value, data=_FLAGS["data"].value)
-    options = {"epochs": _FLAGS["epochs"].value, "steps": _FLAGS["steps"].value}
+    sizes = _FLAGS["batch_sizes"].value
+    try:
+        batch_sizes = [int(b) for b in sizes.split(",")] if sizes else [cfg.train.batch_size]
+    except ValueError:
+        raise app.UsageError(f"--batch_sizes: comma-separated integers, got {sizes!r}") from None
+    options = {"epochs": _FLAGS["epochs"].value, "steps": _FLAGS["steps"].value,
+               "batch_sizes": batch_sizes}
     with cli.friendly_errors():
         run(_FLAGS["what"].value, cfg, options, log=cli.log, output=_FLAGS["output"].value)
     return 0
@@ -213,7 +306,10 @@ def _define_flags() -> dict[str, Any]:
         "data": flags.DEFINE_string("data", None, "Shorthand for --config.data.spec."),
         "output": flags.DEFINE_string("output", None, "Also write the figures to this JSON file."),
         "epochs": flags.DEFINE_integer("epochs", 4, "data: loader epochs to time (>= 2)."),
-        "steps": flags.DEFINE_integer("steps", 30, "data: train steps to time."),
+        "steps": flags.DEFINE_integer("steps", 30, "data, step: train steps to time."),
+        "batch_sizes": flags.DEFINE_string("batch_sizes", None,
+                                           "step: comma-separated batch sizes (default: the "
+                                           "config's train.batch_size)."),
     }
 
 

@@ -93,6 +93,39 @@ def inference_speed(
     }
 
 
+class OtherLoad:
+    """CPU cores used by *other* processes during a block (Linux /proc/stat; None elsewhere).
+
+    ``with OtherLoad() as load: ...`` then ``load.cores``: a figure above about 0.1 means the
+    timing shared the machine and is not to be trusted.
+    """
+
+    def __enter__(self) -> OtherLoad:
+        self.cores: float | None = None
+        self._start = (_busy_seconds(), time.process_time(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy0, cpu0, wall0 = self._start
+        busy1 = _busy_seconds()
+        if busy0 is None or busy1 is None:
+            return
+        wall = time.perf_counter() - wall0
+        mine = time.process_time() - cpu0
+        self.cores = max(0.0, ((busy1 - busy0) - mine) / wall) if wall > 0 else None
+
+
+def _busy_seconds() -> float | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    import os
+
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def device_info() -> dict[str, Any]:
     devices = jax.devices()
     return {"device_kind": devices[0].device_kind, "device_count": len(devices),

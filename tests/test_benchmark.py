@@ -39,3 +39,21 @@ def test_unknown_benchmark():
     with pytest.raises(config_lib.ConfigError, match="--what: unknown benchmark 'disk'; known: "
                                                      "data"):
         benchmark.run("disk", config_lib.base_config(), {})
+
+
+def test_step_benchmark_reports_measured_figures(tiny_config, tmp_path):
+    import json
+
+    from speechmusic_jax import benchmark
+
+    out = tmp_path / "step.json"
+    result = benchmark.run("step", tiny_config, {"batch_sizes": [1, 8], "steps": 3},
+                           log=lambda _: None, output=str(out))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [r["batch_size"] for r in result["results"]] == [1, 8]
+    for r in result["results"]:
+        st = r["step_ms"]
+        assert 0 < st["min"] <= st["median"] <= st["max"] and st["n"] == 3
+        assert r["examples_per_s"] > 0 and r["compile_s"] > 0
+        assert r["inference"]["examples_per_s"] > 0
+    assert result["params_trainable"] > 0 and result["device_kind"]
