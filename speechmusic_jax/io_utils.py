@@ -1,4 +1,8 @@
-"""Files that must never be half-written: write to a temporary file, fsync, then rename."""
+"""Files that must never be half-written: write to a temporary file, fsync, then rename.
+
+A write that fails (a full disk, say) raises :class:`OSError` with ``filename`` set to the file
+that was being written, and leaves the file as it was: the old version, or no file.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,38 @@ import os
 import tempfile
 from typing import Any
 
+# New files get the usual permissions (0666 less the umask), as open() would give them;
+# mkstemp alone would make them private (0600).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
+                                   suffix=".tmp")
+    except OSError as e:
+        raise with_filename(e, path) from None
+    try:
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o666 & ~_UMASK)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise with_filename(e, path) from None
         raise
+    _fsync_dir(folder)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -40,7 +59,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     out = []
     if not os.path.exists(path):
         return out
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if not line.endswith("\n"):
                 break
@@ -56,8 +75,57 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one line and fsync it; the line is written with a single write call."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line and fsync it.
+
+    If the write fails (a full disk), the file is cut back to its old length, so it never ends in
+    a partial line that this process wrote (a process killed mid-write can leave one; readers
+    skip it, see :func:`read_jsonl`).
+    """
+    path = os.fspath(path)
+    data = (json.dumps(row) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise with_filename(e, path) from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise with_filename(e, path) from None
+    finally:
+        os.close(fd)
+
+
+def with_filename(e: OSError, path: str | os.PathLike) -> OSError:
+    """``e`` itself when it names a file, else the same error naming ``path``."""
+    if e.filename is not None or e.errno is None:
+        return e
+    return type(e)(e.errno, e.strerror or os.strerror(e.errno), os.fspath(path))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may take only part, e.g. on a full disk)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # cannot happen for regular files; never loop forever
+            raise OSError(28, os.strerror(28))
+        view = view[n:]
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every system can open folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

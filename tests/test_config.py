@@ -2,7 +2,14 @@ import os
 
 import pytest
 
-from speechmusic_jax.config import ConfigError, base_config, diff, load_experiment, to_dict, validate
+from speechmusic_jax.config import (
+    ConfigError,
+    base_config,
+    diff,
+    load_experiment,
+    to_dict,
+    validate,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

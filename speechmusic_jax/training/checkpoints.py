@@ -10,12 +10,19 @@ A checkpoint directory counts only once a pointer names it, and a pointer is rep
 after orbax has finished (orbax itself writes into a temporary directory and renames it). So a
 process killed mid-save leaves the previous pointers, which still name complete checkpoints.
 Directories that no pointer names are removed after each save.
+
+A save that fails for lack of space (or any other storage error) raises :class:`OSError` naming
+the folder, removes what it wrote, and leaves the earlier checkpoints and pointers as they were.
+orbax reports such errors from tensorstore as ``ValueError``s whose message carries the OS error
+code; :func:`storage_error` turns them back into ``OSError``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from typing import Any
 
@@ -52,10 +59,19 @@ class Checkpoints:
         folder = os.path.join(self.dir, name)
         if os.path.exists(folder):
             shutil.rmtree(folder)
-        os.makedirs(folder)
-        self._ckpt.save(os.path.join(folder, "state"), state)
-        self._ckpt.wait_until_finished()
-        atomic_write_json(os.path.join(folder, "loop.json"), loop)
+        try:
+            os.makedirs(folder)
+            try:
+                self._ckpt.save(os.path.join(folder, "state"), state)
+            finally:
+                self._ckpt.wait_until_finished()
+            atomic_write_json(os.path.join(folder, "loop.json"), loop)
+        except Exception as e:
+            shutil.rmtree(folder, ignore_errors=True)  # incomplete: free the space it took
+            translated = storage_error(e, folder)
+            if translated is None:
+                raise
+            raise translated from None
         if best is not None:
             atomic_write_json(os.path.join(self.dir, "best.json"), {"epoch": epoch, "dir": name,
                                                                      **best})
@@ -82,3 +98,22 @@ class Checkpoints:
             path = os.path.join(self.dir, entry)
             if entry.startswith("epoch_") and entry not in keep and os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def storage_error(e: BaseException, path: str) -> OSError | None:
+    """``e`` as an :class:`OSError` naming ``path`` when it is a file-system error (also when
+    tensorstore reports it inside orbax as a ``ValueError``), else None."""
+    if isinstance(e, OSError):
+        if e.filename is None and e.errno is not None:
+            return type(e)(e.errno, e.strerror or os.strerror(e.errno), path)
+        return e
+    text = str(e)
+    code = re.search(r"os_error_code='?(\d+)", text)
+    if code:
+        n = int(code.group(1))
+        return OSError(n, os.strerror(n), path)
+    if "No space left on device" in text:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    if "Disk quota exceeded" in text:
+        return OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), path)
+    return None
