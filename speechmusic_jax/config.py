@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -170,6 +171,10 @@ def validate(c: ConfigDict) -> None:
     from speechmusic_jax.models.presets import PRESETS
     from speechmusic_jax.training.optim import OPTIMIZERS, SCHEDULES
 
+    for field, value in flat_items(c):  # no NaN or infinity anywhere
+        numbers = value if isinstance(value, tuple | list) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{field}: must be a finite number (got {value!r})")
     need(bool(re.fullmatch(r"[\w.\-]+", c.name)), "name", "use letters, digits, '.', '-', '_'")
     need(isinstance(c.seed, int) and c.seed >= 0, "seed", "must be a non-negative integer")
     d = c.data
@@ -185,7 +190,8 @@ def validate(c: ConfigDict) -> None:
     need(d.sample_rate >= 1000, "data.sample_rate", "must be at least 1000 Hz")
     need(d.segment_seconds > 0, "data.segment_seconds", "must be positive")
     if d.eval_hop_seconds is not None:
-        need(d.eval_hop_seconds > 0, "data.eval_hop_seconds", "must be positive")
+        need(0 < d.eval_hop_seconds <= d.segment_seconds, "data.eval_hop_seconds",
+             "must be positive and at most data.segment_seconds, so windows cover every sample")
     split = tuple(d.split)
     need(len(split) == 3 and all(x >= 0 for x in split), "data.split",
          "must be three non-negative fractions (train, val, test)")

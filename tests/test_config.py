@@ -54,6 +54,8 @@ def test_wrong_type_is_refused():
         ("data.split", (0.9, 0.0, 0.1), "data.split"),
         ("data.folds", 1, "data.folds"),
         ("data.group_regex", "(", "data.group_regex"),
+        ("data.eval_hop_seconds", 3.0, "data.eval_hop_seconds"),
+        ("train.label_smoothing", float("nan"), "train.label_smoothing"),
         ("model.preset", "m99", "model.preset"),
         ("model.activation", "swish2", "model.activation"),
         ("model.dropout", 1.0, "model.dropout"),

@@ -52,10 +52,50 @@ def test_layer_table_totals_the_parameters():
     assert "stem" in table and "head" in table
 
 
-def test_tensorboard_writes_event_files(tmp_path):
+def read_events(path):
+    """Parse a TFRecord event file: (step, tag, value) of every scalar."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos < len(data):
+        (length,) = struct.unpack("Q", data[pos:pos + 8])
+        event = Event.FromString(data[pos + 12:pos + 12 + length])
+        pos += 12 + length + 4
+        for v in event.summary.value:
+            out.append((event.step, v.tag, v.simple_value))
+    return out
+
+
+def test_tensorboard_writes_readable_event_files(tmp_path):
     board = reporting.TensorBoard(str(tmp_path / "tb"))
     board.write(row(1, 0.9, 0.8))
+    board.write(row(2, 0.7, 0.6))
     board.close()
     files = os.listdir(tmp_path / "tb")
-    assert files and all(f.startswith("events.out.tfevents") for f in files)
-    assert os.path.getsize(tmp_path / "tb" / files[0]) > 100
+    assert len(files) == 1 and files[0].startswith("events.out.tfevents")
+    scalars = read_events(tmp_path / "tb" / files[0])
+    assert (1, "loss/train_loss", 0.8999999761581421) in scalars
+    assert (2, "loss/val_loss", 0.6000000238418579) in scalars
+    assert len(scalars) == 2 * len(reporting.TensorBoard.KEYS)
+
+
+def test_tensorboard_write_failure_names_the_event_file(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    board = reporting.TensorBoard(str(tmp_path / "tb"))
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(board.writer, "flush", full)
+    with pytest.raises(OSError) as err:
+        board.write(row(1, 0.9, 0.8))
+    assert err.value.errno == errno.ENOSPC
+    assert "events.out.tfevents" in err.value.filename

@@ -107,8 +107,35 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         raise AudioError(path, "unreadable", "header has no valid sample rate or channel count")
     if info.frames <= 0:
         raise AudioError(path, "empty", "audio has no samples (0 frames)")
-    return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels),
+    frames = int(info.frames)
+    if str(info.format) == "MP3" and frames > _max_mp3_frames(path, info.samplerate):
+        # An MP3's length comes from an optional header (Xing/Info) that can lie; a claim beyond
+        # what the file's bytes could hold at MP3's lowest bit rate is replaced by a count.
+        frames = _count_frames(path)
+        if frames <= 0:
+            raise AudioError(path, "empty", "audio has no samples (0 frames)")
+    return AudioInfo(path, int(info.samplerate), frames, int(info.channels),
                      str(info.format), str(info.subtype))
+
+
+def _max_mp3_frames(path: str, sample_rate: int) -> int:
+    """The most samples an MP3 of this size can hold: MPEG-2.5 layer III at 8 kbit/s, +10%."""
+    seconds = os.path.getsize(path) * 8 / 8000
+    return int(seconds * sample_rate * 1.1) + 1152
+
+
+def _count_frames(path: str) -> int:
+    """Decode until the data ends (a short read), counting frames; bounded by the real data."""
+    total = 0
+    try:
+        with sf.SoundFile(path) as f:
+            while True:
+                block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                total += block.shape[0]
+                if block.shape[0] < _BLOCK_FRAMES:
+                    return total
+    except Exception as e:
+        raise AudioError(path, "unreadable", f"decoding failed ({_short(e)})") from None
 
 
 def load(
@@ -176,11 +203,16 @@ def check_samples(path: str | os.PathLike, info: AudioInfo | None = None) -> Non
     peak = 0.0
     try:
         with sf.SoundFile(info.path) as f:
-            for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+            remaining = info.frames
+            while remaining > 0:  # a short read ends the data, whatever the header said
+                block = f.read(min(_BLOCK_FRAMES, remaining), dtype="float32", always_2d=True)
                 if not np.isfinite(block).all():
                     raise AudioError(path, "nonfinite", "audio contains NaN or Inf samples")
                 if block.size:
                     peak = max(peak, float(np.max(np.abs(block))))
+                if block.shape[0] < min(_BLOCK_FRAMES, remaining):
+                    break
+                remaining -= block.shape[0]
     except AudioError:
         raise
     except Exception as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -149,23 +150,46 @@ class ProgressBar:
 
 
 class TensorBoard:
-    """Epoch scalars as TensorBoard event files (tensorboardX: no TensorFlow needed)."""
+    """Epoch scalars as TensorBoard event files, written synchronously (tensorboardX's event
+    format, no TensorFlow, no background thread): each epoch's points are on disk when
+    ``write`` returns, and a failed write raises an OSError naming the event file."""
 
     KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1",
             "learning_rate", "epoch_time_s", "examples_per_s")
 
     def __init__(self, logdir: str):
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
 
-        self.writer = SummaryWriter(logdir=logdir, flush_secs=30)
+        os.makedirs(logdir, exist_ok=True)
+        self.logdir = logdir
+        self.writer = None
+        self._guard(lambda: setattr(self, "writer", EventsWriter(os.path.join(logdir, "events"))))
 
     def write(self, row: dict) -> None:
-        for key in self.KEYS:
-            value = row.get(key)
-            if value is not None:
-                group = "loss" if key.endswith("loss") else key.split("_")[0]
-                self.writer.add_scalar(f"{group}/{key}", float(value), row["epoch"])
-        self.writer.flush()
+        import time
+
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
+        def emit() -> None:
+            for key in self.KEYS:
+                value = row.get(key)
+                if value is not None:
+                    group = "loss" if key.endswith("loss") else key.split("_")[0]
+                    self.writer.write_event(Event(wall_time=time.time(), step=row["epoch"],
+                                                  summary=scalar(f"{group}/{key}", float(value))))
+            self.writer.flush()
+
+        self._guard(emit)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            self._guard(writer.close)
+
+    def _guard(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except OSError as e:
+            path = getattr(self.writer, "_file_name", None) or self.logdir
+            raise OSError(e.errno, e.strerror or str(e), path) from None
