@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from speechmusic_jax import config as config_lib
@@ -223,7 +224,8 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
                 times.append(time.perf_counter() - t0)
         med = statistics.median(times)
         eval_fn = make_eval_step(graphdef)
-        predict = jax.jit(lambda xb, st=state, fn=eval_fn: fn(st.params, st.model_state, xb))
+        jitted = jax.jit(eval_fn)  # weights as arguments, not constants baked into the program
+        predict = partial(jitted, state.params, state.model_state)
         inference = timing.inference_speed(predict, np.asarray(x), d.sample_rate,
                                            repeats=max(5, steps // 2))
         row = {"batch_size": batch, "compile_s": compile_s,

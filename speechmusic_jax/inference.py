@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -74,7 +75,7 @@ def load_run(workdir: str, which: str = "best") -> LoadedRun:
     state, _ = ckpts.restore(pointer, like)
     params = optim.eval_params(cfg.optimizer.name, state.opt_state, state.params)
     eval_fn = make_eval_step(graphdef)
-    predict = jax.jit(lambda x: eval_fn(params, state.model_state, x))
+    predict = partial(jax.jit(eval_fn), params, state.model_state)  # weights as arguments
     return LoadedRun(cfg, workdir, pointer["epoch"], make_loader_config(cfg, []), predict)
 
 

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -393,7 +394,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
 
     # Inference speed of the tested weights, at the eval batch size and at batch 1.
     tested = optim.eval_params(o.name, state.opt_state, state.params)
-    predict = jax.jit(lambda x: eval_fn(tested, state.model_state, x))
+    predict = partial(jax.jit(eval_fn), tested, state.model_state)  # weights as arguments
     probe_x = np.random.default_rng(0).standard_normal((t.eval_batch_size, segment)).astype(
         np.float32) * 0.1
     inference = timing.inference_speed(predict, probe_x, d.sample_rate)
