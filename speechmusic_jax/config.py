@@ -84,6 +84,12 @@ def base_config() -> ConfigDict:
     c.model.stage_pool = config_dict.placeholder(tuple)
     c.model.kernel_size = config_dict.placeholder(int)
     c.model.residual = config_dict.placeholder(bool)
+    c.model.stage_kernel = config_dict.placeholder(tuple)  # per stage (default: kernel_size)
+    c.model.stage_stride = config_dict.placeholder(tuple)  # each stage's first conv (default 1)
+    c.model.stage_dilation = config_dict.placeholder(tuple)  # per stage (default 1)
+    c.model.pool = "max"  # or "avg": pooling after the stem and each stage
+    c.model.stage_dropout = 0.0  # dropout after each stage
+    c.model.head_hidden = ()  # hidden dense layers (sizes) before the output layer
     c.model.activation = "relu"
     c.model.norm = "batch"
     c.model.dropout = 0.1
@@ -102,6 +108,7 @@ def base_config() -> ConfigDict:
     c.train.grad_clip_norm = 0.0
     c.train.l1 = 0.0  # L1 penalty on kernels, in the loss
     c.train.l2 = 0.0  # L2 penalty on kernels, in the loss (weight decay is optimizer.weight_decay)
+    c.train.penalty_mask = "kernels"  # what L1/L2 cover: kernels, kernels_biases or all
     c.train.early_stopping = ConfigDict()
     c.train.early_stopping.monitor = "val_loss"
     c.train.early_stopping.patience = 8
@@ -112,6 +119,7 @@ def base_config() -> ConfigDict:
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 3e-3
     c.optimizer.weight_decay = 1e-4
+    c.optimizer.weight_decay_mask = "kernels"  # kernels, kernels_biases or all
     c.optimizer.schedule = "cosine"
     c.optimizer.warmup_epochs = 1.0
     c.optimizer.plateau_patience = 3  # epochs, for schedule=plateau
@@ -251,6 +259,11 @@ def validate(c: ConfigDict) -> None:
     need(0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
     need(t.l1 >= 0, "train.l1", "must be >= 0")
     need(t.l2 >= 0, "train.l2", "must be >= 0")
+    from speechmusic_jax.training.optim import MASKS
+
+    need(t.penalty_mask in MASKS, "train.penalty_mask", f"must be one of {sorted(MASKS)}")
+    need(c.optimizer.weight_decay_mask in MASKS, "optimizer.weight_decay_mask",
+         f"must be one of {sorted(MASKS)}")
     need(t.grad_clip_norm >= 0, "train.grad_clip_norm", "must be >= 0 (0 turns clipping off)")
     e = t.early_stopping
     need(e.monitor in MONITORS, "train.early_stopping.monitor", f"must be one of {list(MONITORS)}")

@@ -152,3 +152,46 @@ def test_logmel_model_trains_and_states_its_minimum():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 16000)), jnp.float32)
     state, m = step(state, x, jnp.array([0, 1]), jnp.ones(2), jax.random.key(0))
     assert np.isfinite(float(m["loss_sum"]))
+
+
+def test_stage_stride_dilation_kernel_and_pool_kind_act():
+    base = spec_of("tiny")
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 8000)), jnp.float32)
+    ref = np.asarray(build_model(base, seed=0)(x))
+    n_ref = count_params(nnx.state(build_model(base, seed=0), nnx.Param))
+    for field, value in [("stage_dilation", (2,)), ("pool", "avg"), ("stage_stride", (2,)),
+                         ("stage_kernel", (5,))]:
+        spec = spec_of("tiny", **{field: value})
+        model = build_model(spec, seed=0)
+        out = np.asarray(model(x))
+        assert out.shape == ref.shape and not np.allclose(out, ref), field
+        n = count_params(nnx.state(model, nnx.Param))
+        if field == "stage_kernel":  # 5 taps instead of 3 on an 8 -> 16 conv
+            assert n == n_ref + 2 * 8 * 16
+        else:
+            assert n == n_ref, field
+    strided = spec_of("tiny", stage_stride=(2,))
+    assert strided.min_input_length() > base.min_input_length()
+    model = build_model(strided, seed=0)
+    assert np.isfinite(np.asarray(model(jnp.ones((1, strided.min_input_length()))))).all()
+    assert not np.isfinite(np.asarray(model(jnp.ones((1, strided.min_input_length() - 1))))).all()
+
+
+def test_head_hidden_layers_and_stage_dropout():
+    plain = build_model(spec_of("tiny"), seed=0)
+    deep = build_model(spec_of("tiny", head_hidden=(32, 8)), seed=0)
+    extra = count_params(nnx.state(deep, nnx.Param)) - count_params(nnx.state(plain, nnx.Param))
+    assert extra == (16 * 32 + 32) + (32 * 8 + 8) + (8 * 2 + 2) - (16 * 2 + 2)
+    model = build_model(spec_of("tiny", stage_dropout=0.5), seed=0)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 4000)), jnp.float32)
+    np.testing.assert_array_equal(model(x), model(x))
+    assert not np.allclose(model(x, train=True, rngs=nnx.Rngs(dropout=1)),
+                           model(x, train=True, rngs=nnx.Rngs(dropout=2)))
+
+
+@pytest.mark.parametrize("field,value", [("stage_stride", (1, 2)), ("stage_dilation", (0,)),
+                                         ("head_hidden", (0,)), ("pool", "median"),
+                                         ("stage_dropout", 1.0)])
+def test_bad_stage_fields_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"model.{field}"):
+        spec_of("tiny", **{field: value})

@@ -76,3 +76,29 @@ def test_gradient_clipping_bounds_the_first_update():
     big = jax.tree.map(lambda p: np.full(p.shape, 100.0, np.float32), state.params)
     updates, _ = tx.update(big, tx.init(state.params), state.params)
     assert float(optax.tree.norm(updates)) == pytest.approx(0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(optim.SCHEDULES))
+def test_every_schedule_lowers_the_loss(name):
+    import optax
+
+    from speechmusic_jax.config import base_config
+    from speechmusic_jax.models.conv1d import build_model
+    from speechmusic_jax.models.presets import resolve_spec
+    from speechmusic_jax.training.step import init_state, make_train_step
+
+    c = base_config()
+    c.model.preset = "tiny"
+    steps = 15
+    sched = optim.make_schedule(name, 1e-2, steps, 3)
+    tx = optim.make_optimizer("adam", sched, plateau_epochs=2 if name == "plateau" else 0,
+                              steps_per_epoch=3)
+    graphdef, state = init_state(build_model(resolve_spec(c.model, 2), 0), tx)
+    step = jax.jit(make_train_step(graphdef, tx, num_classes=2))
+    x, y, w = fixed_batch()
+    losses = []
+    for _ in range(steps):
+        state, m = step(state, x, y, w, jax.random.key(0))
+        losses.append(float(m["loss_sum"] / m["count"]))
+    assert min(losses[-3:]) < 0.8 * losses[0], losses
+    assert isinstance(tx, optax.GradientTransformation)

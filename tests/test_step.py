@@ -147,3 +147,33 @@ def test_class_weights_change_the_update_but_not_the_reported_metrics():
     assert float(m1["loss_sum"]) == pytest.approx(float(m2["loss_sum"]), rel=1e-6)
     assert float(m1["correct"]) == float(m2["correct"])
     assert float(m1["grad_norm"]) != pytest.approx(float(m2["grad_norm"]), rel=1e-3)
+
+
+@pytest.mark.parametrize("mask,decayed", [
+    ("kernels", {"kernel"}),
+    ("kernels_biases", {"kernel", "bias"}),
+    ("all", {"kernel", "bias", "scale", "norm_bias"}),
+])
+def test_weight_decay_mask_choices(mask, decayed):
+    _, state, _ = tiny_setup()
+    tx = optim.make_optimizer("sgd", optax.constant_schedule(1.0), weight_decay=0.1,
+                              weight_decay_mask=mask)
+    ones = jax.tree.map(jnp.ones_like, state.params)  # biases start at 0: decay would not show
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    updates, _ = tx.update(zeros, tx.init(ones), ones)
+    for path, u in jax.tree_util.tree_leaves_with_path(updates):
+        name = optim.param_name(path)
+        kind = "norm_bias" if name == "bias" and optim.is_norm_param(path) else name
+        assert bool(np.any(np.asarray(u))) == (kind in decayed), (mask, path)
+
+
+def test_penalty_mask_choices():
+    _, state, _ = tiny_setup()
+    kernels = float(penalty(state.params, 0.0, 1.0, "kernels"))
+    with_biases = float(penalty(state.params, 0.0, 1.0, "kernels_biases"))
+    everything = float(penalty(state.params, 0.0, 1.0, "all"))
+    ones = jax.tree.map(jnp.ones_like, state.params)
+    n_kernel = float(penalty(ones, 0.0, 1.0, "kernels"))
+    assert n_kernel < float(penalty(ones, 0.0, 1.0, "kernels_biases")) < float(
+        penalty(ones, 0.0, 1.0, "all"))
+    assert kernels <= with_biases < everything  # batch-norm scales start at one

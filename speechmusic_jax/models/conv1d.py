@@ -58,17 +58,21 @@ class Norm(nnx.Module):
 class ConvBlock(nnx.Module):
     """conv -> norm -> activation; with ``residual``, two of them plus a (projected) skip."""
 
-    def __init__(self, cin: int, cout: int, spec: ModelSpec, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, cin: int, cout: int, spec: ModelSpec, *, kernel: int, stride: int = 1,
+                 dilation: int = 1, dtype, rngs: nnx.Rngs):
         self.residual = spec.residual
         self.act = ACTIVATIONS[spec.activation]
-        k = (spec.kernel_size,)
-        self.conv1 = nnx.Conv(cin, cout, k, padding="SAME", dtype=dtype, rngs=rngs)
+        k, d = (kernel,), (dilation,)
+        self.conv1 = nnx.Conv(cin, cout, k, strides=(stride,), kernel_dilation=d, padding="SAME",
+                              dtype=dtype, rngs=rngs)
         self.norm1 = Norm(spec.norm, cout, dtype=dtype, rngs=rngs)
         if self.residual:
-            self.conv2 = nnx.Conv(cout, cout, k, padding="SAME", dtype=dtype, rngs=rngs)
+            self.conv2 = nnx.Conv(cout, cout, k, kernel_dilation=d, padding="SAME", dtype=dtype,
+                                  rngs=rngs)
             self.norm2 = Norm(spec.norm, cout, dtype=dtype, rngs=rngs)
-            self.proj = (nnx.Conv(cin, cout, (1,), use_bias=False, dtype=dtype, rngs=rngs)
-                         if cin != cout else None)
+            self.proj = (nnx.Conv(cin, cout, (1,), strides=(stride,), use_bias=False,
+                                  dtype=dtype, rngs=rngs)
+                         if cin != cout or stride > 1 else None)
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         y = self.act(self.norm1(self.conv1(x), train=train))
@@ -81,11 +85,17 @@ class ConvBlock(nnx.Module):
 
 def max_pool(x: jax.Array, size: int) -> jax.Array:
     """Non-overlapping max-pool over time (VALID): a reshape and a max, cheap on every backend."""
+    return pool1d(x, size, "max")
+
+
+def pool1d(x: jax.Array, size: int, kind: str = "max") -> jax.Array:
+    """Non-overlapping max- or average-pool over time (VALID), as a reshape and a reduction."""
     if size <= 1:
         return x
     b, t, c = x.shape
     t2 = t // size
-    return x[:, : t2 * size].reshape(b, t2, size, c).max(axis=2)
+    windows = x[:, : t2 * size].reshape(b, t2, size, c)
+    return windows.max(axis=2) if kind == "max" else windows.mean(axis=2)
 
 
 class Conv1DClassifier(nnx.Module):
@@ -102,14 +112,26 @@ class Conv1DClassifier(nnx.Module):
         self.stem_norm = Norm(spec.norm, spec.stem_filters, dtype=dtype, rngs=rngs)
         stages = []
         cin = spec.stem_filters
-        for filters, repeats in zip(spec.stage_filters, spec.stage_repeats, strict=True):
+        for filters, repeats, kernel, stride, dilation in zip(
+                spec.stage_filters, spec.stage_repeats, spec.per_stage("stage_kernel",
+                                                                       spec.kernel_size),
+                spec.per_stage("stage_stride", 1), spec.per_stage("stage_dilation", 1),
+                strict=True):
             blocks = []
-            for _ in range(repeats):
-                blocks.append(ConvBlock(cin, filters, spec, dtype=dtype, rngs=rngs))
+            for r in range(repeats):
+                blocks.append(ConvBlock(cin, filters, spec, kernel=kernel,
+                                        stride=stride if r == 0 else 1, dilation=dilation,
+                                        dtype=dtype, rngs=rngs))
                 cin = filters
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
+        self.stage_dropout = nnx.Dropout(spec.stage_dropout)
         width = cin * (2 if spec.global_pool == "avgmax" else 1)
+        hidden = []
+        for size in spec.head_hidden:
+            hidden.append(nnx.Linear(width, size, dtype=dtype, rngs=rngs))
+            width = size
+        self.hidden = nnx.List(hidden)
         self.dropout = nnx.Dropout(spec.dropout)
         self.head = nnx.Linear(width, spec.num_classes, dtype=dtype, rngs=rngs)
 
@@ -123,18 +145,24 @@ class Conv1DClassifier(nnx.Module):
         else:
             x = waveform[..., None]
         x = self.act(self.stem_norm(self.stem(x), train=train))
-        x = max_pool(x, spec.stem_pool)
+        x = pool1d(x, spec.stem_pool, spec.pool)
+        stage_off = not train or spec.stage_dropout == 0.0
         for stage, pool in zip(self.stages, spec.stage_pool, strict=True):
             for block in stage:
                 x = block(x, train=train)
-            x = max_pool(x, pool)
+            x = pool1d(x, pool, spec.pool)
+            x = self.stage_dropout(x, deterministic=stage_off, rngs=rngs)
         if spec.global_pool == "avg":
             x = x.mean(axis=1)
         elif spec.global_pool == "max":
             x = x.max(axis=1)
         else:
             x = jnp.concatenate([x.mean(axis=1), x.max(axis=1)], axis=-1)
-        x = self.dropout(x, deterministic=not train or spec.dropout == 0.0, rngs=rngs)
+        head_off = not train or spec.dropout == 0.0
+        for layer in self.hidden:
+            x = self.dropout(x, deterministic=head_off, rngs=rngs)
+            x = self.act(layer(x))
+        x = self.dropout(x, deterministic=head_off, rngs=rngs)
         return self.head(x).astype(jnp.float32)
 
 

@@ -26,6 +26,12 @@ class ModelSpec:
     stage_pool: tuple[int, ...]
     kernel_size: int = 3
     residual: bool = False
+    stage_kernel: tuple[int, ...] = ()  # per stage; empty: kernel_size everywhere
+    stage_stride: tuple[int, ...] = ()  # stride of each stage's first conv; empty: 1
+    stage_dilation: tuple[int, ...] = ()  # dilation of each stage's convs; empty: 1
+    pool: str = "max"  # or "avg": the pooling after the stem and each stage
+    stage_dropout: float = 0.0  # dropout after each stage
+    head_hidden: tuple[int, ...] = ()  # hidden dense layers before the output layer
     activation: str = "relu"
     norm: str = "batch"
     dropout: float = 0.0
@@ -36,11 +42,17 @@ class ModelSpec:
     stft_win: int = 400  # samples
     stft_hop: int = 160  # samples
 
+    def per_stage(self, name: str, default: int) -> tuple[int, ...]:
+        values = getattr(self, name)
+        return tuple(values) if values else (default,) * len(self.stage_filters)
+
     def min_input_length(self) -> int:
         """The shortest input (samples) for which every layer still has one time step."""
         need = 1
-        for p in reversed((self.stem_pool, *self.stage_pool)):
-            need *= max(1, p)
+        for pool, stride in reversed(list(zip(self.stage_pool, self.per_stage("stage_stride", 1),
+                                              strict=True))):
+            need = (need * max(1, pool) - 1) * stride + 1  # SAME convs: ceil(length / stride)
+        need *= max(1, self.stem_pool)
         if self.frontend == "logmel":  # the stem runs over frames: kernel_size, stride 1
             frames = need - 1 + self.kernel_size
             return (frames - 1) * self.stft_hop + self.stft_win
@@ -117,9 +129,23 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
     for name in ("stem_filters", "stem_kernel", "stem_stride", "stem_pool", "kernel_size"):
         if not isinstance(fields[name], int) or fields[name] < 1:
             raise ValueError(f"model.{name}: must be a positive integer, got {fields[name]!r}")
-    for name in ("stage_filters", "stage_repeats", "stage_pool"):
+    for name in ("stage_kernel", "stage_stride", "stage_dilation"):
+        value = model[name]
+        fields[name] = tuple(value) if value else ()
+        if fields[name] and len(fields[name]) != n:
+            raise ValueError(f"model.{name}: needs one entry per stage ({n}, as "
+                             f"model.stage_filters), got {fields[name]}")
+    for name in ("stage_filters", "stage_repeats", "stage_pool", "stage_kernel", "stage_stride",
+                 "stage_dilation"):
         if not all(isinstance(v, int) and v >= 1 for v in fields[name]):
             raise ValueError(f"model.{name}: entries must be positive integers, got {fields[name]}")
+    head_hidden = tuple(model.head_hidden)
+    if not all(isinstance(v, int) and v >= 1 for v in head_hidden):
+        raise ValueError(f"model.head_hidden: entries must be positive integers, got {head_hidden}")
+    if model.pool not in ("max", "avg"):
+        raise ValueError(f"model.pool: must be 'max' or 'avg', got {model.pool!r}")
+    if not 0.0 <= model.stage_dropout < 1.0:
+        raise ValueError(f"model.stage_dropout: must be in [0, 1), got {model.stage_dropout}")
     if model.frontend not in ("raw", "logmel"):
         raise ValueError(f"model.frontend: must be 'raw' or 'logmel', got {model.frontend!r}")
     win = int(round(model.stft_win_ms * sample_rate / 1000))
@@ -139,6 +165,9 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
         activation=model.activation,
         norm=model.norm,
         dropout=float(model.dropout),
+        pool=model.pool,
+        stage_dropout=float(model.stage_dropout),
+        head_hidden=head_hidden,
         global_pool=model.global_pool,
         **fields,
     )

@@ -279,7 +279,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     w_spec = jax.ShapeDtypeStruct((t.batch_size,), jnp.float32, sharding=bshard)
     train_step, compile_s, step_flops = timing.compile_ahead(
         make_train_step(graphdef, tx, num_classes=len(classes),
-                        label_smoothing=t.label_smoothing, l1=t.l1, l2=t.l2),
+                        label_smoothing=t.label_smoothing, l1=t.l1, l2=t.l2,
+                        penalty_mask=t.penalty_mask),
         state, x_spec, y_spec, w_spec, key, donate_argnums=(0,))
     eval_fn = make_eval_step(graphdef)
     ex_spec = jax.ShapeDtypeStruct((t.eval_batch_size, segment), jnp.float32, sharding=bshard)
@@ -419,7 +420,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         "peak_memory_kind": peak_kind,
         "inference": inference,
         "checkpoint_bytes": ckpts.size_bytes(pointer),
-        "weight_decay_semantics": optim.WEIGHT_DECAY_SEMANTICS,
+        "weight_decay_semantics": optim.weight_decay_semantics(o.weight_decay_mask),
         "balance": balance,
         "data_errors": dict(errors.counts),
         "n_files": {s: len(v) for s, v in split.items()},

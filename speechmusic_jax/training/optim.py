@@ -57,10 +57,17 @@ SCHEDULES: dict[str, str] = {
                "not improved for optimizer.plateau_patience epochs",
 }
 
-WEIGHT_DECAY_SEMANTICS = (
-    "decoupled, multiplied by the learning-rate schedule (update -= lr(t) * wd * w), "
-    "kernels only (biases and norm parameters excluded)"
-)
+MASKS: dict[str, str] = {
+    "kernels": "convolution and dense kernels only (biases and normalisation parameters excluded)",
+    "kernels_biases": "kernels and the biases of convolutions and dense layers (normalisation "
+                      "parameters excluded)",
+    "all": "every trainable parameter",
+}
+
+
+def weight_decay_semantics(mask: str = "kernels") -> str:
+    return ("decoupled, multiplied by the learning-rate schedule (update -= lr(t) * wd * w); "
+            f"applied to {MASKS[mask]}")
 
 
 def make_schedule(name: str, peak: float, total_steps: int, warmup_steps: int) -> optax.Schedule:
@@ -97,9 +104,31 @@ def param_name(path: tuple) -> str:
     return ""
 
 
+def is_norm_param(path: tuple) -> bool:
+    """True for the parameters of a normalisation layer (any module named ``*norm*``)."""
+    return any("norm" in str(getattr(e, "key", "")) for e in path)
+
+
+def masked(path: tuple, mask: str) -> bool:
+    """Whether the parameter at ``path`` is covered by the named mask (see MASKS)."""
+    if mask == "all":
+        return True
+    name = param_name(path)
+    if mask == "kernels_biases":
+        return name in ("kernel", "bias") and not is_norm_param(path)
+    if mask == "kernels":
+        return name == "kernel"
+    raise ValueError(f"unknown mask {mask!r}; known: {sorted(MASKS)}")
+
+
+def param_mask(mask: str = "kernels"):
+    """An optax mask function: params -> pytree of bools (see MASKS)."""
+    return lambda params: jax.tree_util.tree_map_with_path(lambda p, _: masked(p, mask), params)
+
+
 def kernel_mask(params: Any) -> Any:
     """True for convolution and dense kernels, False for biases and normalisation parameters."""
-    return jax.tree_util.tree_map_with_path(lambda p, _: param_name(p) == "kernel", params)
+    return param_mask("kernels")(params)
 
 
 def make_optimizer(
@@ -107,6 +136,7 @@ def make_optimizer(
     schedule: optax.Schedule,
     *,
     weight_decay: float = 0.0,
+    weight_decay_mask: str = "kernels",
     grad_clip_norm: float = 0.0,
     plateau_epochs: int = 0,
     steps_per_epoch: int = 1,
@@ -124,14 +154,15 @@ def make_optimizer(
     if name in SCHEDULE_FREE:
         inner = [OPTIMIZERS[name][0]()]
         if weight_decay > 0:
-            inner.append(optax.add_decayed_weights(weight_decay, mask=kernel_mask))
+            inner.append(optax.add_decayed_weights(weight_decay,
+                                                   mask=param_mask(weight_decay_mask)))
         inner.append(optax.scale_by_learning_rate(schedule))
         parts.append(optax.contrib.schedule_free(optax.chain(*inner), learning_rate=schedule))
         return optax.chain(*parts)
     parts.append(OPTIMIZERS[name][0]())  # the direction, already negated (learning rate 1)
     if weight_decay > 0:
         # The direction is negated, so decay enters with a negative sign: -(d + wd * w).
-        parts.append(optax.add_decayed_weights(-weight_decay, mask=kernel_mask))
+        parts.append(optax.add_decayed_weights(-weight_decay, mask=param_mask(weight_decay_mask)))
     if plateau_epochs > 0:
         parts.append(optax.contrib.reduce_on_plateau(
             factor=0.3, patience=plateau_epochs, accumulation_size=max(1, steps_per_epoch)))
@@ -171,7 +202,7 @@ def from_config(cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransform
     schedule = make_schedule(o.schedule, o.learning_rate, t.epochs * steps_per_epoch,
                              int(round(o.warmup_epochs * steps_per_epoch)))
     tx = make_optimizer(o.name, schedule, weight_decay=o.weight_decay,
-                        grad_clip_norm=t.grad_clip_norm,
+                        weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
                         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
                         steps_per_epoch=steps_per_epoch)
     return tx, schedule

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from speechmusic_jax.training.optim import param_name
+from speechmusic_jax.training.optim import masked
 
 
 class TrainState(NamedTuple):
@@ -29,13 +29,14 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[Any
     return graphdef, TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
 
 
-def penalty(params: Any, l1: float, l2: float) -> jax.Array:
-    """l1 * sum|w| + l2 * sum w^2 over kernels (biases and norm parameters excluded)."""
+def penalty(params: Any, l1: float, l2: float, mask: str = "kernels") -> jax.Array:
+    """l1 * sum|w| + l2 * sum w^2 over the parameters the named mask covers (kernels by default:
+    biases and norm parameters excluded; see optim.MASKS)."""
     total = jnp.zeros((), jnp.float32)
     if l1 == 0 and l2 == 0:
         return total
     for path, w in jax.tree_util.tree_leaves_with_path(params):
-        if param_name(path) == "kernel":
+        if masked(path, mask):
             w = w.astype(jnp.float32)
             if l1:
                 total += l1 * jnp.abs(w).sum()
@@ -66,6 +67,7 @@ def make_train_step(
     label_smoothing: float = 0.0,
     l1: float = 0.0,
     l2: float = 0.0,
+    penalty_mask: str = "kernels",
 ):
     """(state, x, y, weight, key) -> (state, metrics); metrics are device scalars.
 
@@ -84,7 +86,7 @@ def make_train_step(
             losses = cross_entropy(logits, y, label_smoothing, num_classes)
             data_loss = weighted_mean(losses, weight)
             new_model_state = nnx.state(model, nnx.Not(nnx.Param))
-            return data_loss + penalty(params, l1, l2), (data_loss, losses, logits,
+            return data_loss + penalty(params, l1, l2, penalty_mask), (data_loss, losses, logits,
                                                          new_model_state)
 
         grads, (data_loss, losses, logits, model_state) = jax.grad(loss_fn, has_aux=True)(
