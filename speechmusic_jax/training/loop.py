@@ -360,13 +360,14 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
                                                      patience=es.patience,
                                                      min_delta=es.min_delta)
         loop["stopped_early"] = stop and epoch < t.epochs
-        # The metrics line first, then the checkpoint: a kill in between is cut back on resume.
+        # Records of the epoch first, then the checkpoint: a kill in between is cut back (or, in
+        # TensorBoard, overwritten by the same step) on resume.
         append_jsonl(metrics_path, row)
+        board.write(row)
         ckpts.save(epoch, jax.device_get(state), loop,
                    best={"monitor": es.monitor, "value": row[es.monitor]} if improved else None)
         printer.row(row, improved)
         overfit.update(row)
-        board.write(row)
         if stop_after is not None and epoch - first_epoch + 1 >= stop_after and not stop \
                 and epoch < t.epochs:
             board.close()
