@@ -72,11 +72,7 @@ def test_wrong_type_is_refused():
 )
 def test_invalid_values_name_the_field(field, value, needle):
     c = base_config()
-    node = c
-    *parents, leaf = field.split(".")
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
+    c.update_from_flattened_dict({field: value})
     with pytest.raises(ConfigError) as err:
         validate(c)
     assert str(err.value).startswith(needle)

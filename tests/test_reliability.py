@@ -433,11 +433,7 @@ def test_negative_zero_and_out_of_range_values_name_the_field(field, value):
     from speechmusic_jax.config import validate
 
     cfg = tiny_config()
-    *parents, leaf = field.split(".")
-    node = cfg
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
+    cfg.update_from_flattened_dict({field: value})
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert str(err.value).startswith(field)
