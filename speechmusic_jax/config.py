@@ -111,6 +111,7 @@ def base_config() -> ConfigDict:
     c.train.penalty_mask = "kernels"  # what L1/L2 cover: kernels, kernels_biases or all
     c.train.early_stopping = ConfigDict()
     c.train.early_stopping.monitor = "val_loss"
+    c.train.early_stopping.mode = "auto"  # "min" or "max"; auto: min for losses, max otherwise
     c.train.early_stopping.patience = 8
     c.train.early_stopping.min_delta = 0.0
     c.train.early_stopping.restore_best = True
@@ -267,6 +268,8 @@ def validate(c: ConfigDict) -> None:
     need(t.grad_clip_norm >= 0, "train.grad_clip_norm", "must be >= 0 (0 turns clipping off)")
     e = t.early_stopping
     need(e.monitor in MONITORS, "train.early_stopping.monitor", f"must be one of {list(MONITORS)}")
+    need(e.mode in ("auto", "min", "max"), "train.early_stopping.mode",
+         "must be 'auto', 'min' or 'max'")
     need(e.patience >= 0, "train.early_stopping.patience", "must be >= 0 (0 turns it off)")
     need(e.min_delta >= 0, "train.early_stopping.min_delta", "must be >= 0")
 

@@ -229,3 +229,23 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path, args, needle):
     assert needle in r.stderr
     assert "Traceback" not in r.stderr
     assert not workdir.exists()
+
+
+def test_early_stopping_update_modes():
+    start = {"epoch": 0, "best_value": None, "best_epoch": 0, "bad_epochs": 0}
+    rec, improved, stop = loop.early_stopping_update(start, 1, 0.5, mode="min", patience=2,
+                                                     min_delta=0.0)
+    assert improved and not stop and rec["best_epoch"] == 1
+    rec, improved, stop = loop.early_stopping_update(rec, 2, 0.6, mode="min", patience=2,
+                                                     min_delta=0.0)
+    assert not improved and not stop and rec["bad_epochs"] == 1
+    rec, improved, stop = loop.early_stopping_update(rec, 3, 0.49, mode="min", patience=2,
+                                                     min_delta=0.05)
+    assert not improved and stop  # better, but not by more than min_delta
+    rec, improved, _ = loop.early_stopping_update(start, 1, 0.5, mode="max", patience=2,
+                                                  min_delta=0.0)
+    rec, improved, _ = loop.early_stopping_update(rec, 2, 0.6, mode="max", patience=2,
+                                                  min_delta=0.0)
+    assert improved and rec["best_value"] == 0.6
+    _, _, stop = loop.early_stopping_update(rec, 3, 0.1, mode="max", patience=0, min_delta=0.0)
+    assert not stop  # patience 0: never stops

@@ -304,7 +304,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
                                         put=put_x, on_bad_file=errors)
 
     es = t.early_stopping
-    mode = config_lib.MONITORS[es.monitor]
+    mode = config_lib.MONITORS[es.monitor] if es.mode == "auto" else es.mode
     step_times: list[float] = []
     status = "completed"
     printer = reporting.EpochPrinter(log)
