@@ -118,8 +118,9 @@ class OverfitWatch:
             self.warned_at = row["epoch"]
             self.log(f"note: validation loss has risen for {self.epochs} epochs "
                      f"({val[0]:.4f} -> {val[-1]:.4f}) while training loss fell "
-                     f"({train[0]:.4f} -> {train[-1]:.4f}): the model is overfitting; consider "
-                     "more dropout, weight decay, augmentation, or early stopping")
+                     f"({train[0]:.4f} -> {train[-1]:.4f}): the model may be overfitting (or its "
+                     "batch-norm statistics still settling); consider more dropout, weight "
+                     "decay, augmentation, or early stopping")
             return True
         return False
 
