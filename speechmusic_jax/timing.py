@@ -6,6 +6,7 @@ and blocks on the result before reading the clock.
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import statistics
@@ -121,8 +122,6 @@ def _busy_seconds() -> float | None:
             fields = [int(v) for v in f.readline().split()[1:9]]
     except (OSError, ValueError):
         return None
-    import os
-
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 

@@ -7,8 +7,10 @@ the workdir and writes each one atomically. Everything it prints was measured in
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -72,8 +74,6 @@ def workdir_state(workdir: str, cfg_dict: dict) -> str:
                 f"--workdir {workdir} is not empty and holds no run (found {leftovers}); "
                 "choose another workdir or pass --overwrite")
         return "new"
-    import json
-
     with open(cfg_path, encoding="utf-8") as f:
         old = json.load(f)
     changed = config_lib.diff(old, cfg_dict)
@@ -203,13 +203,9 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         raise WorkdirConflict(f"--workdir {workdir} is a file, not a folder")
     cfg_dict = config_lib.to_dict(cfg)
     if overwrite and os.path.isdir(workdir):
-        import shutil
-
         shutil.rmtree(workdir)
     mode = workdir_state(workdir, cfg_dict)
     if mode == "finished":
-        import json
-
         with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
             summary = json.load(f)
         log(f"{workdir} holds a finished run (status {summary['status']}); its summary:")
