@@ -78,11 +78,18 @@ def log(message: str) -> None:
 
 
 def quiet_jax_logs() -> None:
+    """Keep library logging (absl: orbax, XLA) off the terminal of a command-line run.
+
+    Our own output says what happened; a library that fails raises, and the error reaches the
+    user as one line (friendly_errors). Orbax in particular logs every failed write of a
+    checkpoint at ERROR level from its background threads before raising, which would bury that
+    line under tracebacks on a full disk.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging as absl_logging
 
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
 
 
 # Errors of the storage rather than of the program: the disk is full, a quota is used up, a file

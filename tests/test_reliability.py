@@ -572,3 +572,22 @@ def test_hostile_wav_headers_in_a_corpus_are_reported_not_crashed_on(tmp_path):
     assert "Traceback" not in r.stderr
     assert r.stderr.startswith("error: ")
     assert "truncated.wav" in r.stderr and "garbage.wav" in r.stderr, r.stderr
+
+
+def test_a_checkpoint_that_cannot_fit_is_refused_before_orbax_starts(monkeypatch, tmp_path):
+    import collections
+
+    import numpy as np
+
+    from speechmusic_jax.training import checkpoints
+
+    ckpts = checkpoints.Checkpoints(str(tmp_path))
+    state = {"w": np.ones(1000, np.float32)}
+    ckpts.save(1, state, {"epoch": 1})
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda _p: usage(10, 10, 1000))
+    with pytest.raises(OSError) as err:
+        ckpts.save(2, state, {"epoch": 2})
+    assert err.value.errno == errno.ENOSPC and err.value.filename.endswith("epoch_0002")
+    assert ckpts.last()["epoch"] == 1
+    assert not os.path.exists(os.path.join(ckpts.dir, "epoch_0002"))

@@ -59,6 +59,8 @@ class Checkpoints:
         folder = os.path.join(self.dir, name)
         if os.path.exists(folder):
             shutil.rmtree(folder)
+        os.makedirs(self.dir, exist_ok=True)
+        self._check_space(state, folder)
         try:
             os.makedirs(folder)
             try:
@@ -77,6 +79,16 @@ class Checkpoints:
                                                                      **best})
         atomic_write_json(os.path.join(self.dir, "last.json"), {"epoch": epoch, "dir": name})
         self._prune()
+
+    @staticmethod
+    def _check_space(state: Any, folder: str) -> None:
+        """Refuse to start a save that cannot fit: orbax's own failure on a full disk comes from
+        background threads that print tracebacks long after the error has been reported."""
+        needed = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree_util.tree_leaves(state))
+        needed += 1 << 20  # metadata, manifest, loop.json
+        free = shutil.disk_usage(os.path.dirname(folder)).free
+        if free < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), folder)
 
     def restore(self, pointer: dict, like: Any) -> tuple[Any, dict]:
         """The state (shaped like ``like``) and loop record of the checkpoint ``pointer`` names."""
