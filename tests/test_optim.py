@@ -102,3 +102,22 @@ def test_every_schedule_lowers_the_loss(name):
         losses.append(float(m["loss_sum"] / m["count"]))
     assert min(losses[-3:]) < 0.8 * losses[0], losses
     assert isinstance(tx, optax.GradientTransformation)
+
+
+def test_adam_couples_weight_decay_and_adamw_decouples_it():
+    params = {"kernel": np.full(4, 2.0, np.float32)}
+    zeros = {"kernel": np.zeros(4, np.float32)}
+    lr, wd = 0.1, 0.01
+
+    def first_update(name):
+        tx = optim.make_optimizer(name, optax.constant_schedule(lr), weight_decay=wd)
+        updates, _ = tx.update(zeros, tx.init(params), params)
+        return np.asarray(updates["kernel"])
+
+    # AdamW: the decay bypasses Adam's scaling: -lr * wd * w.
+    np.testing.assert_allclose(first_update("adamw"), -lr * wd * 2.0, rtol=1e-5)
+    # Adam: wd * w is a gradient, normalised by Adam's first step to magnitude ~1: about -lr.
+    np.testing.assert_allclose(first_update("adam"), -lr, rtol=1e-3)
+    assert "decoupled" in optim.weight_decay_semantics("adamw")
+    assert "coupled" in optim.weight_decay_semantics("adam")
+    assert "decoupled" not in optim.weight_decay_semantics("adam")

@@ -2,13 +2,17 @@
 
 Every optimizer is built the same way, so that runs compare fairly:
 
-    clip (optional) -> the optimizer's direction (learning rate 1) -> decoupled weight decay
-    (masked) -> multiply by the learning-rate schedule
+    clip (optional) -> [coupled decay] -> the optimizer's direction (learning rate 1)
+    -> [decoupled decay] -> (reduce on plateau) -> multiply by the learning-rate schedule
 
-which for ``adamw`` is exactly optax's AdamW. Weight decay is thus *decoupled* and *scaled by the
-schedule* (update -= lr(t) * (direction + wd * w)), applied only where the mask says (kernels by
-default: biases and normalisation scales are never decayed). An L1/L2 penalty in the loss is a
-separate knob (``train.l1``, ``train.l2``).
+Weight decay follows the convention of the optimizer's name, as in PyTorch: the "W" optimizers
+(adamw, nadamw) and those defined with decoupled decay (lamb, lars, lion, adafactor,
+schedule-free AdamW) decay *decoupled* and scaled by the schedule (update -= lr(t) * (direction +
+wd * w); for adamw exactly optax's AdamW); the others (sgd, adam, rmsprop, ...) add wd * w to the
+gradient before their direction (*coupled*, an L2 penalty seen by the adaptive scaling). Either
+way it applies only where the mask says (kernels by default: biases and normalisation scales are
+never decayed), and ``summary.json`` records which. An L1/L2 penalty in the loss is a separate
+knob (``train.l1``, ``train.l2``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] =
                             "weights; use schedule=constant"),
 }
 SCHEDULE_FREE = frozenset({"schedule_free_adamw"})
+DECOUPLED = frozenset({"adamw", "nadamw", "lamb", "lars", "lion", "adafactor",
+                       "schedule_free_adamw"})
 
 SCHEDULES: dict[str, str] = {
     "constant": "constant learning rate (after the optional warm-up)",
@@ -65,9 +71,13 @@ MASKS: dict[str, str] = {
 }
 
 
-def weight_decay_semantics(mask: str = "kernels") -> str:
-    return ("decoupled, multiplied by the learning-rate schedule (update -= lr(t) * wd * w); "
-            f"applied to {MASKS[mask]}")
+def weight_decay_semantics(name: str = "adamw", mask: str = "kernels") -> str:
+    if name in DECOUPLED:
+        how = "decoupled, multiplied by the learning-rate schedule (update -= lr(t) * wd * w)"
+    else:
+        how = ("coupled: wd * w added to the gradient before the optimizer's direction (an L2 "
+               "penalty seen by its adaptive scaling, as PyTorch's weight_decay)")
+    return f"{how}; applied to {MASKS[mask]}"
 
 
 def make_schedule(name: str, peak: float, total_steps: int, warmup_steps: int) -> optax.Schedule:
@@ -159,10 +169,13 @@ def make_optimizer(
         inner.append(optax.scale_by_learning_rate(schedule))
         parts.append(optax.contrib.schedule_free(optax.chain(*inner), learning_rate=schedule))
         return optax.chain(*parts)
+    mask = param_mask(weight_decay_mask)
+    if weight_decay > 0 and name not in DECOUPLED:
+        parts.append(optax.add_decayed_weights(weight_decay, mask=mask))  # g + wd * w
     parts.append(OPTIMIZERS[name][0]())  # the direction, already negated (learning rate 1)
-    if weight_decay > 0:
+    if weight_decay > 0 and name in DECOUPLED:
         # The direction is negated, so decay enters with a negative sign: -(d + wd * w).
-        parts.append(optax.add_decayed_weights(-weight_decay, mask=param_mask(weight_decay_mask)))
+        parts.append(optax.add_decayed_weights(-weight_decay, mask=mask))
     if plateau_epochs > 0:
         parts.append(optax.contrib.reduce_on_plateau(
             factor=0.3, patience=plateau_epochs, accumulation_size=max(1, steps_per_epoch)))
