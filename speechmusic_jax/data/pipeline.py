@@ -334,6 +334,43 @@ def _prefetch(
         thread.join()
 
 
+class Started:
+    """An iterator begun ahead of time: a thread takes its first item (which starts its
+    background reading) while the caller does other work, such as validation. Iterating yields
+    that item, then the rest. The items are the same as the wrapped iterator's."""
+
+    def __init__(self, iterator: Iterator):
+        self._it = iterator
+        self._first: tuple[str, Any] = ("stop", None)
+        self._thread = threading.Thread(target=self._take_first, daemon=True,
+                                        name="epoch-prefetch")
+        self._thread.start()
+
+    def _take_first(self) -> None:
+        try:
+            self._first = ("ok", next(self._it))
+        except StopIteration:
+            self._first = ("stop", None)
+        except BaseException as e:  # raised to the consumer
+            self._first = ("err", e)
+
+    def __iter__(self) -> Iterator:
+        self._thread.join()
+        kind, value = self._first
+        if kind == "err":
+            raise value
+        if kind == "ok":
+            yield value
+            yield from self._it
+
+    def close(self) -> None:
+        """Stop the background reading (for an epoch that will not run)."""
+        self._thread.join()
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
 def window_starts(n_samples: int, segment: int, hop: int) -> list[int]:
     """Start offsets of windows covering ``n_samples``; the last window ends at the clip's end."""
     if n_samples <= segment:

@@ -24,7 +24,12 @@ from speechmusic_jax import config as config_lib
 from speechmusic_jax import parallel, timing
 from speechmusic_jax.data import audio, sources
 from speechmusic_jax.data import split as split_lib
-from speechmusic_jax.data.pipeline import balance_summary, make_loader_config, train_batches
+from speechmusic_jax.data.pipeline import (
+    Started,
+    balance_summary,
+    make_loader_config,
+    train_batches,
+)
 from speechmusic_jax.data.synthetic import SyntheticSpec, ensure_corpus
 from speechmusic_jax.io_utils import (
     append_jsonl,
@@ -307,74 +312,88 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     overfit = reporting.OverfitWatch(log)
     board = reporting.TensorBoard(os.path.join(workdir, "tensorboard"))
     first_epoch = loop["epoch"] + 1
-    for epoch in range(first_epoch, t.epochs + 1):
-        t_epoch = time.perf_counter()
-        sums = np.zeros(3)
-        wait = 0.0
-        t_wait = time.perf_counter()
-        bar = reporting.ProgressBar(steps_per_epoch, epoch, enabled=progress)
-        for batch in train_batches(train_files, train_durations, loader, cfg.seed, epoch,
-                                   on_bad_file=errors):
-            x, y, w = parallel.put_batch((batch.x, batch.y, batch.weight), mesh)
-            wait += time.perf_counter() - t_wait
-            t0 = time.perf_counter()
-            state, m = train_step(state, x, y, w, key)
-            m = jax.device_get(m)  # blocks: the clock stops when the step is done
-            step_times.append(time.perf_counter() - t0)
-            bar.step(float(m["loss_sum"]) / max(float(m["count"]), 1.0))
-            if not (math.isfinite(float(m["loss_sum"])) and math.isfinite(float(m["grad_norm"]))):
-                bar.close()
-                step_no = (epoch - 1) * steps_per_epoch + bar.done
-                _write_diverged(workdir, cfg, loop, step_no, epoch, info)
-                raise TrainingDiverged(
-                    f"the loss became {float(m['loss_sum']) / max(float(m['count']), 1):g} at "
-                    f"step {step_no} (epoch {epoch}); try a lower optimizer.learning_rate "
-                    f"(now {o.learning_rate:g}) or gradient clipping (train.grad_clip_norm=1). "
-                    + (f"The last good checkpoint (epoch {loop['epoch']}) is kept."
-                       if loop["epoch"] else "No checkpoint had been written yet."))
-            sums += (float(m["loss_sum"]), float(m["correct"]), float(m["count"]))
+
+    def epoch_batches(e: int):
+        return train_batches(train_files, train_durations, loader, cfg.seed, e,
+                             on_bad_file=errors)
+
+    upcoming: list[Started] = []  # the next epoch's batches, started during validation
+    try:
+        for epoch in range(first_epoch, t.epochs + 1):
+            t_epoch = time.perf_counter()
+            sums = np.zeros(3)
+            wait = 0.0
             t_wait = time.perf_counter()
-        bar.close()
-        train_s = time.perf_counter() - t_epoch
-        val = evaluation.report(evaluate(state, split["val"]), classes)
-        epoch_s = time.perf_counter() - t_epoch
-        loop["train_time_s"] += train_s
-        row = {
-            "epoch": epoch,
-            "train_loss": sums[0] / max(sums[2], 1),
-            "train_accuracy": sums[1] / max(sums[2], 1),
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "val_f1": val["f1"]["macro"],
-            "learning_rate": float(schedule(epoch * steps_per_epoch - 1))
-            * optim.lr_scale(state.opt_state),
-            "epoch_time_s": epoch_s,
-            "examples_per_s": sums[2] / train_s if train_s > 0 else None,
-            "data_wait_s": wait,
-        }
-        loop, improved, stop = early_stopping_update(loop, epoch, row[es.monitor], mode=mode,
-                                                     patience=es.patience,
-                                                     min_delta=es.min_delta)
-        loop["stopped_early"] = stop and epoch < t.epochs
-        # Records of the epoch first, then the checkpoint: a kill in between is cut back (or, in
-        # TensorBoard, overwritten by the same step) on resume.
-        append_jsonl(metrics_path, row)
-        board.write(row)
-        ckpts.save(epoch, jax.device_get(state), loop,
-                   best={"monitor": es.monitor, "value": row[es.monitor]} if improved else None)
-        printer.row(row, improved)
-        overfit.update(row)
-        if stop_after is not None and epoch - first_epoch + 1 >= stop_after and not stop \
-                and epoch < t.epochs:
-            board.close()
-            log(f"stopping after epoch {epoch} as asked; run again to resume")
-            return {"status": "interrupted", "epochs_run": epoch}
-        if stop:
-            if epoch < t.epochs:
-                status = "stopped_early"
-                log(f"early stopping: {es.monitor} has not improved for {es.patience} epochs "
-                    f"(best {loop['best_value']:.4f} at epoch {loop['best_epoch']})")
-            break
+            bar = reporting.ProgressBar(steps_per_epoch, epoch, enabled=progress)
+            batches = upcoming.pop() if upcoming else epoch_batches(epoch)
+            for batch in batches:
+                x, y, w = parallel.put_batch((batch.x, batch.y, batch.weight), mesh)
+                wait += time.perf_counter() - t_wait
+                t0 = time.perf_counter()
+                state, m = train_step(state, x, y, w, key)
+                m = jax.device_get(m)  # blocks: the clock stops when the step is done
+                step_times.append(time.perf_counter() - t0)
+                bar.step(float(m["loss_sum"]) / max(float(m["count"]), 1.0))
+                finite = math.isfinite(float(m["loss_sum"])) and math.isfinite(
+                    float(m["grad_norm"]))
+                if not finite:
+                    bar.close()
+                    step_no = (epoch - 1) * steps_per_epoch + bar.done
+                    _write_diverged(workdir, cfg, loop, step_no, epoch, info)
+                    raise TrainingDiverged(
+                        f"the loss became {float(m['loss_sum']) / max(float(m['count']), 1):g} at "
+                        f"step {step_no} (epoch {epoch}); try a lower optimizer.learning_rate "
+                        f"(now {o.learning_rate:g}) or gradient clipping (train.grad_clip_norm=1). "
+                        + (f"The last good checkpoint (epoch {loop['epoch']}) is kept."
+                           if loop["epoch"] else "No checkpoint had been written yet."))
+                sums += (float(m["loss_sum"]), float(m["correct"]), float(m["count"]))
+                t_wait = time.perf_counter()
+            bar.close()
+            train_s = time.perf_counter() - t_epoch
+            if epoch < t.epochs:  # the next epoch's first reads overlap this validation
+                upcoming.append(Started(epoch_batches(epoch + 1)))
+            val = evaluation.report(evaluate(state, split["val"]), classes)
+            epoch_s = time.perf_counter() - t_epoch
+            loop["train_time_s"] += train_s
+            row = {
+                "epoch": epoch,
+                "train_loss": sums[0] / max(sums[2], 1),
+                "train_accuracy": sums[1] / max(sums[2], 1),
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                "val_f1": val["f1"]["macro"],
+                "learning_rate": float(schedule(epoch * steps_per_epoch - 1))
+                * optim.lr_scale(state.opt_state),
+                "epoch_time_s": epoch_s,
+                "examples_per_s": sums[2] / train_s if train_s > 0 else None,
+                "data_wait_s": wait,
+            }
+            loop, improved, stop = early_stopping_update(loop, epoch, row[es.monitor], mode=mode,
+                                                         patience=es.patience,
+                                                         min_delta=es.min_delta)
+            loop["stopped_early"] = stop and epoch < t.epochs
+            # Records of the epoch first, then the checkpoint: a kill in between is cut back (or, in
+            # TensorBoard, overwritten by the same step) on resume.
+            append_jsonl(metrics_path, row)
+            board.write(row)
+            ckpts.save(epoch, jax.device_get(state), loop,
+                       best={"monitor": es.monitor, "value": row[es.monitor]} if improved else None)
+            printer.row(row, improved)
+            overfit.update(row)
+            if stop_after is not None and epoch - first_epoch + 1 >= stop_after and not stop \
+                    and epoch < t.epochs:
+                board.close()
+                log(f"stopping after epoch {epoch} as asked; run again to resume")
+                return {"status": "interrupted", "epochs_run": epoch}
+            if stop:
+                if epoch < t.epochs:
+                    status = "stopped_early"
+                    log(f"early stopping: {es.monitor} has not improved for {es.patience} epochs "
+                        f"(best {loop['best_value']:.4f} at epoch {loop['best_epoch']})")
+                break
+    finally:
+        for pending in upcoming:
+            pending.close()
     if loop["stopped_early"]:
         status = "stopped_early"
 
