@@ -322,6 +322,6 @@ if __name__ == "__main__":
 
     from speechmusic_jax import cli
 
-    _FLAGS.update(_define_flags())
+    _FLAGS.update(cli.define_flags(_define_flags))
     cli.quiet_jax_logs()
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=cli.parse_flags))

@@ -7,7 +7,8 @@ import errno
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from speechmusic_jax.config import ConfigDict, ConfigError
 
@@ -29,6 +30,27 @@ def apply_shorthands(cfg: ConfigDict, *, data: str | None = None,
     return cfg
 
 
+def define_flags(define: Callable[[], Any]) -> Any:
+    """Run ``define`` (flag definitions) with parse_flags' one-line errors: ml_collections
+    applies ``--config.FIELD`` overrides while the config flag is being defined."""
+    from absl import flags
+
+    try:
+        return define()
+    except flags.Error as e:
+        _die(f"flag error: {_one_line(str(e))} (pass --helpshort to see the flags)", 2)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        _die_field_error(e, sys.argv)
+    raise AssertionError("unreachable")
+
+
+def _die_field_error(e: BaseException, argv: list[str]) -> None:
+    detail = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+    culprits = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    where = f" in one of {culprits}" if culprits else ""
+    _die(f"config error{where}: unknown or invalid field: {detail}", 2)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with config errors (an unknown field, a missing experiment file, a
     failing ``get_config``) as one line, not a traceback."""
@@ -41,10 +63,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     except OSError as e:
         _die(f"config error: {_last_line(e)}", 2)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
-        detail = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
-        culprits = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
-        where = f" in one of {culprits}" if culprits else ""
-        _die(f"config error{where}: unknown or invalid field: {detail}", 2)
+        _die_field_error(e, argv)
     except Exception as e:  # an experiment file that does not import or whose get_config fails
         _die(f"config error: the experiment file failed: {type(e).__name__}: {_last_line(e)}", 2)
     # ml_collections defers a missing or unreadable --config file until the config is first used

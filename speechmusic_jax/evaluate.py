@@ -37,26 +37,15 @@ def main(argv: list[str]) -> int:
     from speechmusic_jax.data import sources
     from speechmusic_jax.io_utils import atomic_write_json
     from speechmusic_jax.training import evaluation, metrics
-    from speechmusic_jax.training.loop import ErrorCounter, default_cache_root
+    from speechmusic_jax.training.loop import ErrorCounter, list_source
 
     with cli.friendly_errors():
         run = inference.load_run(_WORKDIR.value, _WHICH.value)
-        d = run.cfg.data
         try:
             sources.parse_spec(_DATA.value)
         except ValueError as e:
             raise sources.DataError(str(e)) from None
-        cache_root = d.cache_dir or default_cache_root()
-
-        def synthetic_dir() -> str:
-            from speechmusic_jax.data.synthetic import SyntheticSpec, ensure_corpus
-
-            s = d.synthetic
-            return str(ensure_corpus(SyntheticSpec(s.clips_per_class, s.seconds, s.sample_rate,
-                                                   s.seed), cache_root, log=cli.log))
-
-        listing = sources.list_files(_DATA.value, run.classes, group_regex=d.group_regex,
-                                     on_error=_ON_ERROR.value, synthetic_dir=synthetic_dir)
+        listing = list_source(run.cfg.data, _DATA.value, _ON_ERROR.value, cli.log)
         scanned, scan_errors = sources.scan_headers(listing.files, _ON_ERROR.value)
         errors = ErrorCounter(_ON_ERROR.value, cli.log, dict(scan_errors))
         files = [f for f, _ in scanned]

@@ -92,11 +92,14 @@ def segments(run: LoadedRun, pred: evaluation.Predictions) -> list[dict]:
     probs = evaluation.softmax(pred.window_logits)
     out = []
     seen: dict[int, int] = {}
+    lengths: dict[int, int] = {}  # samples per clip, from its header (read once per clip)
     for w, clip in enumerate(pred.window_clip):
         f = pred.files[clip]
         k = seen.get(int(clip), 0)
         seen[int(clip)] = k + 1
-        n = int(round(audio.probe(f.path).seconds * sr))
+        if int(clip) not in lengths:
+            lengths[int(clip)] = int(round(audio.probe(f.path).seconds * sr))
+        n = lengths[int(clip)]
         starts = window_starts(n, seg, hop)
         start = starts[min(k, len(starts) - 1)]
         out.append({"path": f.path, "start_s": round(start / sr, 4),

@@ -17,9 +17,10 @@ from ml_collections import config_flags
 
 from speechmusic_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
+# ml_collections applies --config.FIELD overrides while defining the flag: errors become one line.
+_CONFIG = cli.define_flags(lambda: config_flags.DEFINE_config_file(
     "config", cli.default_experiment(), "Experiment file (experiments/NAME.py[:ARG]).",
-    lock_config=True)
+    lock_config=True))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default runs/<config.name>).")
 _DATA = flags.DEFINE_string("data", None, "Shorthand for --config.data.spec.")
 _ON_ERROR = flags.DEFINE_enum("data_on_error", None, ["error", "skip"],

@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from speechmusic_jax.config import base_config
-from speechmusic_jax.models.conv1d import build_model, count_params, max_pool
+from speechmusic_jax.models.conv1d import build_model, count_params, pool1d
 from speechmusic_jax.models.presets import PRESETS, resolve_spec
 
 
@@ -101,11 +101,14 @@ def test_norm_and_activation_choices(norm, act):
     assert out.shape == (2, 2)
 
 
-def test_max_pool_matches_numpy():
+def test_pooling_matches_numpy():
     x = np.random.default_rng(0).standard_normal((2, 10, 3)).astype(np.float32)
-    got = np.asarray(max_pool(jnp.asarray(x), 4))
-    want = x[:, :8].reshape(2, 2, 4, 3).max(axis=2)
-    np.testing.assert_array_equal(got, want)
+    windows = x[:, :8].reshape(2, 2, 4, 3)
+    np.testing.assert_array_equal(np.asarray(pool1d(jnp.asarray(x), 4, "max")),
+                                  windows.max(axis=2))
+    np.testing.assert_allclose(np.asarray(pool1d(jnp.asarray(x), 4, "avg")),
+                               windows.mean(axis=2), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(pool1d(jnp.asarray(x), 1)), x)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():

@@ -249,3 +249,13 @@ def test_early_stopping_update_modes():
     assert improved and rec["best_value"] == 0.6
     _, _, stop = loop.early_stopping_update(rec, 3, 0.1, mode="max", patience=0, min_delta=0.0)
     assert not stop  # patience 0: never stops
+
+
+@pytest.mark.parametrize("module", ["train", "crossval", "benchmark"])
+def test_unknown_field_on_the_default_config_is_one_line(module):
+    # Without --config, ml_collections applies overrides while the flag is being defined.
+    r = subprocess.run([sys.executable, "-m", f"speechmusic_jax.{module}",
+                        "--config.train.epochz=3"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "epochz" in r.stderr

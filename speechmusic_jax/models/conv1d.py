@@ -83,11 +83,6 @@ class ConvBlock(nnx.Module):
         return self.act(y + skip)
 
 
-def max_pool(x: jax.Array, size: int) -> jax.Array:
-    """Non-overlapping max-pool over time (VALID): a reshape and a max, cheap on every backend."""
-    return pool1d(x, size, "max")
-
-
 def pool1d(x: jax.Array, size: int, kind: str = "max") -> jax.Array:
     """Non-overlapping max- or average-pool over time (VALID), as a reshape and a reduction."""
     if size <= 1:

@@ -120,23 +120,29 @@ class ErrorCounter:
         self.log(f"warning: skipping {err}")
 
 
+def list_source(d: config_lib.ConfigDict, spec: str, on_error: str, log: Log) -> sources.Listing:
+    """The files of the data source ``spec`` under the data config ``d`` (classes, grouping,
+    corpus cache: the built-in corpus is generated there on first use)."""
+    cache_root = d.cache_dir or default_cache_root()
+
+    def synthetic_dir() -> str:
+        s = d.synthetic
+        return str(ensure_corpus(SyntheticSpec(s.clips_per_class, s.seconds, s.sample_rate,
+                                               s.seed), cache_root, log=log))
+
+    return sources.list_files(spec, tuple(d.classes), group_regex=d.group_regex,
+                              on_error=on_error, synthetic_dir=synthetic_dir,
+                              cache_root=cache_root, log=log)
+
+
 def prepare_data(cfg: config_lib.ConfigDict, workdir: str, log: Log,
                  resume: bool) -> tuple[dict[str, list[sources.AudioFile]], dict[str, float],
                                         dict[str, int]]:
     """List, scan and split the files; returns (split, duration by path, data errors)."""
     d = cfg.data
-    cache_root = d.cache_dir or default_cache_root()
-
-    def synthetic_dir() -> str:
-        spec = SyntheticSpec(d.synthetic.clips_per_class, d.synthetic.seconds,
-                             d.synthetic.sample_rate, d.synthetic.seed)
-        return str(ensure_corpus(spec, cache_root, log=log))
-
     t0 = time.perf_counter()
     classes = tuple(d.classes)
-    listing = sources.list_files(d.spec, classes, group_regex=d.group_regex,
-                                 on_error=d.on_error, synthetic_dir=synthetic_dir,
-                                 cache_root=cache_root, log=log)
+    listing = list_source(d, d.spec, d.on_error, log)
     for note in listing.notes:  # what was left out (non-audio files, musan noise/, ...)
         log(f"data: {note}")
     # Header scan of every file before any work (cheap: soundfile.info).

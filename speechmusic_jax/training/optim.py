@@ -136,10 +136,6 @@ def param_mask(mask: str = "kernels"):
     return lambda params: jax.tree_util.tree_map_with_path(lambda p, _: masked(p, mask), params)
 
 
-def kernel_mask(params: Any) -> Any:
-    """True for convolution and dense kernels, False for biases and normalisation parameters."""
-    return param_mask("kernels")(params)
-
 
 def make_optimizer(
     name: str,
