@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from speechmusic_jax.config import ConfigDict, ConfigError
+from speechmusic_jax.config import ConfigDict
+from speechmusic_jax.errors import ConfigError
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,9 +121,7 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 def friendly_errors() -> Iterator[None]:
     """Turn the errors a user can fix into one clear message and a non-zero exit status: 2 for a
     bad config, data or workdir; 1 for divergence and for resources (disk, device memory)."""
-    from speechmusic_jax.data.sources import DataError
-    from speechmusic_jax.inference import RunNotFound
-    from speechmusic_jax.training.loop import TrainingDiverged, WorkdirConflict
+    from speechmusic_jax.errors import DataError, RunNotFound, TrainingDiverged, WorkdirConflict
 
     try:
         yield
@@ -155,10 +154,9 @@ def out_of_memory_message(e: BaseException) -> str | None:
     The training loop raises its own, more precise, ``DeviceOutOfMemory`` for the train and eval
     steps; this catches the rest (compilation, inference timing, ...).
     """
-    from speechmusic_jax.training import loop
+    from speechmusic_jax.errors import DeviceOutOfMemory
 
-    oom_type = getattr(loop, "DeviceOutOfMemory", None)
-    if oom_type is not None and isinstance(e, oom_type):
+    if isinstance(e, DeviceOutOfMemory):
         return f"error: {e}"
     if not is_device_out_of_memory(e):
         return None

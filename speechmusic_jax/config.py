@@ -18,6 +18,8 @@ from typing import Any
 
 from ml_collections import config_dict
 
+from speechmusic_jax.errors import ConfigError
+
 ConfigDict = config_dict.ConfigDict
 
 ON_ERROR = ("error", "skip")
@@ -29,10 +31,6 @@ GLOBAL_POOLS = ("avg", "max", "avgmax")
 CACHES = ("none", "memory")
 BALANCES = ("none", "class_weights", "sampler")
 MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max"}
-
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message starts with the field's name."""
 
 
 def base_config() -> ConfigDict:

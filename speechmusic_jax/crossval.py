@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from speechmusic_jax import config as config_lib
+from speechmusic_jax import errors
 from speechmusic_jax.io_utils import atomic_write_json
 
 Log = Callable[[str], None]
@@ -48,7 +49,7 @@ def run(cfg: config_lib.ConfigDict, workdir: str, folds: int, *, log: Log = prin
         log(f"\n=== cross-validation fold {i + 1} of {folds} ({fold_dir}) ===")
         try:
             summary = loop.fit(c, fold_dir, log=log, overwrite=overwrite)
-        except loop.TrainingDiverged as e:
+        except errors.TrainingDiverged as e:
             log(f"fold {i} diverged: {e}")
             summary = {"status": "diverged", "test": None}
         record = {"fold": i, "status": summary.get("status"), "workdir": fold_dir,

@@ -33,26 +33,27 @@ def main(argv: list[str]) -> int:
     if not _WORKDIR.value or not _DATA.value:
         raise app.UsageError("--workdir and --data are required")
     cli.quiet_jax_logs()
-    from speechmusic_jax import inference
+    from speechmusic_jax import trained_run
     from speechmusic_jax.data import sources
+    from speechmusic_jax.errors import DataError
     from speechmusic_jax.io_utils import atomic_write_json
-    from speechmusic_jax.training import evaluation, metrics
+    from speechmusic_jax.training import clip_scoring, metrics
     from speechmusic_jax.training.loop import ErrorCounter, list_source
 
     with cli.friendly_errors():
-        run = inference.load_run(_WORKDIR.value, _WHICH.value)
+        run = trained_run.load_run(_WORKDIR.value, _WHICH.value)
         try:
             sources.parse_spec(_DATA.value)
         except ValueError as e:
-            raise sources.DataError(str(e)) from None
+            raise DataError(str(e)) from None
         listing = list_source(run.cfg.data, _DATA.value, _ON_ERROR.value, cli.log)
         scanned, scan_errors = sources.scan_headers(listing.files, _ON_ERROR.value)
         errors = ErrorCounter(_ON_ERROR.value, cli.log, dict(scan_errors))
         files = [f for f, _ in scanned]
         cli.log(f"evaluating the epoch-{run.epoch} weights of {run.workdir} on {len(files)} "
                 f"files of {_DATA.value}")
-        pred = inference.classify(run, files, on_bad_file=errors)
-        report = evaluation.report(pred, run.classes)
+        pred = trained_run.classify(run, files, on_bad_file=errors)
+        report = clip_scoring.report(pred, run.classes)
         report["data_errors"] = dict(errors.counts)
         report["source"] = _DATA.value
         path = os.path.join(run.workdir, "eval", f"{source_name(_DATA.value)}.json")

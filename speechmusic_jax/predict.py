@@ -62,20 +62,21 @@ def main(argv: list[str]) -> int:
     if _OUTPUT.value and not _OUTPUT.value.endswith((".csv", ".json")):
         raise app.UsageError("--output must end in .csv or .json")
     cli.quiet_jax_logs()
-    from speechmusic_jax import inference
+    from speechmusic_jax import trained_run
     from speechmusic_jax.data import sources
     from speechmusic_jax.io_utils import atomic_write_text
     from speechmusic_jax.training.loop import ErrorCounter
 
     with cli.friendly_errors():
-        run = inference.load_run(_WORKDIR.value)
+        run = trained_run.load_run(_WORKDIR.value)
         paths = collect(argv[1:])
         scanned, scan_errors = sources.scan_headers(
             [sources.AudioFile(p, 0, p) for p in paths], _ON_ERROR.value)
         errors = ErrorCounter(_ON_ERROR.value, lambda m: print(m, file=sys.stderr),
                               dict(scan_errors))
-        pred = inference.classify(run, [f for f, _ in scanned], on_bad_file=errors)
-        rows = inference.segments(run, pred) if _SEGMENTS.value else inference.clip_rows(run, pred)
+        pred = trained_run.classify(run, [f for f, _ in scanned], on_bad_file=errors)
+        rows = (trained_run.segments(run, pred) if _SEGMENTS.value
+                else trained_run.clip_rows(run, pred))
         text = render(rows, _OUTPUT.value)
         if _OUTPUT.value:
             atomic_write_text(_OUTPUT.value, text)

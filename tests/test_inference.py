@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from speechmusic_jax import inference
+from speechmusic_jax import trained_run
 from speechmusic_jax.data.split import read_split_csv
 from speechmusic_jax.training import loop
 
@@ -31,9 +31,9 @@ def cli(module, *args):
 
 
 def test_loaded_run_reproduces_the_test_predictions(run_dir):
-    run = inference.load_run(run_dir)
+    run = trained_run.load_run(run_dir)
     split = read_split_csv(os.path.join(run_dir, "split.csv"), run.classes)
-    rows = inference.clip_rows(run, inference.classify(run, split["test"]))
+    rows = trained_run.clip_rows(run, trained_run.classify(run, split["test"]))
     with open(os.path.join(run_dir, "test_predictions.csv")) as f:
         saved = {r["path"]: r for r in csv.DictReader(f)}
     assert len(rows) == len(saved)
@@ -45,7 +45,7 @@ def test_loaded_run_reproduces_the_test_predictions(run_dir):
 def test_config_from_json_round_trips(run_dir):
     from speechmusic_jax.config import to_dict
 
-    cfg = inference.config_from_json(os.path.join(run_dir, "config.json"))
+    cfg = trained_run.config_from_json(os.path.join(run_dir, "config.json"))
     with open(os.path.join(run_dir, "config.json")) as f:
         assert to_dict(cfg) == json.load(f)
 

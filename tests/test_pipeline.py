@@ -23,6 +23,7 @@ from audio_fixtures import (
 )
 
 from speechmusic_jax import config as config_lib
+from speechmusic_jax import errors
 from speechmusic_jax.data import audio, pipeline, sources
 from speechmusic_jax.data.augment import AugmentConfig
 from speechmusic_jax.data.pipeline import LoaderConfig, epoch_plan, eval_batches, train_batches
@@ -230,9 +231,9 @@ def test_a_raising_handler_stops_the_epoch_and_leaves_no_threads(tmp_path):
     before = threading.active_count()
 
     def stop(e):
-        raise sources.DataError(str(e))
+        raise errors.DataError(str(e))
 
-    with pytest.raises(sources.DataError, match="bad_nan.wav: audio contains NaN or Inf"):
+    with pytest.raises(errors.DataError, match="bad_nan.wav: audio contains NaN or Inf"):
         for _ in range(3):
             list(train_batches(files, durations, _cfg(batch_size=3), 0, 1, on_bad_file=stop))
     it = train_batches(files, durations, _cfg(batch_size=2, prefetch_batches=1), 0, 1)
@@ -326,7 +327,7 @@ def test_fit_stops_on_a_sample_problem_with_a_message_naming_the_file(tmp_path):
     root = make_folder_tree(tmp_path / "corpus", per_class=8)
     nan = write_bad(tmp_path / "corpus" / "Speech", "nan")
     cfg = _tiny(tmp_path, f"folder:{root}")
-    with pytest.raises(sources.DataError) as e:
+    with pytest.raises(errors.DataError) as e:
         loop.fit(cfg, str(tmp_path / "run"), log=lambda m: None)
     assert str(e.value) == (f"{nan}: audio contains NaN or Inf samples\nFix or remove the file, "
                             "or pass --data_on_error=skip to leave it out.")
@@ -359,7 +360,7 @@ def test_identical_audio_with_different_labels(tmp_path):
     src = os.path.join(root, "Speech", "speech_000.wav")
     os.link(src, os.path.join(root, "MUSIC", "mislabelled.wav"))
     cfg = _tiny(tmp_path, f"folder:{root}")
-    with pytest.raises(sources.DataError) as e:
+    with pytest.raises(errors.DataError) as e:
         loop.fit(cfg, str(tmp_path / "run"), log=lambda m: None)
     assert str(e.value) == (
         "1 set(s) of files have identical audio but different labels: "
@@ -408,7 +409,7 @@ def test_fit_refuses_a_class_emptied_by_skipping_and_a_class_too_small_to_split(
     write_class_files(tmp_path / "a" / "speech", "speech", 8, nested=False)
     bad = [write_bad(tmp_path / "a" / "music", k) for k in ("corrupt", "zero_length")]
     cfg = _tiny(tmp_path, f"folder:{tmp_path / 'a'}", on_error="skip")
-    with pytest.raises(sources.DataError) as e:
+    with pytest.raises(errors.DataError) as e:
         loop.fit(cfg, str(tmp_path / "run_a"), log=lambda m: None)
     assert str(e.value) == (
         f"{tmp_path / 'a'}: no usable audio files for class(es) ['music'] after skipping 2 "
@@ -418,6 +419,6 @@ def test_fit_refuses_a_class_emptied_by_skipping_and_a_class_too_small_to_split(
     write_class_files(tmp_path / "b" / "speech", "speech", 8, nested=False)
     write_class_files(tmp_path / "b" / "music", "music", 2, nested=False)
     cfg = _tiny(tmp_path, f"folder:{tmp_path / 'b'}")
-    with pytest.raises(sources.DataError, match=r"too few files for the split: class 'music' has "
+    with pytest.raises(errors.DataError, match=r"too few files for the split: class 'music' has "
                                                 r"2 file\(s\) in 2 group\(s\)"):
         loop.fit(cfg, str(tmp_path / "run_b"), log=lambda m: None)

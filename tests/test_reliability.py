@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechmusic_jax import cli
+from speechmusic_jax import cli, errors
 from speechmusic_jax.config import ConfigError, load_experiment, to_dict
 from speechmusic_jax.data import audio
 from speechmusic_jax.data.pipeline import LoaderConfig, epoch_plan, train_batches
@@ -243,7 +243,7 @@ def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(
         monkeypatch, tmp_path, fault, step_in_epoch, shown):
     fault_helper.install(fault, monkeypatch.setattr)
     workdir = tmp_path / "run"
-    with pytest.raises(loop.TrainingDiverged) as err:
+    with pytest.raises(errors.TrainingDiverged) as err:
         loop.fit(tiny_config(), str(workdir), log=quiet)
     step = steps_per_epoch(workdir) + step_in_epoch
     message = str(err.value)
@@ -352,7 +352,7 @@ def test_a_real_full_disk_then_resume(reference, tmp_path):
 def test_device_out_of_memory_in_the_train_step_names_the_batch_size(monkeypatch, tmp_path):
     workdir = tmp_path / "run"
     fault_helper.install("oom@step:2:1", monkeypatch.setattr)
-    with pytest.raises(loop.DeviceOutOfMemory) as err:
+    with pytest.raises(errors.DeviceOutOfMemory) as err:
         loop.fit(tiny_config(), str(workdir), log=quiet)
     message = str(err.value)
     assert "ran out of memory in the train step at batch size 8" in message
@@ -375,10 +375,10 @@ def test_device_out_of_memory_anywhere_is_one_line(tmp_path):
     (OSError(errno.EDQUOT, "Disk quota exceeded"), 1, "error: no space left (Disk quota"),
     (PermissionError(errno.EACCES, "Permission denied", "/w/config.json"), 1,
      "error: Permission denied: /w/config.json"),
-    (loop.DeviceOutOfMemory("the device ran out of memory in the eval step"), 1,
+    (errors.DeviceOutOfMemory("the device ran out of memory in the eval step"), 1,
      "error: the device ran out of memory in the eval step"),
-    (loop.TrainingDiverged("the loss became nan at step 3"), 1, "training diverged: the loss"),
-    (loop.WorkdirConflict("--workdir x is a file"), 2, "error: --workdir x is a file"),
+    (errors.TrainingDiverged("the loss became nan at step 3"), 1, "training diverged: the loss"),
+    (errors.WorkdirConflict("--workdir x is a file"), 2, "error: --workdir x is a file"),
     (ConfigError("train.batch_size: 6 does not divide over 4 devices"), 2,
      "config error: train.batch_size"),
 ])

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+from speechmusic_jax import errors
 from speechmusic_jax.data import audio, sources, tfds_source
 
 CLASSES = ("speech", "music")
@@ -51,7 +52,7 @@ def test_a_missing_extra_is_a_clear_error(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tfds)
-    with pytest.raises(sources.DataError, match=r"needs TensorFlow Datasets: pip install "
+    with pytest.raises(errors.DataError, match=r"needs TensorFlow Datasets: pip install "
                                                 r"'speechmusic_jax\[tfds\]'"):
         sources.list_files("tfds:gtzan_music_speech", CLASSES, cache_root=str(tmp_path))
 

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from speechmusic_jax import errors
 from speechmusic_jax.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,14 +121,14 @@ def test_different_config_in_workdir_names_fields(tiny_run):
     other = cfg.copy_and_resolve_references()
     other.train.epochs = cfg.train.epochs + 1
     other.optimizer.learning_rate = 0.5
-    with pytest.raises(loop.WorkdirConflict, match=r"optimizer\.learning_rate, train\.epochs"):
+    with pytest.raises(errors.WorkdirConflict, match=r"optimizer\.learning_rate, train\.epochs"):
         loop.fit(other, workdir, log=quiet)
 
 
 def test_workdir_that_is_a_file_is_refused(tiny_config, tmp_path):
     path = tmp_path / "afile"
     path.write_text("x")
-    with pytest.raises(loop.WorkdirConflict, match="is a file"):
+    with pytest.raises(errors.WorkdirConflict, match="is a file"):
         loop.fit(tiny_config, str(path), log=quiet)
 
 
@@ -136,7 +137,7 @@ def test_early_stopping_stops_and_restores_best(tiny_config, tmp_path):
     from speechmusic_jax.data.split import read_split_csv
     from speechmusic_jax.models.conv1d import build_model
     from speechmusic_jax.models.presets import resolve_spec
-    from speechmusic_jax.training import evaluation
+    from speechmusic_jax.training import clip_scoring
     from speechmusic_jax.training.checkpoints import Checkpoints
     from speechmusic_jax.training.step import TrainState, make_eval_step
 
@@ -163,11 +164,11 @@ def test_early_stopping_stops_and_restores_best(tiny_config, tmp_path):
     split = read_split_csv(os.path.join(workdir, "split.csv"), cfg.data.classes)
     seg = int(cfg.data.segment_seconds * cfg.data.sample_rate)
     loader = LoaderConfig(cfg.data.sample_rate, seg, seg, cfg.train.batch_size)
-    pred = evaluation.predict_files(lambda x: evaluate(state.params, state.model_state, x),
+    pred = clip_scoring.predict_files(lambda x: evaluate(state.params, state.model_state, x),
                                     split["test"], loader, cfg.train.eval_batch_size)
     with open(os.path.join(workdir, "test_predictions.csv")) as f:
         saved = {r["path"]: float(r["p_music"]) for r in csv.DictReader(f)}
-    probs = evaluation.softmax(pred.clip_logits)[:, 1]
+    probs = clip_scoring.softmax(pred.clip_logits)[:, 1]
     for f, p in zip(pred.files, probs, strict=True):
         assert saved[f.path] == pytest.approx(p, abs=1e-5)
 

@@ -21,6 +21,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechmusic_jax.errors import AudioError
+
 # Extensions that libsndfile reads. Files with other extensions in a corpus tree are not audio to
 # us (a README or a cover image next to the audio is not an error; it is counted and left out).
 AUDIO_EXTENSIONS = frozenset(
@@ -39,19 +41,6 @@ SILENCE_PEAK = 1e-5
 # equals the same samples of the resampled whole file (to ~1e-6) instead of having edge ramps.
 _RESAMPLE_MARGIN = 256
 _BLOCK_FRAMES = 1 << 16
-
-
-class AudioError(Exception):
-    """A problem with one audio file: ``kind`` tags it, the message names the file."""
-
-    def __init__(self, path: str | os.PathLike, kind: str, detail: str):
-        self.path = os.fspath(path)
-        self.kind = kind
-        self.detail = detail
-        super().__init__(f"{self.path}: {detail}")
-
-    def __reduce__(self):  # picklable (process pools, multiprocessing tests)
-        return (AudioError, (self.path, self.kind, self.detail))
 
 
 @dataclasses.dataclass(frozen=True)

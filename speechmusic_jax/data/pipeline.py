@@ -334,10 +334,11 @@ def _prefetch(
         thread.join()
 
 
-class Started:
-    """An iterator begun ahead of time: a thread takes its first item (which starts its
-    background reading) while the caller does other work, such as validation. Iterating yields
-    that item, then the rest. The items are the same as the wrapped iterator's."""
+class ReadAhead:
+    """An iterator whose first item is read ahead: a thread takes that item (which also starts the
+    iterator's own background reading) while the caller does other work, such as validating the
+    previous epoch. Iterating yields that item, then the rest: the same items as the wrapped
+    iterator's."""
 
     def __init__(self, iterator: Iterator):
         self._it = iterator

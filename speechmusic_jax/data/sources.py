@@ -30,12 +30,9 @@ import re
 from collections.abc import Callable, Sequence
 
 from speechmusic_jax.data import audio
+from speechmusic_jax.errors import DataError
 
 SPLITS = ("train", "val", "test")
-
-
-class DataError(Exception):
-    """A problem with the data as a whole (a missing folder, an empty class, a bad manifest)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from speechmusic_jax.data.sources import SPLITS, AudioFile, DataError
+from speechmusic_jax.data.sources import SPLITS, AudioFile
+from speechmusic_jax.errors import DataError
 from speechmusic_jax.io_utils import atomic_write_text
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from speechmusic_jax.data.sources import DataError
+from speechmusic_jax.errors import DataError
 
 EXPORT_VERSION = 1
 

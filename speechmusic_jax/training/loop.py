@@ -25,12 +25,13 @@ from speechmusic_jax import parallel, timing
 from speechmusic_jax.data import audio, sources
 from speechmusic_jax.data import split as split_lib
 from speechmusic_jax.data.pipeline import (
-    Started,
+    ReadAhead,
     balance_summary,
     make_loader_config,
     train_batches,
 )
 from speechmusic_jax.data.synthetic import SyntheticSpec, ensure_corpus
+from speechmusic_jax.errors import DataError, DeviceOutOfMemory, TrainingDiverged, WorkdirConflict
 from speechmusic_jax.io_utils import (
     append_jsonl,
     atomic_write_json,
@@ -39,25 +40,11 @@ from speechmusic_jax.io_utils import (
 )
 from speechmusic_jax.models.conv1d import build_model, count_params
 from speechmusic_jax.models.presets import resolve_spec
-from speechmusic_jax.training import evaluation, optim, reporting
+from speechmusic_jax.training import clip_scoring, optim, reporting
 from speechmusic_jax.training.checkpoints import Checkpoints
 from speechmusic_jax.training.step import init_state, make_eval_step, make_train_step
 
 Log = Callable[[str], None]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf; the summary says ``diverged`` and the last good checkpoint
-    stays."""
-
-
-class DeviceOutOfMemory(RuntimeError):
-    """The accelerator ran out of memory in the train or eval step; the message names the batch
-    size to lower. Earlier checkpoints stay."""
-
-
-class WorkdirConflict(RuntimeError):
-    """The workdir holds a run with a different config (and --overwrite was not given)."""
 
 
 def default_cache_root() -> str:
@@ -110,7 +97,7 @@ class ErrorCounter:
 
     def __call__(self, err: audio.AudioError) -> None:
         if self.on_error == "error":
-            raise sources.DataError(
+            raise DataError(
                 f"{err}\nFix or remove the file, or pass --data_on_error=skip to leave it out.")
         with self._lock:
             if err.path in self.seen:
@@ -164,7 +151,7 @@ def prepare_data(cfg: config_lib.ConfigDict, workdir: str, log: Log,
         shown = "; ".join(" = ".join(f"{f.path} ({classes[f.label]})" for f in c)
                           for c in conflicts[:3])
         if d.on_error == "error":
-            raise sources.DataError(
+            raise DataError(
                 f"{len(conflicts)} set(s) of files have identical audio but different labels: "
                 f"{shown}. Fix the labels, or pass --data_on_error=skip to leave them out.")
         drop = {f.path for c in conflicts for f in c}
@@ -190,7 +177,7 @@ def prepare_data(cfg: config_lib.ConfigDict, workdir: str, log: Log,
         f"{split_lib.describe(split, d.classes)}")
     for s in ("train", "val"):
         if not split[s]:
-            raise sources.DataError(f"the {s} split is empty; use more data or change data.split")
+            raise DataError(f"the {s} split is empty; use more data or change data.split")
     return split, durations, errors
 
 
@@ -246,7 +233,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     if d.balance != "none":
         log(f"data: class balance by {d.balance}: {balance}")
     if len(train_files) < t.batch_size:
-        raise sources.DataError(f"train.batch_size: {t.batch_size} is more than the "
+        raise DataError(f"train.batch_size: {t.batch_size} is more than the "
                                 f"{len(train_files)} training files")
     train_durations = [durations.get(f.path, 0.0) for f in train_files]
     steps_per_epoch = len(train_files) // t.batch_size
@@ -307,7 +294,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         return jax.device_put(x, bshard)
 
     def evaluate(st, files):
-        return evaluation.predict_files(predict_with(st), files, loader, t.eval_batch_size,
+        return clip_scoring.predict_files(predict_with(st), files, loader, t.eval_batch_size,
                                         put=put_x, on_bad_file=errors)
 
     es = t.early_stopping
@@ -323,7 +310,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         return train_batches(train_files, train_durations, loader, cfg.seed, e,
                              on_bad_file=errors)
 
-    upcoming: list[Started] = []  # the next epoch's batches, started during validation
+    upcoming: list[ReadAhead] = []  # the next epoch's batches, started during validation
     try:
         for epoch in range(first_epoch, t.epochs + 1):
             t_epoch = time.perf_counter()
@@ -357,8 +344,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
             bar.close()
             train_s = time.perf_counter() - t_epoch
             if epoch < t.epochs:  # the next epoch's first reads overlap this validation
-                upcoming.append(Started(epoch_batches(epoch + 1)))
-            val = evaluation.report(evaluate(state, split["val"]), classes)
+                upcoming.append(ReadAhead(epoch_batches(epoch + 1)))
+            val = clip_scoring.report(evaluate(state, split["val"]), classes)
             epoch_s = time.perf_counter() - t_epoch
             loop["train_time_s"] += train_s
             row = {
@@ -410,7 +397,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     log(f"testing the weights of epoch {pointer['epoch']} "
         f"({'best ' + es.monitor if es.restore_best else 'last epoch'})")
     test_pred = evaluate(state, split["test"]) if split["test"] else None
-    test = evaluation.report(test_pred, classes) if test_pred else None
+    test = clip_scoring.report(test_pred, classes) if test_pred else None
     if test_pred:
         reporting.write_predictions(os.path.join(workdir, "test_predictions.csv"), test_pred,
                                     classes)

@@ -13,13 +13,13 @@ from typing import Any
 import jax
 
 from speechmusic_jax.io_utils import atomic_write_text
-from speechmusic_jax.training import evaluation, metrics
+from speechmusic_jax.training import clip_scoring, metrics
 
 Log = Callable[[str], None]
 
 
-def write_predictions(path: str, pred: evaluation.Predictions, classes) -> None:
-    probs = evaluation.softmax(pred.clip_logits)
+def write_predictions(path: str, pred: clip_scoring.Predictions, classes) -> None:
+    probs = clip_scoring.softmax(pred.clip_logits)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])

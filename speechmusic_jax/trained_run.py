@@ -15,15 +15,12 @@ import numpy as np
 from speechmusic_jax import config as config_lib
 from speechmusic_jax.data import audio, sources
 from speechmusic_jax.data.pipeline import LoaderConfig, make_loader_config, window_starts
+from speechmusic_jax.errors import RunNotFound
 from speechmusic_jax.models.conv1d import build_model
 from speechmusic_jax.models.presets import resolve_spec
-from speechmusic_jax.training import evaluation, optim
+from speechmusic_jax.training import clip_scoring, optim
 from speechmusic_jax.training.checkpoints import Checkpoints
 from speechmusic_jax.training.step import init_state, make_eval_step
-
-
-class RunNotFound(RuntimeError):
-    """The workdir holds no usable run (no config, or no checkpoint)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,15 +78,15 @@ def load_run(workdir: str, which: str = "best") -> LoadedRun:
 
 def classify(run: LoadedRun, files: Sequence[sources.AudioFile],
              on_bad_file: Callable[[audio.AudioError], None] | None = None
-             ) -> evaluation.Predictions:
-    return evaluation.predict_files(run.predict, files, run.loader, run.cfg.train.eval_batch_size,
+             ) -> clip_scoring.Predictions:
+    return clip_scoring.predict_files(run.predict, files, run.loader, run.cfg.train.eval_batch_size,
                                     on_bad_file=on_bad_file)
 
 
-def segments(run: LoadedRun, pred: evaluation.Predictions) -> list[dict]:
+def segments(run: LoadedRun, pred: clip_scoring.Predictions) -> list[dict]:
     """One row per window: path, start_s, end_s, label, confidence."""
     sr, seg, hop = run.loader.sample_rate, run.loader.segment, run.loader.hop
-    probs = evaluation.softmax(pred.window_logits)
+    probs = clip_scoring.softmax(pred.window_logits)
     out = []
     seen: dict[int, int] = {}
     lengths: dict[int, int] = {}  # samples per clip, from its header (read once per clip)
@@ -109,9 +106,9 @@ def segments(run: LoadedRun, pred: evaluation.Predictions) -> list[dict]:
     return out
 
 
-def clip_rows(run: LoadedRun, pred: evaluation.Predictions) -> list[dict]:
+def clip_rows(run: LoadedRun, pred: clip_scoring.Predictions) -> list[dict]:
     """One row per file: path, label (predicted), confidence, p_<class>..."""
-    probs = evaluation.softmax(pred.clip_logits)
+    probs = clip_scoring.softmax(pred.clip_logits)
     rows = []
     for f, p in zip(pred.files, probs, strict=True):
         row = {"path": f.path, "label": run.classes[int(np.argmax(p))],
