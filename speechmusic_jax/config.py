@@ -281,6 +281,9 @@ def validate(c: ConfigDict) -> None:
     need(o.plateau_patience >= 1, "optimizer.plateau_patience", "must be at least 1")
     from speechmusic_jax.training.optim import SCHEDULE_FREE
 
+    need(o.name not in SCHEDULE_FREE or m.norm != "batch", "optimizer.name",
+         f"{o.name} evaluates its averaged weights, but model.norm=batch would evaluate them with "
+         "running statistics gathered under the training weights: use model.norm=layer or group")
     need(o.name not in SCHEDULE_FREE or o.schedule == "constant", "optimizer.schedule",
          f"{o.name} replaces the schedule: use 'constant' (optimizer.warmup_epochs still applies)")
 

@@ -113,3 +113,21 @@ def test_diff_names_changed_fields():
 def test_experiment_unknown_variant_fails():
     with pytest.raises(ValueError, match="variant"):
         load_experiment(os.path.join(REPO, "experiments", "default.py"), "huge")
+
+
+def test_schedule_free_refuses_batch_norm():
+    # Schedule-free AdamW evaluates its averaged weights; batch-norm running statistics were
+    # gathered under the training weights, so they would not match.
+    c = base_config()
+    c.optimizer.name = "schedule_free_adamw"
+    c.optimizer.schedule = "constant"
+    assert c.model.norm == "batch"
+    with pytest.raises(ConfigError) as err:
+        validate(c)
+    message = str(err.value)
+    assert message.startswith("optimizer.name: ")
+    for needle in ("model.norm", "layer", "group"):
+        assert needle in message, message
+    for norm in ("layer", "group"):
+        c.model.norm = norm
+        validate(c)

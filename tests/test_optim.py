@@ -23,7 +23,8 @@ def losses_of(optimizer, steps=15, **kw):
 
 @pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
 def test_every_optimizer_lowers_the_loss(name):
-    losses, _ = losses_of(name)
+    # Schedule-free optimizers refuse batch norm (config.validate), so they train with layer norm.
+    losses, _ = losses_of(name, **({"norm": "layer"} if name in optim.SCHEDULE_FREE else {}))
     assert all(np.isfinite(losses))
     assert min(losses[-3:]) < 0.8 * losses[0], losses
 
@@ -61,7 +62,7 @@ def test_plateau_cuts_the_rate_when_the_loss_stalls():
 
 
 def test_schedule_free_evaluates_averaged_weights():
-    losses, state = losses_of("schedule_free_adamw")
+    losses, state = losses_of("schedule_free_adamw", norm="layer")
     evaluated = optim.eval_params("schedule_free_adamw", state.opt_state, state.params)
     diffs = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(evaluated),
                                                    jax.tree_util.tree_leaves(state.params),
@@ -121,3 +122,54 @@ def test_adam_couples_weight_decay_and_adamw_decouples_it():
     assert "decoupled" in optim.weight_decay_semantics("adamw")
     assert "coupled" in optim.weight_decay_semantics("adam")
     assert "decoupled" not in optim.weight_decay_semantics("adam")
+
+
+def _trust_ratio_case():
+    """A small pytree (a decayed kernel, an undecayed bias), its gradients, and float64 copies."""
+    rng = np.random.default_rng(3)
+    params = {"conv": {"kernel": rng.standard_normal((3, 4)).astype(np.float32),
+                       "bias": rng.standard_normal(4).astype(np.float32)}}
+    grads = {"conv": {"kernel": rng.standard_normal((3, 4)).astype(np.float32),
+                      "bias": rng.standard_normal(4).astype(np.float32)}}
+    as64 = lambda tree: {k: v.astype(np.float64) for k, v in tree["conv"].items()}  # noqa: E731
+    return params, grads, as64(params), as64(grads)
+
+
+def _assert_close(got, want, leaf):
+    # float32 vs a float64 reference: 1e-5 relative, measured against the leaf's largest entry
+    # (an entry where wd * w nearly cancels the direction has fewer correct digits).
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=leaf)
+
+
+def _first_update(name, params, grads, lr, wd):
+    tx = optim.make_optimizer(name, optax.constant_schedule(lr), weight_decay=wd)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return {k: np.asarray(v, np.float64) for k, v in updates["conv"].items()}
+
+
+def test_lamb_decays_inside_the_trust_ratio():
+    params, grads, w, g = _trust_ratio_case()
+    lr, wd, eps = 0.05, 0.3, 1e-6
+    got = _first_update("lamb", params, grads, lr, wd)
+    for leaf in ("kernel", "bias"):
+        # Adam's bias-corrected first step: m_hat / (sqrt(v_hat) + eps) = g / (|g| + eps).
+        u = g[leaf] / (np.abs(g[leaf]) + eps)
+        if leaf == "kernel":  # the default mask decays kernels only
+            u = u + wd * w[leaf]
+        ratio = np.linalg.norm(w[leaf]) / np.linalg.norm(u)
+        _assert_close(got[leaf], -lr * ratio * u, leaf)
+    semantics = optim.weight_decay_semantics("lamb")
+    assert "inside the trust ratio" in semantics and "decoupled" not in semantics
+
+
+def test_lars_decays_inside_the_trust_ratio():
+    params, grads, w, g = _trust_ratio_case()
+    lr, wd, trust = 0.05, 0.3, 1e-3  # optax.lars's trust coefficient
+    got = _first_update("lars", params, grads, lr, wd)
+    for leaf in ("kernel", "bias"):
+        u = g[leaf] + (wd * w[leaf] if leaf == "kernel" else 0.0)  # decay added to the gradient
+        ratio = trust * np.linalg.norm(w[leaf]) / np.linalg.norm(u)
+        # First step: the momentum trace starts at zero, so it is the scaled update itself.
+        _assert_close(got[leaf], -lr * ratio * u, leaf)
+    semantics = optim.weight_decay_semantics("lars")
+    assert "inside the trust ratio" in semantics and "decoupled" not in semantics

@@ -6,13 +6,15 @@ Every optimizer is built the same way, so that runs compare fairly:
     -> [decoupled decay] -> (reduce on plateau) -> multiply by the learning-rate schedule
 
 Weight decay follows the convention of the optimizer's name, as in PyTorch: the "W" optimizers
-(adamw, nadamw) and those defined with decoupled decay (lamb, lars, lion, adafactor,
-schedule-free AdamW) decay *decoupled* and scaled by the schedule (update -= lr(t) * (direction +
-wd * w); for adamw exactly optax's AdamW); the others (sgd, adam, rmsprop, ...) add wd * w to the
-gradient before their direction (*coupled*, an L2 penalty seen by the adaptive scaling). Either
-way it applies only where the mask says (kernels by default: biases and normalisation scales are
-never decayed), and ``summary.json`` records which. An L1/L2 penalty in the loss is a separate
-knob (``train.l1``, ``train.l2``).
+(adamw, nadamw) and those defined with decoupled decay (lion, adafactor, schedule-free AdamW)
+decay *decoupled* and scaled by the schedule (update -= lr(t) * (direction + wd * w); for adamw
+exactly optax's AdamW); lamb and lars decay *inside the trust ratio*, as in their papers (wd * w
+is added to the direction, Adam's for lamb and the gradient for lars, before the layer-wise trust
+ratio ||w|| / ||direction + wd * w|| scales it (times 0.001 and then momentum for lars), then the
+schedule); the others (sgd, adam, rmsprop, ...) add wd * w to the gradient before their direction
+(*coupled*, an L2 penalty seen by the adaptive scaling). Either way it applies only where the mask
+says (kernels by default: biases and normalisation scales are never decayed), and ``summary.json``
+records which. An L1/L2 penalty in the loss is a separate knob (``train.l1``, ``train.l2``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 import jax
 import optax
 
-# name -> (factory(**hparams) -> GradientTransformation with learning rate 1, note)
+# name -> (factory(**hparams) -> GradientTransformation with learning rate 1, note); the factories
+# of TRUST_RATIO take weight_decay and mask (an optax mask function), which they decay inside.
 OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = {
     "sgd": (lambda: optax.sgd(1.0), "plain stochastic gradient descent"),
     "momentum": (lambda: optax.sgd(1.0, momentum=0.9), "SGD with heavy-ball momentum 0.9"),
@@ -39,8 +42,12 @@ OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] =
     "adafactor": (lambda: optax.adafactor(1.0, multiply_by_parameter_scale=False),
                   "Adafactor (factored second moments)"),
     "adabelief": (lambda: optax.adabelief(1.0), "AdaBelief"),
-    "lamb": (lambda: optax.lamb(1.0), "LAMB (layer-wise trust ratio over Adam)"),
-    "lars": (lambda: optax.lars(1.0), "LARS (layer-wise trust ratio over momentum)"),
+    "lamb": (lambda weight_decay=0.0, mask=None: optax.lamb(1.0, weight_decay=weight_decay,
+                                                           mask=mask),
+             "LAMB (layer-wise trust ratio over Adam)"),
+    "lars": (lambda weight_decay=0.0, mask=True: optax.lars(1.0, weight_decay=weight_decay,
+                                                           weight_decay_mask=mask),
+             "LARS (layer-wise trust ratio over momentum)"),
     "lion": (lambda: optax.lion(1.0), "Lion (sign of interpolated momentum; use a ~10x lower lr)"),
     "novograd": (lambda: optax.novograd(1.0), "NovoGrad"),
     "yogi": (lambda: optax.yogi(1.0), "Yogi"),
@@ -49,8 +56,9 @@ OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] =
                             "weights; use schedule=constant"),
 }
 SCHEDULE_FREE = frozenset({"schedule_free_adamw"})
-DECOUPLED = frozenset({"adamw", "nadamw", "lamb", "lars", "lion", "adafactor",
-                       "schedule_free_adamw"})
+DECOUPLED = frozenset({"adamw", "nadamw", "lion", "adafactor", "schedule_free_adamw"})
+# Decay added to the direction before the layer-wise trust ratio, as in the LAMB and LARS papers.
+TRUST_RATIO = frozenset({"lamb", "lars"})
 
 SCHEDULES: dict[str, str] = {
     "constant": "constant learning rate (after the optional warm-up)",
@@ -74,6 +82,12 @@ MASKS: dict[str, str] = {
 def weight_decay_semantics(name: str = "adamw", mask: str = "kernels") -> str:
     if name in DECOUPLED:
         how = "decoupled, multiplied by the learning-rate schedule (update -= lr(t) * wd * w)"
+    elif name == "lamb":
+        how = ("inside the trust ratio (as in the LAMB/LARS papers), scaled by the schedule "
+               "(u = adam_direction + wd * w; update = -lr(t) * ||w|| / ||u|| * u per layer)")
+    elif name in TRUST_RATIO:
+        how = ("inside the trust ratio (as in the LAMB/LARS papers), scaled by the schedule "
+               "(u = g + wd * w; momentum over 0.001 * ||w|| / ||u|| * u per layer, times -lr(t))")
     else:
         how = ("coupled: wd * w added to the gradient before the optimizer's direction (an L2 "
                "penalty seen by its adaptive scaling, as PyTorch's weight_decay)")
@@ -166,9 +180,14 @@ def make_optimizer(
         parts.append(optax.contrib.schedule_free(optax.chain(*inner), learning_rate=schedule))
         return optax.chain(*parts)
     mask = param_mask(weight_decay_mask)
-    if weight_decay > 0 and name not in DECOUPLED:
+    if weight_decay > 0 and name not in DECOUPLED | TRUST_RATIO:
         parts.append(optax.add_decayed_weights(weight_decay, mask=mask))  # g + wd * w
-    parts.append(OPTIMIZERS[name][0]())  # the direction, already negated (learning rate 1)
+    if name in TRUST_RATIO:
+        # optax adds +wd * w to the direction before the trust ratio, then negates (learning
+        # rate 1): -ratio * (d + wd * w), so here the decay keeps its positive sign.
+        parts.append(OPTIMIZERS[name][0](weight_decay=weight_decay, mask=mask))
+    else:
+        parts.append(OPTIMIZERS[name][0]())  # the direction, already negated (learning rate 1)
     if weight_decay > 0 and name in DECOUPLED:
         # The direction is negated, so decay enters with a negative sign: -(d + wd * w).
         parts.append(optax.add_decayed_weights(-weight_decay, mask=mask))
