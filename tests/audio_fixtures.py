@@ -204,3 +204,44 @@ def write_bad(folder: str | os.PathLike, kind: str, name: str | None = None) -> 
     else:
         raise ValueError(f"unknown bad kind {kind!r}; known: {BAD_KINDS}")
     return path
+
+
+# MUSAN's ANNOTATIONS, as the corpus ships them (one file per sub-corpus folder; Kaldi's
+# egs/sre16/v1/local/make_musan.py and lhotse's recipes/musan.py read them): a music line is
+# ``stem genres vocals(Y/N) artist`` with sometimes more fields after the artist (a composer);
+# a speech line is ``stem gender language`` (no speaker); a noise line is the stem alone.
+# speech/us-gov/ has no ANNOTATIONS file in the corpus.
+ANNOTATED_MUSAN: dict[str, tuple[tuple[str, ...], str | None]] = {
+    # folder: (file stems, ANNOTATIONS text or None for no file)
+    "music/fma": (
+        ("music-fma-0000", "music-fma-0001", "music-fma-0002", "music-fma-0003", "music-fma-0004"),
+        "music-fma-0000 classical N Bach_Players Johann_Sebastian_Bach\n"
+        "music-fma-0001 pop,electronica Y Quiet_Music_for_Tiny_Robots\n"
+        "\n"
+        "music-fma-0002   Pop\tY   Quiet_Music_for_Tiny_Robots  \n"
+        "music-fma-0004 rock N\n"  # too short: no artist
+        "music-fma-0099 jazz N Nobody_Here\n",  # a stem without a file
+    ),
+    "music/jamendo": (("music-jamendo-0000",),
+                      "music-jamendo-0000 jazz N Quiet_Music_for_Tiny_Robots\n"),
+    "music/rfm": (("music-rfm-0000",), None),
+    "speech/librivox": (("speech-librivox-0000", "speech-librivox-0001"),
+                        "speech-librivox-0000 m english\nspeech-librivox-0001 f french\n"),
+    "speech/us-gov": (("speech-us-gov-0000",), None),
+    "noise/free-sound": (("noise-free-sound-0000",), "noise-free-sound-0000\n"),
+}
+
+
+def make_annotated_musan_tree(root: str | os.PathLike, *, seconds: float = 0.3) -> str:
+    """musan:ROOT laid out like the real corpus (see :data:`ANNOTATED_MUSAN`): 16 kHz mono WAV
+    files named like MUSAN's, with ANNOTATIONS files in the real format."""
+    root = os.fspath(root)
+    for i, (folder, (stems, text)) in enumerate(ANNOTATED_MUSAN.items()):
+        kind = "music" if folder.startswith("music") else "speech"
+        for k, stem in enumerate(stems):
+            write(os.path.join(root, folder, f"{stem}.wav"),
+                  signal(kind, seconds, 16000, seed=100 * i + k), 16000, "PCM_16")
+        if text is not None:
+            pathlib.Path(root, folder, "ANNOTATIONS").write_text(text, encoding="utf-8")
+    pathlib.Path(root, "README").write_text("MUSAN\n")
+    return root

@@ -251,13 +251,24 @@ def test_eval_batches_cover_every_clip_and_never_augment(tmp_path):
     files, _ = _scanned(root)
     cfg = _cfg(augment=AugmentConfig(gain_db=12, polarity_prob=1.0, noise_prob=1.0))
     batches = list(eval_batches(files, cfg, 8))
+    assert all(b.x.shape == (8, 4000) and b.clip.shape == (8,) for b in batches)
     clips = np.concatenate([b.clip for b in batches])
     xs = np.concatenate([b.x for b in batches])
+    windows = 0
     for i, f in enumerate(files):
         whole = audio.load(f.path, SR)
         expected = pipeline.clip_windows(whole, 4000, 2000)
         np.testing.assert_array_equal(xs[clips == i], expected)
-    assert (clips[-1] == -1) or len(clips) % 8 == 0
+        windows += expected.shape[0]
+    # 0.75, 1 and 1.25 s clips give 2, 3 and 4 windows: 18 in all, so the last batch of 8 holds
+    # 2 real windows and 6 rows of padding. Padding is only there: zeros marked -1, at the end,
+    # and no more than fills the last batch.
+    assert windows == 18 and len(batches) == 3
+    pad = len(batches) * 8 - windows
+    assert pad == 6
+    assert (clips[:windows] >= 0).all() and (clips[windows:] == -1).all()
+    assert not xs[windows:].any()
+    assert (np.abs(xs[:windows]).max(axis=1) > 0).all()  # real windows are not blank
 
 
 # --------------------------------------------------------------------------------------------

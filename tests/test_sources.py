@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from audio_fixtures import (
+    make_annotated_musan_tree,
     make_folder_tree,
     make_gtzan_tree,
     make_manifest_tree,
@@ -116,6 +117,110 @@ def test_musan_leaves_noise_out_and_counts_it(tmp_path):
     with_noise = list_files(f"musan:{root}", ("speech", "music", "noise"))
     assert sorted(f.label for f in with_noise.files) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert "noise/ not in data.classes" not in with_noise.ignored
+
+
+def _ungrouped_notes(listing) -> list[str]:
+    """The notes that warn of files that are each their own group for want of metadata."""
+    return [n for n in listing.notes
+            if "own group" in n and "split across train and test" in n]
+
+
+def _groups(listing) -> dict[str, str]:
+    return {os.path.splitext(os.path.basename(f.path))[0]: f.group for f in listing.files}
+
+
+def test_musan_groups_music_by_artist_from_the_annotations(tmp_path):
+    root = make_annotated_musan_tree(tmp_path / "musan")
+    listing = list_files(f"musan:{root}", CLASSES)
+    groups = _groups(listing)
+    robots = "musan:music:artist:Quiet_Music_for_Tiny_Robots"
+    # One artist's tracks share a group, across sub-corpora (fma and jamendo) and whatever the
+    # spacing of the line; the fields after the artist (a composer) do not matter.
+    assert groups["music-fma-0001"] == groups["music-fma-0002"] == robots
+    assert groups["music-jamendo-0000"] == robots
+    assert groups["music-fma-0000"] == "musan:music:artist:Bach_Players"
+    # No usable line (short line, stem not listed, no ANNOTATIONS file): each its own group.
+    own = {"music-fma-0003": "music/fma/music-fma-0003.wav",
+           "music-fma-0004": "music/fma/music-fma-0004.wav",
+           "music-rfm-0000": "music/rfm/music-rfm-0000.wav",
+           # MUSAN's speech ANNOTATIONS give gender and language, no speaker.
+           "speech-librivox-0000": "speech/librivox/speech-librivox-0000.wav",
+           "speech-librivox-0001": "speech/librivox/speech-librivox-0001.wav",
+           "speech-us-gov-0000": "speech/us-gov/speech-us-gov-0000.wav"}
+    for stem, rel in own.items():
+        assert groups[stem] == rel.replace("/", os.sep), stem
+    assert len(groups) == 10  # noise/ left out
+    [note] = _ungrouped_notes(listing)
+    assert "\n" not in note
+    assert "every speech file" in note and "3 of 7 music files" in note
+    assert "data.group_regex" in note and "group column" in note
+    with_noise = list_files(f"musan:{root}", ("speech", "music", "noise"))
+    assert _groups(with_noise)["noise-free-sound-0000"] == os.path.join(
+        "noise", "free-sound", "noise-free-sound-0000.wav")
+    assert "every noise file" in _ungrouped_notes(with_noise)[0]
+
+
+def test_musan_group_regex_wins_over_the_annotations(tmp_path):
+    root = make_annotated_musan_tree(tmp_path / "musan")
+    listing = list_files(f"musan:{root}", CLASSES, group_regex=r"^(music-fma)-")
+    groups = _groups(listing)
+    assert {groups[f"music-fma-000{i}"] for i in range(5)} == {"music-fma"}
+    # Where the regex matches nothing, the annotations still group the file.
+    assert groups["music-jamendo-0000"] == "musan:music:artist:Quiet_Music_for_Tiny_Robots"
+    assert groups["music-rfm-0000"] == os.path.join("music", "rfm", "music-rfm-0000.wav")
+    assert any("matched no file name for 4 of 10 files" in n for n in listing.notes)
+    assert _ungrouped_notes(listing) == []  # the user chose the grouping
+
+
+@pytest.mark.parametrize("annotations", ["placeholder", "missing", "not_utf8"])
+def test_musan_without_usable_annotations_each_file_is_its_own_group(tmp_path, annotations):
+    root = make_musan_tree(tmp_path / "musan", per_class=3)
+    for folder in ("music/fma", "speech/librivox", "noise/free-sound"):
+        path = os.path.join(root, folder, "ANNOTATIONS")
+        if annotations == "missing":
+            os.remove(path)
+        elif annotations == "not_utf8":
+            with open(path, "wb") as f:
+                f.write(b"\xff\xfe\x00music_000 \x80\x81 N \xc3\n")
+    listing = list_files(f"musan:{root}", CLASSES)
+    groups = [f.group for f in listing.files]
+    assert groups == [os.path.relpath(f.path, root) for f in listing.files]
+    assert len(set(groups)) == 6
+    [note] = _ungrouped_notes(listing)
+    assert "any file" in note and "recordings of one speaker or piece" in note
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_gtzan_files_are_each_their_own_group_and_a_note_says_so(tmp_path, nested):
+    root = make_gtzan_tree(tmp_path / "gtzan", per_class=3, nested=nested)
+    listing = list_files(f"gtzan:{root}", CLASSES)
+    assert len({f.group for f in listing.files}) == 6
+    [note] = _ungrouped_notes(listing)
+    assert "\n" not in note and "any file" in note
+    assert "data.group_regex" in note and "group column" in note
+    grouped = list_files(f"gtzan:{root}", CLASSES, group_regex=r"^([a-z]+)")
+    assert {f.group for f in grouped.files} == {"music", "speech"}
+    assert _ungrouped_notes(grouped) == []
+
+
+def test_folder_and_manifest_without_groups_say_so(tmp_path):
+    root = make_folder_tree(tmp_path / "folder", per_class=3)
+    assert len(_ungrouped_notes(list_files(f"folder:{root}", CLASSES))) == 1
+    regex = list_files(f"folder:{root}", CLASSES, group_regex=r"^([a-z]+)_")
+    assert _ungrouped_notes(regex) == []
+    grouped = make_manifest_tree(tmp_path / "grouped", per_class=4, groups=2)
+    assert _ungrouped_notes(list_files(f"manifest:{grouped}", CLASSES)) == []
+    plain = make_manifest_tree(tmp_path / "plain", per_class=4)
+    [note] = _ungrouped_notes(list_files(f"manifest:{plain}", CLASSES))
+    assert "any file" in note
+    # A group column filled for some rows only: the note counts the others.
+    rows = [{"path": f"audio/speech/speech_00{i}.wav", "label": "speech", "group": "s"}
+            for i in range(2)]
+    rows += [{"path": "audio/music/music_000.wav", "label": "music", "group": ""},
+             {"path": "audio/music/music_001.flac", "label": "music", "group": "m"}]
+    partial = write_manifest(tmp_path / "plain" / "partial.csv", rows)
+    [note] = _ungrouped_notes(list_files(f"manifest:{partial}", CLASSES))
+    assert "1 of 2 music files" in note and "speech" not in note.split(":")[0]
 
 
 def test_manifest_paths_labels_groups_and_extra_columns(tmp_path):

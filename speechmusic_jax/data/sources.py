@@ -6,7 +6,8 @@
 ``gtzan:PATH``          the GTZAN music/speech tree: ``music_wav/`` and ``speech_wav/`` (in PATH or
                         one level down, as the archive unpacks to ``music_speech/``)
 ``musan:PATH``          MUSAN: ``music/``, ``speech/``; ``noise/`` is left out (and counted)
-                        unless data.classes names it
+                        unless data.classes names it. Music files are grouped by artist from the
+                        corpus's ANNOTATIONS files; its speech ANNOTATIONS name no speaker
 ``manifest:FILE.csv``   columns ``path,label`` and optional ``split``, ``group``; paths relative
                         to the CSV; other columns ignored
 ``tfds:NAME``           a TensorFlow Datasets audio set (e.g. ``gtzan_music_speech``), written
@@ -16,6 +17,11 @@ A source only lists files; it does not decode audio. The header scan in :func:`s
 then checks every file cheaply before any training starts, and :func:`find_duplicates` finds
 files with identical audio. Files without an audio extension (a README, a cover image) are left
 out and counted; audio in a container libsndfile cannot read (.m4a, ...) is reported as a bad file.
+
+Groups keep related files (one speaker, one artist) in one split. A file's group comes from
+data.group_regex when it matches, else from the source's metadata (a manifest's ``group``
+column, MUSAN's artist), else the file is its own group; a source whose files are (partly) left
+ungrouped for want of metadata says so in a note.
 """
 
 from __future__ import annotations
@@ -173,6 +179,8 @@ def _gtzan(root: str, class_index: dict[str, int], group_regex: str, on_error: s
                             "music_wav/ and speech_wav/ (in it or in one folder below it)")
         base = below[0]
     dirs = [(_find_dir(base, d), c) for d, c in want.items()]
+    # GTZAN music/speech names no speaker or piece: every file is its own group (and a note says
+    # so) unless data.group_regex groups them.
     return _checked(_from_dirs(base, dirs, class_index, group_regex, ignored_classes=True),
                     class_index)
 
@@ -191,8 +199,48 @@ def _musan(root: str, class_index: dict[str, int], group_regex: str, on_error: s
     missing = [c for c in class_index if c not in known]
     if missing:
         raise DataError(f"{root}: MUSAN has classes {known}; data.classes names {missing}")
-    return _checked(_from_dirs(root, dirs, class_index, group_regex, ignored_classes=True),
-                    class_index)
+    return _checked(_from_dirs(root, dirs, class_index, group_regex, ignored_classes=True,
+                               metadata_group=_MusanGroups()), class_index)
+
+
+class _MusanGroups:
+    """A file's group from MUSAN's ANNOTATIONS, the text file in each sub-corpus folder
+    (music/fma/, music/jamendo/, ...) with one whitespace-separated line per file.
+
+    Music lines are ``STEM GENRES VOCALS ARTIST [more fields]`` (``music-fma-0000
+    pop,electronica Y Some_Artist``), as Kaldi's make_musan.py and lhotse's MUSAN recipe read
+    them: the files of one artist share the group ``musan:music:artist:ARTIST``, across
+    sub-corpora. Speech lines are ``STEM GENDER LANGUAGE``, noise lines the stem alone: no speaker
+    or source, so those files stay their own groups, as do files whose folder has no (readable)
+    ANNOTATIONS, whose stem is not listed, or whose line is too short.
+    """
+
+    def __init__(self) -> None:
+        self._by_folder: dict[str, dict[str, str]] = {}
+
+    def __call__(self, path: str, cls: str) -> str | None:
+        if cls != "music":
+            return None
+        folder, name = os.path.split(path)
+        if folder not in self._by_folder:
+            self._by_folder[folder] = _read_music_annotations(os.path.join(folder, "ANNOTATIONS"))
+        return self._by_folder[folder].get(os.path.splitext(name)[0])
+
+
+def _read_music_annotations(path: str) -> dict[str, str]:
+    """stem -> group from a MUSAN music ANNOTATIONS file; empty when there is none (or it
+    cannot be read: the files are then each their own group, which the ungrouped note reports)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and fields[3]:
+            out.setdefault(fields[0], f"musan:music:artist:{fields[3]}")
+    return out
 
 
 def _find_dir(root: str, name: str) -> str | None:
@@ -214,14 +262,19 @@ def _from_dirs(
     group_regex: str,
     *,
     ignored_classes: bool,
+    metadata_group: Callable[[str, str], str | None] | None = None,
 ) -> Listing:
     """Files under each (folder, class name). A class not in data.classes is counted under
-    ``ignored`` (``ignored_classes``, e.g. MUSAN's noise/) or under ``errors`` as unknown_class."""
+    ``ignored`` (``ignored_classes``, e.g. MUSAN's noise/) or under ``errors`` as unknown_class.
+
+    A file's group is data.group_regex's match on its name, else ``metadata_group(path, class)``
+    when that gives one, else the file's relative path (its own group)."""
     files: list[AudioFile] = []
     ignored: collections.Counter[str] = collections.Counter()
     errors: collections.Counter[str] = collections.Counter()
     non_audio: list[str] = []
     unmatched = 0
+    ungrouped: collections.Counter[int] = collections.Counter()  # files by label
     for folder, cls in dirs:
         found = []
         for p in _walk(folder):
@@ -235,7 +288,11 @@ def _from_dirs(
         for path in found:
             rel = os.path.relpath(path, root)
             group, matched = _group(rel, group_regex)
-            unmatched += not matched
+            if not (group_regex and matched):
+                group = (metadata_group(path, cls) if metadata_group else None) or group
+            alone = group == rel
+            unmatched += group_regex != "" and alone
+            ungrouped[class_index[cls]] += alone
             files.append(AudioFile(path, class_index[cls], group))
     notes = [f"left out {n} file(s) in {reason}" for reason, n in sorted(ignored.items()) if n]
     if non_audio:
@@ -245,7 +302,29 @@ def _from_dirs(
     if group_regex and unmatched:
         notes.append(f"data.group_regex {group_regex!r} matched no file name for {unmatched} of "
                      f"{len(files)} files; each of those is its own group")
+    elif not group_regex:
+        notes.extend(_ungrouped_note(files, ungrouped, class_index))
     return Listing(tuple(files), dict(ignored), dict(errors), root, tuple(notes))
+
+
+def _ungrouped_note(files: Sequence[AudioFile], ungrouped: collections.Counter[int],
+                    class_index: dict[str, int]) -> list[str]:
+    """The note (a list of none or one) for files that are each their own group because the
+    source says nothing of who speaks or plays in them: without data.group_regex, their
+    speaker's or artist's other recordings can land on the other side of the split."""
+    if not sum(ungrouped.values()):
+        return []
+    if sum(ungrouped.values()) == len(files):
+        which = "any file"
+    else:
+        totals = collections.Counter(f.label for f in files)
+        names = {i: c for c, i in class_index.items()}
+        which = " and ".join(
+            f"every {names[i]} file" if n == totals[i] else f"{n} of {totals[i]} {names[i]} files"
+            for i, n in sorted(ungrouped.items()) if n)
+    return [f"no speaker, artist or group is known for {which}: each is its own group, so "
+            "recordings of one speaker or piece may be split across train and test; set "
+            "data.group_regex, or list the files in a manifest with a group column"]
 
 
 def _from_manifest(
@@ -260,6 +339,7 @@ def _from_manifest(
     errors: collections.Counter[str] = collections.Counter()
     ignored: collections.Counter[str] = collections.Counter()
     unmatched = 0
+    ungrouped: collections.Counter[int] = collections.Counter()  # rows by label
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as f:
             text = f.read()
@@ -304,6 +384,7 @@ def _from_manifest(
         if not group:
             group, matched = _group(rel, group_regex)
             unmatched += not matched
+            ungrouped[class_index[label]] += not (group_regex and matched)
         files.append(AudioFile(path, class_index[label], group, split or None))
     splits = {f.split for f in files}
     if None in splits and len(splits) > 1:
@@ -314,6 +395,8 @@ def _from_manifest(
     if group_regex and unmatched:
         notes.append(f"data.group_regex {group_regex!r} matched no file name for {unmatched} "
                      "manifest rows without a group; each of those is its own group")
+    elif not group_regex:
+        notes.extend(_ungrouped_note(files, ungrouped, class_index))
     listing = Listing(tuple(files), dict(ignored), dict(errors), manifest, tuple(notes))
     return _checked(listing, class_index)
 
