@@ -1,8 +1,9 @@
-"""Benchmarks. ``--what`` picks one; each prints its figures and can write them as JSON.
+"""Benchmarks. ``--what`` picks one (``step`` by default); each prints its figures and can write
+them as JSON.
 
-    python -m speechmusic_jax.benchmark --what=data [--config=experiments/NAME.py[:ARG]]
-        [--data=SPEC] [--epochs=4] [--steps=30] [--output=FILE.json] [--config.FIELD=VALUE ...]
-    python -m speechmusic_jax.benchmark --what=step [--config=...] [--batch_sizes=1,32,128]
+    python -m speechmusic_jax.benchmark [--what=step] [--config=experiments/NAME.py[:ARG]]
+        [--batch_sizes=1,32,128] [--steps=30] [--output=FILE.json] [--config.FIELD=VALUE ...]
+    python -m speechmusic_jax.benchmark --what=data [--config=...] [--data=SPEC] [--epochs=4]
         [--steps=30] [--output=FILE.json]
 
 ``step``: the compiled train step of the config's model on random input of the config's crop
@@ -10,8 +11,8 @@ length (no data needed), at each batch size: compile time (apart), step time med
 (blocked on every step), examples/s, FLOPs per step from XLA's cost analysis and the FLOP rate
 they imply, inference latency and throughput, and the CPU load other processes put on the
 machine while the clock ran (figures taken under load are flagged). Tagged with the device kind
-and versions, so that accelerators can be compared, and against the PyTorch reference in
-``../shared/bench`` (same network, same input shape).
+and versions, so that accelerators can be compared. It runs on one device: the figures of one
+chip, whatever the machine has.
 
 ``data``: is the input pipeline fast enough? Three measurements on the config's training split:
 
@@ -32,11 +33,9 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from speechmusic_jax import config as config_lib
@@ -48,29 +47,26 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
                    log: Log = print) -> dict:
     """Loader throughput next to the train step's consumption (see the module docstring)."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from speechmusic_jax import parallel, timing
     from speechmusic_jax.data.pipeline import make_loader_config, train_batches
-    from speechmusic_jax.models.conv1d import build_model
-    from speechmusic_jax.models.presets import resolve_spec
-    from speechmusic_jax.training import loop, optim
-    from speechmusic_jax.training.step import init_state, make_train_step
+    from speechmusic_jax.data.prepare import prepare_data
+    from speechmusic_jax.training import builder
 
     config_lib.validate(cfg)
     if epochs < 2:
         raise config_lib.ConfigError("--epochs: must be at least 2 (epoch 1 is reported apart)")
-    d, t = cfg.data, cfg.train
+    data_cfg, batch_size = cfg.data, cfg.train.batch_size
     with tempfile.TemporaryDirectory(prefix="smj-bench-") as tmp:
-        split, durations, errors = loop.prepare_data(cfg, tmp, log, resume=False)
-    files = split["train"]
-    train_durations = [durations[f.path] for f in files]
-    if len(files) < t.batch_size:
-        raise config_lib.ConfigError(f"train.batch_size: {t.batch_size} is more than the "
+        data = prepare_data(cfg, tmp, log, resume=False)
+    files = data.split["train"]
+    train_durations = [data.durations[f.path] for f in files]
+    if len(files) < batch_size:
+        raise config_lib.ConfigError(f"train.batch_size: {batch_size} is more than the "
                                      f"{len(files)} training files")
     loader = make_loader_config(cfg, files)
-    per_epoch = (len(files) // t.batch_size) * t.batch_size
+    per_epoch = (len(files) // batch_size) * batch_size
 
     # 1. The loader alone.
     def run_epoch(epoch: int) -> float:
@@ -82,33 +78,22 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
     rates = [run_epoch(e) for e in range(1, epochs + 1)]
     loader_rate = statistics.median(rates[1:])
     log(f"loader: {loader_rate:,.0f} examples/s (median of epochs 2-{epochs}; epoch 1 with the "
-        f"first-decode checks: {rates[0]:,.0f}/s), {d.workers} reader thread(s), "
-        f"cache={d.cache}, {len(files)} training files, {per_epoch} crops per epoch")
+        f"first-decode checks: {rates[0]:,.0f}/s), {data_cfg.workers} reader thread(s), "
+        f"cache={data_cfg.cache}, {len(files)} training files, {per_epoch} crops per epoch")
 
     # 2. The train step alone.
     mesh = parallel.make_mesh()
-    steps_per_epoch = len(files) // t.batch_size
-    spec = resolve_spec(cfg.model, len(d.classes))
-    model = build_model(spec, cfg.seed, t.precision)
-    tx, _ = optim.from_config(cfg, steps_per_epoch)
-    graphdef, state = init_state(model, tx)
-    del model
-    state = parallel.put_replicated(state, mesh)
-    bshard = parallel.batch_sharding(mesh)
-    segment = loader.segment
-    specs = (jax.ShapeDtypeStruct((t.batch_size, segment), jnp.float32, sharding=bshard),
-             jax.ShapeDtypeStruct((t.batch_size,), jnp.int32, sharding=bshard),
-             jax.ShapeDtypeStruct((t.batch_size,), jnp.float32, sharding=bshard))
+    built = builder.build(cfg, steps_per_epoch=len(files) // batch_size)
+    state = parallel.put_replicated(built.state, mesh)
+    compiled = builder.compile_train_step(built, state, mesh)
+    step, compile_s = compiled.fn, compiled.compile_s
     key = jax.random.key(cfg.seed)
-    step, compile_s, _ = timing.compile_ahead(
-        make_train_step(graphdef, tx, num_classes=len(d.classes),
-                        label_smoothing=t.label_smoothing, l1=t.l1, l2=t.l2),
-        state, *specs, key, donate_argnums=(0,))
+    segment = loader.segment
     rng = np.random.default_rng(0)
     batch = parallel.put_batch((
-        (0.1 * rng.standard_normal((t.batch_size, segment))).astype(np.float32),
-        rng.integers(0, len(d.classes), t.batch_size).astype(np.int32),
-        np.ones(t.batch_size, np.float32)), mesh)
+        (0.1 * rng.standard_normal((batch_size, segment))).astype(np.float32),
+        rng.integers(0, len(data_cfg.classes), batch_size).astype(np.int32),
+        np.ones(batch_size, np.float32)), mesh)
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
@@ -117,8 +102,8 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
         if i >= 2:  # two warm-up steps
             times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
-    step_rate = t.batch_size / step_s
-    log(f"train step: {step_rate:,.0f} examples/s consumed (batch {t.batch_size}, median step "
+    step_rate = batch_size / step_s
+    log(f"train step: {step_rate:,.0f} examples/s consumed (batch {batch_size}, median step "
         f"{step_s * 1e3:.1f} ms over {steps} steps; compile {compile_s:.2f}s excluded)")
 
     # 3. Both together, as fit() runs them.
@@ -144,16 +129,16 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
     return {
         "what": "data",
         "config": cfg.name,
-        "data_spec": d.spec,
-        "workers": d.workers,
-        "prefetch_batches": d.prefetch_batches,
-        "cache": d.cache,
+        "data_spec": data_cfg.spec,
+        "workers": data_cfg.workers,
+        "prefetch_batches": data_cfg.prefetch_batches,
+        "cache": data_cfg.cache,
         "augment": config_lib.to_dict(cfg)["data"]["augment"],
-        "batch_size": t.batch_size,
+        "batch_size": batch_size,
         "segment_samples": segment,
         "train_files": len(files),
         "examples_per_epoch": per_epoch,
-        "data_errors": errors,
+        "data_errors": data.errors,
         "loader_examples_per_s": loader_rate,
         "loader_examples_per_s_by_epoch": rates,
         "loader_note": "median over epochs 2.., files re-read every epoch (OS page cache); "
@@ -180,38 +165,33 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
     import jax.numpy as jnp
     import numpy as np
 
-    from speechmusic_jax import timing
-    from speechmusic_jax.models.conv1d import build_model, count_params
-    from speechmusic_jax.models.presets import resolve_spec
-    from speechmusic_jax.training import optim
-    from speechmusic_jax.training.step import init_state, make_eval_step, make_train_step
+    from speechmusic_jax import parallel, timing
+    from speechmusic_jax.training import builder
 
     config_lib.validate(cfg)
     if not batch_sizes or min(batch_sizes) < 1:
         raise config_lib.ConfigError("--batch_sizes: give positive integers, e.g. 1,32,128")
     if steps < 3:
         raise config_lib.ConfigError("--steps: must be at least 3")
-    d, t = cfg.data, cfg.train
-    n_classes = len(d.classes)
-    spec = resolve_spec(cfg.model, n_classes, d.sample_rate)
-    length = int(round(d.segment_seconds * d.sample_rate))
-    tx, _ = optim.from_config(cfg, steps_per_epoch=100)
+    n_classes, sample_rate = len(cfg.data.classes), cfg.data.sample_rate
+    mesh = parallel.make_mesh(jax.devices()[:1])  # one device: the figures of one chip
+    built = builder.build(cfg, steps_per_epoch=100)
+    length = built.segment
     out: dict[str, Any] = {"what": "step", "preset": cfg.model.preset,
                            "optimizer": cfg.optimizer.name,
-                           "precision": t.precision, "input_samples": length,
-                           "sample_rate": d.sample_rate, **timing.device_info(),
+                           "precision": cfg.train.precision, "input_samples": length,
+                           "sample_rate": sample_rate, **timing.device_info(),
+                           "params_trainable": built.params_trainable,
                            "versions": timing.versions(), "results": []}
     rng = np.random.default_rng(0)
     for batch in batch_sizes:
-        graphdef, state = init_state(build_model(spec, cfg.seed, t.precision), tx)
-        out["params_trainable"] = count_params(state.params)
+        state = jax.tree.map(jnp.array, built.state)  # a copy: the step donates its state
+        compiled = builder.compile_train_step(built, state, mesh, batch_size=batch)
+        step, compile_s, flops = compiled.fn, compiled.compile_s, compiled.flops
         x = jnp.asarray(rng.standard_normal((batch, length), dtype=np.float32))
         y = jnp.asarray(np.arange(batch) % n_classes, dtype=jnp.int32)
         w = jnp.ones((batch,), jnp.float32)
         key = jax.random.key(0)
-        step, compile_s, flops = timing.compile_ahead(
-            make_train_step(graphdef, tx, num_classes=n_classes), state, x, y, w, key,
-            donate_argnums=(0,))
         for _ in range(warmup):
             state, m = step(state, x, y, w, key)
         jax.block_until_ready(m)
@@ -223,10 +203,8 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
                 jax.block_until_ready(m)
                 times.append(time.perf_counter() - t0)
         med = statistics.median(times)
-        eval_fn = make_eval_step(graphdef)
-        jitted = jax.jit(eval_fn)  # weights as arguments, not constants baked into the program
-        predict = partial(jitted, state.params, state.model_state)
-        inference = timing.inference_speed(predict, np.asarray(x), d.sample_rate,
+        predict = builder.predictor(built, state)  # weights as arguments, not constants
+        inference = timing.inference_speed(predict, np.asarray(x), sample_rate,
                                            repeats=max(5, steps // 2))
         row = {"batch_size": batch, "compile_s": compile_s,
                "step_ms": timing.summarize_ms(times), "examples_per_s": batch / med,
@@ -259,54 +237,36 @@ WHATS: dict[str, tuple[Callable[..., dict], str]] = {
 
 
 def run(what: str, cfg: config_lib.ConfigDict, options: dict[str, Any], *, log: Log = print,
-        output: str | None = None) -> dict:
+        output: str | None = None, overwrite: bool = False) -> dict:
     """Dispatch on ``what``; write the result to ``output`` (JSON) when given."""
+    from speechmusic_jax.io_utils import atomic_write_json, check_output, read_json
+
     if what not in WHATS:
         raise config_lib.ConfigError(f"--what: unknown benchmark {what!r}; known: "
                                      f"{', '.join(sorted(WHATS))}")
+    if output:  # before any work: a refused output costs nothing
+        check_output(output, overwrite=overwrite, ours=lambda p: "what" in read_json(p))
     result = WHATS[what][0](cfg, options, log)
     if output:
-        from speechmusic_jax.io_utils import atomic_write_json
-
         atomic_write_json(output, result)
         log(f"wrote {os.path.abspath(output)}")
     return result
 
 
-def main(argv: list[str]) -> int:
-    from absl import app
-
-    from speechmusic_jax import cli
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cfg = cli.apply_shorthands(_FLAGS["config"].value, data=_FLAGS["data"].value)
-    sizes = _FLAGS["batch_sizes"].value
-    try:
-        batch_sizes = [int(b) for b in sizes.split(",")] if sizes else [cfg.train.batch_size]
-    except ValueError:
-        raise app.UsageError(f"--batch_sizes: comma-separated integers, got {sizes!r}") from None
-    options = {"epochs": _FLAGS["epochs"].value, "steps": _FLAGS["steps"].value,
-               "batch_sizes": batch_sizes}
-    with cli.friendly_errors():
-        run(_FLAGS["what"].value, cfg, options, log=cli.log, output=_FLAGS["output"].value)
-    return 0
-
-
-def _define_flags() -> dict[str, Any]:
+def define_flags() -> dict[str, Any]:
     from absl import flags
-    from ml_collections import config_flags
 
     from speechmusic_jax import cli
 
     return {
-        "config": config_flags.DEFINE_config_file(
-            "config", cli.default_experiment(), "Experiment file (experiments/NAME.py[:ARG]).",
-            lock_config=True),
-        "what": flags.DEFINE_enum("what", "data", sorted(WHATS),
-                                  "; ".join(f"{k}: {v[1]}" for k, v in sorted(WHATS.items()))),
-        "data": flags.DEFINE_string("data", None, "Shorthand for --config.data.spec."),
+        "config": cli.config_flag(),
+        "what": flags.DEFINE_enum("what", "step", sorted(WHATS), "Which benchmark (default "
+                                  "step): " + "; ".join(f"{k}: {v[1]}"
+                                                        for k, v in sorted(WHATS.items()))),
+        **cli.data_flags(),
         "output": flags.DEFINE_string("output", None, "Also write the figures to this JSON file."),
+        "overwrite": flags.DEFINE_bool("overwrite", False, "Replace an existing --output file "
+                                       "that an earlier benchmark wrote."),
         "epochs": flags.DEFINE_integer("epochs", 4, "data: loader epochs to time (>= 2)."),
         "steps": flags.DEFINE_integer("steps", 30, "data, step: train steps to time."),
         "batch_sizes": flags.DEFINE_string("batch_sizes", None,
@@ -315,13 +275,22 @@ def _define_flags() -> dict[str, Any]:
     }
 
 
-_FLAGS: dict[str, Any] = {}
-
-if __name__ == "__main__":
-    from absl import app
-
+def main(flags: dict[str, Any], args: list[str]) -> int:
     from speechmusic_jax import cli
 
-    _FLAGS.update(cli.define_flags(_define_flags))
-    cli.quiet_jax_logs()
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))
+    cfg = cli.config_from(flags, args)
+    sizes = flags["batch_sizes"]
+    try:
+        batch_sizes = [int(b) for b in sizes.split(",")] if sizes else [cfg.train.batch_size]
+    except ValueError:
+        raise cli.UsageError(f"--batch_sizes: comma-separated integers, got {sizes!r}") from None
+    options = {"epochs": flags["epochs"], "steps": flags["steps"], "batch_sizes": batch_sizes}
+    run(flags["what"], cfg, options, log=cli.log, output=flags["output"],
+        overwrite=flags["overwrite"])
+    return 0
+
+
+if __name__ == "__main__":
+    from speechmusic_jax import cli
+
+    cli.run_main(define_flags, main)

@@ -1,4 +1,14 @@
-"""What the command-line entry points share: defaults, flag shorthands, error reporting."""
+"""What the command-line entry points share: flag definitions, start-up, error reporting.
+
+Every command is written the same way: a function that defines its flags (using the helpers
+here for the ones commands share) and a ``main(flags, args)`` that turns the flag values into a
+config or arguments and calls one library function; ``run_main`` wires them to absl::
+
+    def define_flags() -> dict: return {"config": cli.config_flag(), ...}
+    def main(flags: dict, args: list[str]) -> int: ...
+    if __name__ == "__main__":
+        cli.run_main(define_flags, main)
+"""
 
 from __future__ import annotations
 
@@ -29,6 +39,58 @@ def apply_shorthands(cfg: ConfigDict, *, data: str | None = None,
     if on_error is not None:
         cfg.data.on_error = on_error
     return cfg
+
+
+def run_main(define: Callable[[], dict[str, Any]],
+             main: Callable[[dict[str, Any], list[str]], int]) -> None:
+    """Define the command's flags, parse them, and exit with ``main``'s status. Flag and config
+    errors, usage errors and the errors of :func:`friendly_errors` end as one line on stderr."""
+    from absl import app
+
+    holders = define_flags(define)
+    quiet_jax_logs()
+
+    def absl_main(argv: list[str]) -> int:
+        values = {name: holder.value for name, holder in holders.items()}
+        with friendly_errors():
+            return main(values, argv[1:])
+
+    sys.exit(app.run(absl_main, flags_parser=parse_flags))
+
+
+def config_flag() -> Any:
+    """--config=experiments/NAME.py[:ARG] with every --config.FIELD=VALUE override."""
+    from ml_collections import config_flags
+
+    return config_flags.DEFINE_config_file(
+        "config", default_experiment(), "Experiment file (experiments/NAME.py[:ARG]); set any "
+        "field with --config.FIELD=VALUE.", lock_config=True)
+
+
+def data_flags(on_error_default: str | None = None) -> dict[str, Any]:
+    """--data=SPEC and --data_on_error (shorthands for data.spec and data.on_error)."""
+    from absl import flags
+
+    return {
+        "data": flags.DEFINE_string("data", None, "Data source: synthetic, folder:PATH, "
+                                    "gtzan:PATH, musan:PATH, manifest:FILE.csv, tfds:NAME "
+                                    "(shorthand for --config.data.spec where there is a config)."),
+        "data_on_error": flags.DEFINE_enum("data_on_error", on_error_default, ["error", "skip"],
+                                           "Stop at a bad file, or skip it and count it."),
+    }
+
+
+def config_from(flags: dict[str, Any], args: list[str]) -> ConfigDict:
+    """The --config of a command that takes no positional arguments, with the --data and
+    --data_on_error shorthands applied."""
+    if args:
+        raise UsageError(f"unexpected arguments: {args}")
+    return apply_shorthands(flags["config"], data=flags.get("data"),
+                            on_error=flags.get("data_on_error"))
+
+
+class UsageError(Exception):
+    """A command called wrongly (a missing flag or argument): one line, exit status 2."""
 
 
 def define_flags(define: Callable[[], Any]) -> Any:
@@ -125,6 +187,8 @@ def friendly_errors() -> Iterator[None]:
 
     try:
         yield
+    except UsageError as e:
+        _die(f"usage error: {e} (pass --helpshort to see the flags)", 2)
     except ConfigError as e:
         _die(f"config error: {e}", 2)
     except (DataError, WorkdirConflict, RunNotFound) as e:

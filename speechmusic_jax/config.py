@@ -184,108 +184,112 @@ def validate(c: ConfigDict) -> None:
             raise ConfigError(f"{field}: must be a finite number (got {value!r})")
     need(bool(re.fullmatch(r"[\w.\-]+", c.name)), "name", "use letters, digits, '.', '-', '_'")
     need(isinstance(c.seed, int) and c.seed >= 0, "seed", "must be a non-negative integer")
-    d = c.data
+    data = c.data
     try:
-        parse_spec(d.spec)
+        parse_spec(data.spec)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    need(d.on_error in ON_ERROR, "data.on_error", f"must be one of {ON_ERROR}")
-    classes = tuple(d.classes)
+    need(data.on_error in ON_ERROR, "data.on_error", f"must be one of {ON_ERROR}")
+    classes = tuple(data.classes)
     need(len(classes) >= 2, "data.classes", "needs at least two class names")
     need(all(isinstance(x, str) and x for x in classes), "data.classes", "names must be strings")
     need(len({x.lower() for x in classes}) == len(classes), "data.classes", "names must differ")
-    need(d.sample_rate >= 1000, "data.sample_rate", "must be at least 1000 Hz")
-    need(d.segment_seconds > 0, "data.segment_seconds", "must be positive")
-    if d.eval_hop_seconds is not None:
-        need(0 < d.eval_hop_seconds <= d.segment_seconds, "data.eval_hop_seconds",
+    need(data.sample_rate >= 1000, "data.sample_rate", "must be at least 1000 Hz")
+    need(data.segment_seconds > 0, "data.segment_seconds", "must be positive")
+    if data.eval_hop_seconds is not None:
+        need(0 < data.eval_hop_seconds <= data.segment_seconds, "data.eval_hop_seconds",
              "must be positive and at most data.segment_seconds, so windows cover every sample")
-    split = tuple(d.split)
+    split = tuple(data.split)
     need(len(split) == 3 and all(x >= 0 for x in split), "data.split",
          "must be three non-negative fractions (train, val, test)")
     need(abs(sum(split) - 1.0) < 1e-6, "data.split", "fractions must add up to 1")
     need(split[0] > 0 and split[1] > 0, "data.split", "train and val fractions must be positive")
-    need(d.folds == 0 or d.folds >= 2, "data.folds", "must be 0 (no folds) or at least 2")
-    need(0 <= d.fold < max(d.folds, 1), "data.fold", "must be in [0, data.folds)")
-    if d.group_regex:
+    need(data.folds == 0 or data.folds >= 2, "data.folds", "must be 0 (no folds) or at least 2")
+    need(0 <= data.fold < max(data.folds, 1), "data.fold", "must be in [0, data.folds)")
+    if data.group_regex:
         try:
-            re.compile(d.group_regex)
+            re.compile(data.group_regex)
         except re.error as e:
             raise ConfigError(f"data.group_regex: not a valid regex ({e})") from None
-    need(d.short_clip in SHORT_CLIP, "data.short_clip", f"must be one of {SHORT_CLIP}")
-    need(d.cache in CACHES, "data.cache", f"must be one of {CACHES}")
-    need(d.balance in BALANCES, "data.balance", f"must be one of {BALANCES}")
-    a = d.augment
-    need(a.gain_db >= 0, "data.augment.gain_db", "must be >= 0")
+    need(data.short_clip in SHORT_CLIP, "data.short_clip", f"must be one of {SHORT_CLIP}")
+    need(data.cache in CACHES, "data.cache", f"must be one of {CACHES}")
+    need(data.balance in BALANCES, "data.balance", f"must be one of {BALANCES}")
+    augment = data.augment
+    need(augment.gain_db >= 0, "data.augment.gain_db", "must be >= 0")
     for field in ("noise_prob", "polarity_prob", "lowpass_prob"):
-        need(0.0 <= a[field] <= 1.0, f"data.augment.{field}", "must be a probability in [0, 1]")
-    need(len(a.noise_snr_db) == 2 and a.noise_snr_db[0] <= a.noise_snr_db[1],
+        need(0.0 <= augment[field] <= 1.0, f"data.augment.{field}",
+             "must be a probability in [0, 1]")
+    need(len(augment.noise_snr_db) == 2 and augment.noise_snr_db[0] <= augment.noise_snr_db[1],
          "data.augment.noise_snr_db", "must be (low, high) with low <= high")
-    need(len(a.lowpass_hz) == 2 and 0 < a.lowpass_hz[0] <= a.lowpass_hz[1],
+    need(len(augment.lowpass_hz) == 2 and 0 < augment.lowpass_hz[0] <= augment.lowpass_hz[1],
          "data.augment.lowpass_hz", "must be (low, high) with 0 < low <= high")
-    need(a.lowpass_hz[1] < d.sample_rate / 2, "data.augment.lowpass_hz",
+    need(augment.lowpass_hz[1] < data.sample_rate / 2, "data.augment.lowpass_hz",
          "must stay below the Nyquist frequency (data.sample_rate / 2)")
-    need(d.workers >= 1, "data.workers", "must be at least 1")
-    need(d.prefetch_batches >= 1, "data.prefetch_batches", "must be at least 1")
-    s = d.synthetic
-    need(s.clips_per_class >= 3, "data.synthetic.clips_per_class", "must be at least 3")
-    need(s.seconds > 0, "data.synthetic.seconds", "must be positive")
-    need(s.sample_rate >= 1000, "data.synthetic.sample_rate", "must be at least 1000 Hz")
-    need(s.seed >= 0, "data.synthetic.seed", "must be non-negative")
+    need(data.workers >= 1, "data.workers", "must be at least 1")
+    need(data.prefetch_batches >= 1, "data.prefetch_batches", "must be at least 1")
+    corpus = data.synthetic
+    need(corpus.clips_per_class >= 3, "data.synthetic.clips_per_class", "must be at least 3")
+    need(corpus.seconds > 0, "data.synthetic.seconds", "must be positive")
+    need(corpus.sample_rate >= 1000, "data.synthetic.sample_rate", "must be at least 1000 Hz")
+    need(corpus.seed >= 0, "data.synthetic.seed", "must be non-negative")
 
-    m = c.model
-    need(m.preset in PRESETS, "model.preset", f"unknown preset; known: {sorted(PRESETS)}")
-    need(m.activation in ACTIVATIONS, "model.activation", f"must be one of {ACTIVATIONS}")
-    need(m.norm in NORMS, "model.norm", f"must be one of {NORMS}")
-    need(m.global_pool in GLOBAL_POOLS, "model.global_pool", f"must be one of {GLOBAL_POOLS}")
-    need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+    model = c.model
+    need(model.preset in PRESETS, "model.preset", f"unknown preset; known: {sorted(PRESETS)}")
+    need(model.activation in ACTIVATIONS, "model.activation", f"must be one of {ACTIVATIONS}")
+    need(model.norm in NORMS, "model.norm", f"must be one of {NORMS}")
+    need(model.global_pool in GLOBAL_POOLS, "model.global_pool", f"must be one of {GLOBAL_POOLS}")
+    need(0.0 <= model.dropout < 1.0, "model.dropout", "must be in [0, 1)")
     from speechmusic_jax.models.presets import resolve_spec
 
     try:
-        spec = resolve_spec(m, num_classes=len(classes), sample_rate=d.sample_rate)
+        spec = resolve_spec(model, num_classes=len(classes), sample_rate=data.sample_rate)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    segment = int(round(d.segment_seconds * d.sample_rate))
+    segment = int(round(data.segment_seconds * data.sample_rate))
     need(segment >= spec.min_input_length(), "data.segment_seconds",
          f"a crop of {segment} samples is shorter than the model's minimum input of "
-         f"{spec.min_input_length()} samples ({spec.min_input_length() / d.sample_rate:.3f} s "
-         f"at {d.sample_rate} Hz)")
+         f"{spec.min_input_length()} samples ({spec.min_input_length() / data.sample_rate:.3f} s "
+         f"at {data.sample_rate} Hz)")
 
-    t = c.train
-    need(t.epochs >= 1, "train.epochs", "must be at least 1")
-    need(t.batch_size >= 1, "train.batch_size", "must be at least 1")
-    need(t.eval_batch_size >= 1, "train.eval_batch_size", "must be at least 1")
-    need(t.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
-    need(0.0 <= t.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
-    need(t.l1 >= 0, "train.l1", "must be >= 0")
-    need(t.l2 >= 0, "train.l2", "must be >= 0")
+    train = c.train
+    need(train.epochs >= 1, "train.epochs", "must be at least 1")
+    need(train.batch_size >= 1, "train.batch_size", "must be at least 1")
+    need(train.eval_batch_size >= 1, "train.eval_batch_size", "must be at least 1")
+    need(train.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
+    need(0.0 <= train.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
+    need(train.l1 >= 0, "train.l1", "must be >= 0")
+    need(train.l2 >= 0, "train.l2", "must be >= 0")
     from speechmusic_jax.training.optim import MASKS
 
-    need(t.penalty_mask in MASKS, "train.penalty_mask", f"must be one of {sorted(MASKS)}")
+    need(train.penalty_mask in MASKS, "train.penalty_mask", f"must be one of {sorted(MASKS)}")
     need(c.optimizer.weight_decay_mask in MASKS, "optimizer.weight_decay_mask",
          f"must be one of {sorted(MASKS)}")
-    need(t.grad_clip_norm >= 0, "train.grad_clip_norm", "must be >= 0 (0 turns clipping off)")
-    e = t.early_stopping
+    need(train.grad_clip_norm >= 0, "train.grad_clip_norm", "must be >= 0 (0 turns clipping off)")
+    e = train.early_stopping
     need(e.monitor in MONITORS, "train.early_stopping.monitor", f"must be one of {list(MONITORS)}")
     need(e.mode in ("auto", "min", "max"), "train.early_stopping.mode",
          "must be 'auto', 'min' or 'max'")
     need(e.patience >= 0, "train.early_stopping.patience", "must be >= 0 (0 turns it off)")
     need(e.min_delta >= 0, "train.early_stopping.min_delta", "must be >= 0")
 
-    o = c.optimizer
-    need(o.name in OPTIMIZERS, "optimizer.name", f"unknown optimizer; known: {sorted(OPTIMIZERS)}")
-    need(o.learning_rate > 0, "optimizer.learning_rate", "must be positive")
-    need(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
-    need(o.schedule in SCHEDULES, "optimizer.schedule",
+    opt = c.optimizer
+    need(opt.name in OPTIMIZERS, "optimizer.name",
+         f"unknown optimizer; known: {sorted(OPTIMIZERS)}")
+    need(opt.learning_rate > 0, "optimizer.learning_rate", "must be positive")
+    need(opt.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+    need(opt.schedule in SCHEDULES, "optimizer.schedule",
          f"unknown schedule; known: {sorted(SCHEDULES)}")
-    need(o.warmup_epochs >= 0, "optimizer.warmup_epochs", "must be >= 0")
-    need(o.plateau_patience >= 1, "optimizer.plateau_patience", "must be at least 1")
+    need(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", "must be >= 0")
+    need(opt.plateau_patience >= 1, "optimizer.plateau_patience", "must be at least 1")
     from speechmusic_jax.training.optim import SCHEDULE_FREE
 
-    need(o.name not in SCHEDULE_FREE or m.norm != "batch", "optimizer.name",
-         f"{o.name} evaluates its averaged weights, but model.norm=batch would evaluate them with "
-         "running statistics gathered under the training weights: use model.norm=layer or group")
-    need(o.name not in SCHEDULE_FREE or o.schedule == "constant", "optimizer.schedule",
-         f"{o.name} replaces the schedule: use 'constant' (optimizer.warmup_epochs still applies)")
+    need(opt.name not in SCHEDULE_FREE or model.norm != "batch", "optimizer.name",
+         f"{opt.name} evaluates its averaged weights, but model.norm=batch would evaluate them "
+         "with running statistics gathered under the training weights: use model.norm=layer or "
+         "group")
+    need(opt.name not in SCHEDULE_FREE or opt.schedule == "constant", "optimizer.schedule",
+         f"{opt.name} replaces the schedule: use 'constant' (optimizer.warmup_epochs still "
+         "applies)")
 
 
 def _get(c: ConfigDict, dotted: str) -> Any:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import copy
 import math
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import errors
-from speechmusic_jax.io_utils import atomic_write_json
+from speechmusic_jax.io_utils import atomic_write_json, check_output, read_json
 
 Log = Callable[[str], None]
 
@@ -35,20 +34,25 @@ def run(cfg: config_lib.ConfigDict, workdir: str, folds: int, *, log: Log = prin
         overwrite: bool = False) -> dict:
     """Run the ``folds`` folds of ``cfg`` under ``workdir``; return (and write) crossval.json."""
     from speechmusic_jax.training import loop
+    from speechmusic_jax.training import workdir as workdir_rules
 
     if folds < 2:
         raise config_lib.ConfigError(f"--folds: must be at least 2 (got {folds})")
     workdir = os.path.abspath(workdir)
+    fold_dirs = [os.path.join(workdir, f"fold_{i}") for i in range(folds)]
+    if overwrite:  # refuse before any fold is deleted, not after the first ones
+        for fold_dir in fold_dirs:
+            if workdir_rules.foreign_entries(fold_dir):
+                workdir_rules.remove_run(fold_dir)  # raises, naming what is there
     records = []
-    for i in range(folds):
-        c = copy.deepcopy(cfg)
-        c.data.folds = folds
-        c.data.fold = i
-        config_lib.validate(c)
-        fold_dir = os.path.join(workdir, f"fold_{i}")
+    for i, fold_dir in enumerate(fold_dirs):
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.data.folds = folds
+        fold_cfg.data.fold = i
+        config_lib.validate(fold_cfg)
         log(f"\n=== cross-validation fold {i + 1} of {folds} ({fold_dir}) ===")
         try:
-            summary = loop.fit(c, fold_dir, log=log, overwrite=overwrite)
+            summary = loop.fit(fold_cfg, fold_dir, log=log, overwrite=overwrite)
         except errors.TrainingDiverged as e:
             log(f"fold {i} diverged: {e}")
             summary = {"status": "diverged", "test": None}
@@ -60,7 +64,10 @@ def run(cfg: config_lib.ConfigDict, workdir: str, folds: int, *, log: Log = prin
     result = aggregate(records, folds)
     result["config"] = {"name": cfg.name, "data.spec": cfg.data.spec, "seed": cfg.seed}
     os.makedirs(workdir, exist_ok=True)
-    atomic_write_json(os.path.join(workdir, "crossval.json"), result)
+    path = os.path.join(workdir, "crossval.json")
+    check_output(path, overwrite=True, ours=lambda p: "folds_k" in read_json(p),
+                 flag="crossval.json")
+    atomic_write_json(path, result)
     log(format_result(result))
     return result
 
@@ -114,51 +121,34 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    from absl import app
-
-    from speechmusic_jax import cli
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cfg = cli.apply_shorthands(_FLAGS["config"].value, data=_FLAGS["data"].value,
-                               on_error=_FLAGS["data_on_error"].value)
-    workdir = _FLAGS["workdir"].value or os.path.join("runs", f"{cfg.name}_crossval")
-    with cli.friendly_errors():
-        result = run(cfg, workdir, _FLAGS["folds"].value, log=cli.log,
-                     overwrite=_FLAGS["overwrite"].value)
-        print(f"outputs in {os.path.abspath(workdir)}", flush=True)
-    return 0 if result["folds_tested"] == result["folds_k"] else 1
-
-
-def _define_flags() -> dict[str, Any]:
+def define_flags() -> dict[str, Any]:
     from absl import flags
-    from ml_collections import config_flags
 
     from speechmusic_jax import cli
 
     return {
-        "config": config_flags.DEFINE_config_file(
-            "config", cli.default_experiment(), "Experiment file (experiments/NAME.py[:ARG]).",
-            lock_config=True),
+        "config": cli.config_flag(),
+        **cli.data_flags(),
         "workdir": flags.DEFINE_string(
             "workdir", None, "Folder for the folds (default runs/<config.name>_crossval)."),
-        "data": flags.DEFINE_string("data", None, "Shorthand for --config.data.spec."),
         "folds": flags.DEFINE_integer("folds", 5, "Number of folds K (at least 2)."),
-        "data_on_error": flags.DEFINE_enum("data_on_error", None, ["error", "skip"],
-                                           "Shorthand for --config.data.on_error."),
         "overwrite": flags.DEFINE_bool("overwrite", False,
-                                       "Delete each fold's run and start afresh."),
+                                       "Delete each fold's run and start afresh (a fold folder "
+                                       "holding anything but a run of ours is never deleted)."),
     }
 
 
-_FLAGS: dict[str, Any] = {}
-
-if __name__ == "__main__":
-    from absl import app
-
+def main(flags: dict[str, Any], args: list[str]) -> int:
     from speechmusic_jax import cli
 
-    _FLAGS.update(cli.define_flags(_define_flags))
-    cli.quiet_jax_logs()
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))
+    cfg = cli.config_from(flags, args)
+    workdir = flags["workdir"] or os.path.join("runs", f"{cfg.name}_crossval")
+    result = run(cfg, workdir, flags["folds"], log=cli.log, overwrite=flags["overwrite"])
+    print(f"outputs in {os.path.abspath(workdir)}", flush=True)
+    return 0 if result["folds_tested"] == result["folds_k"] else 1
+
+
+if __name__ == "__main__":
+    from speechmusic_jax import cli
+
+    cli.run_main(define_flags, main)

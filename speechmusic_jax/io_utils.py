@@ -9,29 +9,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
+from collections.abc import Callable
 from typing import Any
 
-# New files get the usual permissions (0666 less the umask), as open() would give them;
-# mkstemp alone would make them private (0600).
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from speechmusic_jax.errors import WorkdirConflict
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    # The temporary file is created with mode 0666, which the kernel reduces by the process's
+    # umask: the same permissions open() would give (reading the umask would mean changing it).
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                                   suffix=".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
     except OSError as e:
         raise with_filename(e, path) from None
     try:
         try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o666 & ~_UMASK)
             _write_all(fd, data)
             os.fsync(fd)
         finally:
@@ -98,6 +97,32 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
             raise with_filename(e, path) from None
     finally:
         os.close(fd)
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool, ours: Callable[[str], bool],
+                 flag: str = "--output") -> None:
+    """Refuse (WorkdirConflict) to write an output file over something that exists, unless
+    ``overwrite`` is given and the file is one this program wrote (``ours(path)`` says so from
+    its content): a user's file is never replaced, whatever the flags."""
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) or os.path.islink(path):
+        raise WorkdirConflict(f"{flag}={path} is a folder or a link, not a file to write")
+    if not overwrite:
+        raise WorkdirConflict(f"{flag}={path} exists; pass --overwrite to replace it")
+    try:
+        mine = ours(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        mine = False
+    if not mine:
+        raise WorkdirConflict(f"{flag}={path} exists and is not a file this program wrote; it was "
+                              "left as it is. Choose another output path.")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def with_filename(e: OSError, path: str | os.PathLike) -> OSError:

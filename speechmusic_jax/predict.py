@@ -1,9 +1,11 @@
 """Classify audio files with a trained run.
 
-    python -m speechmusic_jax.predict --workdir=DIR [--segments] [--output=FILE.csv|.json] PATH...
+    python -m speechmusic_jax.predict --workdir=DIR [--segments] [--output=FILE.csv|.json]
+        [--overwrite] PATH...
 
 PATH is a file or a folder (searched recursively for audio). Without --segments, one decision per
-file (mean of its window logits); with --segments, one row per window (start_s, end_s).
+file (mean of its window logits); with --segments, one row per window (start_s, end_s). An
+existing --output file is replaced only with --overwrite, and only if this program wrote it.
 """
 
 from __future__ import annotations
@@ -11,37 +13,25 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
-
-from absl import app, flags
+from typing import Any
 
 from speechmusic_jax import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder holding a trained model.")
-_SEGMENTS = flags.DEFINE_bool("segments", False, "One row per window instead of per file.")
-_OUTPUT = flags.DEFINE_string("output", None, "Write rows to FILE.csv or FILE.json.")
-_ON_ERROR = flags.DEFINE_enum("data_on_error", "error", ["error", "skip"],
-                              "Stop at an unreadable file, or skip it.")
 
+def define_flags() -> dict[str, Any]:
+    from absl import flags
 
-def collect(paths: list[str]) -> list[str]:
-    from speechmusic_jax.data import audio
-    from speechmusic_jax.data.sources import DataError
-
-    out = []
-    for p in paths:
-        if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                out += [os.path.join(root, f) for f in sorted(files) if audio.is_audio_path(f)]
-        elif os.path.exists(p):
-            out.append(p)
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    if not out:
-        raise DataError(f"no audio files in {paths}")
-    return [os.path.abspath(p) for p in out]
+    return {
+        "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
+        "segments": flags.DEFINE_bool("segments", False, "One row per window instead of per "
+                                      "file."),
+        "output": flags.DEFINE_string("output", None, "Write rows to FILE.csv or FILE.json."),
+        "overwrite": flags.DEFINE_bool("overwrite", False, "Replace an existing --output file "
+                                       "that an earlier predict wrote."),
+        "data_on_error": flags.DEFINE_enum("data_on_error", "error", ["error", "skip"],
+                                           "Stop at an unreadable file, or skip it."),
+    }
 
 
 def render(rows: list[dict], path: str | None) -> str:
@@ -54,38 +44,31 @@ def render(rows: list[dict], path: str | None) -> str:
     return buf.getvalue()
 
 
-def main(argv: list[str]) -> int:
-    if not _WORKDIR.value:
-        raise app.UsageError("--workdir is required")
-    if len(argv) < 2:
-        raise app.UsageError("name at least one audio file or folder")
-    if _OUTPUT.value and not _OUTPUT.value.endswith((".csv", ".json")):
-        raise app.UsageError("--output must end in .csv or .json")
-    cli.quiet_jax_logs()
+def main(flags: dict[str, Any], args: list[str]) -> int:
     from speechmusic_jax import trained_run
-    from speechmusic_jax.data import sources
-    from speechmusic_jax.io_utils import atomic_write_text
-    from speechmusic_jax.training.loop import ErrorCounter
+    from speechmusic_jax.io_utils import atomic_write_text, check_output
 
-    with cli.friendly_errors():
-        run = trained_run.load_run(_WORKDIR.value)
-        paths = collect(argv[1:])
-        scanned, scan_errors = sources.scan_headers(
-            [sources.AudioFile(p, 0, p) for p in paths], _ON_ERROR.value)
-        errors = ErrorCounter(_ON_ERROR.value, lambda m: print(m, file=sys.stderr),
-                              dict(scan_errors))
-        pred = trained_run.classify(run, [f for f, _ in scanned], on_bad_file=errors)
-        rows = (trained_run.segments(run, pred) if _SEGMENTS.value
-                else trained_run.clip_rows(run, pred))
-        text = render(rows, _OUTPUT.value)
-        if _OUTPUT.value:
-            atomic_write_text(_OUTPUT.value, text)
-            print(f"{len(rows)} rows written to {_OUTPUT.value}", file=sys.stderr)
-        else:
-            sys.stdout.write(text)
+    output = flags["output"]
+    if not flags["workdir"]:
+        raise cli.UsageError("--workdir is required")
+    if not args:
+        raise cli.UsageError("name at least one audio file or folder")
+    if output and not output.endswith((".csv", ".json")):
+        raise cli.UsageError("--output must end in .csv or .json")
+    if output:  # before any work: a refused output costs nothing
+        check_output(output, overwrite=flags["overwrite"], ours=trained_run.is_prediction_file)
+    run = trained_run.load_run(flags["workdir"])
+    rows = trained_run.predict_paths(run, args, windows=flags["segments"],
+                                     on_error=flags["data_on_error"],
+                                     log=lambda m: print(m, file=sys.stderr))
+    text = render(rows, output)
+    if output:
+        atomic_write_text(output, text)
+        print(f"{len(rows)} rows written to {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
 if __name__ == "__main__":
-    cli.quiet_jax_logs()
-    sys.exit(app.run(main, flags_parser=cli.parse_flags))
+    cli.run_main(define_flags, main)

@@ -21,15 +21,29 @@ import numpy as np
 
 def compile_ahead(fn: Callable, *args: Any, donate_argnums: tuple[int, ...] = ()) -> tuple[
         Any, float, float | None]:
-    """jit + lower + compile ``fn`` for ``args``: (compiled, seconds, FLOPs per call or None)."""
+    """jit + lower + compile ``fn`` for ``args``: (compiled, seconds, FLOPs per call or None).
+
+    The FLOPs are those of the whole call: XLA's cost analysis of a program partitioned over
+    several devices counts one device's share, so it is multiplied by the number of devices the
+    arguments are placed on (our programs split the batch evenly over them).
+    """
     t0 = time.perf_counter()
     compiled = jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
     seconds = time.perf_counter() - t0
-    return compiled, seconds, flops_of(compiled)
+    per_device = flops_of(compiled)
+    return compiled, seconds, per_device * devices_of(args) if per_device else None
+
+
+def devices_of(args: Any) -> int:
+    """The number of devices the arrays (or ShapeDtypeStructs) in ``args`` are placed on."""
+    counts = [len(s.device_set) for leaf in jax.tree_util.tree_leaves(args)
+              if (s := getattr(leaf, "sharding", None)) is not None]
+    return max(counts, default=1)
 
 
 def flops_of(compiled: Any) -> float | None:
-    """FLOPs of one call from XLA's cost analysis (None where the backend does not say)."""
+    """FLOPs of one call on one device from XLA's cost analysis (None where the backend does not
+    say)."""
     try:
         cost = compiled.cost_analysis()
     except Exception:

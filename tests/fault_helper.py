@@ -66,7 +66,7 @@ def install(fault: str, patch: Callable[[object, str, object], None] = setattr) 
     import orbax.checkpoint as ocp
 
     from speechmusic_jax import timing
-    from speechmusic_jax.training import checkpoints, loop
+    from speechmusic_jax.training import checkpoints, loop, reporting
 
     kind, _, where = fault.partition("@")
     point, *args = where.split(":")
@@ -135,7 +135,7 @@ def install(fault: str, patch: Callable[[object, str, object], None] = setattr) 
 
     if point == "metrics":
         (e,) = nums
-        original_append = loop.append_jsonl
+        original_append = reporting.append_jsonl
 
         def append_jsonl(path, row):
             if row.get("epoch") != e:
@@ -150,7 +150,7 @@ def install(fault: str, patch: Callable[[object, str, object], None] = setattr) 
             with disk_full_after_half_a_write():
                 return original_append(path, row)
 
-        patch(loop, "append_jsonl", append_jsonl)
+        patch(reporting, "append_jsonl", append_jsonl)
         return
 
     if point in ("orbax-start", "orbax") and kind in ("kill", "enospc"):
@@ -276,13 +276,10 @@ def fill_disk(path: str) -> None:
 def main() -> None:
     fault, argv = sys.argv[1], sys.argv[2:]
     install(fault)
-    from absl import app
-
     from speechmusic_jax import cli, train
 
-    cli.quiet_jax_logs()
     sys.argv = ["speechmusic_jax.train", *argv]
-    sys.exit(app.run(train.main, flags_parser=cli.parse_flags))
+    cli.run_main(train.define_flags, train.main)
 
 
 if __name__ == "__main__":

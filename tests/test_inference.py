@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -50,14 +51,62 @@ def test_config_from_json_round_trips(run_dir):
         assert to_dict(cfg) == json.load(f)
 
 
-def test_evaluate_cli_writes_a_report(run_dir):
-    r = cli("evaluate", f"--workdir={run_dir}", "--data=synthetic")
+def test_evaluate_on_the_test_split_reproduces_the_test_report(run_dir, tmp_path):
+    """evaluate on held-out files (the run's test split, as a manifest): the same report as
+    training's test, and no overlap warning."""
+    split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
+    manifest = tmp_path / "test.csv"
+    manifest.write_text("path,label\n" + "".join(
+        f"{f.path},{('speech', 'music')[f.label]}\n" for f in split["test"]))
+    r = cli("evaluate", f"--workdir={run_dir}", f"--data=manifest:{manifest}")
     assert r.returncode == 0, r.stderr[-2000:]
-    with open(os.path.join(run_dir, "eval", "synthetic.json")) as f:
+    assert "warning" not in r.stdout + r.stderr
+    name = trained_run.source_name(f"manifest:{manifest}")
+    path = os.path.join(run_dir, "eval", f"{name}.json")
+    with open(path) as f:
         report = json.load(f)
-    assert report["n_files"] == 32
-    for key in ("accuracy", "accuracy_ci95", "precision", "recall", "f1", "confusion", "window"):
-        assert key in report
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        test = json.load(f)["test"]
+    assert report["n_files"] == len(split["test"]) == test["n_files"]
+    assert report["confusion"] == test["confusion"]
+    for key in ("accuracy", "roc_auc"):
+        assert report[key] == pytest.approx(test[key]), key
+    assert report["f1"]["macro"] == pytest.approx(test["f1"]["macro"])
+    assert report["overlap_with_training"]["files"] == 0 and report["data_errors"] == {}
+
+
+def test_evaluate_warns_when_the_data_overlaps_training(run_dir, tmp_path):
+    split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
+    # Two training files by their own path, one validation file copied under another name.
+    copy = tmp_path / "copy_of_val.wav"
+    shutil.copyfile(split["val"][0].path, copy)
+    rows = [(split["train"][0].path, "speech" if split["train"][0].label == 0 else "music"),
+            (split["train"][1].path, "speech" if split["train"][1].label == 0 else "music"),
+            (str(copy), "speech" if split["val"][0].label == 0 else "music"),
+            *[(f.path, "speech" if f.label == 0 else "music") for f in split["test"]]]
+    manifest = tmp_path / "mixed.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},{lab}\n" for p, lab in rows))
+    run = trained_run.load_run(run_dir)
+    logs = []
+    report, _ = trained_run.evaluate_source(run, f"manifest:{manifest}", log=logs.append)
+    overlap = report["overlap_with_training"]
+    assert (overlap["files"], overlap["train"], overlap["val"]) == (3, 2, 1)
+    assert any(m.startswith("warning: 3 of the") and "overstate" in m for m in logs)
+
+
+def test_evaluate_records_every_data_error(run_dir, tmp_path):
+    from audio_fixtures import make_folder_tree, write_bad, write_class_files
+
+    root = make_folder_tree(tmp_path / "corpus", per_class=3)
+    write_bad(os.path.join(root, "Speech"), "corrupt")  # unreadable header
+    write_class_files(os.path.join(root, "noise"), "music", 2)  # a class the run does not know
+    run = trained_run.load_run(run_dir)
+    report, path = trained_run.evaluate_source(run, f"folder:{root}", on_error="skip",
+                                               log=lambda _: None)
+    assert report["n_files"] == 6
+    assert report["data_errors"] == {"unreadable": 1, "unknown_class": 2}
+    with open(path) as f:
+        assert json.load(f)["data_errors"] == report["data_errors"]
 
 
 def test_predict_cli_files_and_segments(run_dir, tmp_path):
@@ -77,6 +126,24 @@ def test_predict_cli_files_and_segments(run_dir, tmp_path):
     # 2 s clips, 1 s windows: two windows covering [0, 2].
     assert [(w["start_s"], w["end_s"]) for w in windows] == [(0.0, 1.0), (1.0, 2.0)]
     assert all(w["label"] in ("speech", "music") and 0.5 <= w["confidence"] <= 1 for w in windows)
+
+
+def test_predict_output_is_never_written_over_a_user_file(run_dir, tmp_path):
+    split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
+    out = tmp_path / "rows.csv"
+    out.write_text("my,own,table\n")
+    for extra in ([], ["--overwrite"]):
+        r = cli("predict", f"--workdir={run_dir}", f"--output={out}", *extra, split["test"][0].path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert out.read_text() == "my,own,table\n"
+    out.unlink()
+    first = cli("predict", f"--workdir={run_dir}", f"--output={out}", split["test"][0].path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = cli("predict", f"--workdir={run_dir}", f"--output={out}", split["test"][1].path)
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    forced = cli("predict", f"--workdir={run_dir}", f"--output={out}", "--overwrite",
+                 split["test"][1].path)
+    assert forced.returncode == 0 and split["test"][1].path in out.read_text()
 
 
 def test_predict_and_evaluate_fail_clearly_without_a_run(tmp_path):

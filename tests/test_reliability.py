@@ -237,6 +237,14 @@ def steps_per_epoch(workdir) -> int:
     return n_train // tiny_config().train.batch_size
 
 
+# The keys of summary.json that ../shared/DESIGN.md lists, and that every run's summary has.
+FINISHED_SUMMARY_KEYS = {
+    "status", "best_epoch", "epochs_run", "seed", "test", "params_trainable", "params_total",
+    "flops_per_example", "compile_time_s", "step_time_ms", "train_time_s", "peak_memory_bytes",
+    "peak_memory_kind", "inference", "checkpoint_bytes", "weight_decay_semantics", "data_errors",
+    "device_kind", "device_count", "versions"}
+
+
 @pytest.mark.parametrize("fault,step_in_epoch,shown", [("nan@step:2:1", 1, "nan"),
                                                         ("inf@step:2:2", 2, "inf")])
 def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(
@@ -254,6 +262,12 @@ def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(
     assert summary["status"] == "diverged"
     assert summary["diverged_at_step"] == step and summary["diverged_in_epoch"] == 2
     assert summary["epochs_run"] == 1 and summary["seed"] == 0
+    # Every key a finished run's summary has, with what was measured before the divergence.
+    assert set(summary) >= FINISHED_SUMMARY_KEYS, FINISHED_SUMMARY_KEYS - set(summary)
+    assert summary["test"] is None and summary["inference"] is None
+    assert summary["params_trainable"] > 0 and summary["compile_time_s"] > 0
+    assert summary["step_time_ms"]["n"] == steps_per_epoch(workdir) + step_in_epoch
+    assert summary["checkpoint_bytes"] > 0 and summary["train_time_s"] > 0
     check_invariants(workdir, last=1, metrics=[1])
 
 

@@ -9,10 +9,28 @@ from speechmusic_jax.models.presets import resolve_spec
 from speechmusic_jax.training import reporting
 
 
-def row(epoch, train_loss, val_loss):
+def row(epoch, train_loss, val_loss, val_window_loss=None):
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-            "train_accuracy": 0.5, "val_accuracy": 0.5, "val_f1": 0.5, "learning_rate": 1e-3,
+            "val_window_loss": val_loss if val_window_loss is None else val_window_loss,
+            "train_accuracy": 0.5, "val_accuracy": 0.5, "val_f1": 0.5,
+            "val_window_accuracy": 0.5, "learning_rate": 1e-3,
             "epoch_time_s": 1.0, "examples_per_s": 10.0}
+
+
+def test_overfitting_watch_compares_training_with_validation_per_window():
+    """Training loss is per crop: the watch compares it with the per-window validation loss, not
+    the per-clip one (a clip's averaged logits have a loss of their own scale)."""
+    notes = []
+    watch = reporting.OverfitWatch(notes.append, epochs=3)
+    for epoch, (train, clip, window) in enumerate([(0.9, 0.5, 0.6), (0.8, 0.55, 0.58),
+                                                   (0.7, 0.6, 0.57), (0.6, 0.65, 0.56)], 1):
+        watch.update(row(epoch, train, clip, window))
+    assert notes == []  # per clip it rose, per window it fell: no overfitting
+    watch = reporting.OverfitWatch(notes.append, epochs=3)
+    for epoch, (train, clip, window) in enumerate([(0.9, 0.6, 0.5), (0.8, 0.58, 0.55),
+                                                   (0.7, 0.57, 0.6), (0.6, 0.56, 0.65)], 1):
+        watch.update(row(epoch, train, clip, window))
+    assert len(notes) == 1 and "0.5000 -> 0.6500" in notes[0]
 
 
 def test_overfitting_note_when_val_rises_while_train_falls():

@@ -1,6 +1,7 @@
 """End-to-end runs of the tiny experiment: artifacts, determinism, early stopping, workdir rules."""
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -233,13 +234,13 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path, args, needle):
 
 
 def test_early_stopping_update_modes():
-    start = {"epoch": 0, "best_value": None, "best_epoch": 0, "bad_epochs": 0}
+    start = loop.LoopState()
     rec, improved, stop = loop.early_stopping_update(start, 1, 0.5, mode="min", patience=2,
                                                      min_delta=0.0)
-    assert improved and not stop and rec["best_epoch"] == 1
+    assert improved and not stop and rec.best_epoch == 1 and rec.epoch == 1
     rec, improved, stop = loop.early_stopping_update(rec, 2, 0.6, mode="min", patience=2,
                                                      min_delta=0.0)
-    assert not improved and not stop and rec["bad_epochs"] == 1
+    assert not improved and not stop and rec.bad_epochs == 1 and rec.epoch == 2
     rec, improved, stop = loop.early_stopping_update(rec, 3, 0.49, mode="min", patience=2,
                                                      min_delta=0.05)
     assert not improved and stop  # better, but not by more than min_delta
@@ -247,9 +248,19 @@ def test_early_stopping_update_modes():
                                                   min_delta=0.0)
     rec, improved, _ = loop.early_stopping_update(rec, 2, 0.6, mode="max", patience=2,
                                                   min_delta=0.0)
-    assert improved and rec["best_value"] == 0.6
+    assert improved and rec.best_value == 0.6
     _, _, stop = loop.early_stopping_update(rec, 3, 0.1, mode="max", patience=0, min_delta=0.0)
     assert not stop  # patience 0: never stops
+
+
+def test_loop_state_round_trips_through_a_checkpoint_record():
+    state = loop.LoopState(epoch=3, best_value=0.25, best_epoch=2, bad_epochs=1,
+                           train_time_s=1.5, stopped_early=False)
+    record = json.loads(json.dumps(dataclasses.asdict(state)))
+    assert loop.LoopState.from_json(record) == state
+    # loop.json of a checkpoint written before train_time_s existed still restores.
+    assert loop.LoopState.from_json({"epoch": 2, "best_value": None, "best_epoch": 0,
+                                     "bad_epochs": 0}).epoch == 2
 
 
 @pytest.mark.parametrize("module", ["train", "crossval", "benchmark"])

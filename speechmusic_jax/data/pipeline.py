@@ -157,17 +157,18 @@ def class_weights(labels: Sequence[int], num_classes: int) -> tuple[float, ...]:
 def make_loader_config(cfg: Any, train_files: Sequence[AudioFile]) -> LoaderConfig:
     """The run's LoaderConfig from the config (``cfg.data``, ``cfg.train``) and its training files
     (which set the class weights)."""
-    d, t = cfg.data, cfg.train
-    segment = int(round(d.segment_seconds * d.sample_rate))
-    hop = int(round((d.eval_hop_seconds or d.segment_seconds) * d.sample_rate))
+    data_cfg = cfg.data
+    segment = int(round(data_cfg.segment_seconds * data_cfg.sample_rate))
+    hop = int(round((data_cfg.eval_hop_seconds or data_cfg.segment_seconds) * data_cfg.sample_rate))
     weights = None
-    if d.balance == "class_weights":
-        weights = class_weights([f.label for f in train_files], len(d.classes))
+    if data_cfg.balance == "class_weights":
+        weights = class_weights([f.label for f in train_files], len(data_cfg.classes))
     return LoaderConfig(
-        sample_rate=d.sample_rate, segment=segment, hop=hop, batch_size=t.batch_size,
-        short_clip=d.short_clip, workers=d.workers, prefetch_batches=d.prefetch_batches,
-        cache=d.cache, augment=AugmentConfig.from_config(d.augment), balance=d.balance,
-        class_weights=weights)
+        sample_rate=data_cfg.sample_rate, segment=segment, hop=hop,
+        batch_size=cfg.train.batch_size, short_clip=data_cfg.short_clip,
+        workers=data_cfg.workers, prefetch_batches=data_cfg.prefetch_batches,
+        cache=data_cfg.cache, augment=AugmentConfig.from_config(data_cfg.augment),
+        balance=data_cfg.balance, class_weights=weights)
 
 
 def balance_summary(cfg: LoaderConfig, train_files: Sequence[AudioFile],

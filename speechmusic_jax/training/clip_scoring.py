@@ -1,4 +1,11 @@
-"""Whole-clip evaluation: window logits, clip logits (mean of windows), reports."""
+"""Scoring whole clips: window logits, clip logits (mean of a clip's windows), reports.
+
+``predict_files`` runs a predictor (x -> logits) over evaluation windows of every file;
+``report`` turns the result into the clip-level report (the headline) with the window-level one
+beside it. The loss of each level is the plain cross-entropy (no label smoothing): per clip for
+``loss`` (of the mean window logits), per window for ``window.loss``; the window loss measures
+what a training crop's loss measures.
+"""
 
 from __future__ import annotations
 
@@ -85,5 +92,6 @@ def report(pred: Predictions, class_names: Sequence[str]) -> dict:
     window = metrics.classification_report(pred.window_labels, softmax(pred.window_logits),
                                            class_names)
     window["n_windows"] = window.pop("n_files")
+    window["loss"] = mean_cross_entropy(pred.window_logits, pred.window_labels)
     clip["window"] = window
     return clip

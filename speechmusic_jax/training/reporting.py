@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from speechmusic_jax.io_utils import atomic_write_text
+from speechmusic_jax.io_utils import append_jsonl, atomic_write_text
 from speechmusic_jax.training import clip_scoring, metrics
 
 Log = Callable[[str], None]
@@ -96,8 +96,32 @@ def layer_table(params: Any) -> str:
     return "\n".join(lines)
 
 
+class EpochRecords:
+    """Where each epoch's row goes: metrics.jsonl (appended), TensorBoard, the epoch table and
+    the overfitting watch, in that order."""
+
+    def __init__(self, metrics_path: str, tensorboard_dir: str, log: Log):
+        self.metrics_path = metrics_path
+        self.board = TensorBoard(tensorboard_dir)
+        self.printer = EpochPrinter(log)
+        self.overfit = OverfitWatch(log)
+
+    def write(self, row: dict, improved: bool) -> None:
+        append_jsonl(self.metrics_path, row)
+        self.board.write(row)
+        self.printer.row(row, improved)
+        self.overfit.update(row)
+
+    def close(self) -> None:
+        self.board.close()
+
+
 class OverfitWatch:
-    """Notes when validation loss has risen for ``epochs`` epochs while training loss fell."""
+    """Notes when validation loss has risen for ``epochs`` epochs while training loss fell.
+
+    Both losses are the plain cross-entropy of one crop or window (``train_loss`` and
+    ``val_window_loss``), so the comparison is of like with like; rows without the window loss
+    (from older runs) fall back to the clip-level ``val_loss``."""
 
     def __init__(self, log: Log, epochs: int = 3):
         self.log = log
@@ -110,13 +134,13 @@ class OverfitWatch:
         recent = self.rows[-(self.epochs + 1):]
         if len(recent) <= self.epochs:
             return False
-        val = [r["val_loss"] for r in recent]
+        val = [r.get("val_window_loss", r["val_loss"]) for r in recent]
         train = [r["train_loss"] for r in recent]
         rising = all(b > a for a, b in zip(val, val[1:], strict=False))
         falling = train[-1] < train[0]
         if rising and falling and row["epoch"] - self.warned_at > self.epochs:
             self.warned_at = row["epoch"]
-            self.log(f"note: validation loss has risen for {self.epochs} epochs "
+            self.log(f"note: validation loss (per window) has risen for {self.epochs} epochs "
                      f"({val[0]:.4f} -> {val[-1]:.4f}) while training loss fell "
                      f"({train[0]:.4f} -> {train[-1]:.4f}): the model may be overfitting (or its "
                      "batch-norm statistics still settling); consider more dropout, weight "
@@ -156,7 +180,8 @@ class TensorBoard:
     ``write`` returns, and a failed write raises an OSError naming the event file."""
 
     KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1",
-            "learning_rate", "epoch_time_s", "examples_per_s")
+            "val_window_loss", "val_window_accuracy", "learning_rate", "epoch_time_s",
+            "examples_per_s")
 
     def __init__(self, logdir: str):
         from tensorboardX.event_file_writer import EventsWriter

@@ -1,0 +1,136 @@
+"""One builder of a run's model, optimizer, state and compiled steps from a config.
+
+Every command that needs a network goes through here: ``train`` and ``crossval`` (via ``fit``),
+``benchmark``, ``evaluate`` and ``predict`` (via ``trained_run``), and sweeps. So a config means
+the same network, the same optimizer chain and the same loss everywhere::
+
+    built = build(cfg, steps_per_epoch)       # spec, graphdef, initial state, tx, schedule
+    train = compile_train_step(built, state, mesh)    # jit + lower + compile, timed, FLOPs
+    evals = compile_eval_step(built, state, mesh)
+    predict = predictor(built, state, evals.fn)       # x -> logits, the weights to evaluate
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from speechmusic_jax import parallel, timing
+from speechmusic_jax.models.conv1d import build_model, count_params
+from speechmusic_jax.models.presets import ModelSpec, resolve_spec
+from speechmusic_jax.training import optim
+from speechmusic_jax.training.step import TrainState, init_state, make_eval_step, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A config's network and optimizer, with its initial (host) state."""
+
+    cfg: Any
+    spec: ModelSpec
+    graphdef: Any
+    state: TrainState  # initial weights (seeded by cfg.seed) and optimizer state; a train step
+    # donates the state it is given, so copy this one before stepping it where it is reused
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    steps_per_epoch: int
+    params_trainable: int
+    params_total: int  # trainable and the rest (batch-norm statistics)
+
+    @property
+    def segment(self) -> int:
+        """Samples per training crop and per evaluation window."""
+        return int(round(self.cfg.data.segment_seconds * self.cfg.data.sample_rate))
+
+    def describe(self) -> str:
+        """One line: the preset, its stem and stages, parameters, optimizer."""
+        spec, o = self.spec, self.cfg.optimizer
+        stem = (f"log-mel {spec.n_mels} bands, {spec.stem_filters}/{spec.kernel_size}/1"
+                if spec.frontend == "logmel" else
+                f"{spec.stem_filters}/{spec.stem_kernel}/{spec.stem_stride}")
+        return (f"model: {self.cfg.model.preset} ({stem} stem, stages "
+                f"{list(spec.stage_filters)}), {self.params_trainable:,} trainable parameters; "
+                f"optimizer {o.name}, lr {o.learning_rate:g} ({o.schedule}), weight decay "
+                f"{o.weight_decay:g}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """A step compiled ahead for one batch shape."""
+
+    fn: Callable
+    compile_s: float
+    flops: float | None  # per call, summed over the devices the batch is split over
+    batch_size: int
+
+    @property
+    def flops_per_example(self) -> float | None:
+        return self.flops / self.batch_size if self.flops else None
+
+
+def build(cfg, steps_per_epoch: int = 1) -> Built:
+    """The model of ``cfg.model`` for ``cfg.data``'s classes and sample rate, initialised with
+    ``cfg.seed``, and the optimizer of ``cfg.optimizer``/``cfg.train`` whose schedule spans
+    ``cfg.train.epochs`` epochs of ``steps_per_epoch`` steps."""
+    spec = resolve_spec(cfg.model, len(cfg.data.classes), cfg.data.sample_rate)
+    tx, schedule = optim.from_config(cfg, steps_per_epoch)
+    graphdef, state = init_state(build_model(spec, cfg.seed, cfg.train.precision), tx)
+    trainable = count_params(state.params)
+    return Built(cfg, spec, graphdef, state, tx, schedule, steps_per_epoch, trainable,
+                 trainable + count_params(state.model_state))
+
+
+def train_step_fn(built: Built) -> Callable:
+    """The pure train step of the config: loss, label smoothing, L1/L2 penalties and their mask."""
+    t = built.cfg.train
+    return make_train_step(built.graphdef, built.tx, num_classes=len(built.cfg.data.classes),
+                           label_smoothing=t.label_smoothing, l1=t.l1, l2=t.l2,
+                           penalty_mask=t.penalty_mask)
+
+
+def compile_train_step(built: Built, state: TrainState, mesh: Mesh,
+                       batch_size: int | None = None) -> Compiled:
+    """(state, x, y, weight, key) -> (state, metrics), state donated, batch split over ``mesh``."""
+    batch_size = batch_size or built.cfg.train.batch_size
+    shard = parallel.batch_sharding(mesh)
+    specs = (jax.ShapeDtypeStruct((batch_size, built.segment), jnp.float32, sharding=shard),
+             jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=shard),
+             jax.ShapeDtypeStruct((batch_size,), jnp.float32, sharding=shard))
+    fn, seconds, flops = timing.compile_ahead(train_step_fn(built), state, *specs,
+                                              jax.random.key(0), donate_argnums=(0,))
+    return Compiled(fn, seconds, flops, batch_size)
+
+
+def compile_eval_step(built: Built, state: TrainState, mesh: Mesh,
+                      batch_size: int | None = None) -> Compiled:
+    """(params, model_state, x) -> logits in inference mode, batch split over ``mesh``."""
+    batch_size = batch_size or built.cfg.train.eval_batch_size
+    x = jax.ShapeDtypeStruct((batch_size, built.segment), jnp.float32,
+                             sharding=parallel.batch_sharding(mesh))
+    fn, seconds, flops = timing.compile_ahead(make_eval_step(built.graphdef), state.params,
+                                              state.model_state, x)
+    return Compiled(fn, seconds, flops, batch_size)
+
+
+def eval_weights(built: Built, state: TrainState) -> tuple[Any, Any]:
+    """(params, model_state) to evaluate: schedule-free optimizers evaluate averaged weights."""
+    return (optim.eval_params(built.cfg.optimizer.name, state.opt_state, state.params),
+            state.model_state)
+
+
+def predictor(built: Built, state: TrainState,
+              step: Callable | None = None) -> Callable[[Any], jax.Array]:
+    """x -> logits with the weights to evaluate, passed as arguments (not baked in as constants).
+
+    ``step`` is a compiled eval step (one batch shape); without it, a jitted one that compiles
+    for each new batch shape (inference at several batch sizes).
+    """
+    fn = step or jax.jit(make_eval_step(built.graphdef))
+    params, model_state = eval_weights(built, state)
+    return lambda x: fn(params, model_state, x)

@@ -1,0 +1,80 @@
+"""One builder for every command: the same network, optimizer and step from a config."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from speechmusic_jax import parallel
+from speechmusic_jax.training import builder, loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_build_follows_the_config(tiny_config):
+    cfg = tiny_config.copy_and_resolve_references()
+    cfg.model.frontend = "logmel"
+    cfg.data.sample_rate = 8000
+    built = builder.build(cfg, steps_per_epoch=4)
+    assert built.spec.frontend == "logmel" and built.spec.sample_rate == 8000
+    assert built.segment == int(round(cfg.data.segment_seconds * 8000))
+    assert built.params_trainable == sum(x.size for x in jax.tree.leaves(built.state.params))
+
+
+def test_train_step_parts_run_alone(tiny_config, tmp_path):
+    """setup, one train_epoch and validate, called directly as fit calls them."""
+    logs = []
+    run = loop.setup(tiny_config, str(tmp_path / "run"), logs.append)
+    state, loop_state = loop.restore_or_init(run, resume=False)
+    assert loop_state == loop.LoopState()
+    state, stats = loop.train_epoch(run, state, 1, run.epoch_batches(1))
+    assert len(stats.step_times) == run.built.steps_per_epoch
+    assert stats.count == run.built.steps_per_epoch * tiny_config.train.batch_size
+    assert 0 < stats.loss_sum / stats.count < 10
+    val = loop.validate(run, state)
+    assert val["n_files"] == len(run.data.split["val"])
+    assert np.isfinite(val["loss"]) and np.isfinite(val["window"]["loss"])
+    assert any(m.startswith("compiled train step") for m in logs)
+
+
+def test_flops_count_every_device():
+    """XLA's cost analysis of a program split over devices counts one device's share; the
+    builder reports the whole call, so FLOPs per example do not depend on the device count."""
+    code = """
+import json, jax
+from speechmusic_jax import parallel
+from speechmusic_jax.config import load_experiment
+from speechmusic_jax.training import builder
+cfg = load_experiment('experiments/default.py', 'tiny')
+built = builder.build(cfg)
+out = {}
+for n in (1, 4):
+    mesh = parallel.make_mesh(jax.devices()[:n])
+    out[n] = [builder.compile_eval_step(built, built.state, mesh).flops_per_example,
+              builder.compile_train_step(built, built.state, mesh).flops_per_example]
+print(json.dumps(out))
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    flops = json.loads(r.stdout.strip().splitlines()[-1])
+    one, four = flops["1"], flops["4"]
+    assert one[0] > 0 and one[1] > one[0]
+    assert four[0] == pytest.approx(one[0], rel=0.02)
+    assert four[1] == pytest.approx(one[1], rel=0.02)
+
+
+def test_predictor_evaluates_the_weights_given(tiny_config):
+    built = builder.build(tiny_config)
+    x = np.zeros((2, built.segment), np.float32)
+    x[:, ::7] = 0.3
+    mesh = parallel.make_mesh()
+    step = builder.compile_eval_step(built, built.state, mesh, batch_size=2)
+    direct = builder.predictor(built, built.state, step.fn)(jax.device_put(x))
+    jitted = builder.predictor(built, built.state)(x)
+    np.testing.assert_allclose(np.asarray(direct), np.asarray(jitted), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,134 @@
+"""--overwrite and output files: only what this program wrote is ever removed or replaced."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from speechmusic_jax import errors, io_utils
+from speechmusic_jax.training import loop
+from speechmusic_jax.training import workdir as workdir_rules
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def user_folder(path):
+    """A folder of a user's files: what a typo'd --workdir might point at."""
+    os.makedirs(path / "photos")
+    (path / "notes.txt").write_text("my notes\n")
+    (path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8\xff")
+    return path
+
+
+def tree(path):
+    return sorted(os.path.relpath(os.path.join(d, f), path)
+                  for d, _, files in os.walk(path) for f in files)
+
+
+def test_overwrite_refuses_a_folder_of_user_files(tiny_config, tmp_path):
+    folder = user_folder(tmp_path / "home")
+    before = tree(folder)
+    with pytest.raises(errors.WorkdirConflict, match="not a run of ours.*nothing was deleted"):
+        loop.fit(tiny_config, str(folder), overwrite=True, log=lambda _: None)
+    assert tree(folder) == before
+
+
+def test_overwrite_refuses_a_run_folder_with_a_user_file_added(tmp_path):
+    run = tmp_path / "run"
+    os.makedirs(run / "checkpoints")
+    (run / "config.json").write_text(json.dumps(
+        {"name": "x", "seed": 0, "data": {}, "model": {}, "train": {}, "optimizer": {}}))
+    (run / "metrics.jsonl").write_text("")
+    (run / "my_analysis.ipynb").write_text("{}")
+    with pytest.raises(errors.WorkdirConflict, match="my_analysis.ipynb"):
+        workdir_rules.remove_run(str(run))
+    assert (run / "my_analysis.ipynb").exists() and (run / "config.json").exists()
+    (run / "my_analysis.ipynb").unlink()
+    (run / ".summary.json.0a1b2c.tmp").write_text("{")  # left by a killed atomic write
+    workdir_rules.remove_run(str(run))
+    assert not run.exists()
+
+
+def test_overwrite_refuses_a_config_json_that_is_not_ours(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"editor": "vim"}')
+    with pytest.raises(errors.WorkdirConflict):
+        workdir_rules.remove_run(str(folder))
+    assert (folder / "config.json").exists()
+
+
+def test_overwrite_of_an_empty_or_absent_folder_is_fine(tmp_path):
+    (tmp_path / "empty").mkdir()
+    workdir_rules.remove_run(str(tmp_path / "empty"))
+    workdir_rules.remove_run(str(tmp_path / "absent"))
+    assert not (tmp_path / "empty").exists()
+
+
+def test_train_cli_overwrite_of_the_current_folder_deletes_nothing(tmp_path):
+    folder = user_folder(tmp_path / "cwd")
+    before = tree(folder)
+    r = subprocess.run([sys.executable, "-m", "speechmusic_jax.train",
+                        f"--config={REPO}/experiments/default.py:tiny", "--workdir=.",
+                        "--overwrite"], cwd=folder, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=REPO))
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "nothing was deleted" in lines[0], r.stderr
+    assert tree(folder) == before
+
+
+def test_check_output_rules(tmp_path):
+    def ours(path):
+        return json.loads(open(path).read()).get("what") is not None
+
+    new = tmp_path / "new.json"
+    io_utils.check_output(new, overwrite=False, ours=ours)  # absent: fine
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"what": "step"}')
+    with pytest.raises(errors.WorkdirConflict, match="exists; pass --overwrite"):
+        io_utils.check_output(mine, overwrite=False, ours=ours)
+    io_utils.check_output(mine, overwrite=True, ours=ours)
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text("not json at all")
+    with pytest.raises(errors.WorkdirConflict, match="not a file this program wrote"):
+        io_utils.check_output(theirs, overwrite=True, ours=ours)
+    with pytest.raises(errors.WorkdirConflict, match="is a folder"):
+        io_utils.check_output(tmp_path, overwrite=True, ours=ours)
+
+
+def test_benchmark_refuses_to_replace_a_user_file_before_any_work(tmp_path):
+    from speechmusic_jax import benchmark, config
+
+    target = tmp_path / "results.json"
+    target.write_text('{"my": "data"}')
+    with pytest.raises(errors.WorkdirConflict, match="not a file this program wrote"):
+        benchmark.run("step", config.base_config(), {"batch_sizes": [1], "steps": 3},
+                      log=lambda _: None, output=str(target), overwrite=True)
+    assert target.read_text() == '{"my": "data"}'
+
+
+def test_importing_io_utils_leaves_the_umask_alone(monkeypatch):
+    import importlib
+
+    def no_umask(_mask):
+        raise AssertionError("os.umask called at import: racy for other threads")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    importlib.reload(io_utils)
+
+
+def test_atomic_writes_get_the_permissions_of_open(tmp_path):
+    old = os.umask(0o027)
+    try:
+        io_utils.atomic_write_text(tmp_path / "a.txt", "x")
+        with open(tmp_path / "b.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "b.txt").st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]  # no temporary file left
