@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from speechmusic_jax.config import base_config
-from speechmusic_jax.models.conv1d import build_model, count_params, pool1d
+from speechmusic_jax.models.conv1d import Norm, build_model, count_params, pool1d
 from speechmusic_jax.models.presets import PRESETS, resolve_spec
 
 
@@ -91,6 +91,89 @@ def test_dropout_acts_in_training_only():
     t1 = model(x, train=True, rngs=nnx.Rngs(dropout=1))
     t2 = model(x, train=True, rngs=nnx.Rngs(dropout=2))
     assert not np.allclose(t1, t2)
+
+
+def fresh_tiny(**overrides):
+    return build_model(spec_of("tiny", dropout=0.0, **overrides), seed=0)
+
+
+def _stats(model):
+    return jax.tree_util.tree_leaves(nnx.state(model, nnx.BatchStat))
+
+
+def test_batch_norm_statistics_skip_masked_rows():
+    # Train mode: zero rows (the loader's stand-ins for unreadable files), masked out, change
+    # neither the real rows' logits nor the running statistics.
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 4000)), jnp.float32)
+    padded = jnp.concatenate([x, jnp.zeros((3, 4000))])
+    mask = jnp.arange(8) < 5
+    plain = fresh_tiny()
+    masked = fresh_tiny()
+    want = plain(x, train=True)
+    got = masked(padded, train=True, mask=mask)
+    np.testing.assert_allclose(got[:5], want, rtol=1e-5, atol=1e-5)
+    assert np.isfinite(np.asarray(got)).all()
+    for a, b in zip(_stats(masked), _stats(plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(_stats(plain), _stats(fresh_tiny()),
+                                                     strict=True))
+
+
+def test_batch_norm_mask_of_all_rows_or_in_eval_changes_nothing():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 4000)), jnp.float32)
+    everyone = jnp.ones(4, bool)
+    for train in (True, False):  # jitted, as in the train and eval steps
+        a, b = fresh_tiny(), fresh_tiny()
+        plain = nnx.jit(lambda m, x, train=train: m(x, train=train))
+        masked = nnx.jit(lambda m, x, k, train=train: m(x, train=train, mask=k))
+        # Equal to float rounding (flax's masked mean divides by a count computed at run time).
+        np.testing.assert_allclose(plain(a, x), masked(b, x, everyone), rtol=1e-5, atol=1e-6)
+        for u, v in zip(_stats(a), _stats(b), strict=True):
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+    # Eval mode normalises with the running statistics: the mask has nothing to do.
+    model = fresh_tiny()
+    np.testing.assert_array_equal(model(x), model(x, mask=jnp.arange(4) < 1))
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_masked_batch_norm_is_flax_batch_norm_with_a_mask(precision):
+    # Norm's masked training path (with its guard for a batch without any real row) must
+    # compute what flax's BatchNorm(x, mask=...) computes.
+    dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
+    ours = Norm("batch", 8, dtype=dtype, rngs=nnx.Rngs(0))
+    ours.layer.scale[...] = jnp.linspace(0.5, 2.0, 8)
+    ours.layer.bias[...] = jnp.linspace(-1.0, 1.0, 8)
+    flax_bn = nnx.clone(ours.layer)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(3.0 + 2.0 * rng.standard_normal((6, 50, 8)), jnp.float32)
+    mask = jnp.array([True, False, True, True, False, True])
+    got = ours(x, train=True, mask=mask)
+    want = flax_bn(x, use_running_average=False, mask=jnp.broadcast_to(mask[:, None, None],
+                                                                        x.shape))
+    assert got.dtype == want.dtype == dtype
+    tol = 1e-2 if precision == "bfloat16" else 1e-5
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=tol, atol=tol)
+    for name in ("mean", "var"):
+        np.testing.assert_allclose(getattr(ours.layer, name)[...],
+                                   getattr(flax_bn, name)[...], rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_with_no_real_row_keeps_its_statistics():
+    model = fresh_tiny()
+    before = [np.asarray(v) for v in _stats(model)]
+    out = model(jnp.zeros((3, 4000)), train=True, mask=jnp.zeros(3, bool))
+    assert np.isfinite(np.asarray(out)).all()
+    for a, b in zip(_stats(model), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("norm", ["layer", "group", "none"])
+def test_mask_is_accepted_by_every_norm(norm):
+    model = fresh_tiny(norm=norm)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4000)), jnp.float32)
+    np.testing.assert_array_equal(model(x, train=True),
+                                  model(x, train=True, mask=jnp.array([True, True, False])))
 
 
 @pytest.mark.parametrize("norm", ["batch", "layer", "group", "none"])

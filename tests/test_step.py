@@ -3,9 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from speechmusic_jax.config import base_config
-from speechmusic_jax.models.conv1d import build_model
+from speechmusic_jax.models.conv1d import Conv1DClassifier, build_model
 from speechmusic_jax.models.presets import resolve_spec
 from speechmusic_jax.training import optim
 from speechmusic_jax.training.step import init_state, make_eval_step, make_train_step, penalty
@@ -34,20 +35,105 @@ def fixed_batch(n=8, length=4000):
     return jnp.asarray(x, jnp.float32), jnp.asarray(y), jnp.ones(n, jnp.float32)
 
 
+def generic_batch(n=8, length=4000):
+    """A fixed batch in which every row is a different signal (noise, or a tone of random
+    frequency and phase over a little noise), so no two activations are mathematically equal.
+
+    ``fixed_batch`` repeats one exact tone in every class-1 row: max-pooling over a sampled
+    sinusoid meets exact ties, which float rounding breaks one way or the other, so the gradient
+    jumps by percents with the summation order (1e-7 relative input noise moves its norm by up to
+    2 %; AVX2 against AVX-512 moved it by 0.8 %). On this batch the step is smooth in its inputs:
+    the same noise moves the float32 results by < 3e-7 relative."""
+    rng = np.random.default_rng(1)
+    y = np.arange(n, dtype=np.int32) % 2
+    t = np.arange(length) / 16000
+    freq = rng.uniform(300.0, 600.0, (n, 1))
+    phase = rng.uniform(0.0, 2 * np.pi, (n, 1))
+    noise = rng.standard_normal((n, length))
+    x = np.where(y[:, None] == 1, 0.5 * np.sin(2 * np.pi * freq * t + phase) + 0.05 * noise,
+                 0.3 * noise)
+    return x, y
+
+
+# The step under the golden tests: label smoothing, class weights, L1 and L2 penalties, and one
+# padding row (zeros, weight 0, as the loader writes for an unreadable file), so that each of them
+# moves the recorded values.
+GOLDEN_STEP = dict(label_smoothing=0.1, l1=1e-3, l2=1e-2, padded=True)  # one padding row
+
+
+def golden_inputs():
+    x, y = generic_batch()
+    w = np.where(y == 1, 1.5, 0.75)
+    x[-1], w[-1] = 0.0, 0.0
+    return x, y, w
+
+
+def one_step(dtype, x, y, w, **step_kw):
+    """One adamw step of the tiny model (seed 0) computed in ``dtype`` throughout: parameters,
+    activations, loss. Returns the metrics and the sum of the batch-norm running statistics."""
+    c = base_config()
+    c.model.preset = "tiny"
+    c.model.dropout = 0.0
+    c.model.norm = "batch"
+    model = Conv1DClassifier(resolve_spec(c.model, 2), rngs=nnx.Rngs(params=0), dtype=dtype)
+    graphdef, variables = nnx.split(model)
+    # The same initial values as build_model(seed=0) (initialised in float32), held in dtype.
+    model = nnx.merge(graphdef, jax.tree.map(lambda v: v.astype(dtype), variables))
+    tx = optim.make_optimizer("adamw", optax.constant_schedule(1e-2))
+    graphdef, state = init_state(model, tx)
+    assert all(v.dtype == dtype for v in jax.tree_util.tree_leaves(state.params))
+    step = jax.jit(make_train_step(graphdef, tx, num_classes=2, **step_kw))
+    state, m = step(state, jnp.asarray(x, dtype), jnp.asarray(y), jnp.asarray(w, dtype),
+                    jax.random.key(0))
+    assert m["grad_norm"].dtype == dtype
+    out = {k: float(v) for k, v in m.items()}
+    out["stats"] = sum(float(v.sum()) for v in jax.tree_util.tree_leaves(state.model_state))
+    out["step"] = int(state.step)
+    return out
+
+
+def float64_step(x, y, w, **step_kw):
+    with jax.enable_x64(True):  # only inside this block: the rest of the suite stays float32
+        return one_step(jnp.float64, x, y, w, **step_kw)
+
+
 def test_one_step_golden_value():
-    # A regression guard: the loss and gradient norm of the first step of a fixed tiny model on a
-    # fixed batch. If an intended change moves them, recompute and explain why in the commit.
-    _, state, step = tiny_setup()
-    x, y, w = fixed_batch()
-    state, m = step(state, x, y, w, jax.random.key(0))
-    loss = float(m["loss_sum"] / m["count"])
-    assert loss == pytest.approx(GOLDEN_LOSS, rel=1e-4)
-    assert float(m["grad_norm"]) == pytest.approx(GOLDEN_GRAD_NORM, rel=1e-3)
-    assert int(state.step) == 1
+    # A regression guard on the maths of one train step: loss, gradient norm and batch-norm
+    # statistics after the first step of the tiny model on a fixed batch, computed in float64.
+    # In float64 the result does not depend on the CPU's instruction set or the backend (the
+    # summation order moves it by ~1e-15 relative on this tie-free batch), so the tolerance is
+    # tight, and any change to the maths fails it: ignoring the label smoothing moves the gradient
+    # norm by 9 %, the class weights by 13 %, the padding mask by 5 %, the L1 + L2 penalty by
+    # 0.1 %, the L1 term alone by 0.04 %. If an intended change moves them, recompute (print
+    # float64_step(*golden_inputs(), **GOLDEN_STEP)) and explain why in the commit.
+    m = float64_step(*golden_inputs(), **GOLDEN_STEP)
+    assert m["count"] == 7.0 and m["step"] == 1
+    assert m["loss_sum"] / m["count"] == pytest.approx(GOLDEN_LOSS, rel=1e-9)
+    assert m["grad_norm"] == pytest.approx(GOLDEN_GRAD_NORM, rel=1e-9)
+    assert m["stats"] == pytest.approx(GOLDEN_STATS, rel=1e-9)
 
 
-GOLDEN_LOSS = 0.4346277117729187
-GOLDEN_GRAD_NORM = 3.1113221645355225
+GOLDEN_LOSS = 0.6590924941698261
+GOLDEN_GRAD_NORM = 3.346533360097287
+GOLDEN_STATS = 21.94800421879872
+
+# float32 against the float64 step, relative. The longest sums in the step (stem-kernel gradient,
+# batch-norm statistics of the stem) run over batch x frames = 8 x 246 = 1968 terms; their
+# worst-case relative rounding error in float32 is n * 2**-24 = 1.2e-4, a few such sums are
+# chained, and batch norm's E[x^2] - E[x]^2 can lose a digit more. 1e-3 covers that worst case,
+# whatever order an instruction set sums in. Measured: < 3e-7, also with 1e-7 relative noise on
+# the input (on fixed_batch, the same noise moves the gradient norm by up to 2 %).
+FLOAT32_RTOL = 1e-3
+
+
+def test_float32_step_matches_the_float64_step():
+    x, y, w = golden_inputs()
+    want = float64_step(x, y, w, **GOLDEN_STEP)
+    with jax.default_matmul_precision("float32"):  # no TF32 / bf16 passes on accelerators
+        got = one_step(jnp.float32, x, y, w, **GOLDEN_STEP)
+    assert got["count"] == want["count"] and got["correct"] == want["correct"]
+    for k in ("loss_sum", "grad_norm", "stats"):
+        assert got[k] == pytest.approx(want[k], rel=FLOAT32_RTOL), k
 
 
 def test_loss_falls_over_steps():
@@ -74,6 +160,79 @@ def test_padding_weight_zero_is_ignored():
     for a, b in zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s2.params),
                     strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_padding_rows_do_not_enter_batch_norm_statistics():
+    # With batch norm: zero rows of weight 0 (unreadable files) leave the step exactly as the
+    # batch without them: the loss, the gradient, the update and the running statistics.
+    # (generic_batch: the batch size changes the summation order, which must not flip ties.)
+    x, y = (jnp.asarray(a) for a in generic_batch())
+    x, w = x.astype(jnp.float32), jnp.ones(len(y), jnp.float32)
+    pad = 3
+    # sgd: the update is the gradient itself. (Adam's first step is ~lr * sign(gradient), which
+    # turns the float noise of a conv bias in front of batch norm, 0 in exact maths, into +-lr.)
+    # (Both through the padded step: it is the padding rows' effect that is measured here.)
+    _, s1, step1 = tiny_setup(optimizer="sgd", lr=0.1, padded=True)
+    _, s2, step2 = tiny_setup(optimizer="sgd", lr=0.1, padded=True)
+    s1, m1 = step1(s1, x, y, w, jax.random.key(0))
+    s2, m2 = step2(s2, jnp.concatenate([x, jnp.zeros((pad, x.shape[1]))]),
+                   jnp.concatenate([y, jnp.zeros(pad, y.dtype)]),
+                   jnp.concatenate([w, jnp.zeros(pad)]), jax.random.key(0))
+    assert float(m1["count"]) == float(m2["count"]) == 8.0
+    assert float(m1["loss_sum"]) == pytest.approx(float(m2["loss_sum"]), rel=1e-5)
+    # The gradient norm includes the conv biases in front of batch norm, whose gradient is 0 in
+    # exact maths and float noise here (different for 8 and 11 rows): 1e-4 covers that noise,
+    # while a zero row in the statistics moves the norm by percents.
+    assert float(m1["grad_norm"]) == pytest.approx(float(m2["grad_norm"]), rel=1e-4)
+    for a, b in zip(jax.tree_util.tree_leaves(s1), jax.tree_util.tree_leaves(s2), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_rows_shift_the_statistics_of_the_plain_step():
+    # Why the loop takes the padded step for a batch with padding rows: the plain one (for
+    # batches whose rows are all real) computes batch norm over every row.
+    x, y = (jnp.asarray(a) for a in generic_batch())
+    zeros = jnp.zeros((3, x.shape[1]))
+    padded = (jnp.concatenate([x.astype(jnp.float32), zeros]),
+              jnp.concatenate([y, jnp.zeros(3, y.dtype)]),
+              jnp.concatenate([jnp.ones(len(y)), jnp.zeros(3)]))
+    _, s1, plain = tiny_setup(optimizer="sgd", lr=0.1)
+    _, s2, masked = tiny_setup(optimizer="sgd", lr=0.1, padded=True)
+    s1, _ = plain(s1, *padded, jax.random.key(0))
+    s2, _ = masked(s2, *padded, jax.random.key(0))
+    assert not np.allclose(jax.tree_util.tree_leaves(s1.model_state)[0],
+                           jax.tree_util.tree_leaves(s2.model_state)[0], rtol=1e-3)
+
+
+def test_an_all_padding_batch_changes_nothing_but_the_step_count():
+    _, state, step = tiny_setup(padded=True)
+    x, y, w = fixed_batch()
+    new, m = step(state, jnp.zeros_like(x), y, jnp.zeros_like(w), jax.random.key(0))
+    assert float(m["count"]) == 0.0 and float(m["loss_sum"]) == 0.0
+    assert float(m["grad_norm"]) == 0.0
+    for a, b in zip(jax.tree_util.tree_leaves((state.params, state.model_state)),
+                    jax.tree_util.tree_leaves((new.params, new.model_state)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(new.step) == 1
+
+
+def test_reported_loss_is_the_unsmoothed_cross_entropy():
+    # loss_sum means the same as the validation loss: plain cross-entropy summed over the real
+    # examples, whatever the label smoothing and class weights of the optimised loss.
+    graphdef, state, step = tiny_setup(label_smoothing=0.2)
+    x, y, w = fixed_batch()
+    w = w * jnp.where(y == 1, 3.0, 0.5)
+    model = nnx.merge(graphdef, state.params, state.model_state, copy=True)
+    logits = np.asarray(model(x, train=True), np.float64)  # the step's forward pass
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    plain = -log_p[np.arange(len(y)), np.asarray(y)].sum()
+    # Smoothed targets: 1 - 0.2 + 0.2 / 2 on the label, 0.2 / 2 on the other class.
+    smoothed = -(0.8 * log_p[np.arange(len(y)), np.asarray(y)] + 0.1 * log_p.sum(-1)).sum()
+    _, m = step(state, x, y, w, jax.random.key(0))
+    assert abs(plain - smoothed) > 0.05 * plain
+    assert float(m["loss_sum"]) == pytest.approx(plain, rel=1e-5)
+    assert float(m["loss_sum"]) != pytest.approx(smoothed, rel=1e-2)
+    assert float(m["count"]) == 8.0
 
 
 def test_weight_decay_mask_leaves_biases_and_norms_alone():
@@ -123,7 +282,7 @@ def test_penalties_shrink_weights(kind):
     assert kernel_norm(**{kind: 0.05}) < 0.98 * kernel_norm()
 
 
-def test_eval_step_is_deterministic_and_uses_running_stats():
+def test_eval_step_is_deterministic_and_training_moves_running_stats():
     graphdef, state, step = tiny_setup(dropout=0.5)
     x, y, w = fixed_batch()
     evaluate = jax.jit(make_eval_step(graphdef))
@@ -134,6 +293,21 @@ def test_eval_step_is_deterministic_and_uses_running_stats():
     stats_before = jax.tree_util.tree_leaves(state.model_state)
     stats_after = jax.tree_util.tree_leaves(new_state.model_state)
     assert any(not np.allclose(u, v) for u, v in zip(stats_before, stats_after, strict=True))
+
+
+def test_eval_step_uses_running_stats_not_batch_stats():
+    # An example's logits must not depend on the other examples of its batch: with batch
+    # statistics, alone and among others it would be normalised differently.
+    graphdef, state, step = tiny_setup()
+    x, y, w = fixed_batch()
+    for _ in range(3):  # running statistics away from their initial 0 / 1
+        state, _ = step(state, x, y, w, jax.random.key(0))
+    evaluate = jax.jit(make_eval_step(graphdef))
+    others = jnp.asarray(generic_batch()[0], jnp.float32)
+    for i in (0, 1):
+        alone = evaluate(state.params, state.model_state, x[i:i + 1])
+        among = evaluate(state.params, state.model_state, others.at[3].set(x[i]))
+        np.testing.assert_allclose(alone[0], among[3], rtol=1e-5, atol=1e-5)
 
 
 def test_class_weights_change_the_update_but_not_the_reported_metrics():

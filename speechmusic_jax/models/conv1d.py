@@ -4,7 +4,9 @@ Layout is (batch, time, channels). A strided stem conv, then stages of
 conv + norm + activation (optionally residual), max-pooling after each stage, global pooling over
 time, dropout, and a dense head with one logit per class. Train-time behaviour (batch statistics,
 dropout) is chosen per call with ``train=``, so the same module serves the jitted train and eval
-steps without hidden mode flags.
+steps without hidden mode flags. In training, ``mask=`` (batch,) marks the real rows: batch norm
+computes its statistics over those only, so the zero rows that stand in for unreadable files
+neither shift the other rows' normalisation nor the running statistics.
 """
 
 from __future__ import annotations
@@ -47,12 +49,41 @@ class Norm(nnx.Module):
         else:
             raise ValueError(f"model.norm: unknown normalisation {kind!r}")
 
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        """``mask`` (batch,) bool: in training, batch norm's statistics (and so its running
+        averages) come from the rows marked True only; every row is normalised with them. Layer
+        and group norm work per example and ignore it, as does batch norm in eval mode."""
         if self.layer is None:
             return x
         if self.kind == "batch":
-            return self.layer(x, use_running_average=not train)
+            if mask is None or not train:
+                return self.layer(x, use_running_average=not train)
+            return self._masked_batch_norm(x, mask)
         return self.layer(x)
+
+    def _masked_batch_norm(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        """nnx.BatchNorm's training path (fast variance, channels last) with the statistics taken
+        over the rows ``mask`` marks. With no real row at all (every file of the batch failed),
+        the statistics of all the (zero) rows keep the output finite, and the running averages
+        are left as they were."""
+        bn = self.layer
+        mask = jnp.asarray(mask, bool)
+        axes = tuple(range(x.ndim - 1))
+        x, scale, bias = bn.promote_dtype((x, bn.scale[...], bn.bias[...]), dtype=bn.dtype)
+        xs = jnp.asarray(x, jnp.promote_types(x.dtype, jnp.float32))  # statistics in >= float32
+        any_real = mask.any()
+        rows = jnp.logical_or(mask, jnp.logical_not(any_real))
+        rows = rows.reshape(mask.shape + (1,) * (x.ndim - 1))  # broadcasts to (batch, time, ch)
+        count = jnp.maximum(rows.sum() * (x.size // x.shape[-1] // x.shape[0]), 1)
+        mean = jnp.where(rows, xs, 0).sum(axes) / count
+        var = jnp.maximum(0.0, jnp.where(rows, jnp.square(xs), 0).sum(axes) / count
+                          - jnp.square(mean))
+        for running, batch in ((bn.mean, mean), (bn.var, var)):
+            updated = bn.momentum * running[...] + (1 - bn.momentum) * jax.lax.stop_gradient(batch)
+            running[...] = jnp.where(any_real, updated, running[...])
+        shape = (1,) * (x.ndim - 1) + (x.shape[-1],)
+        y = (x - mean.reshape(shape)) * (jax.lax.rsqrt(var + bn.epsilon) * scale).reshape(shape)
+        return jnp.asarray(y + bias.reshape(shape), bn.dtype)
 
 
 class ConvBlock(nnx.Module):
@@ -74,11 +105,11 @@ class ConvBlock(nnx.Module):
                                   dtype=dtype, rngs=rngs)
                          if cin != cout or stride > 1 else None)
 
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        y = self.act(self.norm1(self.conv1(x), train=train))
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+        y = self.act(self.norm1(self.conv1(x), train=train, mask=mask))
         if not self.residual:
             return y
-        y = self.norm2(self.conv2(y), train=train)
+        y = self.norm2(self.conv2(y), train=train, mask=mask)
         skip = self.proj(x) if self.proj is not None else x
         return self.act(y + skip)
 
@@ -131,20 +162,25 @@ class Conv1DClassifier(nnx.Module):
         self.head = nnx.Linear(width, spec.num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, waveform: jax.Array, *, train: bool = False,
-                 rngs: nnx.Rngs | None = None) -> jax.Array:
-        """``waveform`` (batch, time) -> logits (batch, num_classes) in float32."""
+                 rngs: nnx.Rngs | None = None, mask: jax.Array | None = None) -> jax.Array:
+        """``waveform`` (batch, time) -> logits (batch, num_classes) in float32 (float64 for a
+        model computing in float64).
+
+        ``mask`` (batch,) bool, optional: the real rows of a training batch; batch norm takes
+        its statistics from those only (see ``Norm``). Without it, or in eval mode, every row
+        is treated alike."""
         spec = self.spec
         if spec.frontend == "logmel":
             x = log_mel(waveform, sample_rate=spec.sample_rate, win=spec.stft_win,
                         hop=spec.stft_hop, n_mels=spec.n_mels)
         else:
             x = waveform[..., None]
-        x = self.act(self.stem_norm(self.stem(x), train=train))
+        x = self.act(self.stem_norm(self.stem(x), train=train, mask=mask))
         x = pool1d(x, spec.stem_pool, spec.pool)
         stage_off = not train or spec.stage_dropout == 0.0
         for stage, pool in zip(self.stages, spec.stage_pool, strict=True):
             for block in stage:
-                x = block(x, train=train)
+                x = block(x, train=train, mask=mask)
             x = pool1d(x, pool, spec.pool)
             x = self.stage_dropout(x, deterministic=stage_off, rngs=rngs)
         if spec.global_pool == "avg":
@@ -158,7 +194,8 @@ class Conv1DClassifier(nnx.Module):
             x = self.dropout(x, deterministic=head_off, rngs=rngs)
             x = self.act(layer(x))
         x = self.dropout(x, deterministic=head_off, rngs=rngs)
-        return self.head(x).astype(jnp.float32)
+        x = self.head(x)
+        return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def build_model(spec: ModelSpec, seed: int, precision: str = "float32") -> Conv1DClassifier:

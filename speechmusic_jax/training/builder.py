@@ -86,23 +86,24 @@ def build(cfg, steps_per_epoch: int = 1) -> Built:
                  trainable + count_params(state.model_state))
 
 
-def train_step_fn(built: Built) -> Callable:
-    """The pure train step of the config: loss, label smoothing, L1/L2 penalties and their mask."""
-    t = built.cfg.train
+def train_step_fn(built: Built, padded: bool = False) -> Callable:
+    """The pure train step of the config: loss, label smoothing, L1/L2 penalties and their mask;
+    ``padded``: the variant for batches with padding rows (see ``make_train_step``)."""
+    train_cfg = built.cfg.train
     return make_train_step(built.graphdef, built.tx, num_classes=len(built.cfg.data.classes),
-                           label_smoothing=t.label_smoothing, l1=t.l1, l2=t.l2,
-                           penalty_mask=t.penalty_mask)
+                           label_smoothing=train_cfg.label_smoothing, l1=train_cfg.l1,
+                           l2=train_cfg.l2, penalty_mask=train_cfg.penalty_mask, padded=padded)
 
 
 def compile_train_step(built: Built, state: TrainState, mesh: Mesh,
-                       batch_size: int | None = None) -> Compiled:
+                       batch_size: int | None = None, *, padded: bool = False) -> Compiled:
     """(state, x, y, weight, key) -> (state, metrics), state donated, batch split over ``mesh``."""
     batch_size = batch_size or built.cfg.train.batch_size
     shard = parallel.batch_sharding(mesh)
     specs = (jax.ShapeDtypeStruct((batch_size, built.segment), jnp.float32, sharding=shard),
              jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=shard),
              jax.ShapeDtypeStruct((batch_size,), jnp.float32, sharding=shard))
-    fn, seconds, flops = timing.compile_ahead(train_step_fn(built), state, *specs,
+    fn, seconds, flops = timing.compile_ahead(train_step_fn(built, padded), state, *specs,
                                               jax.random.key(0), donate_argnums=(0,))
     return Compiled(fn, seconds, flops, batch_size)
 

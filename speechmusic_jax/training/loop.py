@@ -77,6 +77,8 @@ class Run:
     bad_files: BadFiles
     checkpoints: Checkpoints
     device: dict  # device_kind, device_count, backend
+    # The train step for batches with padding rows, compiled on first need (see step_for).
+    _padded_step: dict = dataclasses.field(default_factory=dict)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -90,6 +92,21 @@ class Run:
         files = self.data.split["train"]
         return train_batches(files, [self.data.durations.get(f.path, 0.0) for f in files],
                              self.loader, self.cfg.seed, epoch, on_bad_file=self.bad_files)
+
+    def step_for(self, weight: np.ndarray, state: TrainState) -> Callable:
+        """The compiled train step for a batch with these weights: the plain one when every row
+        is real; else the one that keeps the padding rows (unreadable files) out of batch-norm
+        statistics, compiled the first time such a batch comes."""
+        if weight.all():
+            step = self.train_step
+        else:
+            if not self._padded_step:
+                self._padded_step["step"] = builder.compile_train_step(
+                    self.built, state, self.mesh, padded=True)
+                self.log(f"compiled the train step for batches with unreadable files in "
+                         f"{self._padded_step['step'].compile_s:.2f}s")
+            step = self._padded_step["step"]
+        return _out_of_memory_hint(step.fn, "train step", "train.batch_size", step.batch_size)
 
     def score(self, state: TrainState, files: list) -> clip_scoring.Predictions:
         """Window and clip logits of ``files`` with the weights ``state`` evaluates."""
@@ -114,9 +131,11 @@ class EpochStats:
 
 
 class _Diverged(Exception):
-    def __init__(self, step: int, epoch: int, loss: float):
+    """A non-finite loss or gradient at ``step``; ``step_times``: the epoch's steps until then."""
+
+    def __init__(self, step: int, epoch: int, loss: float, step_times: list[float]):
         super().__init__(f"loss {loss} at step {step}")
-        self.step, self.epoch, self.loss = step, epoch, loss
+        self.step, self.epoch, self.loss, self.step_times = step, epoch, loss, step_times
 
 
 def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
@@ -160,7 +179,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
             if stop:
                 break
     except _Diverged as d:
-        finish(run, state, loop_state, step_times, resumed=begin, diverged=d)
+        finish(run, state, loop_state, step_times + d.step_times, resumed=begin, diverged=d)
         raise TrainingDiverged(
             f"the loss became {d.loss:g} at step {d.step} (epoch {d.epoch}); try a lower "
             f"optimizer.learning_rate (now {cfg.optimizer.learning_rate:g}) or gradient clipping "
@@ -236,8 +255,6 @@ def restore_or_init(run: Run, *, resume: bool) -> tuple[TrainState, LoopState]:
 def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
                 progress: bool | None = None) -> tuple[TrainState, EpochStats]:
     """One epoch of steps; raises _Diverged at the first non-finite loss or gradient norm."""
-    step = _out_of_memory_hint(run.train_step.fn, "train step", "train.batch_size",
-                               run.cfg.train.batch_size)
     key = jax.random.key(run.cfg.seed)
     steps_per_epoch = run.built.steps_per_epoch
     sums = np.zeros(3)
@@ -248,6 +265,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
     for batch in batches:
         x, y, w = parallel.put_batch((batch.x, batch.y, batch.weight), run.mesh)
         wait += time.perf_counter() - t_wait
+        step = run.step_for(batch.weight, state)  # may compile, before the clock starts
         t0 = time.perf_counter()
         state, m = step(state, x, y, w, key)
         m = jax.device_get(m)  # blocks: the clock stops when the step is done
@@ -256,7 +274,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
         bar.step(loss)
         if not (math.isfinite(float(m["loss_sum"])) and math.isfinite(float(m["grad_norm"]))):
             bar.close()
-            raise _Diverged((epoch - 1) * steps_per_epoch + bar.done, epoch, loss)
+            raise _Diverged((epoch - 1) * steps_per_epoch + bar.done, epoch, loss, step_times)
         sums += (float(m["loss_sum"]), float(m["correct"]), float(m["count"]))
         t_wait = time.perf_counter()
     bar.close()

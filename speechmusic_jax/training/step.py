@@ -37,7 +37,7 @@ def penalty(params: Any, l1: float, l2: float, mask: str = "kernels") -> jax.Arr
         return total
     for path, w in jax.tree_util.tree_leaves_with_path(params):
         if masked(path, mask):
-            w = w.astype(jnp.float32)
+            w = w.astype(jnp.promote_types(w.dtype, jnp.float32))  # float32, or float64 params
             if l1:
                 total += l1 * jnp.abs(w).sum()
             if l2:
@@ -68,12 +68,20 @@ def make_train_step(
     l1: float = 0.0,
     l2: float = 0.0,
     penalty_mask: str = "kernels",
+    padded: bool = False,
 ):
     """(state, x, y, weight, key) -> (state, metrics); metrics are device scalars.
 
-    The optimised loss is the ``weight``-ed mean (class weights, padding 0) plus the L1/L2
-    penalties; the reported ``loss_sum``, ``correct`` and ``count`` are plain sums over the real
-    examples (weight > 0), so training metrics mean the same with and without class weights.
+    The optimised loss is the ``weight``-ed mean (class weights, padding 0) of the cross-entropy
+    with ``label_smoothing``, plus the L1/L2 penalties. The ``padded`` step is for batches with
+    rows of weight 0 (the silent stand-ins for unreadable files): it also leaves them out of the
+    batch-norm statistics (``mask=weight > 0``). The plain step computes the statistics over
+    every row, with less work; the loop uses it for batches whose rows are all real.
+
+    The reported metrics are plain sums over the real examples (weight > 0): ``loss_sum`` of the
+    unsmoothed, unweighted cross-entropy, ``correct`` and ``count``; so they mean the same with
+    and without class weights or label smoothing, and the training loss is comparable with the
+    validation loss. ``grad_norm`` is the global norm of the optimised loss's gradient.
     """
 
     def train_step(state: TrainState, x: jax.Array, y: jax.Array, weight: jax.Array,
@@ -82,19 +90,21 @@ def make_train_step(
 
         def loss_fn(params, model_state):
             model = nnx.merge(graphdef, params, model_state, copy=True)
-            logits = model(x, train=True, rngs=nnx.Rngs(dropout=step_key))
+            logits = model(x, train=True, rngs=nnx.Rngs(dropout=step_key),
+                           mask=weight > 0 if padded else None)
             losses = cross_entropy(logits, y, label_smoothing, num_classes)
             data_loss = weighted_mean(losses, weight)
             new_model_state = nnx.state(model, nnx.Not(nnx.Param))
-            return data_loss + penalty(params, l1, l2, penalty_mask), (data_loss, losses, logits,
-                                                         new_model_state)
+            objective = data_loss + penalty(params, l1, l2, penalty_mask)
+            return objective, (data_loss, logits, new_model_state)
 
-        grads, (data_loss, losses, logits, model_state) = jax.grad(loss_fn, has_aux=True)(
+        grads, (data_loss, logits, model_state) = jax.grad(loss_fn, has_aux=True)(
             state.params, state.model_state)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, value=data_loss)
         params = optax.apply_updates(state.params, updates)
         real = (weight > 0).astype(jnp.float32)
-        metrics = {"loss_sum": (losses * real).sum(),
+        plain = cross_entropy(logits, y, 0.0, num_classes)  # what validation reports
+        metrics = {"loss_sum": (plain * real).sum(),
                    "correct": ((logits.argmax(-1) == y) * real).sum(),
                    "count": real.sum(),
                    "grad_norm": optax.tree.norm(grads)}
