@@ -1,15 +1,42 @@
 #!/usr/bin/env bash
 # Set up a local virtualenv on first use (or when pyproject.toml changed), then run a command.
-#   ./run.sh train [FLAGS]   python -m speechmusic_jax.train FLAGS
-#   ./run.sh test [ARGS]     the pytest suite (soak tests excluded)
-#   ./run.sh setup           set-up only
-#   ./run.sh MODULE [FLAGS]  python -m speechmusic_jax.MODULE FLAGS (evaluate, predict, benchmark, ...)
+# ./run.sh --help lists the commands.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV="${SPEECHMUSIC_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.pyproject.sha256"
+
+# name|what it does (each a python -m speechmusic_jax.NAME module, except test, setup and lint)
+COMMANDS="train|train and test an experiment (first use: sets up .venv)
+test|the test suite (soak tests excluded)
+setup|set up .venv only
+lint|ruff over the project
+list|what exists: presets, optimizers, schedules, experiments, sources
+evaluate|a trained run's scores on a labelled data source
+predict|classify audio files with a trained run
+crossval|k-fold cross-validation of an experiment
+benchmark|time the compiled step (--what=step) or the data loader (--what=data)
+baseline|logistic regression on global audio statistics, on a run's split
+export|write a trained model as a portable StableHLO file
+sweep|a hyperparameter sweep or optimizer comparison"
+
+usage() {
+  echo "usage: ./run.sh COMMAND [FLAGS]   (./run.sh COMMAND --help for a command's flags)"
+  echo
+  echo "commands:"
+  while IFS='|' read -r name what; do
+    if is_command "$name"; then printf '  %-10s %s\n' "$name" "$what"; fi
+  done <<< "$COMMANDS"
+}
+
+is_command() {  # a built-in one, or a module that exists in this checkout
+  case "$1" in
+    test | setup | lint) return 0 ;;
+  esac
+  grep -q "^$1|" <<< "$COMMANDS" && [ -f "speechmusic_jax/$1.py" ]
+}
 
 setup() {
   local want have=""
@@ -22,22 +49,30 @@ setup() {
     echo "run.sh: Python >= 3.11 is required ($PYTHON is $("$PYTHON" --version 2>&1))." >&2
     exit 1
   fi
+  # The stamp is written last: an interrupted set-up is done again by the next command.
+  trap 'echo "run.sh: set-up interrupted; the next ./run.sh command sets up again" >&2; exit 130' INT
+  trap 'echo "run.sh: set-up interrupted; the next ./run.sh command sets up again" >&2; exit 143' TERM
   echo "run.sh: setting up $VENV (first use or pyproject.toml changed) ..." >&2
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
   "$VENV/bin/python" -m pip install -q -e ".[dev]" >&2
   echo "$want" > "$STAMP"
+  trap - INT TERM
   echo "run.sh: set-up done." >&2
 }
 
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
+  "" | -h | --help | help) usage ;;
   setup) setup ;;
-  train) setup; exec "$VENV/bin/python" -m speechmusic_jax.train "$@" ;;
   test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
   lint)  setup; exec "$VENV/bin/ruff" check . ;;
-  "" | -h | --help)
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *)     setup; exec "$VENV/bin/python" -m "speechmusic_jax.$cmd" "$@" ;;
+  *)
+    if ! is_command "$cmd"; then
+      echo "run.sh: unknown command '$cmd'" >&2
+      usage >&2
+      exit 2
+    fi
+    setup; exec "$VENV/bin/python" -m "speechmusic_jax.$cmd" "$@" ;;
 esac

@@ -23,6 +23,7 @@ def get_config(arg: str | None = None):
         c.data.segment_seconds = 3.7
     if variant == "tiny":
         c.name += "_tiny"
+        c.note = "a smoke test of the preset in seconds: its accuracy means nothing"
         c.data.synthetic.clips_per_class = 16
         c.data.synthetic.seconds = 4.0 if preset == "samplecnn" else 2.0
         c.train.epochs = 2

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,6 +50,7 @@ def run_main(define: Callable[[], dict[str, Any]],
 
     holders = define_flags(define)
     quiet_jax_logs()
+    handle_interrupts()
 
     def absl_main(argv: list[str]) -> int:
         values = {name: holder.value for name, holder in holders.items()}
@@ -114,10 +116,18 @@ def _die_field_error(e: BaseException, argv: list[str]) -> None:
     _die(f"config error{where}: unknown or invalid field: {detail}", 2)
 
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with config errors (an unknown field, a missing experiment file, a
-    failing ``get_config``) as one line, not a traceback."""
+    failing ``get_config``) as one line, not a traceback; --help prints the command's usage and
+    flags and exits 0."""
     from absl import flags
+
+    if any(arg in HELP_FLAGS for arg in argv[1:]):
+        print_help(full="--helpfull" in argv[1:])
+        sys.exit(0)
 
     try:
         rest = flags.FLAGS(argv)
@@ -138,6 +148,62 @@ def parse_flags(argv: list[str]) -> list[str]:
             _die(f"config error: --{name}={flags.FLAGS[name].serialize().split('=', 1)[-1]}: "
                  f"cannot load the experiment file ({_last_line(error)})", 2)
     return rest
+
+
+def print_help(full: bool = False) -> None:
+    """The command's docstring (its usage) and its own flags (every flag with ``full``)."""
+    from absl import flags
+
+    doc = (sys.modules["__main__"].__doc__ or "").strip()
+    if doc:
+        print(doc + "\n")
+    if full:
+        print("flags (all, including absl's own):")
+        print(flags.FLAGS.get_help())
+        return
+    shared = flags.FLAGS.module_help(sys.modules[__name__])  # --config, --data, ...
+    own = flags.FLAGS.main_module_help()
+    print("flags:")
+    for text in (own, shared):
+        lines = [ln for ln in text.splitlines()  # without the "module:" headings
+                 if not (ln[:1].strip() and ln.rstrip().endswith(":"))]
+        if any(ln.strip() for ln in lines):
+            print("\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------------
+# Interrupts: Ctrl-C (SIGINT) or a scheduler's SIGTERM end any command with one true line.
+
+_ON_INTERRUPT: list[Callable[[], str]] = []
+
+
+def on_interrupt(describe: Callable[[], str]) -> None:
+    """Say what an interrupt keeps: ``describe()`` is called when one comes and its line is
+    printed (e.g. which checkpoint a run can resume from)."""
+    _ON_INTERRUPT[:] = [describe]
+
+
+def handle_interrupts() -> None:
+    """SIGINT and SIGTERM print one line and end the process at once (exit 130 or 143).
+
+    The process ends with ``os._exit``: no exception unwinds through XLA's compiler or the
+    reader and checkpoint threads (a KeyboardInterrupt raised there could crash the interpreter
+    at exit), and nothing half-done is made to look finished: every file is written by an atomic
+    rename, so it is there whole or not at all."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupted)
+
+
+def _interrupted(signum: int, _frame: Any) -> None:
+    name = signal.Signals(signum).name
+    try:
+        detail = _ON_INTERRUPT[0]() if _ON_INTERRUPT else "nothing was written"
+    except Exception as e:  # the message must never fail
+        detail = f"could not tell what was kept ({type(e).__name__})"
+    sys.stdout.flush()
+    fresh_line = "\n" if os.isatty(2) else ""  # after a progress bar
+    os.write(2, f"{fresh_line}interrupted ({name}): {detail}\n".encode())
+    os._exit(128 + signum)
 
 
 def _last_line(e: BaseException) -> str:
@@ -203,8 +269,8 @@ def friendly_errors() -> Iterator[None]:
         if e.filename is not None and e.errno is not None:
             _die(f"error: {e.strerror or os.strerror(e.errno)}: {e.filename}", 1)
         raise
-    except KeyboardInterrupt:
-        _die("interrupted; run the same command again to resume from the last checkpoint", 130)
+    except KeyboardInterrupt:  # only where no handler was installed (library use)
+        _die("interrupted", 130)
     except Exception as e:
         message = out_of_memory_message(e)
         if message is None:

@@ -37,6 +37,7 @@ def base_config() -> ConfigDict:
     """Every field with its default. Experiments start from this and change what they need."""
     c = ConfigDict()
     c.name = "default"
+    c.note = ""  # what the experiment is for, printed at the start and end of a run
     c.seed = 0
 
     c.data = ConfigDict()

@@ -143,6 +143,9 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
 
     cfg = cli.config_from(flags, args)
     workdir = flags["workdir"] or os.path.join("runs", f"{cfg.name}_crossval")
+    cli.on_interrupt(lambda: "every finished fold and the last checkpoint of the fold in "
+                             f"progress are kept under {os.path.abspath(workdir)}; run the same "
+                             "command to resume")
     result = run(cfg, workdir, flags["folds"], log=cli.log, overwrite=flags["overwrite"])
     print(f"outputs in {os.path.abspath(workdir)}", flush=True)
     return 0 if result["folds_tested"] == result["folds_k"] else 1

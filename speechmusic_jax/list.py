@@ -11,6 +11,7 @@ WHAT = ("presets", "optimizers", "schedules", "experiments", "sources")
 
 def rows(what: str) -> list[tuple[str, str]]:
     if what == "presets":
+        import jax
         from flax import nnx
 
         from speechmusic_jax.config import base_config
@@ -22,7 +23,9 @@ def rows(what: str) -> list[tuple[str, str]]:
             c = base_config()
             c.model.preset = name
             spec = resolve_spec(c.model, 2)
-            n = count_params(nnx.state(build_model(spec, 0), nnx.Param))
+            # Shapes only: the parameters are counted without initialising (or compiling) them.
+            shapes = jax.eval_shape(lambda spec=spec: nnx.state(build_model(spec, 0), nnx.Param))
+            n = count_params(shapes)
             out.append((name, f"{n:>10,} params (2 classes); min input {spec.min_input_length()}"
                               f" samples; {PRESET_NOTES.get(name, '')}"))
         return out
@@ -60,9 +63,16 @@ def _first_doc_line(path: str) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
+USAGE = f"usage: python -m speechmusic_jax.list {'|'.join(WHAT)}"
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[1] in ("-h", "--help", "--helpshort", "--helpfull"):
+        print(f"{(__doc__ or '').strip()}\n{USAGE}")
+        return 0
     if len(argv) != 2 or argv[1] not in WHAT:
-        print(f"usage: python -m speechmusic_jax.list {'|'.join(WHAT)}", file=sys.stderr)
+        wrong = "one list at a time" if len(argv) > 2 else f"expected one of {', '.join(WHAT)}"
+        print(f"usage error: {wrong}; {USAGE}", file=sys.stderr)
         return 2
     items = rows(argv[1])
     width = max(len(k) for k, _ in items)

@@ -14,10 +14,23 @@ from speechmusic_jax.io_utils import atomic_write_bytes
 
 
 def curves(rows: list[dict], path: str | os.PathLike, best_epoch: int | None = None) -> None:
+    """Draw :func:`curves_figure` into ``path`` (PNG, written atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(rows, best_epoch)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def curves_figure(rows: list[dict], best_epoch: int | None = None):
+    """Loss and accuracy by epoch (a matplotlib figure; the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
@@ -32,10 +45,8 @@ def curves(rows: list[dict], path: str | os.PathLike, best_epoch: int | None = N
         if best_epoch:
             ax.axvline(best_epoch, color="grey", ls=":", lw=1, label=f"best (epoch {best_epoch})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return fig

@@ -4,6 +4,19 @@
         [--data=SPEC] [--data_on_error=error|skip] [--overwrite] [--dry_run]
         [--config.FIELD=VALUE ...]
 
+Every config field can be set on the command line (--config.train.epochs=20,
+--config.model.preset=m5, ...). --dry_run prints the resolved config, every field with its value,
+as JSON and exits without any work; the defaults are in speechmusic_jax/config.py (base_config).
+
+The epoch table: train_loss and train_acc over the epoch's training crops; val_loss, val_acc and
+val_f1 over the validation clips; lr at the end of the epoch; time_s for training and validation.
+A `*` marks an epoch that improved the early-stopping monitor (val_loss unless
+train.early_stopping.monitor says otherwise): its weights are the best so far, and the best are
+the ones tested at the end.
+
+Running the same command again resumes an interrupted run; with a larger
+--config.train.epochs, it continues a finished run from its last checkpoint.
+
 Flags are parsed here and turned into the config; the library never reads flags.
 """
 
@@ -44,6 +57,7 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
         return 0
     from speechmusic_jax.training import loop
 
+    cli.on_interrupt(lambda: loop.interrupt_note(workdir))
     summary = loop.fit(cfg, workdir, log=cli.log, overwrite=flags["overwrite"])
     print(f"outputs in {os.path.abspath(workdir)}", flush=True)
     return 0 if summary.get("status") != "diverged" else 1

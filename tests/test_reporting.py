@@ -42,6 +42,18 @@ def test_overfitting_note_when_val_rises_while_train_falls():
     assert len(notes) == 1 and "overfitting" in notes[0]
 
 
+def test_overfitting_is_noted_once_when_it_starts_and_once_when_it_ends():
+    notes = []
+    watch = reporting.OverfitWatch(notes.append, epochs=3)
+    losses = [(1.0, 0.9), (0.8, 0.7), (0.6, 0.75), (0.5, 0.8), (0.4, 0.85)]  # starts at 5
+    losses += [(0.35 - 0.01 * k, 0.86 + 0.01 * k) for k in range(40)]  # goes on for 40 epochs
+    losses += [(0.3, 0.69), (0.3, 0.72), (0.3, 0.73), (0.3, 0.74)]  # ends, does not restart
+    for e, (tr, va) in enumerate(losses, start=1):
+        watch.update(row(e, tr, va))
+    assert len(notes) == 2, notes
+    assert "overfitting" in notes[0] and "has ended" in notes[1] and "0.6900" in notes[1]
+
+
 def test_no_overfitting_note_when_both_fall():
     notes = []
     watch = reporting.OverfitWatch(notes.append, epochs=3)
@@ -97,9 +109,13 @@ def test_tensorboard_writes_readable_event_files(tmp_path):
     files = os.listdir(tmp_path / "tb")
     assert len(files) == 1 and files[0].startswith("events.out.tfevents")
     scalars = read_events(tmp_path / "tb" / files[0])
-    assert (1, "loss/train_loss", 0.8999999761581421) in scalars
-    assert (2, "loss/val_loss", 0.6000000238418579) in scalars
-    assert len(scalars) == 2 * len(reporting.TensorBoard.KEYS)
+    # Train and validation of one metric share a chart (one tag prefix).
+    assert (1, "loss/train", 0.8999999761581421) in scalars
+    assert (2, "loss/val_clip", 0.6000000238418579) in scalars
+    assert (2, "loss/val_window", 0.6000000238418579) in scalars
+    assert {tag for _, tag, _ in scalars if tag.startswith("accuracy/")} == {
+        "accuracy/train", "accuracy/val_window", "accuracy/val_clip"}
+    assert len(scalars) == 2 * len(reporting.TensorBoard.TAGS)
 
 
 def test_tensorboard_write_failure_names_the_event_file(tmp_path, monkeypatch):
@@ -117,3 +133,20 @@ def test_tensorboard_write_failure_names_the_event_file(tmp_path, monkeypatch):
         board.write(row(1, 0.9, 0.8))
     assert err.value.errno == errno.ENOSPC
     assert "events.out.tfevents" in err.value.filename
+
+
+def test_curves_have_whole_epoch_ticks(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from speechmusic_jax import plots
+
+    rows = [row(e, 1.0 / e, 1.1 / e) for e in (1, 2, 3)]
+    fig = plots.curves_figure(rows, best_epoch=3)
+    try:
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    finally:
+        plt.close(fig)
+    plots.curves(rows, tmp_path / "c.png", best_epoch=3)
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -37,21 +37,24 @@ class Checkpoints:
         self.dir = os.path.join(os.path.abspath(workdir), "checkpoints")
         self._ckpt = ocp.StandardCheckpointer()
 
-    def _pointer(self, which: str) -> dict | None:
-        path = os.path.join(self.dir, f"{which}.json")
+    @staticmethod
+    def pointer(folder: str, which: str) -> dict | None:
+        """The ``last`` or ``best`` pointer in the checkpoint ``folder``, if it names a complete
+        checkpoint (readable without starting orbax)."""
+        path = os.path.join(folder, f"{which}.json")
         if not os.path.exists(path):
             return None
         with open(path, encoding="utf-8") as f:
             pointer = json.load(f)
-        if not os.path.isdir(os.path.join(self.dir, pointer["dir"], "state")):
+        if not os.path.isdir(os.path.join(folder, pointer["dir"], "state")):
             return None
         return pointer
 
     def last(self) -> dict | None:
-        return self._pointer("last")
+        return self.pointer(self.dir, "last")
 
     def best(self) -> dict | None:
-        return self._pointer("best")
+        return self.pointer(self.dir, "best")
 
     def save(self, epoch: int, state: Any, loop: dict, *, best: dict | None = None) -> None:
         """Save ``state`` as epoch ``epoch``; make it the last (and, with ``best``, the best)."""

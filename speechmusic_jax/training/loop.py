@@ -16,6 +16,7 @@ checkpoint, so a killed run resumes where its last checkpoint left it.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -55,6 +56,8 @@ class LoopState:
     bad_epochs: int = 0  # epochs since the last improvement
     train_time_s: float = 0.0  # seconds spent in training epochs, over every session
     stopped_early: bool = False
+    started_at: str | None = None  # when the run's first session started (ISO 8601, UTC)
+    wall_time_s: float = 0.0  # wall time of every session up to this checkpoint
 
     @classmethod
     def from_json(cls, record: dict) -> LoopState:
@@ -156,9 +159,19 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     begin = workdir_rules.start(workdir, config_lib.to_dict(cfg))
     if begin is workdir_rules.Start.FINISHED:
         return report_finished(workdir, cfg, log)
+    clock = SessionClock()
     run = setup(cfg, workdir, log)
-    state, loop_state = restore_or_init(run, resume=begin is workdir_rules.Start.RESUME)
-    records = reporting.EpochRecords(run.metrics_path, os.path.join(workdir, "tensorboard"), log)
+    state, loop_state = restore_or_init(
+        run, resume=begin in (workdir_rules.Start.RESUME, workdir_rules.Start.EXTEND))
+    if loop_state.started_at is None:
+        loop_state = dataclasses.replace(loop_state, started_at=clock.started_at)
+    clock.before = loop_state.wall_time_s
+    if begin is workdir_rules.Start.EXTEND:
+        log(f"continuing the finished run from epoch {loop_state.epoch} to epoch "
+            f"{cfg.train.epochs}; the learning-rate schedule now spans {cfg.train.epochs} epochs")
+        loop_state = dataclasses.replace(loop_state, stopped_early=False, bad_epochs=0)
+    records = reporting.EpochRecords(run.metrics_path, os.path.join(workdir, "tensorboard"), log,
+                                     monitor=cfg.train.early_stopping.monitor)
     step_times: list[float] = []
     first_epoch, last_epoch = loop_state.epoch + 1, cfg.train.epochs
     read_ahead: ReadAhead | None = None  # the next epoch's batches, started during validation
@@ -171,7 +184,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
             read_ahead = ReadAhead(run.epoch_batches(epoch + 1)) if epoch < last_epoch else None
             val = validate(run, state)
             loop_state, stop = record_epoch(run, records, state, loop_state, epoch, stats, val,
-                                            epoch_s=time.perf_counter() - t_epoch)
+                                            epoch_s=time.perf_counter() - t_epoch, clock=clock)
             if stop_after is not None and epoch - first_epoch + 1 >= stop_after and not stop \
                     and epoch < last_epoch:
                 log(f"stopping after epoch {epoch} as asked; run again to resume")
@@ -179,7 +192,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
             if stop:
                 break
     except _Diverged as d:
-        finish(run, state, loop_state, step_times + d.step_times, resumed=begin, diverged=d)
+        finish(run, state, loop_state, step_times + d.step_times, resumed=begin, clock=clock,
+               diverged=d)
         raise TrainingDiverged(
             f"the loss became {d.loss:g} at step {d.step} (epoch {d.epoch}); try a lower "
             f"optimizer.learning_rate (now {cfg.optimizer.learning_rate:g}) or gradient clipping "
@@ -190,7 +204,43 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         records.close()
         if read_ahead is not None:
             read_ahead.close()
-    return finish(run, state, loop_state, step_times, resumed=begin)
+    return finish(run, state, loop_state, step_times, resumed=begin, clock=clock)
+
+
+class SessionClock:
+    """Wall time of this session (process) of a run, on top of the earlier sessions'."""
+
+    def __init__(self) -> None:
+        self.started_at = _now()
+        self.before = 0.0  # earlier sessions' wall time, up to the checkpoint resumed from
+        self._t0 = time.perf_counter()
+
+    def total_s(self) -> float:
+        return self.before + self.session_s()
+
+    def session_s(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def interrupt_note(workdir: str) -> str:
+    """What an interrupt now leaves of the run in ``workdir``, in one clause (read from the files,
+    so it is true whatever the loop was doing)."""
+    workdir = os.path.abspath(workdir)
+    summary = workdir_rules.read_json(os.path.join(workdir, "summary.json")) or {}
+    if summary.get("status") in ("completed", "stopped_early"):
+        return f"the run in {workdir} had finished; its results are kept"
+    last = Checkpoints.pointer(os.path.join(workdir, "checkpoints"), "last")
+    if last is not None:
+        return (f"the checkpoint of epoch {last['epoch']} in {workdir} is kept; run the same "
+                "command to resume from it")
+    if os.path.exists(os.path.join(workdir, "config.json")):
+        return (f"no checkpoint had been written yet in {workdir}; the same command starts the "
+                "run afresh")
+    return "nothing was written"
 
 
 def report_finished(workdir: str, cfg: config_lib.ConfigDict, log: Log) -> dict:
@@ -212,6 +262,8 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log) -> Run:
     os.makedirs(workdir, exist_ok=True)
     resuming = os.path.exists(os.path.join(workdir, "config.json"))
     atomic_write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(cfg))
+    if cfg.note:
+        log(f"note: {cfg.name}: {cfg.note}")
     device = timing.device_info()
     log(f"devices: {device['device_count']} x {device['device_kind']} ({device['backend']}), "
         f"jax {jax.__version__}")
@@ -288,7 +340,7 @@ def validate(run: Run, state: TrainState) -> dict:
 
 def record_epoch(run: Run, records: reporting.EpochRecords, state: TrainState,
                  loop_state: LoopState, epoch: int, stats: EpochStats, val: dict, *,
-                 epoch_s: float) -> tuple[LoopState, bool]:
+                 epoch_s: float, clock: SessionClock) -> tuple[LoopState, bool]:
     """Write the epoch's records, then its checkpoint; return (loop state, stop now).
     ``epoch_s``: the epoch's wall time, validation included."""
     es = run.cfg.train.early_stopping
@@ -313,7 +365,8 @@ def record_epoch(run: Run, records: reporting.EpochRecords, state: TrainState,
         dataclasses.replace(loop_state, train_time_s=loop_state.train_time_s + stats.seconds),
         epoch, row[es.monitor], mode=mode, patience=es.patience, min_delta=es.min_delta)
     last_epoch = epoch >= run.cfg.train.epochs
-    loop_state = dataclasses.replace(loop_state, stopped_early=stop and not last_epoch)
+    loop_state = dataclasses.replace(loop_state, stopped_early=stop and not last_epoch,
+                                     wall_time_s=clock.total_s())
     # Records of the epoch first, then the checkpoint: a kill in between is cut back (or, in
     # TensorBoard, overwritten by the same step) on resume.
     records.write(row, improved)
@@ -347,7 +400,8 @@ def early_stopping_update(loop_state: LoopState, epoch: int, value: float, *, mo
 
 
 def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[float], *,
-           resumed: workdir_rules.Start, diverged: _Diverged | None = None) -> dict:
+           resumed: workdir_rules.Start, clock: SessionClock,
+           diverged: _Diverged | None = None) -> dict:
     """Test the best weights (or the last, with restore_best off), time inference, and write
     summary.json and curves.png. A diverged run is not tested; its summary has the same keys,
     with what was measured up to the divergence."""
@@ -382,8 +436,14 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
         "step_time_ms": timing.summarize_ms(step_times),
         "step_time_note": "train step only, compilation excluded, blocked on the result; "
                           "this session's steps"
-                          + (" (after resume)" if resumed is workdir_rules.Start.RESUME else ""),
+                          + (" (after resume)" if resumed is not workdir_rules.Start.NEW else ""),
         "train_time_s": loop_state.train_time_s,
+        "started_at": loop_state.started_at,
+        "finished_at": _now(),
+        "wall_time_s": clock.total_s(),
+        "wall_time_note": "from the start of the run's first session to the end of this one, "
+                          "summed over sessions (the time between a kill and a restart, and "
+                          "after a session's last checkpoint, not counted)",
         "peak_memory_bytes": peak,
         "peak_memory_kind": peak_kind,
         "inference": inference,
@@ -408,6 +468,8 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
         run.log(f"warning: could not draw curves.png ({e})")
     if diverged is None:
         run.log(reporting.format_summary(summary, run.classes))
+        if cfg.note:
+            run.log(f"note: {cfg.name}: {cfg.note}")
     return summary
 
 

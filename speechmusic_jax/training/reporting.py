@@ -32,12 +32,14 @@ class EpochPrinter:
     HEAD = (f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>8} "
             f"{'val_f1':>7} {'lr':>9} {'time_s':>7}")
 
-    def __init__(self, log: Log):
+    def __init__(self, log: Log, monitor: str = "val_loss"):
         self.log = log
+        self.monitor = monitor
         self.started = False
 
     def row(self, r: dict, improved: bool) -> None:
         if not self.started:
+            self.log(f"(* marks an epoch that improved {self.monitor}: the best weights so far)")
             self.log(self.HEAD)
             self.started = True
         self.log(f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['train_accuracy']:>9.4f} "
@@ -100,10 +102,11 @@ class EpochRecords:
     """Where each epoch's row goes: metrics.jsonl (appended), TensorBoard, the epoch table and
     the overfitting watch, in that order."""
 
-    def __init__(self, metrics_path: str, tensorboard_dir: str, log: Log):
+    def __init__(self, metrics_path: str, tensorboard_dir: str, log: Log,
+                 monitor: str = "val_loss"):
         self.metrics_path = metrics_path
         self.board = TensorBoard(tensorboard_dir)
-        self.printer = EpochPrinter(log)
+        self.printer = EpochPrinter(log, monitor)
         self.overfit = OverfitWatch(log)
 
     def write(self, row: dict, improved: bool) -> None:
@@ -117,7 +120,8 @@ class EpochRecords:
 
 
 class OverfitWatch:
-    """Notes when validation loss has risen for ``epochs`` epochs while training loss fell.
+    """Notes once when validation loss has risen for ``epochs`` epochs while training loss fell,
+    and once when that ends (validation loss back below where it was when the note started).
 
     Both losses are the plain cross-entropy of one crop or window (``train_loss`` and
     ``val_window_loss``), so the comparison is of like with like; rows without the window loss
@@ -127,24 +131,38 @@ class OverfitWatch:
         self.log = log
         self.epochs = epochs
         self.rows: list[dict] = []
-        self.warned_at = -1
+        self.since: tuple[int, float] | None = None  # (epoch, val loss) where the note started
+
+    @staticmethod
+    def _val(row: dict) -> float:
+        return row.get("val_window_loss", row["val_loss"])
 
     def update(self, row: dict) -> bool:
+        """Fold in an epoch's row; True when a note was printed."""
         self.rows.append(row)
+        if self.since is not None:
+            start_epoch, start_val = self.since
+            if self._val(row) < start_val:
+                self.since = None
+                self.log(f"note: validation loss is back to {self._val(row):.4f} (below "
+                         f"{start_val:.4f} of epoch {start_epoch}): the overfitting noted then "
+                         "has ended")
+                return True
+            return False
         recent = self.rows[-(self.epochs + 1):]
         if len(recent) <= self.epochs:
             return False
-        val = [r.get("val_window_loss", r["val_loss"]) for r in recent]
+        val = [self._val(r) for r in recent]
         train = [r["train_loss"] for r in recent]
         rising = all(b > a for a, b in zip(val, val[1:], strict=False))
-        falling = train[-1] < train[0]
-        if rising and falling and row["epoch"] - self.warned_at > self.epochs:
-            self.warned_at = row["epoch"]
+        if rising and train[-1] < train[0]:
+            self.since = (recent[0]["epoch"], val[0])
             self.log(f"note: validation loss (per window) has risen for {self.epochs} epochs "
                      f"({val[0]:.4f} -> {val[-1]:.4f}) while training loss fell "
                      f"({train[0]:.4f} -> {train[-1]:.4f}): the model may be overfitting (or its "
                      "batch-norm statistics still settling); consider more dropout, weight "
-                     "decay, augmentation, or early stopping")
+                     "decay, augmentation, or early stopping. Said once; another note says when "
+                     "it ends")
             return True
         return False
 
@@ -179,9 +197,12 @@ class TensorBoard:
     format, no TensorFlow, no background thread): each epoch's points are on disk when
     ``write`` returns, and a failed write raises an OSError naming the event file."""
 
-    KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1",
-            "val_window_loss", "val_window_accuracy", "learning_rate", "epoch_time_s",
-            "examples_per_s")
+    # metrics.jsonl key -> TensorBoard tag: train and validation of one metric share a chart.
+    TAGS = {"train_loss": "loss/train", "val_window_loss": "loss/val_window",
+            "val_loss": "loss/val_clip", "train_accuracy": "accuracy/train",
+            "val_window_accuracy": "accuracy/val_window", "val_accuracy": "accuracy/val_clip",
+            "val_f1": "f1_macro/val_clip", "learning_rate": "learning_rate",
+            "epoch_time_s": "time/epoch_s", "examples_per_s": "time/train_examples_per_s"}
 
     def __init__(self, logdir: str):
         from tensorboardX.event_file_writer import EventsWriter
@@ -198,12 +219,11 @@ class TensorBoard:
         from tensorboardX.summary import scalar
 
         def emit() -> None:
-            for key in self.KEYS:
+            for key, tag in self.TAGS.items():
                 value = row.get(key)
                 if value is not None:
-                    group = "loss" if key.endswith("loss") else key.split("_")[0]
                     self.writer.write_event(Event(wall_time=time.time(), step=row["epoch"],
-                                                  summary=scalar(f"{group}/{key}", float(value))))
+                                                  summary=scalar(tag, float(value))))
             self.writer.flush()
 
         self._guard(emit)

@@ -1,7 +1,8 @@
 """The rules of a run's folder: start, resume, report a finished run, or refuse.
 
 ``train`` on a workdir that is absent or empty starts a run; one holding an unfinished run with
-the same config resumes it; a finished run is reported; anything else is refused with a message.
+the same config resumes it; a finished run is reported, or continued from its last epoch when
+only ``train.epochs`` changed and grew; anything else is refused with a message.
 ``--overwrite`` removes a folder only when it holds nothing but a run of ours (or nothing at all):
 a folder with any file this program did not write is never deleted, whatever the flags.
 """
@@ -31,6 +32,7 @@ class Start(enum.Enum):
     NEW = "new"  # nothing there yet
     RESUME = "resume"  # an unfinished run with the same config
     FINISHED = "finished"  # a completed (or early-stopped) run with the same config
+    EXTEND = "extend"  # a finished run, now asked for more epochs: continue from its last epoch
 
 
 def start(workdir: str, cfg_dict: dict) -> Start:
@@ -46,14 +48,17 @@ def start(workdir: str, cfg_dict: dict) -> Start:
                 f"--workdir {workdir} is not empty and holds no run (found {leftovers}); "
                 "choose another workdir")
         return Start.NEW
-    changed = config_lib.diff(_read_json(cfg_path) or {}, cfg_dict)
-    if changed:
+    old = read_json(cfg_path) or {}
+    changed = config_lib.diff(old, cfg_dict)
+    more_epochs = (changed == ["train.epochs"]
+                   and cfg_dict["train"]["epochs"] > old["train"]["epochs"])
+    if changed and not more_epochs:
         raise WorkdirConflict(
             f"--workdir {workdir} holds a run with a different config (fields: "
             f"{', '.join(changed)}); use another --workdir or pass --overwrite to start afresh")
-    summary = _read_json(os.path.join(workdir, "summary.json")) or {}
+    summary = read_json(os.path.join(workdir, "summary.json")) or {}
     if summary.get("status") in ("completed", "stopped_early"):
-        return Start.FINISHED
+        return Start.EXTEND if more_epochs else Start.FINISHED
     return Start.RESUME
 
 
@@ -65,7 +70,7 @@ def foreign_entries(workdir: str) -> list[str]:
     entries = sorted(os.listdir(workdir))
     if not entries:
         return []
-    cfg = _read_json(os.path.join(workdir, "config.json"))
+    cfg = read_json(os.path.join(workdir, "config.json"))
     if not isinstance(cfg, dict) or not set(cfg) >= _CONFIG_SECTIONS:
         return entries
     return [e for e in entries if e not in RUN_ENTRIES and not _TEMPORARY.match(e)]
@@ -89,7 +94,8 @@ def remove_run(workdir: str) -> None:
     shutil.rmtree(workdir)
 
 
-def _read_json(path: str):
+def read_json(path: str):
+    """The JSON in ``path``, or None when it is missing or not JSON."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
