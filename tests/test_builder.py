@@ -29,8 +29,9 @@ def test_train_step_parts_run_alone(tiny_config, tmp_path):
     """setup, one train_epoch and validate, called directly as fit calls them."""
     logs = []
     run = loop.setup(tiny_config, str(tmp_path / "run"), logs.append)
-    state, loop_state = loop.restore_or_init(run, resume=False)
-    assert loop_state == loop.LoopState()
+    clock = loop.SessionClock()
+    state, loop_state = loop.restore_or_init(run, loop.workdir_rules.Start.NEW, clock)
+    assert loop_state == loop.LoopState(started_at=clock.started_at)
     state, stats = loop.train_epoch(run, state, 1, run.epoch_batches(1))
     assert len(stats.step_times) == run.built.steps_per_epoch
     assert stats.count == run.built.steps_per_epoch * tiny_config.train.batch_size

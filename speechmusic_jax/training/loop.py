@@ -161,15 +161,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         return report_finished(workdir, cfg, log)
     clock = SessionClock()
     run = setup(cfg, workdir, log)
-    state, loop_state = restore_or_init(
-        run, resume=begin in (workdir_rules.Start.RESUME, workdir_rules.Start.EXTEND))
-    if loop_state.started_at is None:
-        loop_state = dataclasses.replace(loop_state, started_at=clock.started_at)
-    clock.before = loop_state.wall_time_s
-    if begin is workdir_rules.Start.EXTEND:
-        log(f"continuing the finished run from epoch {loop_state.epoch} to epoch "
-            f"{cfg.train.epochs}; the learning-rate schedule now spans {cfg.train.epochs} epochs")
-        loop_state = dataclasses.replace(loop_state, stopped_early=False, bad_epochs=0)
+    state, loop_state = restore_or_init(run, begin, clock)
     records = reporting.EpochRecords(run.metrics_path, os.path.join(workdir, "tensorboard"), log,
                                      monitor=cfg.train.early_stopping.monitor)
     step_times: list[float] = []
@@ -290,15 +282,23 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log) -> Run:
                BadFiles(cfg.data.on_error, log, data.errors), Checkpoints(workdir), device)
 
 
-def restore_or_init(run: Run, *, resume: bool) -> tuple[TrainState, LoopState]:
-    """The initial state, or the last checkpoint's when resuming; metrics.jsonl is cut back to
-    the epochs that checkpoint holds (a kill between the two writes leaves one more line)."""
-    state, loop_state = run.built.state, LoopState()
-    last = run.checkpoints.last() if resume else None
+def restore_or_init(run: Run, begin: workdir_rules.Start,
+                    clock: SessionClock) -> tuple[TrainState, LoopState]:
+    """The initial state, or the last checkpoint's when resuming or extending a finished run;
+    metrics.jsonl is cut back to the epochs that checkpoint holds (a kill between the two writes
+    leaves one more line). ``clock`` learns the earlier sessions' wall time."""
+    state, loop_state = run.built.state, LoopState(started_at=clock.started_at)
+    last = run.checkpoints.last() if begin is not workdir_rules.Start.NEW else None
     if last is not None:
         state, record = run.checkpoints.restore(last, state)
-        loop_state = LoopState.from_json(record)
+        loop_state = LoopState.from_json({"started_at": clock.started_at, **record})
         run.log(f"resuming from the checkpoint of epoch {loop_state.epoch}")
+    if begin is workdir_rules.Start.EXTEND:
+        run.log(f"continuing the finished run from epoch {loop_state.epoch} to epoch "
+                f"{run.cfg.train.epochs}; the learning-rate schedule now spans "
+                f"{run.cfg.train.epochs} epochs")
+        loop_state = dataclasses.replace(loop_state, stopped_early=False, bad_epochs=0)
+    clock.before = loop_state.wall_time_s
     rows = [r for r in read_jsonl(run.metrics_path) if r.get("epoch", 0) <= loop_state.epoch]
     write_jsonl(run.metrics_path, rows)
     return parallel.put_replicated(state, run.mesh), loop_state
