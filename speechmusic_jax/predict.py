@@ -1,11 +1,17 @@
-"""Classify audio files with a trained run.
+"""Classify audio files with a trained run: one row per file, per window, or a timeline.
 
-    python -m speechmusic_jax.predict --workdir=DIR [--segments] [--output=FILE.csv|.json]
-        [--overwrite] PATH...
+    python -m speechmusic_jax.predict --workdir=DIR [--segments|--windows]
+        [--output=FILE.csv|.json] [--overwrite] [--plot=FILE.png] PATH...
 
-PATH is a file or a folder (searched recursively for audio). Without --segments, one decision per
-file (mean of its window logits); with --segments, one row per window (start_s, end_s). An
-existing --output file is replaced only with --overwrite, and only if this program wrote it.
+PATH is a file or a folder (searched recursively for audio). Without --segments or --windows,
+one decision per file (the mean of its window logits, as in training's evaluation): columns
+path, duration_s, predicted, confidence, p_<class>..., error. --windows gives one row per window
+and --segments the merged, smoothed segments of a timeline, both with columns path, start_s,
+end_s, predicted, confidence, p_<class>..., error. Files are read in blocks (memory stays flat
+with their length) and the windows of many files share batches. A file that cannot be read gets
+one row with its error and is named on stderr; --data_on_error=error stops at it instead. An
+existing --output (or --plot) file is replaced only with --overwrite, and only if this program
+wrote it.
 """
 
 from __future__ import annotations
@@ -18,19 +24,45 @@ from typing import Any
 
 from speechmusic_jax import cli
 
+MAX_PLOT_PANELS = 12
+
 
 def define_flags() -> dict[str, Any]:
     from absl import flags
 
+    from speechmusic_jax.segments import DEFAULT
+
     return {
         "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
-        "segments": flags.DEFINE_bool("segments", False, "One row per window instead of per "
-                                      "file."),
-        "output": flags.DEFINE_string("output", None, "Write rows to FILE.csv or FILE.json."),
-        "overwrite": flags.DEFINE_bool("overwrite", False, "Replace an existing --output file "
-                                       "that an earlier predict wrote."),
-        "data_on_error": flags.DEFINE_enum("data_on_error", "error", ["error", "skip"],
-                                           "Stop at an unreadable file, or skip it."),
+        "weights": flags.DEFINE_enum("weights", "best", ["best", "last"],
+                                     "Which checkpoint of the run to use."),
+        "segments": flags.DEFINE_bool("segments", False, "A timeline: merged, smoothed segments "
+                                      "(start_s, end_s, predicted, confidence) per file."),
+        "windows": flags.DEFINE_bool("windows", False, "One row per window, unsmoothed."),
+        "output": flags.DEFINE_string("output", None, "Write rows to FILE.csv or FILE.json "
+                                      "(default: CSV on stdout)."),
+        "overwrite": flags.DEFINE_bool("overwrite", False, "Replace an existing --output or "
+                                       "--plot file that an earlier predict wrote."),
+        "plot": flags.DEFINE_string("plot", None, "With --segments or --windows: draw the "
+                                    f"timelines (window scores, segments) of the first "
+                                    f"{MAX_PLOT_PANELS} files to FILE.png."),
+        "smoothing": flags.DEFINE_enum("smoothing", None, ["hmm", "median", "none"],
+                                       "Timeline smoothing: hmm (Viterbi with a cost per change "
+                                       "of label; the default), median, or none."),
+        "switch_penalty": flags.DEFINE_float("switch_penalty", None, "hmm smoothing: cost of "
+                                             "one change of label, in nats (default "
+                                             f"{DEFAULT.switch_penalty:g})."),
+        "median_seconds": flags.DEFINE_float("median_seconds", None, "median smoothing: width "
+                                             "of the filter in seconds (default "
+                                             f"{DEFAULT.median_seconds:g})."),
+        "hop_seconds": flags.DEFINE_float("hop_seconds", None, "Seconds between windows "
+                                          "(default: a quarter window for --segments, the run's "
+                                          "evaluation hop otherwise)."),
+        "batch_size": flags.DEFINE_integer("batch_size", None, "Windows per batch (default: the "
+                                           "run's train.eval_batch_size)."),
+        "data_on_error": flags.DEFINE_enum("data_on_error", "skip", ["error", "skip"],
+                                           "skip: a file that cannot be read gets a row with "
+                                           "its error and the others go on; error: stop at it."),
     }
 
 
@@ -44,29 +76,82 @@ def render(rows: list[dict], path: str | None) -> str:
     return buf.getvalue()
 
 
-def main(flags: dict[str, Any], args: list[str]) -> int:
-    from speechmusic_jax import trained_run
-    from speechmusic_jax.io_utils import atomic_write_text, check_output
+def smoothing_from(flags: dict[str, Any]):
+    from speechmusic_jax import segments
 
-    output = flags["output"]
+    default = segments.DEFAULT
+    try:
+        return segments.Smoothing(
+            flags["smoothing"] or default.method,
+            default.switch_penalty if flags["switch_penalty"] is None else flags["switch_penalty"],
+            default.median_seconds if flags["median_seconds"] is None else flags["median_seconds"])
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from None
+
+
+def check_usage(flags: dict[str, Any], args: list[str]) -> None:
+    output, plot = flags["output"], flags["plot"]
     if not flags["workdir"]:
         raise cli.UsageError("--workdir is required")
     if not args:
         raise cli.UsageError("name at least one audio file or folder")
     if output and not output.endswith((".csv", ".json")):
         raise cli.UsageError("--output must end in .csv or .json")
-    if output:  # before any work: a refused output costs nothing
+    if flags["segments"] and flags["windows"]:
+        raise cli.UsageError("--segments and --windows exclude each other")
+    if plot and not (flags["segments"] or flags["windows"]):
+        raise cli.UsageError("--plot draws timelines: add --segments or --windows")
+    if plot and not plot.endswith(".png"):
+        raise cli.UsageError("--plot must end in .png")
+    if flags["hop_seconds"] is not None and flags["hop_seconds"] <= 0:
+        raise cli.UsageError("--hop_seconds must be positive")
+    if flags["batch_size"] is not None and flags["batch_size"] <= 0:
+        raise cli.UsageError("--batch_size must be positive")
+
+
+def main(flags: dict[str, Any], args: list[str]) -> int:
+    from speechmusic_jax import segments, trained_run
+    from speechmusic_jax.errors import DataError
+    from speechmusic_jax.io_utils import atomic_write_bytes, atomic_write_text, check_output
+
+    check_usage(flags, args)
+    smoothing = smoothing_from(flags)
+    output, plot = flags["output"], flags["plot"]
+    # Before any work: a refused output costs nothing.
+    if output:
         check_output(output, overwrite=flags["overwrite"], ours=trained_run.is_prediction_file)
-    run = trained_run.load_run(flags["workdir"])
-    rows = trained_run.predict_paths(run, args, windows=flags["segments"],
-                                     on_error=flags["data_on_error"],
-                                     log=lambda m: print(m, file=sys.stderr))
-    text = render(rows, output)
+    if plot:
+        check_output(plot, overwrite=flags["overwrite"], ours=segments.is_plot_file,
+                     flag="--plot")
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    run = trained_run.load_run(flags["workdir"], flags["weights"])
+    kind = "segments" if flags["segments"] else "windows" if flags["windows"] else "files"
+    done = trained_run.predict_paths(
+        run, args, rows=kind, hop_seconds=flags["hop_seconds"], smoothing=smoothing,
+        on_error=flags["data_on_error"], log=log, batch_size=flags["batch_size"],
+        panels=MAX_PLOT_PANELS if plot else 0)
+    text = render(done.rows, output)
     if output:
         atomic_write_text(output, text)
-        print(f"{len(rows)} rows written to {output}", file=sys.stderr)
+        log(f"{len(done.rows)} rows written to {output}")
     else:
         sys.stdout.write(text)
+    if plot:
+        atomic_write_bytes(plot, segments.plot_png(done.panels, run.classes))
+        more = (f" (the first {len(done.panels)} of {done.found} files)"
+                if done.found > len(done.panels) else "")
+        log(f"timelines drawn to {plot}{more}")
+    classified = done.found - len(done.failed)
+    if done.failed:
+        log(f"{len(done.failed)} of the {done.found} file(s) could not be read and were "
+            "skipped (their rows hold the error): " + "; ".join(done.failed[:5])
+            + ("; ..." if len(done.failed) > 5 else ""))
+    if not classified:
+        raise DataError(f"none of the {done.found} file(s) could be read")
+    log(f"{classified} of the {done.found} file(s) classified")
     return 0
 
 

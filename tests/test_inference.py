@@ -8,22 +8,17 @@ import subprocess
 import sys
 
 import pytest
+from tiny_run import tiny_run
 
 from speechmusic_jax import trained_run
 from speechmusic_jax.data.split import read_split_csv
-from speechmusic_jax.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from speechmusic_jax.config import load_experiment
-
-    cfg = load_experiment(os.path.join(REPO, "experiments", "default.py"), "tiny")
-    workdir = str(tmp_path_factory.mktemp("inf") / "run")
-    loop.fit(cfg, workdir, log=lambda _: None)
-    return workdir
+    return tiny_run(tmp_path_factory)
 
 
 def cli(module, *args):
@@ -39,7 +34,7 @@ def test_loaded_run_reproduces_the_test_predictions(run_dir):
         saved = {r["path"]: r for r in csv.DictReader(f)}
     assert len(rows) == len(saved)
     for r in rows:
-        assert r["label"] == saved[r["path"]]["predicted"]
+        assert r["predicted"] == saved[r["path"]]["predicted"] and "label" not in r
         assert r["p_music"] == pytest.approx(float(saved[r["path"]]["p_music"]), abs=1e-5)
 
 
@@ -109,23 +104,157 @@ def test_evaluate_records_every_data_error(run_dir, tmp_path):
         assert json.load(f)["data_errors"] == report["data_errors"]
 
 
-def test_predict_cli_files_and_segments(run_dir, tmp_path):
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_files_match_the_test_predictions_of_training(run_dir, tmp_path):
+    """One row per file, streamed and batched across files: the same decisions and
+    probabilities as training's test report; ``label`` is never a prediction."""
     split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
     paths = [f.path for f in split["test"]]
     out = tmp_path / "pred.csv"
     r = cli("predict", f"--workdir={run_dir}", f"--output={out}", *paths)
     assert r.returncode == 0, r.stderr[-2000:]
-    with open(out) as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(out)
+    assert list(rows[0]) == ["path", "duration_s", "predicted", "confidence", "p_speech",
+                             "p_music", "error"]
     assert [row["path"] for row in rows] == paths
-    seg = tmp_path / "seg.json"
-    r = cli("predict", f"--workdir={run_dir}", "--segments", f"--output={seg}", paths[0])
+    saved = {row["path"]: row for row in read_csv(os.path.join(run_dir, "test_predictions.csv"))}
+    for row in rows:
+        assert row["predicted"] == saved[row["path"]]["predicted"] and row["error"] == ""
+        assert float(row["p_music"]) == pytest.approx(float(saved[row["path"]]["p_music"]),
+                                                      abs=1e-5)
+        assert float(row["duration_s"]) == 2.0
+    assert f"predict: {len(paths)} file(s) to classify" in r.stderr
+
+
+def test_predict_windows_and_segments(run_dir, tmp_path):
+    split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
+    paths = [f.path for f in split["test"][:3]]
+    columns = ["path", "start_s", "end_s", "predicted", "confidence", "p_speech", "p_music",
+               "error"]
+    win = tmp_path / "windows.json"
+    r = cli("predict", f"--workdir={run_dir}", "--windows", f"--output={win}", paths[0])
     assert r.returncode == 0, r.stderr[-2000:]
-    with open(seg) as f:
+    with open(win) as f:
         windows = json.load(f)
-    # 2 s clips, 1 s windows: two windows covering [0, 2].
+    # 2 s clips, 1 s windows at the run's evaluation hop: two windows covering [0, 2].
     assert [(w["start_s"], w["end_s"]) for w in windows] == [(0.0, 1.0), (1.0, 2.0)]
-    assert all(w["label"] in ("speech", "music") and 0.5 <= w["confidence"] <= 1 for w in windows)
+    assert list(windows[0]) == columns
+    assert all(w["predicted"] in ("speech", "music") and 0.5 <= w["confidence"] <= 1
+               and w["error"] is None for w in windows)
+    seg = tmp_path / "segments.csv"
+    r = cli("predict", f"--workdir={run_dir}", "--segments", f"--output={seg}", *paths)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = read_csv(seg)
+    assert list(rows[0]) == columns
+    for path in paths:  # each file's segments tile it: from 0 to its end, without gaps
+        mine = [row for row in rows if row["path"] == path]
+        assert float(mine[0]["start_s"]) == 0.0 and float(mine[-1]["end_s"]) == 2.0
+        assert all(a["end_s"] == b["start_s"] for a, b in zip(mine, mine[1:], strict=False))
+        assert all(a["predicted"] != b["predicted"] for a, b in zip(mine, mine[1:],
+                                                                    strict=False))
+        for row in mine:
+            p = float(row[f"p_{row['predicted']}"])
+            assert float(row["confidence"]) == p and p >= 0.5
+
+
+def test_predict_names_the_files_it_skips(run_dir, tmp_path):
+    """Issue 14 item 8: a file that cannot be read gets a row with its error and a line on
+    stderr; the count announced is the count of rows; the others are classified."""
+    from audio_fixtures import write_bad, write_class_files, write_junk
+
+    folder = tmp_path / "mixed"
+    write_class_files(folder, "speech", 3, seconds=1.5)
+    corrupt = write_bad(folder, "corrupt")
+    m4a = write_bad(folder, "unsupported")
+    write_junk(folder)  # README.txt, cover.jpg, .DS_Store: not audio, counted apart
+    out = tmp_path / "rows.json"
+    r = cli("predict", f"--workdir={run_dir}", f"--output={out}", str(folder))
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out) as f:
+        rows = json.load(f)
+    assert "predict: 5 file(s) to classify (3 non-audio file(s)" in r.stderr
+    assert len(rows) == 5
+    errors = {row["path"]: row["error"] for row in rows if row["error"]}
+    assert set(errors) == {corrupt, m4a}
+    assert errors[corrupt].startswith("unreadable:")
+    assert errors[m4a].startswith("unsupported_format:")
+    assert all(row["predicted"] is None and row["p_music"] is None for row in rows
+               if row["error"])
+    assert f"warning: skipping {corrupt}" in r.stderr and f"warning: skipping {m4a}" in r.stderr
+    assert "2 of the 5 file(s) could not be read" in r.stderr
+    assert "3 of the 5 file(s) classified" in r.stderr
+    stopped = cli("predict", f"--workdir={run_dir}", "--data_on_error=error", str(folder))
+    lines = [ln for ln in stopped.stderr.splitlines() if ln.startswith("error")]
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
+    assert len(lines) == 1 and "bad_corrupt.wav" in lines[0], stopped.stderr
+    none = cli("predict", f"--workdir={run_dir}", corrupt, str(tmp_path / "no_such.wav"))
+    assert none.returncode == 2 and "none of the 2 file(s) could be read" in none.stderr
+
+
+def test_predict_plot(run_dir, tmp_path):
+    from speechmusic_jax.segments import is_plot_file
+
+    split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
+    plot = tmp_path / "timeline.png"
+    r = cli("predict", f"--workdir={run_dir}", "--segments", f"--plot={plot}",
+            split["test"][0].path, split["test"][1].path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert is_plot_file(str(plot)) and f"timelines drawn to {plot}" in r.stderr
+    assert r.stdout.startswith("path,start_s,end_s,predicted")
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"\x89PNG\r\n\x1a\n my own picture")
+    r = cli("predict", f"--workdir={run_dir}", "--segments", f"--plot={mine}", "--overwrite",
+            split["test"][0].path)
+    assert r.returncode == 2 and "not a file this program wrote" in r.stderr
+    assert mine.read_bytes().endswith(b"my own picture")
+    for extra, needle in ((["--plot=t.png"], "add --segments or --windows"),
+                          (["--segments", "--windows"], "exclude each other"),
+                          (["--segments", "--plot=t.pdf"], "--plot must end in .png"),
+                          (["--segments", "--smoothing=hmm", "--switch_penalty=-1"],
+                           "switch_penalty")):
+        r = cli("predict", f"--workdir={run_dir}", *extra, split["test"][0].path)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_timeline_of_an_alternating_recording(run_dir, tmp_path):
+    """Streaming, smoothing and merging end to end, with a stand-in model whose errors are
+    known (zero-crossing rate: noise is "speech", a tone "music") on a 44.1 kHz stereo FLAC
+    whose runs do not fall on the window grid."""
+    import dataclasses
+
+    import numpy as np
+    import soundfile as sf
+    from test_streaming import zcr_logits
+
+    from speechmusic_jax import segments
+
+    rate, rng = 44100, np.random.default_rng(0)
+    lengths = [7.3, 10.4, 9.85, 12.1, 10.0, 8.6, 11.25]
+    parts, truth, t = [], [], 0.0
+    for k, seconds in enumerate(lengths):
+        n = int(round(seconds * rate))
+        if k % 2 == 0:
+            x = rng.normal(0, 0.1, n)
+        else:
+            x = 0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)
+        parts.append(x)
+        truth.append((t, t + n / rate, k % 2))
+        t += n / rate
+    mono = np.concatenate(parts).astype(np.float32)
+    path = str(tmp_path / "alternating.flac")
+    sf.write(path, np.stack([mono, 0.5 * mono], axis=1), rate, subtype="PCM_24")
+    run = dataclasses.replace(trained_run.load_run(run_dir), predict=zcr_logits)
+    done = trained_run.predict_paths(run, [path], rows="segments", log=lambda _: None)
+    got = [(r["start_s"], r["end_s"], ("speech", "music").index(r["predicted"]))
+           for r in done.rows]
+    assert got[0][0] == 0 and got[-1][1] == pytest.approx(t, abs=1e-3)
+    assert segments.time_accuracy(got, truth) > 0.97
+    report = segments.boundary_report(got, truth, tolerance_s=0.5)
+    assert report["within_tolerance"] == report["true"] == 6 and report["spurious"] == 0
 
 
 def test_predict_output_is_never_written_over_a_user_file(run_dir, tmp_path):

@@ -37,7 +37,7 @@ def test_readme_train_command_is_valid(args, tmp_path):
 
 
 # Every other command the README shows runs for real, on a tiny run and small fake data.
-OTHER_COMMANDS = ("evaluate", "predict", "crossval", "benchmark", "list")
+OTHER_COMMANDS = ("evaluate", "predict", "crossval", "benchmark", "list", "export")
 
 
 def readme_commands(modules=OTHER_COMMANDS):
