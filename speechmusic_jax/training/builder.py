@@ -135,3 +135,127 @@ def predictor(built: Built, state: TrainState,
     fn = step or jax.jit(make_eval_step(built.graphdef))
     params, model_state = eval_weights(built, state)
     return lambda x: fn(params, model_state, x)
+
+
+# ---- a group of trials in one compiled program (sweeps) ----------------------------------------
+
+# The config fields a group's trials may differ in: traced inputs of one compiled program (the
+# optimizer's injected hyperparameters). Every other field, the seed included, is shared.
+GROUP_TRACED = tuple(f"optimizer.{name}" for name in optim.INJECTED)
+GROUP_STRATEGIES = ("vmap", "map")  # one vmapped step, or one trial after another (lax.map)
+
+
+def group_key(cfg) -> str:
+    """Trials with equal keys can train as one group: the same config but for the traced
+    hyperparameters (learning rate; weight decay, all zero or all positive) and the name."""
+    import json
+
+    from speechmusic_jax import config as config_lib
+
+    d = config_lib.to_dict(cfg)
+    d.pop("name", None)
+    d["optimizer"] = {k: v for k, v in d["optimizer"].items()
+                      if f"optimizer.{k}" not in GROUP_TRACED}
+    d["optimizer"]["decays"] = cfg.optimizer.weight_decay > 0
+    return json.dumps(d, sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltGroup:
+    """Trials that share a model and optimizer family, their states stacked on a leading axis.
+
+    Every trial starts from the same initial weights (the group shares the seed) and differs
+    only in the injected hyperparameters held in its optimizer state, so one compiled step
+    trains them all.
+    """
+
+    built: Built  # the first trial's network, initial weights and schedule
+    cfgs: tuple
+    tx: optax.GradientTransformation  # the injected chain (hyperparameters in the state)
+    state: TrainState  # stacked: every leaf has a leading axis of size ``size``
+    size: int
+
+    def trial_state(self, state: TrainState, i: int) -> TrainState:
+        """Trial ``i``'s state in the plain optimizer's layout (what ``build`` makes), from a
+        stacked state of this group: the injected chain's inner state is the plain chain's."""
+        one = jax.tree.map(lambda a: a[i], state)
+        return TrainState(one.params, one.model_state, one.opt_state.inner_state, one.step)
+
+
+def build_group(cfgs, steps_per_epoch: int = 1) -> BuiltGroup:
+    """The group of ``cfgs`` (equal :func:`group_key`): one network, one injected optimizer,
+    the trials' states stacked."""
+    keys = {group_key(c) for c in cfgs}
+    if len(keys) != 1:
+        raise ValueError("build_group: the configs differ in more than the traced "
+                         f"hyperparameters {GROUP_TRACED}")
+    built = build(cfgs[0], steps_per_epoch)
+    decay = cfgs[0].optimizer.weight_decay > 0
+    txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay) for c in cfgs]
+    states = [TrainState(built.state.params, built.state.model_state,
+                         tx.init(built.state.params), built.state.step) for tx in txs]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    return BuiltGroup(built, tuple(cfgs), txs[0], stacked, len(cfgs))
+
+
+def group_train_step_fn(group: BuiltGroup, padded: bool = False,
+                        strategy: str = "vmap") -> Callable:
+    """(states, active, x, y, weight, key) -> (states, metrics, good): every trial's train step
+    on the same batch and key; a trial not ``active``, or whose loss or gradient is not finite,
+    keeps its state (frozen); ``good`` says which trials stepped. ``strategy``: ``vmap`` (one
+    batched program) or ``map`` (the trials one after another inside one program)."""
+    if strategy not in GROUP_STRATEGIES:
+        raise ValueError(f"strategy: unknown {strategy!r}; known: {GROUP_STRATEGIES}")
+    built = group.built
+    train_cfg = built.cfg.train
+    step = make_train_step(built.graphdef, group.tx, num_classes=len(built.cfg.data.classes),
+                           label_smoothing=train_cfg.label_smoothing, l1=train_cfg.l1,
+                           l2=train_cfg.l2, penalty_mask=train_cfg.penalty_mask, padded=padded)
+
+    def group_step(states: TrainState, active: jax.Array, x: jax.Array, y: jax.Array,
+                   weight: jax.Array, key: jax.Array):
+        if strategy == "vmap":
+            new, metrics = jax.vmap(step, in_axes=(0, None, None, None, None))(
+                states, x, y, weight, key)
+        else:
+            new, metrics = jax.lax.map(lambda s: step(s, x, y, weight, key), states)
+        good = active & jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(metrics["grad_norm"])
+
+        def keep(a, b):
+            return jnp.where(good.reshape(good.shape + (1,) * (a.ndim - 1)), a, b)
+
+        return jax.tree.map(keep, new, states), metrics, good
+
+    return group_step
+
+
+def compile_group_train_step(group: BuiltGroup, state: TrainState, mesh: Mesh,
+                             *, padded: bool = False, strategy: str = "vmap") -> Compiled:
+    """The group step compiled ahead, states donated, the batch split over ``mesh``."""
+    batch_size = group.built.cfg.train.batch_size
+    shard = parallel.batch_sharding(mesh)
+    specs = (jax.ShapeDtypeStruct((group.size,), jnp.bool_),
+             jax.ShapeDtypeStruct((batch_size, group.built.segment), jnp.float32, sharding=shard),
+             jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=shard),
+             jax.ShapeDtypeStruct((batch_size,), jnp.float32, sharding=shard))
+    fn, seconds, flops = timing.compile_ahead(group_train_step_fn(group, padded, strategy),
+                                              state, *specs, jax.random.key(0),
+                                              donate_argnums=(0,))
+    return Compiled(fn, seconds, flops, batch_size)
+
+
+def group_eval_fn(group: BuiltGroup) -> Callable:
+    """(states, x) -> logits (batch, trials * classes): every trial's evaluation weights on the
+    same windows, trial i's logits in columns [i * classes, (i + 1) * classes)."""
+    evaluate = make_eval_step(group.built.graphdef)
+    name = group.built.cfg.optimizer.name
+
+    def one(state: TrainState, x: jax.Array) -> jax.Array:
+        return evaluate(optim.eval_params(name, state.opt_state, state.params),
+                        state.model_state, x)
+
+    def group_eval(states: TrainState, x: jax.Array) -> jax.Array:
+        logits = jax.vmap(one, in_axes=(0, None))(states, x)  # (trials, batch, classes)
+        return jnp.transpose(logits, (1, 0, 2)).reshape(x.shape[0], -1)
+
+    return group_eval

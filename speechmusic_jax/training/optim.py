@@ -166,6 +166,17 @@ def make_optimizer(
     ``plateau_epochs`` > 0 appends optax's reduce-on-plateau, fed with the training loss (the
     train step passes ``value=loss``) and averaged over an epoch of steps.
     """
+    return _chain(name, schedule, weight_decay, decay=weight_decay > 0,
+                  weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
+                  plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch)
+
+
+def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: bool,
+           weight_decay_mask: str, grad_clip_norm: float, plateau_epochs: int,
+           steps_per_epoch: int) -> optax.GradientTransformation:
+    """The chain of :func:`make_optimizer`; ``decay`` says whether the decay steps are in it, so
+    that ``weight_decay`` (and the schedule's peak) may be traced values (see
+    :func:`make_injected_optimizer`)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name: unknown {name!r}; known: {sorted(OPTIMIZERS)}")
     parts = []
@@ -173,14 +184,14 @@ def make_optimizer(
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
     if name in SCHEDULE_FREE:
         inner = [OPTIMIZERS[name][0]()]
-        if weight_decay > 0:
+        if decay:
             inner.append(optax.add_decayed_weights(weight_decay,
                                                    mask=param_mask(weight_decay_mask)))
         inner.append(optax.scale_by_learning_rate(schedule))
         parts.append(optax.contrib.schedule_free(optax.chain(*inner), learning_rate=schedule))
         return optax.chain(*parts)
     mask = param_mask(weight_decay_mask)
-    if weight_decay > 0 and name not in DECOUPLED | TRUST_RATIO:
+    if decay and name not in DECOUPLED | TRUST_RATIO:
         parts.append(optax.add_decayed_weights(weight_decay, mask=mask))  # g + wd * w
     if name in TRUST_RATIO:
         # optax adds +wd * w to the direction before the trust ratio, then negates (learning
@@ -188,7 +199,7 @@ def make_optimizer(
         parts.append(OPTIMIZERS[name][0](weight_decay=weight_decay, mask=mask))
     else:
         parts.append(OPTIMIZERS[name][0]())  # the direction, already negated (learning rate 1)
-    if weight_decay > 0 and name in DECOUPLED:
+    if decay and name in DECOUPLED:
         # The direction is negated, so decay enters with a negative sign: -(d + wd * w).
         parts.append(optax.add_decayed_weights(-weight_decay, mask=mask))
     if plateau_epochs > 0:
@@ -196,6 +207,59 @@ def make_optimizer(
             factor=0.3, patience=plateau_epochs, accumulation_size=max(1, steps_per_epoch)))
     parts.append(optax.scale_by_schedule(schedule))
     return optax.chain(*parts)
+
+
+# The hyperparameters that make_injected_optimizer takes as traced inputs.
+INJECTED = ("learning_rate", "weight_decay")
+
+
+def make_injected_optimizer(
+    name: str,
+    schedule: str,
+    total_steps: int,
+    warmup_steps: int,
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    decay: bool,
+    weight_decay_mask: str = "kernels",
+    grad_clip_norm: float = 0.0,
+    plateau_epochs: int = 0,
+    steps_per_epoch: int = 1,
+) -> optax.GradientTransformation:
+    """The chain of :func:`make_optimizer` with the peak learning rate and the weight decay held
+    in the optimizer state (``optax.inject_hyperparams``) instead of baked in as constants.
+
+    The state's ``hyperparams`` then carry the values, so one compiled step serves trials that
+    differ only in them (their states stacked and the step vmapped), and nothing recompiles.
+    ``decay`` decides whether the decay steps are in the chain at all (a static choice: true if
+    any trial of a group decays; a trial with ``weight_decay`` 0 then adds exactly 0 * w).
+    The update is that of ``make_optimizer`` with ``make_schedule(schedule, learning_rate,
+    ...)`` to float rounding.
+    """
+
+    def factory(learning_rate, weight_decay):
+        peak_schedule = make_schedule(schedule, learning_rate, total_steps, warmup_steps)
+        return _chain(name, peak_schedule, weight_decay, decay=decay,
+                      weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
+                      plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch)
+
+    return optax.inject_hyperparams(factory)(learning_rate=learning_rate,
+                                             weight_decay=weight_decay)
+
+
+def injected_from_config(cfg: Any, steps_per_epoch: int, *,
+                         decay: bool | None = None) -> optax.GradientTransformation:
+    """:func:`make_injected_optimizer` for a run's config (``decay``: default, the config's
+    weight decay is positive)."""
+    o, t = cfg.optimizer, cfg.train
+    return make_injected_optimizer(
+        o.name, o.schedule, t.epochs * steps_per_epoch,
+        int(round(o.warmup_epochs * steps_per_epoch)), learning_rate=o.learning_rate,
+        weight_decay=o.weight_decay, decay=o.weight_decay > 0 if decay is None else decay,
+        weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
+        plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
+        steps_per_epoch=steps_per_epoch)
 
 
 def eval_params(name: str, opt_state: Any, params: Any) -> Any:

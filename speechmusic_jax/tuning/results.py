@@ -1,0 +1,309 @@
+"""A sweep's results: the trial records, what they say per arm, and the files that show it.
+
+``SweepResult`` is what ``run_sweep`` and ``compare_optimizers`` return. Its ``records`` are plain
+dicts (one per trial, the columns of results.csv), so callers filter and aggregate them as they
+like; ``arms()`` gives the per-arm summary (see :mod:`speechmusic_jax.tuning.analysis` for how
+each figure is computed), ``best()`` each arm's best trial, ``paired()`` a paired difference,
+``best_of_k()`` the budget curves, and ``write(folder)`` writes results.csv, results.md,
+results.json and the figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from speechmusic_jax.io_utils import (
+    atomic_write_json,
+    atomic_write_text,
+    check_output,
+    read_json,
+)
+from speechmusic_jax.tuning import analysis
+from speechmusic_jax.tuning.records import LEADING, TRAILING
+
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class SweepResult:
+    name: str
+    records: list[dict]  # one per trial (see records.trial_record)
+    swept: list[str]  # the swept fields, in column order
+    select: str = "val_accuracy"
+    target: tuple[str, float] | None = None
+    budget: int | None = None  # points per arm
+    description: str = ""
+
+    def filter(self, predicate: Callable[[dict], bool] | None = None, **equal: Any
+               ) -> SweepResult:
+        """The records for which ``predicate`` holds and whose fields equal ``equal``
+        (e.g. ``result.filter(arm="adamw", seed=0)``)."""
+        keep = [r for r in self.records
+                if (predicate is None or predicate(r))
+                and all(r.get(k) == v for k, v in equal.items())]
+        return dataclasses.replace(self, records=keep)
+
+    def arms(self) -> list[dict]:
+        """One summary per (workload, arm): mean ± std over seeds of each seed's pick, time to
+        target, counts, best point."""
+        return analysis.summarize(self.records, self.select)
+
+    def best(self) -> dict[tuple[str, str], dict]:
+        """(workload, arm) -> the arm's best trial by the validation score ``select``."""
+        out = {}
+        for key, recs in analysis.groups(self.records).items():
+            done = [r for r in recs if r["status"] not in ("pending", "failed")]
+            if done:
+                out[key] = min(done, key=lambda r: analysis.rank_key(r, self.select))
+        return out
+
+    def paired(self, arm_a: str, arm_b: str, metric: str = "test_accuracy",
+               workload: str = "") -> dict:
+        return analysis.paired_difference(self.records, arm_a, arm_b, metric=metric,
+                                          select=self.select, workload=workload)
+
+    def best_of_k(self, report: str | None = None) -> dict[tuple[str, str], list[dict]]:
+        return analysis.best_of_k_curves(self.records, self.select, self.budget, report)
+
+    def profiles(self, metric: str = "steps_to_target") -> dict | None:
+        """Performance profiles over workloads (None with fewer than two workloads)."""
+        summaries = self.arms()
+        workloads = {s["workload"] for s in summaries}
+        if len(workloads) < 2:
+            return None
+        times: dict[str, dict[str, float]] = {}
+        for s in summaries:
+            times.setdefault(s["workload"], {})[s["arm"]] = s[metric]
+        return analysis.performance_profiles(times)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.records:
+            out[r["status"]] = out.get(r["status"], 0) + 1
+        return out
+
+    # ---- text -------------------------------------------------------------------------------
+
+    def table(self) -> str:
+        """The per-arm table printed at the end of a sweep."""
+        sel = self.select
+        rows = [["workload", "arm", "done", sel, "test_accuracy", "test_f1_macro",
+                 "steps_to_target", "s_to_target", "best point"]]
+        multi = len({r["workload"] for r in self.records}) > 1
+        for s in self.arms():
+            rows.append([s["workload"], s["arm"], _done(s), _pm(s, sel), _pm(s, "test_accuracy"),
+                         _pm(s, "test_f1_macro"), _ttt(s, "steps_to_target", "{:.0f}"),
+                         _ttt(s, "seconds_to_target", "{:.1f}"), self._point_text(s)])
+        if not multi:
+            rows = [r[1:] for r in rows]
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join([self._heading(), *lines, *self._notes()])
+
+    def _heading(self) -> str:
+        c = self.counts
+        parts = ", ".join(f"{n} {k}" for k, n in sorted(c.items()))
+        return f"sweep {self.name}: {len(self.records)} trials ({parts})"
+
+    def _notes(self) -> list[str]:
+        notes = [f"{self.select}, test accuracy and F1: each seed's best trial by {self.select} "
+                 "(mean ± sample std over seeds)."]
+        if self.target:
+            notes.append(f"time to target ({self.target[0]} {_cmp(self.target[0])} "
+                         f"{self.target[1]:g}): per seed the arm's fastest trial, median over "
+                         "seeds (hits/seeds); training steps and seconds, validation and "
+                         "compilation excluded; inf: missed.")
+        return notes
+
+    def _point_text(self, s: dict) -> str:
+        trials = s.get("best_point_trials")
+        if not trials:
+            return "-"
+        rec = next(r for r in self.records if r["trial"] == trials[0])
+        tuned = [f for f in self.swept if f in rec and _is_tuned(self.records, s, f)]
+        return ", ".join(f"{f.split('.')[-1]}={_fmt(rec[f])}" for f in tuned) or "-"
+
+    def paired_table(self, reference: str | None = None, metric: str = "test_accuracy"
+                     ) -> list[dict]:
+        """Each arm against ``reference`` (default: the arm with the best mean ``metric``) per
+        workload."""
+        out = []
+        summaries = self.arms()
+        for workload in dict.fromkeys(s["workload"] for s in summaries):
+            arms = [s for s in summaries if s["workload"] == workload]
+            ref = reference or max(arms, key=lambda s: s.get(f"{metric}_mean") or -math.inf)["arm"]
+            for s in arms:
+                if s["arm"] != ref:
+                    out.append(self.paired(s["arm"], ref, metric, workload))
+        return out
+
+    def markdown(self) -> str:
+        sel = self.select
+        multi = len({r["workload"] for r in self.records}) > 1
+        lines = [f"# sweep {self.name}", ""]
+        if self.description:
+            lines += [self.description, ""]
+        lines += [self._heading(), "", "## Per arm", ""]
+        head = (["workload"] if multi else []) + [
+            "arm", "trials done", f"{sel} (pick)", "test accuracy", "test macro F1",
+            "steps to target", "seconds to target", "params", "train s / trial", "best point"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for s in self.arms():
+            cells = ([s["workload"]] if multi else []) + [
+                s["arm"], _done(s), _pm(s, sel), _pm(s, "test_accuracy"),
+                _pm(s, "test_f1_macro"), _ttt(s, "steps_to_target", "{:.0f}"),
+                _ttt(s, "seconds_to_target", "{:.1f}"),
+                f"{s['params_trainable']:,}" if s.get("params_trainable") else "-",
+                f"{s['train_time_s_mean']:.1f}" if s.get("train_time_s_mean") else "-",
+                self._point_text(s)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [""] + [f"- {n}" for n in self._notes()]
+        pairs = self.paired_table()
+        if pairs:
+            lines += ["", "## Paired differences in test accuracy (same seeds: same split, "
+                      "initial weights and batches)", "",
+                      "| " + ("workload | " if multi else "") + "arm − reference | mean | "
+                      "95% CI (t) | seeds |", "|" + "---|" * (5 if multi else 4)]
+            for p in pairs:
+                ci = (f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]" if p["ci95"] else "-")
+                mean = f"{p['mean']:+.3f}" if p["mean"] is not None else "-"
+                lines.append("| " + (f"{p['workload']} | " if multi else "")
+                             + f"{p['a']} − {p['b']} | {mean} | {ci} | {p['n']} |")
+        curves = self.best_of_k()
+        if curves:
+            ks = sorted({c["k"] for cs in curves.values() for c in cs})
+            shown = sorted({1, 2, 4, ks[-1]} & set(ks))
+            lines += ["", f"## Expected best {sel} after k trials (exact bootstrap over each "
+                      "arm's trials)", "",
+                      "| " + ("workload | " if multi else "") + "arm | "
+                      + " | ".join(f"k={k}" for k in shown) + " |",
+                      "|" + "---|" * (len(shown) + 1 + multi)]
+            for (workload, arm), cs in curves.items():
+                by_k = {c["k"]: c for c in cs}
+                lines.append("| " + (f"{workload} | " if multi else "") + f"{arm} | " + " | ".join(
+                    f"{by_k[k]['mean']:.3f} ± {by_k[k]['std']:.3f}" for k in shown) + " |")
+        profiles = self.profiles()
+        if profiles:
+            lines += ["", "## Performance profiles (time to target in steps, over workloads)", "",
+                      "| arm | score (area, 0-1) |", "|---|---|"]
+            for arm, score in sorted(profiles["score"].items(), key=lambda kv: -kv[1]):
+                lines.append(f"| {arm} | {score:.3f} |")
+        lines += ["", "Figures: curves.png (validation curves of each arm's best trial), "
+                  "budget.png (expected best after k trials), pareto.png (accuracy against "
+                  "parameters and training time)" + (", profile.png" if profiles else "") + ".",
+                  "Every trial's run is in trials/NNN/; results.csv has one row per trial."]
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        columns = [*LEADING, *self.swept, *TRAILING]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(columns)
+        for rec in self.records:
+            w.writerow([_csv_cell(rec.get(c)) for c in columns])
+        return buf.getvalue()
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "select": self.select,
+                "target": list(self.target) if self.target else None, "budget": self.budget,
+                "counts": self.counts, "arms": [_finite(s) for s in self.arms()],
+                "paired": [_finite(p) for p in self.paired_table()],
+                "best_of_k": [{"workload": w, "arm": a, "curve": _finite(c)}
+                              for (w, a), c in self.best_of_k().items()],
+                "profiles": _finite(self.profiles()),
+                "records": [_finite(r) for r in self.records]}
+
+    def write(self, folder: str, *, log: Log | None = None, plots: bool = True) -> None:
+        """results.csv, results.md, results.json and the figures, in ``folder``; never over a
+        file this program did not write."""
+        os.makedirs(folder, exist_ok=True)
+        checks = {"results.csv": lambda p: _head(p).startswith("trial,"),
+                  "results.md": lambda p: _head(p).startswith("# sweep "),
+                  "results.json": lambda p: {"name", "records", "best_of_k"} <= set(read_json(p))}
+        for name, ours in checks.items():
+            check_output(os.path.join(folder, name), overwrite=True, ours=ours, flag=name)
+        atomic_write_text(os.path.join(folder, "results.csv"), self.csv())
+        atomic_write_text(os.path.join(folder, "results.md"), self.markdown())
+        atomic_write_json(os.path.join(folder, "results.json"), self.to_json())
+        if plots:
+            from speechmusic_jax.tuning import plots as plots_lib
+
+            for name, draw in plots_lib.FIGURES.items():
+                path = os.path.join(folder, name)
+                try:
+                    check_output(path, overwrite=True, ours=plots_lib.is_png, flag=name)
+                    draw(self, path)
+                except Exception as e:  # a figure must never cost the results
+                    if log:
+                        log(f"warning: could not draw {name} ({type(e).__name__}: {e})")
+
+
+def _head(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read(64)
+
+
+def _is_tuned(records: Sequence[dict], summary: dict, field: str) -> bool:
+    values = {repr(r.get(field)) for r in records
+              if r["arm"] == summary["arm"] and r["workload"] == summary["workload"]}
+    return len(values) > 1
+
+
+def _done(s: dict) -> str:
+    extra = [f"{s[k]} {k}" for k in ("diverged", "failed", "pending") if s.get(k)]
+    return f"{s['ok']}/{s['trials']}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _pm(s: dict, metric: str) -> str:
+    m, sd = s.get(f"{metric}_mean"), s.get(f"{metric}_std")
+    return "-" if m is None else f"{m:.3f} ± {sd:.3f}"
+
+
+def _ttt(s: dict, metric: str, fmt: str) -> str:
+    v = s.get(metric)
+    if v is None:
+        return "-"
+    text = fmt.format(v) if math.isfinite(v) else "inf"
+    return f"{text} ({s.get(metric + '_hits', 0)}/{s['seeds']})"
+
+
+def _cmp(metric: str) -> str:
+    return "<=" if analysis.lower_is_better(metric) else ">="
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list | tuple):
+        return "x".join(str(x) for x in v)
+    return str(v)
+
+
+def _csv_cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, list | tuple):
+        return " ".join(str(x) for x in v)
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return v
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe: infinities as the string "inf", tuples as lists, tuple keys joined."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else ("inf" if obj > 0 else "-inf" if obj < 0 else None)
+    if isinstance(obj, dict):
+        return {("/".join(k) if isinstance(k, tuple) else k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj

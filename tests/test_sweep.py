@@ -1,0 +1,214 @@
+"""The sweep command and the Python API: trials run, resume, share a folder, fail alone."""
+
+import csv
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from speechmusic_jax import sweep as sweep_cli
+from speechmusic_jax.errors import WorkdirConflict
+from speechmusic_jax.io_utils import read_json
+from speechmusic_jax.tuning import records, runner, spec
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SWEEP_FILE = textwrap.dedent('''
+    """A test sweep: two optimizers x 1 point x 2 seeds of the tiny default experiment."""
+    import os
+    from speechmusic_jax.config import load_experiment
+    from speechmusic_jax.tuning import Sweep, choice
+
+    def get_sweep(arg=None):
+        base = load_experiment(os.path.join({repo!r}, "experiments", "default.py"), "tiny")
+        base.train.epochs = 2
+        arms = {{"sgd": {{"optimizer.name": "momentum"}}, "adamw": {{"optimizer.name": "adamw"}}}}
+        if arg == "broken":  # one arm diverges, one cannot find its data
+            arms = {{"huge_lr": {{"optimizer.name": "sgd", "optimizer.learning_rate": 1e30}},
+                     "no_data": {{"data.spec": "folder:/nonexistent/corpus"}},
+                     "fine": {{"optimizer.name": "adamw"}}}}
+        return Sweep(name="test_sweep", base=base, arms=arms,
+                     space={{"train.label_smoothing": choice(0.0)}}, budget=1, seeds=(0, 1),
+                     target=("val_accuracy", 0.5), mode="alone")
+''')
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    path = tmp_path / "test_sweep.py"
+    path.write_text(SWEEP_FILE.format(repo=REPO))
+    return str(path)
+
+
+def _flags(path, workdir, **kw):
+    flags = {"sweep": path, "workdir": str(workdir), "trials": None, "mode": None, "data": None,
+             "data_on_error": None, "report_only": False, "dry_run": False, "verbose": False}
+    flags.update(kw)
+    return flags
+
+
+def _rows(workdir):
+    with open(workdir / "results.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _mtimes(workdir):
+    return {name: os.path.getmtime(os.path.join(workdir, "trials", name, "summary.json"))
+            for name in sorted(os.listdir(os.path.join(workdir, "trials")))}
+
+
+def test_two_processes_share_a_sweep_and_a_rerun_trains_nothing(sweep_file, tmp_path, capsys):
+    workdir = tmp_path / "sweep"
+    # two "machines", each its half of the trials
+    assert sweep_cli.main(_flags(sweep_file, workdir, trials="0:2"), []) == 0
+    half = _rows(workdir)
+    assert [r["status"] for r in half] == ["completed", "completed", "pending", "pending"]
+    assert sweep_cli.main(_flags(sweep_file, workdir, trials="2:"), []) == 0
+    rows = _rows(workdir)
+    assert [r["status"] for r in rows] == ["completed"] * 4
+    assert [(r["arm"], r["seed"]) for r in rows] == [("sgd", "0"), ("adamw", "0"), ("sgd", "1"),
+                                                      ("adamw", "1")]
+    for r in rows:
+        assert float(r["test_accuracy"]) >= 0 and r["train.label_smoothing"] == "0.0"
+        assert r["steps_to_target"] and int(r["params_trainable"]) > 0
+    for name in ("results.md", "results.json", "curves.png", "budget.png", "pareto.png",
+                 "sweep.json"):
+        assert (workdir / name).exists(), name
+    for t in range(4):  # every trial is an ordinary run, with its log beside it
+        assert (workdir / "trials" / f"{t:03d}" / "checkpoints").is_dir()
+        assert (workdir / "logs" / f"{t:03d}.log").read_text()
+    md = (workdir / "results.md").read_text()
+    assert "| sgd |" in md and "Paired differences" in md
+    out = capsys.readouterr().out
+    assert "adamw" in out and "test_accuracy" in out  # the printed per-arm table
+    before = _mtimes(workdir)
+    assert sweep_cli.main(_flags(sweep_file, workdir), []) == 0
+    assert "running 0 of trials 0..3 (4 already finished)" in capsys.readouterr().out
+    assert _mtimes(workdir) == before  # no trial ran twice
+    # the same results from the files alone
+    assert sweep_cli.main(_flags(sweep_file, workdir, report_only=True), []) == 0
+
+
+def test_a_diverged_and_a_failed_trial_are_recorded_and_the_sweep_goes_on(sweep_file, tmp_path):
+    workdir = tmp_path / "broken"
+    sweep = spec.load_sweep(sweep_file, "broken")
+    result = runner.run_sweep(sweep, str(workdir), log=lambda m: None, plots=False)
+    by_arm = {(r["arm"], r["seed"]): r for r in result.records}
+    assert by_arm[("huge_lr", 0)]["status"] == "diverged"
+    assert by_arm[("huge_lr", 0)]["diverged_at_step"] >= 1
+    assert by_arm[("huge_lr", 0)]["steps_to_target"] == float("inf")
+    assert by_arm[("no_data", 0)]["status"] == "failed"
+    assert "nonexistent" in by_arm[("no_data", 0)]["error"]
+    assert by_arm[("fine", 1)]["status"] == "completed"
+    table = result.table()
+    assert "0/2 (2 diverged)" in table and "0/2 (2 failed)" in table
+    # a rerun retries the failed trials only
+    lines = []
+    runner.run_sweep(sweep, str(workdir), log=lines.append, plots=False)
+    assert any("running 2 of trials 0..5 (4 already finished)" in line for line in lines)
+
+
+def test_a_folder_of_other_things_or_another_sweep_is_refused(sweep_file, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    sweep = spec.load_sweep(sweep_file)
+    with pytest.raises(WorkdirConflict, match="holds no sweep"):
+        runner.run_sweep(sweep, str(foreign), log=lambda m: None)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    other = tmp_path / "other"
+    runner.run_sweep(sweep, str(other), trials="0:1", log=lambda m: None, write=False)
+    sweep.seeds = (0, 1, 2)  # a different sweep in the same folder
+    with pytest.raises(WorkdirConflict, match="different sweep"):
+        runner.run_sweep(sweep, str(other), log=lambda m: None)
+    with pytest.raises(Exception, match="--trials"):
+        runner.parse_trials("5:2", 4)
+
+
+def test_grouped_mode_trains_each_group_in_one_program(sweep_file, tmp_path):
+    workdir = tmp_path / "grouped"
+    sweep = spec.load_sweep(sweep_file)
+    # the second point diverges at once: frozen in its group, recorded with its step
+    sweep.space = {"optimizer.learning_rate": runner.space_lib.choice(1e-2, 1e30)}
+    sweep.search, sweep.seeds = "grid", (0,)
+    result = runner.run_sweep(sweep, str(workdir), mode="grouped", log=lambda m: None,
+                              plots=False)
+    assert [r["status"] for r in result.records] == ["completed", "diverged"] * 2
+    assert [r["mode"] for r in result.records] == ["vmap"] * 4
+    assert [r["group_size"] for r in result.records] == [2] * 4
+    assert result.records[1]["diverged_at_step"] == 2  # the first step makes the weights huge
+    summary = read_json(os.path.join(records.trial_dir(str(workdir), 0), "summary.json"))
+    assert summary["grouped"]["trials"] == ["000", "001"]
+    assert summary["test"]["accuracy"] >= 0
+
+
+def test_the_example_runs(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "examples"))
+    try:
+        import compare_optimizers
+    finally:
+        sys.path.pop(0)
+    out = compare_optimizers.main(["--quick", "--workdir", str(tmp_path / "example")])
+    result = out["result"]
+    assert len(result.records) == 4 and result.counts == {"completed": 4}
+    assert {s["arm"] for s in result.arms()} == {"momentum", "adamw"}
+    assert out["paired"]["n"] == 2
+    assert (tmp_path / "example" / "results.md").exists()
+
+
+SWEEPS = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "experiments", "sweeps"))
+                if f.endswith(".py"))
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_each_ready_sweep_runs_its_first_tiny_trial(name, tmp_path):
+    sweep = spec.load_sweep(os.path.join(REPO, "experiments", "sweeps", f"{name}.py"), "tiny")
+    sweep.base.train.epochs = 2  # the trial as its sweep defines it, for fewer epochs
+    result = runner.run_sweep(sweep, str(tmp_path / name), trials=(0, 1), log=lambda m: None,
+                              plots=False)
+    assert result.records[0]["status"] in ("completed", "stopped_early"), result.records[0]
+
+
+def test_the_command_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    run = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep",
+                          "--sweep=experiments/sweeps/optimizers.py:tiny", "--dry_run",
+                          f"--workdir={tmp_path / 'w'}", "--trials=0:3"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "trial 002" in run.stdout and "trial 003" not in run.stdout
+    assert not (tmp_path / "w").exists()
+    bad = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep",
+                          "--sweep=experiments/sweeps/nothing.py"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "config error: --sweep: no sweep file experiments/sweeps/nothing.py"]
+
+
+def _readme_sweep_commands():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        text = f.read().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        for prefix in ("./run.sh sweep", "python -m speechmusic_jax.sweep"):
+            if line.startswith(prefix):
+                out.append(shlex.split(line[len(prefix):]))
+    return out
+
+
+def test_the_readme_sweep_commands_are_valid(tmp_path):
+    commands = _readme_sweep_commands()
+    if not commands:
+        pytest.skip("the README shows no sweep command")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    for args in commands:
+        args = [a for a in args if not a.startswith(("--workdir", "--data="))]
+        run = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep", "--dry_run",
+                              f"--workdir={tmp_path / 'w'}", *args], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, (args, run.stderr[-2000:])

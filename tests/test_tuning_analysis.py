@@ -1,0 +1,152 @@
+"""The statistics of a sweep: picks per seed, time to target, paired intervals, best-of-k,
+performance profiles, and the result files; on hand-made records with known answers."""
+
+import itertools
+import math
+import random
+
+import pytest
+
+from speechmusic_jax.tuning import analysis, records
+from speechmusic_jax.tuning.results import SweepResult
+
+
+def rec(trial, arm, seed, point, val, test, steps=math.inf, status="completed", workload=""):
+    return {"trial": trial, "workload": workload, "arm": arm, "seed": seed, "point_index": point,
+            "status": status, "val_accuracy": val, "test_accuracy": test, "test_f1_macro": test,
+            "steps_to_target": steps, "seconds_to_target": steps / 10, "train_time_s": 2.0,
+            "params_trainable": 100 if arm == "a" else 1000, "workdir": "/nonexistent",
+            "optimizer.learning_rate": 10.0 ** -(point + 1)}
+
+
+RECORDS = [
+    # arm a: point 0 is the better one on every seed
+    rec(0, "a", 0, 0, 0.90, 0.80, 40), rec(1, "a", 0, 1, 0.70, 0.95, 80),
+    rec(2, "a", 1, 0, 0.92, 0.84, 30), rec(3, "a", 1, 1, 0.60, 0.60),
+    rec(4, "a", 2, 0, 0.88, 0.82, 50), rec(5, "a", 2, 1, 0.91, 0.70, 20),
+    # arm b: one diverged trial, otherwise lower
+    rec(6, "b", 0, 0, 0.80, 0.75), rec(7, "b", 0, 1, None, None, status="diverged"),
+    rec(8, "b", 1, 0, 0.85, 0.79, 60), rec(9, "b", 1, 1, 0.50, 0.50),
+    rec(10, "b", 2, 0, 0.81, 0.76), rec(11, "b", 2, 1, 0.82, 0.77),
+]
+
+
+def test_each_seed_picks_its_best_trial_by_validation_and_reports_its_test():
+    picks = analysis.picks([r for r in RECORDS if r["arm"] == "a"], "val_accuracy")
+    assert {s: r["trial"] for s, r in picks.items()} == {0: 0, 1: 2, 2: 5}
+    s = analysis.arm_summary([r for r in RECORDS if r["arm"] == "a"], "val_accuracy")
+    assert s["test_accuracy_mean"] == pytest.approx((0.80 + 0.84 + 0.70) / 3)
+    assert s["test_accuracy_std"] == pytest.approx(
+        math.sqrt(sum((x - s["test_accuracy_mean"]) ** 2 for x in (0.80, 0.84, 0.70)) / 2))
+    assert s["best_point_index"] == 0  # mean validation 0.90 against 0.737
+
+
+def test_time_to_target_is_the_median_over_seeds_of_the_fastest_trial():
+    a = analysis.arm_summary([r for r in RECORDS if r["arm"] == "a"], "val_accuracy")
+    assert a["steps_to_target"] == 30  # per seed: 40, 30, 20 -> median 30
+    assert a["steps_to_target_hits"] == 3
+    b = analysis.arm_summary([r for r in RECORDS if r["arm"] == "b"], "val_accuracy")
+    assert b["steps_to_target"] == math.inf  # hits on one seed of three
+    assert b["steps_to_target_hits"] == 1
+    assert (b["diverged"], b["ok"]) == (1, 5)
+
+
+def test_time_to_target_from_epoch_rows():
+    rows = [{"epoch": 1, "val_accuracy": 0.6, "examples_per_s": 80.0},
+            {"epoch": 2, "val_accuracy": 0.91, "examples_per_s": 40.0},
+            {"epoch": 3, "val_accuracy": 0.95, "train_time_s": 9.0}]
+    # 10 steps of 8 examples an epoch: 1 s, then 2 s of training
+    assert records.time_to_target(rows, ("val_accuracy", 0.9), 10, 8) == (20.0, 3.0)
+    assert records.time_to_target(rows, ("val_accuracy", 0.99), 10, 8) == (math.inf, math.inf)
+    loss_rows = [{"epoch": 1, "val_loss": 0.5, "train_time_s": 1.0},
+                 {"epoch": 2, "val_loss": 0.2, "train_time_s": 1.0}]
+    assert records.time_to_target(loss_rows, ("val_loss", 0.3), 5, 8) == (10.0, 2.0)
+
+
+def test_paired_difference_pairs_by_seed_with_a_t_interval():
+    p = analysis.paired_difference(RECORDS, "a", "b")
+    # picks: a -> 0.80, 0.84, 0.70; b -> 0.75 (seed 0), 0.79 (seed 1), 0.77 (seed 2)
+    diffs = [0.80 - 0.75, 0.84 - 0.79, 0.70 - 0.77]
+    assert p["differences"] == pytest.approx(diffs)
+    m = sum(diffs) / 3
+    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / 2)
+    half = 4.303 * sd / math.sqrt(3)
+    assert p["mean"] == pytest.approx(m) and p["ci95"] == pytest.approx((m - half, m + half))
+
+
+def test_expected_best_of_k_is_the_exact_bootstrap_expectation():
+    values = [0.5, 0.9, 0.7, 0.6]
+    report = [1.0, 2.0, 3.0, 4.0]
+    for k in (1, 2, 3):
+        mean, std = analysis.expected_best_of_k(values, k, report=report)
+        draws = list(itertools.product(range(4), repeat=k))  # every draw, equally likely
+        best = [report[max(d, key=lambda i: values[i])] for d in draws]
+        exact = sum(best) / len(best)
+        assert mean == pytest.approx(exact)
+        assert std == pytest.approx(math.sqrt(sum((b - exact) ** 2 for b in best) / len(best)))
+    assert analysis.expected_best_of_k(values, 1)[0] == pytest.approx(sum(values) / 4)
+    # and by simulation, for a lower-is-better metric
+    rng = random.Random(0)
+    sim = sum(min(rng.choice(values) for _ in range(3)) for _ in range(20000)) / 20000
+    assert analysis.expected_best_of_k(values, 3, higher=False)[0] == pytest.approx(sim, abs=0.01)
+
+
+def test_best_of_k_curves_rise_and_count_failures_as_worst():
+    curves = analysis.best_of_k_curves(RECORDS, "val_accuracy")
+    a, b = curves[("", "a")], curves[("", "b")]
+    assert [c["k"] for c in a] == [1, 2]
+    assert a[0]["mean"] < a[1]["mean"]
+    pool = [0.80, 0.0, 0.85, 0.50, 0.81, 0.82]  # the diverged trial scores 0
+    assert b[0]["mean"] == pytest.approx(sum(pool) / 6)
+
+
+def test_performance_profiles_and_pareto_front():
+    times = {"w1": {"a": 10.0, "b": 20.0}, "w2": {"a": 30.0, "b": 15.0},
+             "w3": {"a": math.inf, "b": 40.0}}
+    prof = analysis.performance_profiles(times, tau_max=4.0)
+    taus, rho = prof["taus"], prof["rho"]
+    at = lambda arm, tau: rho[arm][max(i for i, t in enumerate(taus) if t <= tau)]  # noqa: E731
+    assert at("a", 1.0) == pytest.approx(1 / 3) and at("b", 1.0) == pytest.approx(2 / 3)
+    assert at("a", 2.05) == pytest.approx(2 / 3) and at("b", 2.05) == pytest.approx(1.0)
+    assert at("a", 4.0) == pytest.approx(2 / 3)  # the miss never counts
+    assert 0 < prof["score"]["a"] < prof["score"]["b"] <= 1
+    assert analysis.pareto_front([(1, 0.5), (2, 0.4), (3, 0.9), (4, 0.9), (0.5, 0.1)]) == [4, 0,
+                                                                                             2]
+
+
+def test_result_table_markdown_csv_and_filter(tmp_path):
+    result = SweepResult("demo", RECORDS, ["optimizer.learning_rate"],
+                         target=("val_accuracy", 0.85), budget=2)
+    table = result.table()
+    assert "a " in table and "0.780 ± 0.072" in table and "30 (3/3)" in table
+    md = result.markdown()
+    assert md.startswith("# sweep demo") and "Paired differences" in md and "k=2" in md
+    lines = result.csv().splitlines()
+    assert lines[0].startswith("trial,workload,arm,optimizer,seed,status,optimizer.learning_rate")
+    assert len(lines) == 1 + len(RECORDS) and ",inf," in lines[4]
+    assert len(result.filter(arm="b", seed=1).records) == 2
+    assert result.best()[("", "a")]["trial"] == 2
+    result.write(str(tmp_path), plots=False)
+    assert (tmp_path / "results.md").read_text() == md
+    (tmp_path / "results.csv").write_text("my own notes\n")  # not ours: never replaced
+    from speechmusic_jax.errors import WorkdirConflict
+
+    with pytest.raises(WorkdirConflict, match="not a file this program wrote"):
+        result.write(str(tmp_path), plots=False)
+
+
+def test_profiles_need_several_workloads():
+    two = [dict(r, workload=w) for w in ("w1", "w2") for r in RECORDS]
+    result = SweepResult("demo", two, [], target=("val_accuracy", 0.85))
+    prof = result.profiles()
+    assert prof is not None and set(prof["score"]) == {"a", "b"}
+    assert SweepResult("demo", RECORDS, []).profiles() is None
+    assert "Performance profiles" in result.markdown()
+
+
+def test_the_figures_are_drawn(tmp_path):
+    two = [dict(r, workload=w) for w in ("w1", "w2") for r in RECORDS]
+    result = SweepResult("demo", two, ["optimizer.learning_rate"], target=("val_accuracy", 0.85))
+    result.write(str(tmp_path))
+    for name in ("curves.png", "budget.png", "pareto.png", "profile.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
