@@ -127,15 +127,22 @@ def base_config() -> ConfigDict:
     return c
 
 
+def import_file(path: str, kind: str) -> Any:
+    """Import the Python file ``path`` (an experiment or a sweep file) as a fresh module named
+    ``_<kind>_<stem>``; its import errors propagate."""
+    name = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+    spec = importlib.util.spec_from_file_location(f"_{kind}_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_experiment(path: str, arg: str | None = None) -> ConfigDict:
     """Import ``experiments/NAME.py`` and return its ``get_config(arg)``."""
     if not os.path.isfile(path):
         raise ConfigError(f"--config: no experiment file {path}")
-    name = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-    spec = importlib.util.spec_from_file_location(f"_experiment_{name}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(path, "experiment")
     if not hasattr(module, "get_config"):
         raise ConfigError(f"--config: {path} has no get_config(arg=None)")
     return module.get_config(arg) if arg is not None else module.get_config()

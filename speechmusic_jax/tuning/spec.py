@@ -19,7 +19,6 @@ A sweep file ``experiments/sweeps/NAME.py`` defines ``get_sweep(arg=None) -> Swe
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import os
 import re
@@ -27,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from speechmusic_jax import config as config_lib
+from speechmusic_jax.config import import_file
 from speechmusic_jax.errors import ConfigError
 from speechmusic_jax.tuning import space as space_lib
 
@@ -221,12 +221,8 @@ def load_sweep(path: str, arg: str | None = None) -> Sweep:
     """Import ``experiments/sweeps/NAME.py`` and return its ``get_sweep(arg)``."""
     if not os.path.isfile(path):
         raise ConfigError(f"--sweep: no sweep file {path}")
-    name = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-    spec = importlib.util.spec_from_file_location(f"_sweep_{name}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
+        module = import_file(path, "sweep")
     except ConfigError:
         raise
     except Exception as e:
