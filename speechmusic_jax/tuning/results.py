@@ -39,6 +39,7 @@ class SweepResult:
     target: tuple[str, float] | None = None
     budget: int | None = None  # points per arm
     description: str = ""
+    data: str = ""  # the base config's data.spec
 
     def filter(self, predicate: Callable[[dict], bool] | None = None, **equal: Any
                ) -> SweepResult:
@@ -112,7 +113,8 @@ class SweepResult:
     def _heading(self) -> str:
         c = self.counts
         parts = ", ".join(f"{n} {k}" for k, n in sorted(c.items()))
-        return f"sweep {self.name}: {len(self.records)} trials ({parts})"
+        data = f" on {self.data}" if self.data else ""
+        return f"sweep {self.name}{data}: {len(self.records)} trials ({parts})"
 
     def _notes(self) -> list[str]:
         notes = [f"{self.select}, test accuracy and F1: each seed's best trial by {self.select} "

@@ -115,7 +115,7 @@ def collect(sweep: Sweep, workdir: str, trials: Sequence[Trial] | None = None) -
                                      fields) for t in trials]
     budget = len(sweep.arm_points(next(iter(sweep.arms))))
     return SweepResult(sweep.name, recs, fields, sweep.select, sweep.target, budget,
-                       sweep.description)
+                       sweep.description, sweep.base.data.spec)
 
 
 def run_sweep(sweep: Sweep, workdir: str | None = None, *,
@@ -353,7 +353,8 @@ def optimizer_sweep(base: Any, optimizers: Sequence[str], *, budget: int = 8,
         arm_space={o: optimizer_space(o, lr_ranges.get(o)) for o in optimizers},
         search=search, budget=budget, seeds=seeds, target=target, search_seed=search_seed,
         mode=mode,
-        description=(f"Optimizers {', '.join(optimizers)}: each tuned with {budget} {search} "
+        description=(f"Optimizers {', '.join(optimizers)}: each tuned with {budget} "
+                     f"{'Halton' if search == 'halton' else search} "
                      "points (learning rate log-uniform over its range; weight decay "
                      "log-uniform for the decoupled and trust-ratio ones), each point run with "
                      f"seeds {list(seeds)}."))
