@@ -37,7 +37,8 @@ def define_flags() -> dict[str, Any]:
                                       "either side may be empty), or one trial N."),
         "mode": flags.DEFINE_enum("mode", None, ["auto", "alone", "grouped", "grouped_map"],
                                   "alone: one run per trial; grouped: trials differing only in "
-                                  "learning rate and weight decay train together (vmapped); "
+                                  "learning rate, weight decay, label smoothing, L1, L2 and "
+                                  "dropout rates train together (vmapped); "
                                   "grouped_map: the same, one trial after another in one "
                                   "program (lax.map); auto (default): the sweep's choice "
                                   "(grouped on accelerators, alone on CPU)."),

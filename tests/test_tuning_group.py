@@ -68,7 +68,7 @@ def test_a_group_step_is_each_trial_step_and_freezes_a_diverged_trial(tiny_confi
     frozen_at, group_losses = None, []
     for k in range(5):
         before = jax.tree.map(lambda a: np.asarray(a[2]), states.params)
-        states, m, good = step(states, active, *batch, key)
+        states, m, good = step(states, g.hyper, active, *batch, key)
         good = np.asarray(good)
         group_losses.append(np.asarray(m["loss_sum"][:2]))
         if not good[2] and frozen_at is None:  # frozen at the step that went bad
@@ -93,6 +93,42 @@ def test_a_group_step_is_each_trial_step_and_freezes_a_diverged_trial(tiny_confi
         jax.tree.map(lambda a: a[2], states.params))])).all()
 
 
+def test_a_group_varies_the_loss_and_dropout_hyperparameters_per_trial(tiny_config):
+    # Label smoothing, L1, L2 and both dropout rates are traced per trial (each trial's own
+    # values, 0 included), so trial i in the group steps exactly as trial i alone, whose step
+    # has them as constants.
+    tiny_config.model.dropout = 0.0
+    settings = [dict(label_smoothing=0.0, l1=0.0, l2=1e-3, dropout=0.0, stage_dropout=0.2),
+                dict(label_smoothing=0.2, l1=1e-3, l2=0.0, dropout=0.5, stage_dropout=0.0)]
+    cfgs = _configs(tiny_config, [(1e-2, 1e-4), (3e-3, 1e-4)])
+    for c, s in zip(cfgs, settings, strict=True):
+        c.train.label_smoothing, c.train.l1, c.train.l2 = (s["label_smoothing"], s["l1"],
+                                                          s["l2"])
+        c.model.dropout, c.model.stage_dropout = s["dropout"], s["stage_dropout"]
+    assert builder.group_key(cfgs[0]) == builder.group_key(cfgs[1])
+    mesh = parallel.make_mesh()
+    g = builder.build_group(cfgs, steps_per_epoch=4)
+    assert sorted(g.hyper) == ["dropout", "l1", "l2", "label_smoothing", "stage_dropout"]
+    states = parallel.put_replicated(g.state, mesh)
+    step = builder.compile_group_train_step(g, states, mesh).fn
+    x, y = generic_batch(8, g.built.segment)
+    batch = (jnp.asarray(x, jnp.float32), jnp.asarray(y), jnp.ones(8, jnp.float32))
+    key = jax.random.key(0)
+    group_losses = []
+    for _ in range(4):
+        states, m, _ = step(states, g.hyper, np.ones(2, bool), *batch, key)
+        group_losses.append(np.asarray(m["grad_norm"]))
+    for i, c in enumerate(cfgs):
+        built = builder.build(c, steps_per_epoch=4)
+        fn = builder.compile_train_step(built, built.state, mesh).fn
+        s = parallel.put_replicated(built.state, mesh)
+        for k in range(4):
+            s, m = fn(s, *batch, key)
+            assert float(m["grad_norm"]) == pytest.approx(float(group_losses[k][i]), rel=1e-4)
+    # and the settings matter: the two trials' gradient norms differ at the first step
+    assert abs(group_losses[0][0] - group_losses[0][1]) > 1e-3 * abs(group_losses[0][0])
+
+
 def test_trial_state_has_the_plain_optimizer_layout(tiny_config):
     g = builder.build_group(_configs(tiny_config, [(1e-2, 1e-4), (1e-3, 1e-4)]), 4)
     plain = builder.build(tiny_config, 4).state
@@ -103,7 +139,7 @@ def test_trial_state_has_the_plain_optimizer_layout(tiny_config):
 def test_group_keys_separate_what_cannot_share_a_program(tiny_config):
     a, b = _configs(tiny_config, [(1e-2, 1e-4), (1e-3, 3e-4)])
     assert builder.group_key(a) == builder.group_key(b)
-    for field, value in (("seed", 1), ("optimizer.name", "sgd"), ("model.dropout", 0.3),
+    for field, value in (("seed", 1), ("optimizer.name", "sgd"), ("model.preset", "m5_small"),
                          ("train.batch_size", 16), ("optimizer.weight_decay", 0.0)):
         c = copy.deepcopy(a)
         *path, leaf = field.split(".")
@@ -184,5 +220,5 @@ def test_a_group_step_equals_each_trial_step_on_a_multi_stage_model(tiny_config)
     s = parallel.put_replicated(built.state, mesh)
     for _ in range(4):
         s, m = fn(s, *batch, key)
-        states, mg, _ = step(states, np.ones(2, bool), *batch, key)
+        states, mg, _ = step(states, g.hyper, np.ones(2, bool), *batch, key)
         assert float(mg["loss_sum"][1]) == pytest.approx(float(m["loss_sum"]), rel=1e-5)

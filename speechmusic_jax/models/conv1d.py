@@ -11,8 +11,10 @@ neither shift the other rows' normalisation nor the running statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -157,6 +159,36 @@ def pool1d(x: jax.Array, size: int, kind: str = "max") -> jax.Array:
     return max_over(windows, 2) if kind == "max" else windows.mean(axis=2)
 
 
+@dataclasses.dataclass(frozen=True)
+class DropoutRates:
+    """The dropout rates of one forward pass: before the head's layers (``head``) and after
+    each stage's pooling (``stage``). Python floats, or traced scalars."""
+
+    head: Any = 0.0
+    stage: Any = 0.0
+
+    def off(self) -> bool:
+        """True when no dropout can happen: both rates are Python zeros (a traced rate counts
+        as on: its value is only known at run time)."""
+        return all(isinstance(r, int | float) and r == 0 for r in (self.head, self.stage))
+
+
+_STAGE_SLOT, _HEAD_SLOT = 0, 1000  # each dropout site folds its own number into the call's key
+
+
+def dropout(x: jax.Array, rate: Any, key: jax.Array | None, slot: int) -> jax.Array:
+    """Inverted dropout at ``rate`` (a float or a traced scalar; 0 keeps ``x`` as it is) with
+    the key of the call folded with the site's ``slot``. Each site's mask depends only on the
+    call's key and its slot, never on which other sites are on, so a model trained alone and
+    the same model in a sweep group (where any trial's rate may be on) draw the same masks.
+    ``key`` None (evaluation, or no dropout anywhere) returns ``x``."""
+    if key is None or (isinstance(rate, int | float) and rate == 0):
+        return x
+    keep = 1.0 - jnp.asarray(rate, x.dtype)
+    kept = jax.random.bernoulli(jax.random.fold_in(key, slot), keep, x.shape)
+    return jnp.where(kept, x / jnp.maximum(keep, jnp.finfo(x.dtype).tiny), jnp.zeros_like(x))
+
+
 class Conv1DClassifier(nnx.Module):
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.spec = spec
@@ -184,25 +216,31 @@ class Conv1DClassifier(nnx.Module):
                 cin = filters
             stages.append(nnx.List(blocks))
         self.stages = nnx.List(stages)
-        self.stage_dropout = nnx.Dropout(spec.stage_dropout)
         width = cin * (2 if spec.global_pool == "avgmax" else 1)
         hidden = []
         for size in spec.head_hidden:
             hidden.append(nnx.Linear(width, size, dtype=dtype, rngs=rngs))
             width = size
         self.hidden = nnx.List(hidden)
-        self.dropout = nnx.Dropout(spec.dropout)
         self.head = nnx.Linear(width, spec.num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, waveform: jax.Array, *, train: bool = False,
-                 rngs: nnx.Rngs | None = None, mask: jax.Array | None = None) -> jax.Array:
+                 rngs: nnx.Rngs | None = None, mask: jax.Array | None = None,
+                 rates: DropoutRates | None = None) -> jax.Array:
         """``waveform`` (batch, time) -> logits (batch, num_classes) in float32 (float64 for a
         model computing in float64).
 
         ``mask`` (batch,) bool, optional: the real rows of a training batch; batch norm takes
         its statistics from those only (see ``Norm``). Without it, or in eval mode, every row
-        is treated alike."""
+        is treated alike. ``rates``: dropout rates for this call instead of the spec's; they
+        may be traced values (the trials of a sweep group each pass their own)."""
         spec = self.spec
+        rates = rates or DropoutRates(spec.dropout, spec.stage_dropout)
+        drop_key = None
+        if train and not rates.off():
+            if rngs is None:
+                raise ValueError("dropout in training needs rngs=nnx.Rngs(dropout=key)")
+            drop_key = rngs.dropout()
         if spec.frontend == "logmel":
             x = log_mel(waveform, sample_rate=spec.sample_rate, win=spec.stft_win,
                         hop=spec.stft_hop, n_mels=spec.n_mels)
@@ -210,23 +248,21 @@ class Conv1DClassifier(nnx.Module):
             x = waveform[..., None]
         x = self.act(self.stem_norm(self.stem(x), train=train, mask=mask))
         x = pool1d(x, spec.stem_pool, spec.pool)
-        stage_off = not train or spec.stage_dropout == 0.0
-        for stage, pool in zip(self.stages, spec.stage_pool, strict=True):
+        for i, (stage, pool) in enumerate(zip(self.stages, spec.stage_pool, strict=True)):
             for block in stage:
                 x = block(x, train=train, mask=mask)
             x = pool1d(x, pool, spec.pool)
-            x = self.stage_dropout(x, deterministic=stage_off, rngs=rngs)
+            x = dropout(x, rates.stage, drop_key, _STAGE_SLOT + i)
         if spec.global_pool == "avg":
             x = x.mean(axis=1)
         elif spec.global_pool == "max":
             x = max_over(x, 1)
         else:
             x = jnp.concatenate([x.mean(axis=1), max_over(x, 1)], axis=-1)
-        head_off = not train or spec.dropout == 0.0
-        for layer in self.hidden:
-            x = self.dropout(x, deterministic=head_off, rngs=rngs)
+        for i, layer in enumerate(self.hidden):
+            x = dropout(x, rates.head, drop_key, _HEAD_SLOT + i)
             x = self.act(layer(x))
-        x = self.dropout(x, deterministic=head_off, rngs=rngs)
+        x = dropout(x, rates.head, drop_key, _HEAD_SLOT + len(self.hidden))
         x = self.head(x)
         return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
 from speechmusic_jax import parallel, timing
-from speechmusic_jax.models.conv1d import build_model, count_params
+from speechmusic_jax.models.conv1d import DropoutRates, build_model, count_params
 from speechmusic_jax.models.presets import ModelSpec, resolve_spec
 from speechmusic_jax.training import optim
 from speechmusic_jax.training.step import TrainState, init_state, make_eval_step, make_train_step
@@ -140,24 +141,47 @@ def predictor(built: Built, state: TrainState,
 # ---- a group of trials in one compiled program (sweeps) ----------------------------------------
 
 # The config fields a group's trials may differ in: traced inputs of one compiled program (the
-# optimizer's injected hyperparameters). Every other field, the seed included, is shared.
-GROUP_TRACED = tuple(f"optimizer.{name}" for name in optim.INJECTED)
+# optimizer's injected hyperparameters, held in its state; the loss's and the dropout rates,
+# passed to the step as ``hyper``). Every other field, the seed included, is shared.
+STEP_TRACED = {"train.label_smoothing": "label_smoothing", "train.l1": "l1", "train.l2": "l2",
+               "model.dropout": "dropout", "model.stage_dropout": "stage_dropout"}
+GROUP_TRACED = tuple(f"optimizer.{name}" for name in optim.INJECTED) + tuple(STEP_TRACED)
 GROUP_STRATEGIES = ("vmap", "map")  # one vmapped step, or one trial after another (lax.map)
 
 
 def group_key(cfg) -> str:
     """Trials with equal keys can train as one group: the same config but for the traced
-    hyperparameters (learning rate; weight decay, all zero or all positive) and the name."""
+    hyperparameters (:data:`GROUP_TRACED`; weight decay all zero or all positive) and the
+    name."""
     import json
 
     from speechmusic_jax import config as config_lib
 
     d = config_lib.to_dict(cfg)
     d.pop("name", None)
-    d["optimizer"] = {k: v for k, v in d["optimizer"].items()
-                      if f"optimizer.{k}" not in GROUP_TRACED}
+    for field in GROUP_TRACED:
+        section, name = field.split(".")
+        d[section] = {k: v for k, v in d[section].items() if k != name}
     d["optimizer"]["decays"] = cfg.optimizer.weight_decay > 0
     return json.dumps(d, sort_keys=True)
+
+
+def _field(cfg: Any, field: str) -> Any:
+    section, name = field.split(".")
+    return cfg[section][name]
+
+
+def step_hyper(cfgs) -> dict[str, np.ndarray]:
+    """The loss and dropout hyperparameters (:data:`STEP_TRACED`) that differ between
+    ``cfgs``: step argument name -> (trials,) float32 values. The ones all trials share stay
+    Python constants of the step, so a group that varies none of them runs the plain
+    program."""
+    out = {}
+    for field, arg in STEP_TRACED.items():
+        values = [float(_field(c, field)) for c in cfgs]
+        if len(set(values)) > 1:
+            out[arg] = np.asarray(values, np.float32)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +198,7 @@ class BuiltGroup:
     tx: optax.GradientTransformation  # the injected chain (hyperparameters in the state)
     state: TrainState  # stacked: every leaf has a leading axis of size ``size``
     size: int
+    hyper: dict  # step_hyper(cfgs): the step's traced hyperparameters, (size,) each
 
     def trial_state(self, state: TrainState, i: int) -> TrainState:
         """Trial ``i``'s state in the plain optimizer's layout (what ``build`` makes), from a
@@ -195,30 +220,52 @@ def build_group(cfgs, steps_per_epoch: int = 1) -> BuiltGroup:
     states = [TrainState(built.state.params, built.state.model_state,
                          tx.init(built.state.params), built.state.step) for tx in txs]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-    return BuiltGroup(built, tuple(cfgs), txs[0], stacked, len(cfgs))
+    return BuiltGroup(built, tuple(cfgs), txs[0], stacked, len(cfgs), step_hyper(cfgs))
+
+
+def describe_trials(cfgs) -> str:
+    """One line: what each trial of a group sets (learning rate, weight decay, and whichever
+    other traced hyperparameters differ)."""
+    varied = [f for f in STEP_TRACED if len({_field(c, f) for c in cfgs}) > 1]
+    return "; ".join(", ".join([f"lr {c.optimizer.learning_rate:.3g}",
+                                f"weight decay {c.optimizer.weight_decay:.3g}",
+                                *(f"{STEP_TRACED[f]} {_field(c, f):.3g}" for f in varied)])
+                     for c in cfgs)
 
 
 def group_train_step_fn(group: BuiltGroup, padded: bool = False,
                         strategy: str = "vmap") -> Callable:
-    """(states, active, x, y, weight, key) -> (states, metrics, good): every trial's train step
-    on the same batch and key; a trial not ``active``, or whose loss or gradient is not finite,
-    keeps its state (frozen); ``good`` says which trials stepped. ``strategy``: ``vmap`` (one
-    batched program) or ``map`` (the trials one after another inside one program)."""
+    """(states, hyper, active, x, y, weight, key) -> (states, metrics, good): every trial's
+    train step on the same batch and key, with its own ``hyper`` (``group.hyper``: the traced
+    loss and dropout hyperparameters); a trial not ``active``, or whose loss or gradient is
+    not finite, keeps its state (frozen); ``good`` says which trials stepped. ``strategy``:
+    ``vmap`` (one batched program) or ``map`` (the trials one after another inside one
+    program)."""
     if strategy not in GROUP_STRATEGIES:
         raise ValueError(f"strategy: unknown {strategy!r}; known: {GROUP_STRATEGIES}")
     built = group.built
-    train_cfg = built.cfg.train
-    step = make_train_step(built.graphdef, group.tx, num_classes=len(built.cfg.data.classes),
-                           label_smoothing=train_cfg.label_smoothing, l1=train_cfg.l1,
-                           l2=train_cfg.l2, penalty_mask=train_cfg.penalty_mask, padded=padded)
+    train_cfg, model_cfg = built.cfg.train, built.cfg.model
+    shared = {"label_smoothing": train_cfg.label_smoothing, "l1": train_cfg.l1,
+              "l2": train_cfg.l2, "dropout": model_cfg.dropout,
+              "stage_dropout": model_cfg.stage_dropout}
 
-    def group_step(states: TrainState, active: jax.Array, x: jax.Array, y: jax.Array,
-                   weight: jax.Array, key: jax.Array):
+    def trial_step(state: TrainState, hyper: dict, x, y, weight, key):
+        h = {**shared, **hyper}
+        step = make_train_step(built.graphdef, group.tx,
+                               num_classes=len(built.cfg.data.classes),
+                               label_smoothing=h["label_smoothing"], l1=h["l1"], l2=h["l2"],
+                               penalty_mask=train_cfg.penalty_mask, padded=padded,
+                               rates=DropoutRates(h["dropout"], h["stage_dropout"]))
+        return step(state, x, y, weight, key)
+
+    def group_step(states: TrainState, hyper: dict, active: jax.Array, x: jax.Array,
+                   y: jax.Array, weight: jax.Array, key: jax.Array):
         if strategy == "vmap":
-            new, metrics = jax.vmap(step, in_axes=(0, None, None, None, None))(
-                states, x, y, weight, key)
+            new, metrics = jax.vmap(trial_step, in_axes=(0, 0, None, None, None, None))(
+                states, hyper, x, y, weight, key)
         else:
-            new, metrics = jax.lax.map(lambda s: step(s, x, y, weight, key), states)
+            new, metrics = jax.lax.map(lambda sh: trial_step(*sh, x, y, weight, key),
+                                       (states, hyper))
         good = active & jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(metrics["grad_norm"])
 
         def keep(a, b):
@@ -238,8 +285,9 @@ def compile_group_train_step(group: BuiltGroup, state: TrainState, mesh: Mesh,
              jax.ShapeDtypeStruct((batch_size, group.built.segment), jnp.float32, sharding=shard),
              jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=shard),
              jax.ShapeDtypeStruct((batch_size,), jnp.float32, sharding=shard))
+    hyper = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in group.hyper.items()}
     fn, seconds, flops = timing.compile_ahead(group_train_step_fn(group, padded, strategy),
-                                              state, *specs, jax.random.key(0),
+                                              state, hyper, *specs, jax.random.key(0),
                                               donate_argnums=(0,))
     return Compiled(fn, seconds, flops, batch_size)
 

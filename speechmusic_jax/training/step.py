@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from speechmusic_jax.models.conv1d import DropoutRates
 from speechmusic_jax.training.optim import masked
 
 
@@ -33,23 +34,29 @@ def penalty(params: Any, l1: float, l2: float, mask: str = "kernels") -> jax.Arr
     """l1 * sum|w| + l2 * sum w^2 over the parameters the named mask covers (kernels by default:
     biases and norm parameters excluded; see optim.MASKS)."""
     total = jnp.zeros((), jnp.float32)
-    if l1 == 0 and l2 == 0:
+    if is_zero(l1) and is_zero(l2):
         return total
     for path, w in jax.tree_util.tree_leaves_with_path(params):
         if masked(path, mask):
             w = w.astype(jnp.promote_types(w.dtype, jnp.float32))  # float32, or float64 params
-            if l1:
+            if not is_zero(l1):
                 total += l1 * jnp.abs(w).sum()
-            if l2:
+            if not is_zero(l2):
                 total += l2 * jnp.square(w).sum()
     return total
+
+
+def is_zero(value: Any) -> bool:
+    """True for a Python zero: a term it scales is left out of the program. A traced value
+    (a sweep group's per-trial hyperparameter) is never treated as zero."""
+    return isinstance(value, int | float) and value == 0
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float,
                   num_classes: int) -> jax.Array:
     """Per-example softmax cross-entropy (with optional label smoothing)."""
     targets = jax.nn.one_hot(labels, num_classes)
-    if label_smoothing:
+    if not is_zero(label_smoothing):
         targets = optax.smooth_labels(targets, label_smoothing)
     return optax.softmax_cross_entropy(logits, targets)
 
@@ -69,6 +76,7 @@ def make_train_step(
     l2: float = 0.0,
     penalty_mask: str = "kernels",
     padded: bool = False,
+    rates: DropoutRates | None = None,
 ):
     """(state, x, y, weight, key) -> (state, metrics); metrics are device scalars.
 
@@ -82,6 +90,9 @@ def make_train_step(
     unsmoothed, unweighted cross-entropy, ``correct`` and ``count``; so they mean the same with
     and without class weights or label smoothing, and the training loss is comparable with the
     validation loss. ``grad_norm`` is the global norm of the optimised loss's gradient.
+
+    ``label_smoothing``, ``l1``, ``l2`` and ``rates`` (the model's dropout rates; default: its
+    spec's) may be traced scalars: a sweep group passes each trial's own.
     """
 
     def train_step(state: TrainState, x: jax.Array, y: jax.Array, weight: jax.Array,
@@ -91,7 +102,7 @@ def make_train_step(
         def loss_fn(params, model_state):
             model = nnx.merge(graphdef, params, model_state, copy=True)
             logits = model(x, train=True, rngs=nnx.Rngs(dropout=step_key),
-                           mask=weight > 0 if padded else None)
+                           mask=weight > 0 if padded else None, rates=rates)
             losses = cross_entropy(logits, y, label_smoothing, num_classes)
             data_loss = weighted_mean(losses, weight)
             new_model_state = nnx.state(model, nnx.Not(nnx.Param))

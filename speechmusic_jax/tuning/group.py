@@ -1,16 +1,18 @@
 """Many trials, one compile: trials that differ only in traced hyperparameters train together.
 
-Trials whose configs are equal but for the learning rate and the weight decay (same seed, model,
-optimizer, schedule, batch size, epochs, loss; see ``builder.group_key``) form a group. The group
-trains as one program: the trials' states are stacked, the optimizer holds each trial's
-hyperparameters in its state (``optax.inject_hyperparams``), and one compiled step (``vmap`` over
-the trials, or ``map``: one after another inside the program) takes every trial through the same
-batch with the same dropout key. Every trial of a group therefore sees exactly the batches it
-would see alone (a paired design), and trial i trained in a group equals trial i trained alone
-to float rounding (tests/test_tuning_group.py). One caveat, true of any two runs that sum in a
-different order (alone on another CPU as well): a conv bias that batch norm cancels has a zero
-gradient but for float noise, and Adam's normalised first steps turn that noise into +-lr moves;
-the training loss is unaffected, the running mean (and so the validation loss) moves by ~1e-3.
+Trials whose configs are equal but for the learning rate, the weight decay, the label smoothing,
+the L1 and L2 penalties and the dropout rates (same seed, model, optimizer, schedule, batch
+size, epochs; see ``builder.group_key``) form a group. The group trains as one program: the
+trials' states are stacked, the optimizer holds each trial's learning rate and weight decay in
+its state (``optax.inject_hyperparams``), the loss and dropout hyperparameters that differ are
+the step's traced inputs (``group.hyper``), and one compiled step (``vmap`` over the trials, or
+``map``: one after another inside the program) takes every trial through the same batch with the
+same dropout key. Every trial of a group therefore sees exactly the batches it would see alone
+(a paired design), and trial i trained in a group equals trial i trained alone to float rounding
+(tests/test_tuning_group.py). One caveat, true of any two runs that sum in a different order
+(alone on another CPU as well): a conv bias that batch norm cancels has a zero gradient but for
+float noise, and Adam's normalised first steps turn that noise into +-lr moves; the training
+loss is unaffected, the running mean (and so the validation loss) moves by ~1e-3.
 
 Per trial, as ``fit`` does: batch-norm statistics are its own; a non-finite loss or gradient
 freezes it (its update is masked from that step on) and records the step; early stopping stops
@@ -128,8 +130,7 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
     group = builder.build_group(cfgs, spe)
     built = group.built
     log(built.describe() + " (the first trial's)")
-    log("trials: " + "; ".join(f"lr {c.optimizer.learning_rate:.3g}, weight decay "
-                               f"{c.optimizer.weight_decay:.3g}" for c in cfgs))
+    log("trials: " + builder.describe_trials(cfgs))
     states = parallel.put_replicated(group.state, mesh)
     train_step = builder.compile_group_train_step(group, states, mesh, strategy=strategy)
     padded_step: dict = {}
@@ -185,7 +186,7 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
                             group, states, mesh, padded=True, strategy=strategy)
                     step = padded_step["step"]
                 t0 = time.perf_counter()
-                states, m, good = step.fn(states, jnp.asarray(active), x, y, w, key)
+                states, m, good = step.fn(states, group.hyper, jnp.asarray(active), x, y, w, key)
                 m, good = jax.device_get((m, good))
                 step_times.append(time.perf_counter() - t0)
                 for i in np.flatnonzero(active & ~good):
@@ -349,9 +350,9 @@ def time_modes(cfg: Any, sizes: Sequence[int] = (1, 4, 8),
             step = builder.compile_group_train_step(group, states, mesh, strategy=strategy)
             active = jnp.ones(size, bool)
 
-            def run_group(step=step, active=active):
+            def run_group(step=step, active=active, hyper=group.hyper):
                 nonlocal states
-                states, m, _ = step.fn(states, active, x, y, w, key)
+                states, m, _ = step.fn(states, hyper, active, x, y, w, key)
                 return m
 
             with timing.OtherLoad() as load:
