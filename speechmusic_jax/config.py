@@ -123,6 +123,10 @@ def base_config() -> ConfigDict:
     c.optimizer.schedule = "cosine"
     c.optimizer.warmup_epochs = 1.0
     c.optimizer.plateau_patience = 3  # epochs, for schedule=plateau
+    # The optimizer's moments, for those that have them (default: the optimizer's own):
+    c.optimizer.b1 = config_dict.placeholder(float)  # adam family, lion, novograd, yogi, lamb
+    c.optimizer.b2 = config_dict.placeholder(float)
+    c.optimizer.momentum = config_dict.placeholder(float)  # momentum, nesterov, lars
     c.lock()
     return c
 
@@ -289,6 +293,16 @@ def validate(c: ConfigDict) -> None:
          f"unknown schedule; known: {sorted(SCHEDULES)}")
     need(opt.warmup_epochs >= 0, "optimizer.warmup_epochs", "must be >= 0")
     need(opt.plateau_patience >= 1, "optimizer.plateau_patience", "must be at least 1")
+    from speechmusic_jax.training.optim import MOMENT_NAMES, moment_defaults
+
+    for k in MOMENT_NAMES:
+        value = opt.get(k)
+        if value is None:
+            continue
+        takes = moment_defaults(opt.name) if opt.name in OPTIMIZERS else {}
+        need(k in takes, f"optimizer.{k}", f"{opt.name} has no {k} (it takes "
+             f"{', '.join(sorted(takes)) or 'none of b1, b2, momentum'})")
+        need(0 <= value < 1, f"optimizer.{k}", "must be in [0, 1)")
     from speechmusic_jax.training.optim import SCHEDULE_FREE
 
     need(opt.name not in SCHEDULE_FREE or model.norm != "batch", "optimizer.name",

@@ -68,6 +68,8 @@ def test_wrong_type_is_refused():
         ("optimizer.name", "adamm", "optimizer.name"),
         ("optimizer.learning_rate", 0.0, "optimizer.learning_rate"),
         ("optimizer.schedule", "wavy", "optimizer.schedule"),
+        ("optimizer.b2", 1.0, "optimizer.b2"),  # adamw: in [0, 1)
+        ("optimizer.momentum", 0.9, "optimizer.momentum"),  # adamw has none
     ],
 )
 def test_invalid_values_name_the_field(field, value, needle):

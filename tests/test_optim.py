@@ -173,3 +173,29 @@ def test_lars_decays_inside_the_trust_ratio():
         _assert_close(got[leaf], -lr * ratio * u, leaf)
     semantics = optim.weight_decay_semantics("lars")
     assert "inside the trust ratio" in semantics and "decoupled" not in semantics
+
+
+def test_moments_reach_the_optimizer():
+    # optimizer.b1/b2/momentum set the optimizer's own hyperparameters; unset, its defaults.
+    params = {"w": np.ones(3, np.float32)}
+    grads = [{"w": np.asarray(g, np.float32)} for g in ([1.0, -2.0, 0.5], [0.3, 0.1, -1.0])]
+
+    def updates(tx):
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(np.asarray(u["w"]))
+        return out
+
+    one = optax.constant_schedule(1.0)
+    for name, moments, reference in (
+            ("adam", {"b1": 0.5, "b2": 0.9}, optax.adam(1.0, b1=0.5, b2=0.9)),
+            ("lion", {}, optax.lion(1.0, b1=0.9, b2=0.99)),
+            ("momentum", {"momentum": 0.5}, optax.sgd(1.0, momentum=0.5))):
+        got = updates(optim.make_optimizer(name, one, moments=moments))
+        for a, b in zip(got, updates(reference), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert optim.moment_defaults("lion") == {"b1": 0.9, "b2": 0.99}
+    assert optim.moment_defaults("sgd") == {}
+    with pytest.raises(ValueError, match="optimizer.b1: sgd has no such hyperparameter"):
+        optim.make_optimizer("sgd", one, moments={"b1": 0.9})

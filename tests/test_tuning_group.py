@@ -93,22 +93,27 @@ def test_a_group_step_is_each_trial_step_and_freezes_a_diverged_trial(tiny_confi
         jax.tree.map(lambda a: a[2], states.params))])).all()
 
 
-def test_a_group_varies_the_loss_and_dropout_hyperparameters_per_trial(tiny_config):
-    # Label smoothing, L1, L2 and both dropout rates are traced per trial (each trial's own
-    # values, 0 included), so trial i in the group steps exactly as trial i alone, whose step
-    # has them as constants.
+def test_a_group_varies_the_moments_loss_and_dropout_hyperparameters_per_trial(tiny_config):
+    # Adam's betas (in the optimizer state), label smoothing, L1, L2 and both dropout rates
+    # (step inputs) are traced per trial (each trial's own values, 0 and defaults included), so
+    # trial i in the group steps exactly as trial i alone, whose step has them as constants.
+    tiny_config.optimizer.name = "adamw"
     tiny_config.model.dropout = 0.0
-    settings = [dict(label_smoothing=0.0, l1=0.0, l2=1e-3, dropout=0.0, stage_dropout=0.2),
-                dict(label_smoothing=0.2, l1=1e-3, l2=0.0, dropout=0.5, stage_dropout=0.0)]
+    settings = [dict(label_smoothing=0.0, l1=0.0, l2=1e-3, dropout=0.0, stage_dropout=0.2,
+                     b1=None, b2=0.99),
+                dict(label_smoothing=0.2, l1=1e-3, l2=0.0, dropout=0.5, stage_dropout=0.0,
+                     b1=0.8, b2=None)]
     cfgs = _configs(tiny_config, [(1e-2, 1e-4), (3e-3, 1e-4)])
     for c, s in zip(cfgs, settings, strict=True):
         c.train.label_smoothing, c.train.l1, c.train.l2 = (s["label_smoothing"], s["l1"],
                                                           s["l2"])
         c.model.dropout, c.model.stage_dropout = s["dropout"], s["stage_dropout"]
+        c.optimizer.b1, c.optimizer.b2 = s["b1"], s["b2"]
     assert builder.group_key(cfgs[0]) == builder.group_key(cfgs[1])
     mesh = parallel.make_mesh()
     g = builder.build_group(cfgs, steps_per_epoch=4)
     assert sorted(g.hyper) == ["dropout", "l1", "l2", "label_smoothing", "stage_dropout"]
+    assert "b1 0.9, b2 0.99, " in builder.describe_trials(cfgs)
     states = parallel.put_replicated(g.state, mesh)
     step = builder.compile_group_train_step(g, states, mesh).fn
     x, y = generic_batch(8, g.built.segment)

@@ -141,8 +141,9 @@ def predictor(built: Built, state: TrainState,
 # ---- a group of trials in one compiled program (sweeps) ----------------------------------------
 
 # The config fields a group's trials may differ in: traced inputs of one compiled program (the
-# optimizer's injected hyperparameters, held in its state; the loss's and the dropout rates,
-# passed to the step as ``hyper``). Every other field, the seed included, is shared.
+# optimizer's injected hyperparameters, learning rate, weight decay and moments, held in its
+# state; the loss's and the dropout rates, passed to the step as ``hyper``). Every other
+# field, the seed included, is shared.
 STEP_TRACED = {"train.label_smoothing": "label_smoothing", "train.l1": "l1", "train.l2": "l2",
                "model.dropout": "dropout", "model.stage_dropout": "stage_dropout"}
 GROUP_TRACED = tuple(f"optimizer.{name}" for name in optim.INJECTED) + tuple(STEP_TRACED)
@@ -216,7 +217,10 @@ def build_group(cfgs, steps_per_epoch: int = 1) -> BuiltGroup:
                          f"hyperparameters {GROUP_TRACED}")
     built = build(cfgs[0], steps_per_epoch)
     decay = cfgs[0].optimizer.weight_decay > 0
-    txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay) for c in cfgs]
+    moments = [optim.moments_of(c.optimizer) for c in cfgs]
+    varied = [k for k in moments[0] if len({m[k] for m in moments}) > 1]
+    txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay, traced_moments=varied)
+           for c in cfgs]
     states = [TrainState(built.state.params, built.state.model_state,
                          tx.init(built.state.params), built.state.step) for tx in txs]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
@@ -225,12 +229,15 @@ def build_group(cfgs, steps_per_epoch: int = 1) -> BuiltGroup:
 
 def describe_trials(cfgs) -> str:
     """One line: what each trial of a group sets (learning rate, weight decay, and whichever
-    other traced hyperparameters differ)."""
+    other traced hyperparameters differ: moments, loss terms, dropout rates)."""
     varied = [f for f in STEP_TRACED if len({_field(c, f) for c in cfgs}) > 1]
+    moments = [optim.moments_of(c.optimizer) for c in cfgs]
+    varied_moments = [k for k in moments[0] if len({m[k] for m in moments}) > 1]
     return "; ".join(", ".join([f"lr {c.optimizer.learning_rate:.3g}",
                                 f"weight decay {c.optimizer.weight_decay:.3g}",
+                                *(f"{k} {m[k]:.3g}" for k in varied_moments),
                                 *(f"{STEP_TRACED[f]} {_field(c, f):.3g}" for f in varied)])
-                     for c in cfgs)
+                     for c, m in zip(cfgs, moments, strict=True))
 
 
 def group_train_step_fn(group: BuiltGroup, padded: bool = False,

@@ -19,42 +19,70 @@ records which. An L1/L2 penalty in the loss is a separate knob (``train.l1``, ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import optax
 
 # name -> (factory(**hparams) -> GradientTransformation with learning rate 1, note); the factories
-# of TRUST_RATIO take weight_decay and mask (an optax mask function), which they decay inside.
+# take the optimizer's moment hyperparameters (MOMENTS) as keywords, and those of TRUST_RATIO also
+# weight_decay and mask (an optax mask function), which they decay inside.
 OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = {
     "sgd": (lambda: optax.sgd(1.0), "plain stochastic gradient descent"),
-    "momentum": (lambda: optax.sgd(1.0, momentum=0.9), "SGD with heavy-ball momentum 0.9"),
-    "nesterov": (lambda: optax.sgd(1.0, momentum=0.9, nesterov=True), "SGD, Nesterov 0.9"),
-    "adam": (lambda: optax.adam(1.0), "Adam (b1 0.9, b2 0.999)"),
-    "adamw": (lambda: optax.adam(1.0), "Adam with decoupled weight decay"),
-    "nadam": (lambda: optax.nadam(1.0), "Adam with Nesterov momentum"),
-    "nadamw": (lambda: optax.nadam(1.0), "NAdam with decoupled weight decay"),
-    "radam": (lambda: optax.radam(1.0), "rectified Adam"),
+    "momentum": (lambda momentum=0.9: optax.sgd(1.0, momentum=momentum),
+                 "SGD with heavy-ball momentum (0.9)"),
+    "nesterov": (lambda momentum=0.9: optax.sgd(1.0, momentum=momentum, nesterov=True),
+                 "SGD, Nesterov momentum (0.9)"),
+    "adam": (lambda b1=0.9, b2=0.999: optax.adam(1.0, b1=b1, b2=b2), "Adam (b1 0.9, b2 0.999)"),
+    "adamw": (lambda b1=0.9, b2=0.999: optax.adam(1.0, b1=b1, b2=b2),
+              "Adam with decoupled weight decay"),
+    "nadam": (lambda b1=0.9, b2=0.999: optax.nadam(1.0, b1=b1, b2=b2),
+              "Adam with Nesterov momentum"),
+    "nadamw": (lambda b1=0.9, b2=0.999: optax.nadam(1.0, b1=b1, b2=b2),
+               "NAdam with decoupled weight decay"),
+    "radam": (lambda b1=0.9, b2=0.999: optax.radam(1.0, b1=b1, b2=b2), "rectified Adam"),
     "rmsprop": (lambda: optax.rmsprop(1.0), "RMSProp (decay 0.9)"),
     "adagrad": (lambda: optax.adagrad(1.0), "AdaGrad"),
     "adadelta": (lambda: optax.adadelta(1.0), "AdaDelta"),
     "adafactor": (lambda: optax.adafactor(1.0, multiply_by_parameter_scale=False),
                   "Adafactor (factored second moments)"),
-    "adabelief": (lambda: optax.adabelief(1.0), "AdaBelief"),
-    "lamb": (lambda weight_decay=0.0, mask=None: optax.lamb(1.0, weight_decay=weight_decay,
-                                                           mask=mask),
+    "adabelief": (lambda b1=0.9, b2=0.999: optax.adabelief(1.0, b1=b1, b2=b2), "AdaBelief"),
+    "lamb": (lambda weight_decay=0.0, mask=None, b1=0.9, b2=0.999: optax.lamb(
+        1.0, b1=b1, b2=b2, weight_decay=weight_decay, mask=mask),
              "LAMB (layer-wise trust ratio over Adam)"),
-    "lars": (lambda weight_decay=0.0, mask=True: optax.lars(1.0, weight_decay=weight_decay,
-                                                           weight_decay_mask=mask),
+    "lars": (lambda weight_decay=0.0, mask=True, momentum=0.9: optax.lars(
+        1.0, weight_decay=weight_decay, weight_decay_mask=mask, momentum=momentum),
              "LARS (layer-wise trust ratio over momentum)"),
-    "lion": (lambda: optax.lion(1.0), "Lion (sign of interpolated momentum; use a ~10x lower lr)"),
-    "novograd": (lambda: optax.novograd(1.0), "NovoGrad"),
-    "yogi": (lambda: optax.yogi(1.0), "Yogi"),
+    "lion": (lambda b1=0.9, b2=0.99: optax.lion(1.0, b1=b1, b2=b2),
+             "Lion (sign of interpolated momentum; use a ~10x lower lr)"),
+    "novograd": (lambda b1=0.9, b2=0.25: optax.novograd(1.0, b1=b1, b2=b2), "NovoGrad"),
+    "yogi": (lambda b1=0.9, b2=0.999: optax.yogi(1.0, b1=b1, b2=b2), "Yogi"),
     "schedule_free_adamw": (lambda: optax.scale_by_adam(b1=0.0),
                             "schedule-free AdamW (Defazio et al. 2024): evaluates the averaged "
                             "weights; use schedule=constant"),
 }
+MOMENT_NAMES = ("b1", "b2", "momentum")  # config fields optimizer.b1, .b2, .momentum
+
+
+def moment_defaults(name: str) -> dict[str, float]:
+    """The moment hyperparameters (``b1``, ``b2``, ``momentum``) that optimizer ``name`` takes,
+    with its defaults (optax's): e.g. adam {b1: 0.9, b2: 0.999}, lion {b1: 0.9, b2: 0.99},
+    momentum {momentum: 0.9}, sgd {}."""
+    import inspect
+
+    factory = OPTIMIZERS[name][0]
+    return {k: p.default for k, p in inspect.signature(factory).parameters.items()
+            if k in MOMENT_NAMES}
+
+
+def moments_of(optimizer_cfg: Any) -> dict[str, float]:
+    """A config's moment hyperparameters for its optimizer: each field set in the config
+    (``optimizer.b1`` ...), else the optimizer's default."""
+    return {k: float(optimizer_cfg[k]) if optimizer_cfg.get(k) is not None else v
+            for k, v in moment_defaults(optimizer_cfg.name).items()}
+
+
 SCHEDULE_FREE = frozenset({"schedule_free_adamw"})
 DECOUPLED = frozenset({"adamw", "nadamw", "lion", "adafactor", "schedule_free_adamw"})
 # Decay added to the direction before the layer-wise trust ratio, as in the LAMB and LARS papers.
@@ -160,25 +188,32 @@ def make_optimizer(
     grad_clip_norm: float = 0.0,
     plateau_epochs: int = 0,
     steps_per_epoch: int = 1,
+    moments: dict[str, float] | None = None,
 ) -> optax.GradientTransformation:
     """The optimizer chain described at the top of this module.
 
     ``plateau_epochs`` > 0 appends optax's reduce-on-plateau, fed with the training loss (the
-    train step passes ``value=loss``) and averaged over an epoch of steps.
+    train step passes ``value=loss``) and averaged over an epoch of steps. ``moments``: the
+    optimizer's ``b1``/``b2``/``momentum`` (default: its own, :func:`moment_defaults`).
     """
     return _chain(name, schedule, weight_decay, decay=weight_decay > 0,
                   weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
-                  plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch)
+                  plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch,
+                  moments=moments or {})
 
 
 def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: bool,
            weight_decay_mask: str, grad_clip_norm: float, plateau_epochs: int,
-           steps_per_epoch: int) -> optax.GradientTransformation:
+           steps_per_epoch: int, moments: dict[str, Any]) -> optax.GradientTransformation:
     """The chain of :func:`make_optimizer`; ``decay`` says whether the decay steps are in it, so
     that ``weight_decay`` (and the schedule's peak) may be traced values (see
     :func:`make_injected_optimizer`)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name: unknown {name!r}; known: {sorted(OPTIMIZERS)}")
+    unknown = set(moments) - set(moment_defaults(name))
+    if unknown:
+        raise ValueError(f"optimizer.{sorted(unknown)[0]}: {name} has no such hyperparameter "
+                         f"(it takes {sorted(moment_defaults(name)) or 'none'})")
     parts = []
     if grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
@@ -196,9 +231,9 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
     if name in TRUST_RATIO:
         # optax adds +wd * w to the direction before the trust ratio, then negates (learning
         # rate 1): -ratio * (d + wd * w), so here the decay keeps its positive sign.
-        parts.append(OPTIMIZERS[name][0](weight_decay=weight_decay, mask=mask))
-    else:
-        parts.append(OPTIMIZERS[name][0]())  # the direction, already negated (learning rate 1)
+        parts.append(OPTIMIZERS[name][0](weight_decay=weight_decay, mask=mask, **moments))
+    else:  # the direction, already negated (learning rate 1)
+        parts.append(OPTIMIZERS[name][0](**moments))
     if decay and name in DECOUPLED:
         # The direction is negated, so decay enters with a negative sign: -(d + wd * w).
         parts.append(optax.add_decayed_weights(-weight_decay, mask=mask))
@@ -209,8 +244,9 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
     return optax.chain(*parts)
 
 
-# The hyperparameters that make_injected_optimizer takes as traced inputs.
-INJECTED = ("learning_rate", "weight_decay")
+# The hyperparameters that make_injected_optimizer takes as traced inputs (the moments: those
+# the optimizer has).
+INJECTED = ("learning_rate", "weight_decay", *MOMENT_NAMES)
 
 
 def make_injected_optimizer(
@@ -226,9 +262,14 @@ def make_injected_optimizer(
     grad_clip_norm: float = 0.0,
     plateau_epochs: int = 0,
     steps_per_epoch: int = 1,
+    moments: dict[str, float] | None = None,
+    traced_moments: Sequence[str] = (),
 ) -> optax.GradientTransformation:
-    """The chain of :func:`make_optimizer` with the peak learning rate and the weight decay held
-    in the optimizer state (``optax.inject_hyperparams``) instead of baked in as constants.
+    """The chain of :func:`make_optimizer` with the peak learning rate, the weight decay and the
+    ``traced_moments`` of the optimizer's moments (``b1``/``b2``/``momentum``; values
+    ``moments``, default its own) held in the optimizer state (``optax.inject_hyperparams``)
+    instead of baked in as constants; the other moments stay constants (so a group that does
+    not vary them runs the same arithmetic as a trial alone).
 
     The state's ``hyperparams`` then carry the values, so one compiled step serves trials that
     differ only in them (their states stacked and the step vmapped), and nothing recompiles.
@@ -238,18 +279,24 @@ def make_injected_optimizer(
     ...)`` to float rounding.
     """
 
-    def factory(learning_rate, weight_decay):
+    moments = {**moment_defaults(name), **(moments or {})}
+    fixed = {k: v for k, v in moments.items() if k not in traced_moments}
+
+    def factory(learning_rate, weight_decay, b1=None, b2=None, momentum=None):
         peak_schedule = make_schedule(schedule, learning_rate, total_steps, warmup_steps)
+        given = {"b1": b1, "b2": b2, "momentum": momentum, **fixed}
         return _chain(name, peak_schedule, weight_decay, decay=decay,
                       weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
-                      plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch)
+                      plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch,
+                      moments={k: given[k] for k in moments})
 
-    return optax.inject_hyperparams(factory)(learning_rate=learning_rate,
-                                             weight_decay=weight_decay)
+    return optax.inject_hyperparams(factory)(
+        learning_rate=learning_rate, weight_decay=weight_decay,
+        **{k: v for k, v in moments.items() if k in traced_moments})
 
 
-def injected_from_config(cfg: Any, steps_per_epoch: int, *,
-                         decay: bool | None = None) -> optax.GradientTransformation:
+def injected_from_config(cfg: Any, steps_per_epoch: int, *, decay: bool | None = None,
+                         traced_moments: Sequence[str] = ()) -> optax.GradientTransformation:
     """:func:`make_injected_optimizer` for a run's config (``decay``: default, the config's
     weight decay is positive)."""
     o, t = cfg.optimizer, cfg.train
@@ -259,7 +306,7 @@ def injected_from_config(cfg: Any, steps_per_epoch: int, *,
         weight_decay=o.weight_decay, decay=o.weight_decay > 0 if decay is None else decay,
         weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
-        steps_per_epoch=steps_per_epoch)
+        steps_per_epoch=steps_per_epoch, moments=moments_of(o), traced_moments=traced_moments)
 
 
 def eval_params(name: str, opt_state: Any, params: Any) -> Any:
@@ -296,5 +343,5 @@ def from_config(cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransform
     tx = make_optimizer(o.name, schedule, weight_decay=o.weight_decay,
                         weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
                         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
-                        steps_per_epoch=steps_per_epoch)
+                        steps_per_epoch=steps_per_epoch, moments=moments_of(o))
     return tx, schedule
