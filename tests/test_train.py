@@ -15,7 +15,7 @@ from speechmusic_jax import errors
 from speechmusic_jax.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING_KEYS = {"epoch_time_s", "examples_per_s", "data_wait_s"}
+TIMING_KEYS = {"epoch_time_s", "train_time_s", "examples_per_s", "data_wait_s"}
 
 
 def quiet(_msg: str) -> None:
@@ -50,8 +50,10 @@ def test_run_writes_every_artifact(tiny_run):
     rows = read_metrics(workdir)
     assert [r["epoch"] for r in rows] == list(range(1, cfg.train.epochs + 1))
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1",
-                "learning_rate", "epoch_time_s", "examples_per_s"):
+                "learning_rate", "epoch_time_s", "train_time_s", "examples_per_s"):
         assert all(np.isfinite(r[key]) for r in rows), key
+    assert all(0 < r["train_time_s"] <= r["epoch_time_s"] for r in rows)
+    assert sum(r["train_time_s"] for r in rows) == pytest.approx(summary["train_time_s"])
     with open(os.path.join(workdir, "summary.json")) as f:
         on_disk = json.load(f)
     assert on_disk == json.loads(json.dumps(summary))

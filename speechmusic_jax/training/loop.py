@@ -357,6 +357,7 @@ def record_epoch(run: Run, records: reporting.EpochRecords, state: TrainState,
         "learning_rate": float(run.built.schedule(epoch * steps_per_epoch - 1))
         * optim.lr_scale(state.opt_state),
         "epoch_time_s": epoch_s,
+        "train_time_s": stats.seconds,
         "examples_per_s": stats.count / stats.seconds if stats.seconds > 0 else None,
         "data_wait_s": stats.data_wait_s,
     }

@@ -46,7 +46,7 @@ def finished_summary(folder: str) -> dict | None:
 
 def train_seconds(row: dict, steps_per_epoch: int, batch_size: int) -> float | None:
     """Seconds of training in one epoch row (validation excluded): the row's ``train_time_s``
-    where the writer recorded it, else examples / (examples per second)."""
+    (every run since it was added), else examples / (examples per second) for older runs."""
     if row.get("train_time_s") is not None:
         return float(row["train_time_s"])
     rate = row.get("examples_per_s")
