@@ -92,6 +92,31 @@ def test_two_processes_share_a_sweep_and_a_rerun_trains_nothing(sweep_file, tmp_
     assert sweep_cli.main(_flags(sweep_file, workdir, report_only=True), []) == 0
 
 
+def test_overlapping_processes_never_train_one_trial_twice(sweep_file, tmp_path, capsys):
+    # Trial 0 is held by a live process (here: a child that sleeps), trial 1 by one that is
+    # gone: this process skips 0, takes 1 over, and leaves no claim of its own behind.
+    workdir = tmp_path / "sweep"
+    assert sweep_cli.main(_flags(sweep_file, workdir, trials="3"), []) == 0
+    (workdir / "claims").mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = __import__("socket").gethostname()
+    for index, pid in ((0, live.pid), (1, gone.pid)):
+        (workdir / "claims" / f"{index:03d}.json").write_text(
+            f'{{"host": "{host}", "pid": {pid}, "started": "now"}}')
+    try:
+        assert sweep_cli.main(_flags(sweep_file, workdir, trials="0:2"), []) == 0
+    finally:
+        live.kill()
+    out = capsys.readouterr().out
+    assert f"trial 0: skipped, process {live.pid} on {host}" in out
+    assert f"trial 1: took over the claim of process {gone.pid}, which is gone" in out
+    assert [r["status"] for r in _rows(workdir)] == ["pending", "completed", "pending",
+                                                     "completed"]
+    assert os.listdir(workdir / "claims") == ["000.json"]  # the live one's, untouched
+
+
 def test_a_diverged_and_a_failed_trial_are_recorded_and_the_sweep_goes_on(sweep_file, tmp_path):
     workdir = tmp_path / "broken"
     sweep = spec.load_sweep(sweep_file, "broken")

@@ -30,13 +30,15 @@ from typing import Any
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import errors
 from speechmusic_jax.io_utils import atomic_write_json, atomic_write_text, read_json
+from speechmusic_jax.tuning import claims
 from speechmusic_jax.tuning import records as records_lib
 from speechmusic_jax.tuning import space as space_lib
 from speechmusic_jax.tuning.results import SweepResult
 from speechmusic_jax.tuning.spec import Sweep, Trial
 
 Log = Callable[[str], None]
-SWEEP_ENTRIES = frozenset({"sweep.json", "trials", "logs", "failed", "results.csv", "results.md",
+SWEEP_ENTRIES = frozenset({"sweep.json", "trials", "logs", "failed", "claims", "results.csv",
+                           "results.md",
                            "results.json", "curves.png", "budget.png", "pareto.png",
                            "profile.png"})
 
@@ -148,22 +150,11 @@ def run_sweep(sweep: Sweep, workdir: str | None = None, *,
     log(f"{len(all_trials)} trials in {workdir}; running {len(todo)} of trials {start}..{end - 1}"
         f" ({len(selected) - len(todo)} already finished)")
     if todo:
-        from speechmusic_jax.tuning import group
-
-        chosen = group.choose_mode(mode or sweep.mode, [configs[t.index] for t in todo])
-        grouped = chosen.startswith("grouped")
-        units = (group.plan([(t, configs[t.index]) for t in todo]) if grouped
-                 else [[(t, configs[t.index])] for t in todo])
-        log(f"mode: {chosen}" + (f" ({len(units)} program(s) for {len(todo)} trials)"
-                                 if grouped else ""))
-        t0 = time.perf_counter()
-        for unit in units:
-            if len(unit) == 1:
-                _run_alone(unit[0][0], unit[0][1], workdir, sweep, log, trial_log)
-            else:
-                _run_group(unit, workdir, sweep, log, trial_log,
-                           "map" if chosen == "grouped_map" else "vmap")
-        log(f"ran {len(todo)} trial(s) in {time.perf_counter() - t0:.1f}s")
+        with claims.held(workdir, [t.index for t in todo], log) as mine:
+            # a trial another process finished between the check above and the claim: skipped
+            todo = [t for t in todo if t.index in mine and records_lib.finished_summary(
+                records_lib.trial_dir(workdir, t.index)) is None]
+            _run_trials(todo, configs, workdir, sweep, mode, log, trial_log)
     result = collect(sweep, workdir, all_trials)
     if write:
         result.write(workdir, log=log, plots=plots)
@@ -172,6 +163,28 @@ def run_sweep(sweep: Sweep, workdir: str | None = None, *,
     if write:
         log(f"results in {workdir} (results.md, results.csv, figures)")
     return result
+
+
+def _run_trials(todo: list[Trial], configs: dict, workdir: str, sweep: Sweep,
+                mode: str | None, log: Log, trial_log: bool) -> None:
+    from speechmusic_jax.tuning import group
+
+    if not todo:
+        return
+    chosen = group.choose_mode(mode or sweep.mode, [configs[t.index] for t in todo])
+    grouped = chosen.startswith("grouped")
+    units = (group.plan([(t, configs[t.index]) for t in todo]) if grouped
+             else [[(t, configs[t.index])] for t in todo])
+    log(f"mode: {chosen}" + (f" ({len(units)} program(s) for {len(todo)} trials)"
+                             if grouped else ""))
+    t0 = time.perf_counter()
+    for unit in units:
+        if len(unit) == 1:
+            _run_alone(unit[0][0], unit[0][1], workdir, sweep, log, trial_log)
+        else:
+            _run_group(unit, workdir, sweep, log, trial_log,
+                       "map" if chosen == "grouped_map" else "vmap")
+    log(f"ran {len(todo)} trial(s) in {time.perf_counter() - t0:.1f}s")
 
 
 def _run_alone(trial: Trial, cfg: Any, workdir: str, sweep: Sweep, log: Log,
