@@ -20,14 +20,15 @@ crossval|k-fold cross-validation of an experiment
 benchmark|time the compiled step (--what=step) or the data loader (--what=data)
 baseline|logistic regression on global audio statistics, on a run's split
 export|write a trained model as a portable StableHLO file
-sweep|a hyperparameter sweep or optimizer comparison"
+sweep|a hyperparameter sweep or optimizer comparison
+segment_bench|timelines of a trained run: boundary accuracy (--what=accuracy) or speed"
 
 usage() {
   echo "usage: ./run.sh COMMAND [FLAGS]   (./run.sh COMMAND --help for a command's flags)"
   echo
   echo "commands:"
   while IFS='|' read -r name what; do
-    if is_command "$name"; then printf '  %-10s %s\n' "$name" "$what"; fi
+    if is_command "$name"; then printf '  %-14s %s\n' "$name" "$what"; fi
   done <<< "$COMMANDS"
 }
 

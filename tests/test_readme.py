@@ -90,7 +90,7 @@ def localise(words, tiny_run, tmp):
         elif name == "--data" and ":" in value:
             kind = value.split(":")[0]
             value = f"{kind}:{makers[kind](tmp / kind, per_class=12)}"
-        elif name == "--output":
+        elif name in ("--output", "--plot"):
             value = str(tmp / os.path.basename(value))
         elif name == "--folds":
             value = "2"
