@@ -187,18 +187,25 @@ def _run_trials(todo: list[Trial], configs: dict, workdir: str, sweep: Sweep,
     log(f"ran {len(todo)} trial(s) in {time.perf_counter() - t0:.1f}s")
 
 
+def _trial_logger(log: Log, show: bool) -> tuple[list[str], Log]:
+    """(lines, tlog): tlog keeps a trial's messages in lines (for logs/NNN.log) and, with
+    ``show``, passes them on to ``log``."""
+    lines: list[str] = []
+
+    def tlog(message: str) -> None:
+        lines.append(message)
+        if show:
+            log(message)
+
+    return lines, tlog
+
+
 def _run_alone(trial: Trial, cfg: Any, workdir: str, sweep: Sweep, log: Log,
                trial_log: bool) -> None:
     from speechmusic_jax.training import loop
 
     folder = records_lib.trial_dir(workdir, trial.index)
-    lines: list[str] = []
-
-    def tlog(message: str) -> None:
-        lines.append(message)
-        if trial_log:
-            log(message)
-
+    lines, tlog = _trial_logger(log, trial_log)
     t0 = time.perf_counter()
     try:
         loop.fit(cfg, folder, log=tlog, progress=False)
@@ -220,13 +227,7 @@ def _run_group(unit: list[tuple[Trial, Any]], workdir: str, sweep: Sweep, log: L
                trial_log: bool, strategy: str) -> None:
     from speechmusic_jax.tuning import group
 
-    lines: list[str] = []
-
-    def tlog(message: str) -> None:
-        lines.append(message)
-        if trial_log:
-            log(message)
-
+    lines, tlog = _trial_logger(log, trial_log)
     t0 = time.perf_counter()
     folders = [records_lib.trial_dir(workdir, t.index) for t, _ in unit]
     try:
