@@ -26,8 +26,8 @@ import jax
 import optax
 
 # name -> (factory(**hparams) -> GradientTransformation with learning rate 1, note); the factories
-# take the optimizer's moment hyperparameters (MOMENTS) as keywords, and those of TRUST_RATIO also
-# weight_decay and mask (an optax mask function), which they decay inside.
+# take the optimizer's moment hyperparameters (MOMENT_NAMES) as keywords, and those of
+# TRUST_RATIO also weight_decay and mask (an optax mask function), which they decay inside.
 OPTIMIZERS: dict[str, tuple[Callable[..., optax.GradientTransformation], str]] = {
     "sgd": (lambda: optax.sgd(1.0), "plain stochastic gradient descent"),
     "momentum": (lambda momentum=0.9: optax.sgd(1.0, momentum=momentum),
