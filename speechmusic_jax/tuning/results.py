@@ -24,7 +24,7 @@ from speechmusic_jax.io_utils import (
     check_output,
     read_json,
 )
-from speechmusic_jax.tuning import analysis
+from speechmusic_jax.tuning import analysis, space
 from speechmusic_jax.tuning.records import LEADING, TRAILING
 
 Log = Callable[[str], None]
@@ -132,7 +132,7 @@ class SweepResult:
             return "-"
         rec = next(r for r in self.records if r["trial"] == trials[0])
         tuned = [f for f in self.swept if f in rec and _is_tuned(self.records, s, f)]
-        return ", ".join(f"{f.split('.')[-1]}={_fmt(rec[f])}" for f in tuned) or "-"
+        return ", ".join(f"{f.split('.')[-1]}={space.short(rec[f])}" for f in tuned) or "-"
 
     def paired_table(self, reference: str | None = None, metric: str = "test_accuracy"
                      ) -> list[dict]:
@@ -282,12 +282,6 @@ def _cmp(metric: str) -> str:
     return "<=" if analysis.lower_is_better(metric) else ">="
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if isinstance(v, list | tuple):
-        return "x".join(str(x) for x in v)
-    return str(v)
 
 
 def _csv_cell(v: Any) -> Any:

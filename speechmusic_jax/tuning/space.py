@@ -369,3 +369,13 @@ def _algoperf_dist(name: str, entry: Any) -> Dist:
 
 def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def short(v: Any) -> str:
+    """A field's value in a trial's or arm's name: floats to 3 significant digits, tuples
+    joined with 'x' (``32x64x64``)."""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list | tuple):
+        return "x".join(str(x) for x in v)
+    return str(v)

@@ -29,6 +29,7 @@ from speechmusic_jax import config as config_lib
 from speechmusic_jax.config import import_file
 from speechmusic_jax.errors import ConfigError
 from speechmusic_jax.tuning import space as space_lib
+from speechmusic_jax.tuning.analysis import lower_is_better
 
 MODES = ("auto", "alone", "grouped", "grouped_map")
 _NAME = re.compile(r"[\w.\-=,+]+")
@@ -48,7 +49,8 @@ class Trial:
 
     @property
     def label(self) -> str:
-        values = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in self.point.items())
+        values = ", ".join(f"{k.split('.')[-1]}={space_lib.short(v)}"
+                           for k, v in self.point.items())
         where = f"{self.workload}/" if self.workload else ""
         return f"{where}{self.arm} seed {self.seed}" + (f" [{values}]" if values else "")
 
@@ -184,10 +186,11 @@ class Sweep:
                  + f"; {self.search} search, budget {len(self.arm_points(next(iter(self.arms))))}"
                  f" per arm; seeds {list(self.seeds)}"]
         if self.target:
-            lines.append(f"target: {self.target[0]} {'<=' if _lower(self.target[0]) else '>='} "
-                         f"{self.target[1]:g}")
+            metric, value = self.target
+            lines.append(f"target: {metric} {'<=' if lower_is_better(metric) else '>='} "
+                         f"{value:g}")
         for arm, fixed in self.arms.items():
-            own = ", ".join(f"{k}={_short(v)}" for k, v in fixed.items())
+            own = ", ".join(f"{k}={space_lib.short(v)}" for k, v in fixed.items())
             lines.append(f"  arm {arm}: {own or '(base)'}; tunes "
                          + (space_lib.describe(self.arm_axes(arm)) if self.points is None
                             else f"{len(self.points)} given points"))
@@ -211,7 +214,7 @@ def arm_grid(axes: Mapping[str, Sequence[Any]], *, zip_axes: bool = False
             else list(itertools.product(*axes.values())))
     arms = {}
     for row in rows:
-        name = ",".join(f"{f.split('.')[-1]}={_short(v)}" for f, v in zip(fields, row,
+        name = ",".join(f"{f.split('.')[-1]}={space_lib.short(v)}" for f, v in zip(fields, row,
                                                                             strict=True))
         arms[name] = dict(zip(fields, row, strict=True))
     return arms
@@ -247,16 +250,6 @@ def parse_sweep_arg(value: str) -> tuple[str, str | None]:
     return path, (arg if sep else None)
 
 
-def _lower(metric: str) -> bool:
-    return config_lib.MONITORS.get(metric) == "min"
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if isinstance(v, list | tuple):
-        return "x".join(str(x) for x in v)
-    return str(v)
 
 
 def _jsonable(d: Mapping) -> dict:
