@@ -91,6 +91,39 @@ def config_from(flags: dict[str, Any], args: list[str]) -> ConfigDict:
                             on_error=flags.get("data_on_error"))
 
 
+def distributed_flags() -> dict[str, Any]:
+    """--distributed, --coordinator_address, --num_processes, --process_id: one run over several
+    processes (see speechmusic_jax/distributed.py and BUILD.md)."""
+    from absl import flags
+
+    return {
+        "distributed": flags.DEFINE_enum(
+            "distributed", "auto", ["auto", "on", "off"],
+            "Start JAX's distributed runtime: auto (when the flags below or a SLURM / Open MPI "
+            "launch name several processes), on (always; JAX detects the cluster, e.g. a Cloud "
+            "TPU pod slice), off."),
+        "coordinator_address": flags.DEFINE_string(
+            "coordinator_address", None, "HOST:PORT of process 0, which every process reaches."),
+        "num_processes": flags.DEFINE_integer("num_processes", None,
+                                              "How many processes the run spans."),
+        "process_id": flags.DEFINE_integer("process_id", None,
+                                           "This process's index, 0 .. num_processes-1."),
+    }
+
+
+def start_distributed(flags: dict[str, Any]) -> bool:
+    """Start JAX's distributed runtime when the flags of :func:`distributed_flags` (or the
+    cluster environment) ask for it; a bad combination is a usage error."""
+    from speechmusic_jax import distributed
+
+    launch = distributed.Launch(flags["distributed"], flags["coordinator_address"],
+                                flags["num_processes"], flags["process_id"])
+    try:
+        return distributed.initialize(launch, log=log)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 class UsageError(Exception):
     """A command called wrongly (a missing flag or argument): one line, exit status 2."""
 

@@ -3,6 +3,7 @@
     python -m speechmusic_jax.train [--config=experiments/NAME.py[:ARG]] [--workdir=DIR]
         [--data=SPEC] [--data_on_error=error|skip] [--overwrite] [--dry_run]
         [--config.FIELD=VALUE ...]
+        [--coordinator_address=HOST:PORT --num_processes=N --process_id=I | --distributed=on]
 
 Every config field can be set on the command line (--config.train.epochs=20,
 --config.model.preset=m5, ...). --dry_run prints the resolved config, every field with its value,
@@ -16,6 +17,10 @@ the ones tested at the end.
 
 Running the same command again resumes an interrupted run; with a larger
 --config.train.epochs, it continues a finished run from its last checkpoint.
+
+One run can span several processes (hosts): start the same command in each, with the
+distributed flags or under SLURM / Open MPI; process 0 prints and writes the outputs, into a
+workdir that every process sees (BUILD.md: "Several hosts").
 
 Flags are parsed here and turned into the config; the library never reads flags.
 """
@@ -36,6 +41,7 @@ def define_flags() -> dict[str, Any]:
     return {
         "config": cli.config_flag(),
         **cli.data_flags(),
+        **cli.distributed_flags(),
         "workdir": flags.DEFINE_string("workdir", None, "Run folder (default runs/<config.name>)."),
         "overwrite": flags.DEFINE_bool("overwrite", False,
                                        "Delete the workdir's run and start afresh (a folder "
@@ -55,11 +61,15 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
         print(json.dumps(config_lib.to_dict(cfg), indent=2))
         print(f"config valid; a run would write to {os.path.abspath(workdir)}", file=sys.stderr)
         return 0
+    cli.start_distributed(flags)
+    import jax
+
     from speechmusic_jax.training import loop
 
     cli.on_interrupt(lambda: loop.interrupt_note(workdir))
     summary = loop.fit(cfg, workdir, log=cli.log, overwrite=flags["overwrite"])
-    print(f"outputs in {os.path.abspath(workdir)}", flush=True)
+    if jax.process_index() == 0:
+        print(f"outputs in {os.path.abspath(workdir)}", flush=True)
     return 0 if summary.get("status") != "diverged" else 1
 
 

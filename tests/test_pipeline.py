@@ -141,6 +141,24 @@ def test_train_batches_are_reproducible_with_augmentation_and_threads(tmp_path):
     assert not np.array_equal(plain[0], runs[0][0])
 
 
+def test_each_process_reads_its_rows_of_every_batch_and_together_they_make_the_batch(tmp_path):
+    # Across processes every process computes the same epoch plan and reads only its rows;
+    # augmentation is keyed by the row's place in the whole batch, so the parts equal the whole.
+    root = make_folder_tree(tmp_path, per_class=6)
+    files, durations = _scanned(root)
+    cfg = _cfg(augment=AugmentConfig(gain_db=6, noise_prob=0.5, polarity_prob=0.5))
+    whole = list(train_batches(files, durations, cfg, 3, 2))
+    parts = [list(train_batches(files, durations, cfg, 3, 2, rows=slice(2 * p, 2 * p + 2)))
+             for p in range(2)]
+    assert len(whole) == len(parts[0]) == len(parts[1]) == 3
+    for b, (first, second) in enumerate(zip(*parts, strict=True)):
+        assert first.x.shape == (2, 4000)
+        np.testing.assert_array_equal(np.concatenate([first.x, second.x]), whole[b].x)
+        np.testing.assert_array_equal(np.concatenate([first.y, second.y]), whole[b].y)
+        np.testing.assert_array_equal(np.concatenate([first.weight, second.weight]),
+                                      whole[b].weight)
+
+
 def test_class_weights_are_folded_into_batch_weights(tmp_path):
     write_class_files(tmp_path / "speech", "speech", 6, nested=False)
     write_class_files(tmp_path / "music", "music", 2, nested=False)

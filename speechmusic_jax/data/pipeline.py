@@ -235,13 +235,20 @@ def train_batches(
     epoch: int,
     *,
     on_bad_file: Callable[[audio.AudioError], None] | None = None,
+    rows: slice | None = None,
 ) -> Iterator[Batch]:
     """Yield the training batches of ``epoch``, reading crops in background threads.
 
     A file that fails to decode is passed to ``on_bad_file`` (which may raise to stop training);
     if it returns, the crop is replaced by silence with weight 0, so shapes stay fixed.
+    ``rows``: only these rows of every batch (one process's share of a batch that spans several
+    processes): the epoch's plan is the same everywhere and each process reads its part of it;
+    a crop is augmented exactly as in the whole batch.
     """
     plan = epoch_plan(files, durations, cfg, seed, epoch)
+    first = 0 if rows is None else rows.start
+    if rows is not None:
+        plan = [items[rows] for items in plan]
     reader = cfg.reader
     assert reader is not None
     weights = (np.asarray(cfg.class_weights, np.float32)
@@ -260,7 +267,7 @@ def train_batches(
         return augment(x, cfg.augment, cfg.sample_rate, seed, epoch, slot), 1.0
 
     def submit(b: int, pool: concurrent.futures.Executor) -> list[concurrent.futures.Future]:
-        base = b * cfg.batch_size
+        base = b * cfg.batch_size + first
         return [pool.submit(read, base + j, item) for j, item in enumerate(plan[b])]
 
     def assemble(b: int, futures: list[concurrent.futures.Future]) -> Batch:

@@ -285,14 +285,17 @@ def group_train_step_fn(group: BuiltGroup, padded: bool = False,
 
 def compile_group_train_step(group: BuiltGroup, state: TrainState, mesh: Mesh,
                              *, padded: bool = False, strategy: str = "vmap") -> Compiled:
-    """The group step compiled ahead, states donated, the batch split over ``mesh``."""
+    """The group step compiled ahead, states donated, the batch split over ``mesh``'s "data"
+    axis and the trials (states, hyperparameters) over its "trial" axis, if it has one."""
     batch_size = group.built.cfg.train.batch_size
     shard = parallel.batch_sharding(mesh)
-    specs = (jax.ShapeDtypeStruct((group.size,), jnp.bool_),
+    trials = parallel.trial_sharding(mesh)
+    specs = (jax.ShapeDtypeStruct((group.size,), jnp.bool_, sharding=trials),
              jax.ShapeDtypeStruct((batch_size, group.built.segment), jnp.float32, sharding=shard),
              jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=shard),
              jax.ShapeDtypeStruct((batch_size,), jnp.float32, sharding=shard))
-    hyper = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in group.hyper.items()}
+    hyper = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trials)
+             for k, v in group.hyper.items()}
     fn, seconds, flops = timing.compile_ahead(group_train_step_fn(group, padded, strategy),
                                               state, hyper, *specs, jax.random.key(0),
                                               donate_argnums=(0,))

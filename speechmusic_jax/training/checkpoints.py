@@ -15,6 +15,13 @@ A save that fails for lack of space (or any other storage error) raises :class:`
 the folder, removes what it wrote, and leaves the earlier checkpoints and pointers as they were.
 orbax reports such errors from tensorstore as ``ValueError``s whose message carries the OS error
 code; :func:`storage_error` turns them back into ``OSError``.
+
+A run over several processes (``mesh`` spanning them) needs the workdir on a file system that
+every process sees. Every process calls :meth:`Checkpoints.save` with the same global (replicated)
+state and orbax writes it once, coordinating the processes itself; the folders, ``loop.json``,
+the pointers and the pruning are process 0's, between barriers. Every process restores the same
+checkpoint (they read the same pointers). Restoring always names the target devices, so a
+checkpoint written by any number of processes or devices loads anywhere.
 """
 
 from __future__ import annotations
@@ -29,12 +36,20 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from speechmusic_jax import distributed
 from speechmusic_jax.io_utils import atomic_write_json
 
 
 class Checkpoints:
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, mesh: jax.sharding.Mesh | None = None):
+        """``mesh``: the devices of a run over several processes (None: this process alone)."""
         self.dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.multiprocess = mesh is not None and len(
+            {d.process_index for d in mesh.devices.flat}) > 1
+        self.is_main = not self.multiprocess or jax.process_index() == 0
+        self._target = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+                        if self.multiprocess else
+                        jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
         self._ckpt = ocp.StandardCheckpointer()
 
     @staticmethod
@@ -57,31 +72,46 @@ class Checkpoints:
         return self.pointer(self.dir, "best")
 
     def save(self, epoch: int, state: Any, loop: dict, *, best: dict | None = None) -> None:
-        """Save ``state`` as epoch ``epoch``; make it the last (and, with ``best``, the best)."""
+        """Save ``state`` as epoch ``epoch``; make it the last (and, with ``best``, the best).
+        ``state``: device arrays (global ones across processes) or host arrays."""
         name = f"epoch_{epoch:04d}"
         folder = os.path.join(self.dir, name)
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
-        os.makedirs(self.dir, exist_ok=True)
-        self._check_space(state, folder)
+        if not self.multiprocess:
+            state = jax.device_get(state)
+        if self.is_main:
+            if os.path.exists(folder):
+                shutil.rmtree(folder)
+            os.makedirs(self.dir, exist_ok=True)
+            self._check_space(state, folder)
+        self._sync(f"checkpoint-{epoch}-start")
         try:
-            os.makedirs(folder)
+            if self.is_main:
+                os.makedirs(folder)
+            self._sync(f"checkpoint-{epoch}-folder")
             try:
                 self._ckpt.save(os.path.join(folder, "state"), state)
             finally:
                 self._ckpt.wait_until_finished()
-            atomic_write_json(os.path.join(folder, "loop.json"), loop)
+            if self.is_main:
+                atomic_write_json(os.path.join(folder, "loop.json"), loop)
         except Exception as e:
-            shutil.rmtree(folder, ignore_errors=True)  # incomplete: free the space it took
+            if self.is_main:
+                shutil.rmtree(folder, ignore_errors=True)  # incomplete: free the space it took
             translated = storage_error(e, folder)
             if translated is None:
                 raise
             raise translated from None
-        if best is not None:
-            atomic_write_json(os.path.join(self.dir, "best.json"), {"epoch": epoch, "dir": name,
-                                                                     **best})
-        atomic_write_json(os.path.join(self.dir, "last.json"), {"epoch": epoch, "dir": name})
-        self._prune()
+        if self.is_main:
+            if best is not None:
+                atomic_write_json(os.path.join(self.dir, "best.json"),
+                                  {"epoch": epoch, "dir": name, **best})
+            atomic_write_json(os.path.join(self.dir, "last.json"), {"epoch": epoch, "dir": name})
+            self._prune()
+        self._sync(f"checkpoint-{epoch}-done")  # the pointers name it everywhere
+
+    def _sync(self, name: str) -> None:
+        if self.multiprocess:
+            distributed.barrier(name)
 
     @staticmethod
     def _check_space(state: Any, folder: str) -> None:
@@ -96,7 +126,8 @@ class Checkpoints:
     def restore(self, pointer: dict, like: Any) -> tuple[Any, dict]:
         """The state (shaped like ``like``) and loop record of the checkpoint ``pointer`` names."""
         folder = os.path.join(self.dir, pointer["dir"])
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        abstract = jax.tree.map(lambda x: _on(ocp.utils.to_shape_dtype_struct(x), self._target),
+                                like)
         state = self._ckpt.restore(os.path.join(folder, "state"), abstract)
         with open(os.path.join(folder, "loop.json"), encoding="utf-8") as f:
             loop = json.load(f)
@@ -113,6 +144,12 @@ class Checkpoints:
             path = os.path.join(self.dir, entry)
             if entry.startswith("epoch_") and entry not in keep and os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _on(leaf: Any, sharding: jax.sharding.Sharding) -> Any:
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+    return leaf
 
 
 def storage_error(e: BaseException, path: str) -> OSError | None:

@@ -44,6 +44,20 @@ def predict_files(
     on_bad_file: Callable[[audio.AudioError], None] | None = None,
 ) -> Predictions:
     """Run ``predict`` (x -> logits) over windows of every file; average per clip."""
+    logits, clip = predict_windows(predict, files, cfg, batch_size, put, on_bad_file)
+    return assemble(files, logits, clip)
+
+
+def predict_windows(
+    predict: Callable[[Any], jax.Array],
+    files: Sequence[AudioFile],
+    cfg: LoaderConfig,
+    batch_size: int,
+    put: Callable[[np.ndarray], Any] = jax.device_put,
+    on_bad_file: Callable[[audio.AudioError], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(window logits, index into ``files`` of each window's clip; -1 for padding windows).
+    No window at all (every file unreadable, skipped): logits of shape (0, 0)."""
     window_logits: list[np.ndarray] = []
     window_clip: list[np.ndarray] = []
     pending = None
@@ -57,11 +71,19 @@ def predict_files(
         window_logits.append(np.asarray(pending[0]))
         window_clip.append(pending[1])
     if not window_logits:
-        raise ValueError("no clip could be evaluated")
-    logits = np.concatenate(window_logits).astype(np.float64)
-    clip = np.concatenate(window_clip)
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int32)
+    return np.concatenate(window_logits), np.concatenate(window_clip).astype(np.int32)
+
+
+def assemble(files: Sequence[AudioFile], window_logits: np.ndarray,
+             window_clip: np.ndarray) -> Predictions:
+    """Predictions from window logits and their clips (indices into ``files``, -1: padding)."""
+    logits = np.asarray(window_logits).astype(np.float64)
+    clip = np.asarray(window_clip)
     keep = clip >= 0
     logits, clip = logits[keep], clip[keep]
+    if not len(clip):
+        raise ValueError("no clip could be evaluated")
     present = np.unique(clip)
     sums = np.zeros((len(files), logits.shape[1]))
     np.add.at(sums, clip, logits)

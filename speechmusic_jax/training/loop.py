@@ -11,10 +11,18 @@
 The loop owns every file in the workdir and writes each one atomically; everything it prints was
 measured in this run. Its state between epochs is a :class:`LoopState`, saved with each
 checkpoint, so a killed run resumes where its last checkpoint left it.
+
+Across processes (:mod:`speechmusic_jax.distributed`; the workdir on a file system they all
+see) every process runs this same loop over a mesh of all their devices: each reads only its
+rows of every batch (the epoch's plan is the same everywhere), scores its share of the
+evaluation files on its own devices and gathers everyone's predictions, so every process holds
+the same metrics and takes the same early-stopping decisions. Process 0 alone prints and writes
+the run's files; checkpoints are written by orbax from every process.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import json
@@ -27,7 +35,7 @@ import jax
 import numpy as np
 
 from speechmusic_jax import config as config_lib
-from speechmusic_jax import parallel, timing
+from speechmusic_jax import distributed, parallel, timing
 from speechmusic_jax.data.pipeline import (
     LoaderConfig,
     ReadAhead,
@@ -74,14 +82,19 @@ class Run:
     data: PreparedData
     loader: LoaderConfig
     built: builder.Built
-    mesh: jax.sharding.Mesh
+    scope: parallel.Scope
     train_step: builder.Compiled
-    eval_step: builder.Compiled
+    eval_step: builder.Compiled  # compiled for eval_mesh
+    eval_mesh: jax.sharding.Mesh  # the run's mesh; this process's devices when it spans several
     bad_files: BadFiles
     checkpoints: Checkpoints
     device: dict  # device_kind, device_count, backend
     # The train step for batches with padding rows, compiled on first need (see step_for).
     _padded_step: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def mesh(self) -> jax.sharding.Mesh:
+        return self.scope.mesh
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -93,14 +106,17 @@ class Run:
 
     def epoch_batches(self, epoch: int) -> Iterable:
         files = self.data.split["train"]
+        rows = self.scope.rows(self.cfg.train.batch_size) if self.scope.multiprocess else None
         return train_batches(files, [self.data.durations.get(f.path, 0.0) for f in files],
-                             self.loader, self.cfg.seed, epoch, on_bad_file=self.bad_files)
+                             self.loader, self.cfg.seed, epoch, on_bad_file=self.bad_files,
+                             rows=rows)
 
     def step_for(self, weight: np.ndarray, state: TrainState) -> Callable:
         """The compiled train step for a batch with these weights: the plain one when every row
         is real; else the one that keeps the padding rows (unreadable files) out of batch-norm
-        statistics, compiled the first time such a batch comes."""
-        if weight.all():
+        statistics, compiled the first time such a batch comes. Across processes the train step
+        is always the latter: each process sees only its rows, and all must run one program."""
+        if weight.all() or self.scope.multiprocess:
             step = self.train_step
         else:
             if not self._padded_step:
@@ -112,13 +128,31 @@ class Run:
         return _out_of_memory_hint(step.fn, "train step", "train.batch_size", step.batch_size)
 
     def score(self, state: TrainState, files: list) -> clip_scoring.Predictions:
-        """Window and clip logits of ``files`` with the weights ``state`` evaluates."""
-        predict = builder.predictor(self.built, state, _out_of_memory_hint(
-            self.eval_step.fn, "eval step", "train.eval_batch_size", self.eval_step.batch_size))
-        shard = parallel.batch_sharding(self.mesh)
-        return clip_scoring.predict_files(predict, files, self.loader, self.eval_step.batch_size,
-                                          put=lambda x: jax.device_put(x, shard),
-                                          on_bad_file=self.bad_files)
+        """Window and clip logits of ``files`` with the weights ``state`` evaluates. Across
+        processes each scores a contiguous share of the files on its own devices, and every
+        process gets everyone's predictions, in the order of ``files``."""
+        scope = self.scope
+        first, end = 0, len(files)
+        if scope.multiprocess:
+            state = parallel.put_replicated(parallel.to_host(state), self.eval_mesh)
+            first = len(files) * scope.process_index // scope.process_count
+            end = len(files) * (scope.process_index + 1) // scope.process_count
+        logits = np.zeros((0, len(self.classes)), np.float32)
+        clip = np.zeros(0, np.int32)
+        if end > first:
+            predict = builder.predictor(self.built, state, _out_of_memory_hint(
+                self.eval_step.fn, "eval step", "train.eval_batch_size",
+                self.eval_step.batch_size))
+            shard = parallel.batch_sharding(self.eval_mesh)
+            logits, clip = clip_scoring.predict_windows(
+                predict, files[first:end], self.loader, self.eval_step.batch_size,
+                put=lambda x: jax.device_put(x, shard), on_bad_file=self.bad_files)
+            logits = logits.reshape(-1, len(self.classes))
+        if scope.multiprocess:  # indices into ``files``, then everyone's windows in order
+            clip = np.where(clip >= 0, clip + first, -1).astype(np.int32)
+            logits = distributed.gather_rows(logits.astype(np.float32))
+            clip = distributed.gather_rows(clip)
+        return clip_scoring.assemble(files, logits, clip)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,27 +177,40 @@ class _Diverged(Exception):
 
 def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         overwrite: bool = False, stop_after: int | None = None,
-        progress: bool | None = None) -> dict:
+        progress: bool | None = None, scope: parallel.Scope | None = None) -> dict:
     """Train and test ``cfg`` in ``workdir``; return the summary (also in summary.json).
 
     ``overwrite`` first removes the workdir's run (never a folder holding anything else).
     ``stop_after`` ends this call after that many epochs as if the process had been stopped
     (checkpoint written, no test, returns ``{"status": "interrupted"}``); the next call resumes.
     It exists for tests and for time-boxed jobs. ``progress`` shows a per-step progress bar
-    (default: only when stderr is a terminal).
+    (default: only when stderr is a terminal). ``scope``: the devices and processes of the run
+    (default: every device; after ``jax.distributed`` started, those of every process, which
+    must all call ``fit`` with the same arguments).
     """
     config_lib.validate(cfg)
+    scope = scope or parallel.global_scope()
+    if jax.process_count() > 1 and not scope.multiprocess:
+        raise ValueError("fit: in a job of several processes a run spans all of them "
+                         "(scope=parallel.global_scope())")
+    if not scope.is_main:
+        log, progress = _quiet, False
     workdir = os.path.abspath(workdir)
-    if overwrite:
+    if overwrite and scope.is_main:
         workdir_rules.remove_run(workdir)
+    if scope.multiprocess:
+        distributed.barrier("fit-overwrite")
     begin = workdir_rules.start(workdir, config_lib.to_dict(cfg))
+    if scope.multiprocess:  # everyone has read the workdir before process 0 writes to it
+        distributed.barrier("fit-start")
     if begin is workdir_rules.Start.FINISHED:
         return report_finished(workdir, cfg, log)
     clock = SessionClock()
-    run = setup(cfg, workdir, log)
+    run = setup(cfg, workdir, log, scope)
     state, loop_state = restore_or_init(run, begin, clock)
-    records = reporting.EpochRecords(run.metrics_path, os.path.join(workdir, "tensorboard"), log,
-                                     monitor=cfg.train.early_stopping.monitor)
+    records = (reporting.EpochRecords(run.metrics_path, os.path.join(workdir, "tensorboard"),
+                                      log, monitor=cfg.train.early_stopping.monitor)
+               if scope.is_main else None)
     step_times: list[float] = []
     first_epoch, last_epoch = loop_state.epoch + 1, cfg.train.epochs
     read_ahead: ReadAhead | None = None  # the next epoch's batches, started during validation
@@ -193,7 +240,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
             + (f"The last good checkpoint (epoch {loop_state.epoch}) is kept."
                if loop_state.epoch else "No checkpoint had been written yet.")) from None
     finally:
-        records.close()
+        if records is not None:
+            records.close()
         if read_ahead is not None:
             read_ahead.close()
     return finish(run, state, loop_state, step_times, resumed=begin, clock=clock)
@@ -243,24 +291,40 @@ def report_finished(workdir: str, cfg: config_lib.ConfigDict, log: Log) -> dict:
     return summary
 
 
-def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log) -> Run:
+def _quiet(_: str) -> None:
+    """The log of every process but process 0 in a run over several."""
+
+
+def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
+          scope: parallel.Scope | None = None) -> Run:
     """Everything before the first epoch: devices, data, model and optimizer, compiled steps."""
-    mesh = parallel.make_mesh()
+    scope = scope or parallel.global_scope()
+    mesh = scope.mesh
+    eval_mesh = parallel.local_scope().mesh if scope.multiprocess else mesh
     try:  # a config error, reported before anything is written
         parallel.check_divisible(cfg.train.batch_size, mesh, "train.batch_size")
-        parallel.check_divisible(cfg.train.eval_batch_size, mesh, "train.eval_batch_size")
+        parallel.check_divisible(cfg.train.eval_batch_size, eval_mesh, "train.eval_batch_size")
     except ValueError as e:
         raise config_lib.ConfigError(str(e)) from None
-    os.makedirs(workdir, exist_ok=True)
     resuming = os.path.exists(os.path.join(workdir, "config.json"))
-    atomic_write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(cfg))
+    if scope.is_main:
+        os.makedirs(workdir, exist_ok=True)
+        atomic_write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(cfg))
     if cfg.note:
         log(f"note: {cfg.name}: {cfg.note}")
     device = timing.device_info()
-    log(f"devices: {device['device_count']} x {device['device_kind']} ({device['backend']}), "
-        f"jax {jax.__version__}")
+    log(f"devices: {device['device_count']} x {device['device_kind']} ({device['backend']})"
+        + (f" over {scope.process_count} processes" if scope.multiprocess else "")
+        + f", jax {jax.__version__}")
 
-    data = prepare_data(cfg, workdir, log, resume=resuming)
+    # Process 0 scans (making the built-in corpus if needed) and splits first; the others then
+    # read the same split back from split.csv.
+    data = prepare_data(cfg, workdir, log, resume=resuming) if scope.is_main else None
+    if scope.multiprocess:
+        distributed.barrier("fit-data")
+        if not scope.is_main:
+            data = prepare_data(cfg, workdir, log, resume=True)
+    assert data is not None
     train_files = data.split["train"]
     # Augmentation, class weights / balanced sampling and the memory cache live in the loader.
     loader = make_loader_config(cfg, train_files)
@@ -274,12 +338,15 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log) -> Run:
     built = builder.build(cfg, steps_per_epoch=len(train_files) // cfg.train.batch_size)
     log(reporting.layer_table(built.state.params))
     log(built.describe())
-    train_step = builder.compile_train_step(built, built.state, mesh)
-    eval_step = builder.compile_eval_step(built, built.state, mesh)
+    state = parallel.put_replicated(built.state, mesh)
+    train_step = builder.compile_train_step(built, state, mesh, padded=scope.multiprocess)
+    eval_step = builder.compile_eval_step(built, built.state, eval_mesh)
     log(f"compiled train step in {train_step.compile_s:.2f}s, eval step in "
         f"{eval_step.compile_s:.2f}s (timings below exclude compilation)")
-    return Run(cfg, workdir, log, data, loader, built, mesh, train_step, eval_step,
-               BadFiles(cfg.data.on_error, log, data.errors), Checkpoints(workdir), device)
+    return Run(cfg, workdir, log, data, loader, built, scope, train_step, eval_step, eval_mesh,
+               BadFiles(cfg.data.on_error, log, data.errors),
+               Checkpoints(workdir, mesh if scope.multiprocess else None),
+               {**device, "process_count": scope.process_count})
 
 
 def restore_or_init(run: Run, begin: workdir_rules.Start,
@@ -299,8 +366,9 @@ def restore_or_init(run: Run, begin: workdir_rules.Start,
                 f"{run.cfg.train.epochs} epochs")
         loop_state = dataclasses.replace(loop_state, stopped_early=False, bad_epochs=0)
     clock.before = loop_state.wall_time_s
-    rows = [r for r in read_jsonl(run.metrics_path) if r.get("epoch", 0) <= loop_state.epoch]
-    write_jsonl(run.metrics_path, rows)
+    if run.scope.is_main:
+        rows = [r for r in read_jsonl(run.metrics_path) if r.get("epoch", 0) <= loop_state.epoch]
+        write_jsonl(run.metrics_path, rows)
     return parallel.put_replicated(state, run.mesh), loop_state
 
 
@@ -320,7 +388,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
         step = run.step_for(batch.weight, state)  # may compile, before the clock starts
         t0 = time.perf_counter()
         state, m = step(state, x, y, w, key)
-        m = jax.device_get(m)  # blocks: the clock stops when the step is done
+        m = parallel.to_host(m)  # blocks: the clock stops when the step is done
         step_times.append(time.perf_counter() - t0)
         loss = float(m["loss_sum"]) / max(float(m["count"]), 1.0)
         bar.step(loss)
@@ -338,7 +406,7 @@ def validate(run: Run, state: TrainState) -> dict:
     return clip_scoring.report(run.score(state, run.data.split["val"]), run.classes)
 
 
-def record_epoch(run: Run, records: reporting.EpochRecords, state: TrainState,
+def record_epoch(run: Run, records: reporting.EpochRecords | None, state: TrainState,
                  loop_state: LoopState, epoch: int, stats: EpochStats, val: dict, *,
                  epoch_s: float, clock: SessionClock) -> tuple[LoopState, bool]:
     """Write the epoch's records, then its checkpoint; return (loop state, stop now).
@@ -369,9 +437,10 @@ def record_epoch(run: Run, records: reporting.EpochRecords, state: TrainState,
     loop_state = dataclasses.replace(loop_state, stopped_early=stop and not last_epoch,
                                      wall_time_s=clock.total_s())
     # Records of the epoch first, then the checkpoint: a kill in between is cut back (or, in
-    # TensorBoard, overwritten by the same step) on resume.
-    records.write(row, improved)
-    run.checkpoints.save(epoch, jax.device_get(state), dataclasses.asdict(loop_state),
+    # TensorBoard, overwritten by the same step) on resume. Only process 0 keeps records.
+    if records is not None:
+        records.write(row, improved)
+    run.checkpoints.save(epoch, state, dataclasses.asdict(loop_state),
                          best={"monitor": es.monitor, "value": row[es.monitor]} if improved
                          else None)
     if loop_state.stopped_early:
@@ -412,15 +481,16 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
     test, inference = None, None
     pointer = run.checkpoints.best() if es.restore_best else run.checkpoints.last()
     if diverged is None:
-        host_state, _ = run.checkpoints.restore(pointer, jax.device_get(state))
+        host_state, _ = run.checkpoints.restore(pointer, parallel.to_host(state))
         state = parallel.put_replicated(host_state, run.mesh)
         run.log(f"testing the weights of epoch {pointer['epoch']} "
                 f"({'best ' + es.monitor if es.restore_best else 'last epoch'})")
         if run.data.split["test"]:
             pred = run.score(state, run.data.split["test"])
             test = clip_scoring.report(pred, run.classes)
-            reporting.write_predictions(os.path.join(run.workdir, "test_predictions.csv"), pred,
-                                        run.classes)
+            if run.scope.is_main:
+                reporting.write_predictions(os.path.join(run.workdir, "test_predictions.csv"),
+                                            pred, run.classes)
         inference = _inference_speed(run, state)
     peak, peak_kind = timing.peak_memory()
     summary = {
@@ -452,13 +522,15 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
         "weight_decay_semantics": optim.weight_decay_semantics(
             cfg.optimizer.name, cfg.optimizer.weight_decay_mask),
         "balance": balance_summary(run.loader, run.data.split["train"], run.classes),
-        "data_errors": dict(run.bad_files.counts),
+        "data_errors": _all_processes_counts(run),
         "n_files": {name: len(files) for name, files in run.data.split.items()},
         **run.device,
         "versions": timing.versions(),
     }
     if diverged is not None:
         summary.update(diverged_at_step=diverged.step, diverged_in_epoch=diverged.epoch)
+    if not run.scope.is_main:
+        return summary
     atomic_write_json(os.path.join(run.workdir, "summary.json"), summary)
     try:
         from speechmusic_jax import plots
@@ -474,8 +546,19 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
     return summary
 
 
+def _all_processes_counts(run: Run) -> dict[str, int]:
+    """The data-error counts of every process (each reads its own share of the files)."""
+    total: collections.Counter = collections.Counter()
+    for counts in distributed.gather_objects(dict(run.bad_files.counts), run.scope.multiprocess):
+        total.update(counts)
+    return dict(total)
+
+
 def _inference_speed(run: Run, state: TrainState) -> dict:
-    """Windows per second of the tested weights at the eval batch size, and batch-1 latency."""
+    """Windows per second of the tested weights at the eval batch size, and batch-1 latency
+    (across processes: of one process, on its own devices)."""
+    if run.scope.multiprocess:
+        state = jax.device_put(parallel.to_host(state), jax.local_devices()[0])
     predict = builder.predictor(run.built, state)  # compiles for each of the two batch shapes
     probe_x = np.random.default_rng(0).standard_normal(
         (run.cfg.train.eval_batch_size, run.built.segment)).astype(np.float32) * 0.1

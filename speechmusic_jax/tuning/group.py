@@ -96,8 +96,12 @@ _select = jax.jit(_stack_select)
 
 
 def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print,
-                strategy: str = "vmap") -> list[dict]:
-    """Train and test the trials ``cfgs`` (one group) in ``folders``; return their summaries."""
+                strategy: str = "vmap", trial_axis: int | None = None) -> list[dict]:
+    """Train and test the trials ``cfgs`` (one group) in ``folders``; return their summaries.
+
+    On several devices the trials are split over a "trial" mesh axis of ``trial_axis``
+    devices and each trial's batch over the rest (default: as many whole trials per device as
+    divide evenly; see :func:`parallel.group_mesh`)."""
     if len(cfgs) != len(folders) or not cfgs:
         raise ValueError("train_group: one folder per config")
     for cfg in cfgs:
@@ -107,8 +111,8 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
         if workdir_rules.start(folder, config_lib.to_dict(cfg)) is not workdir_rules.Start.NEW:
             workdir_rules.remove_run(folder)  # an unfinished run of ours: trained afresh
     cfg0, size = cfgs[0], len(cfgs)
-    mesh = parallel.make_mesh()
     try:
+        mesh = parallel.group_mesh(size, trial_axis=trial_axis if strategy == "vmap" else 1)
         parallel.check_divisible(cfg0.train.batch_size, mesh, "train.batch_size")
         parallel.check_divisible(cfg0.train.eval_batch_size, mesh, "train.eval_batch_size")
     except ValueError as e:
@@ -131,12 +135,15 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
     built = group.built
     log(built.describe() + " (the first trial's)")
     log("trials: " + builder.describe_trials(cfgs))
-    states = parallel.put_replicated(group.state, mesh)
+    states = parallel.put_trials(group.state, mesh)
+    hyper = parallel.put_trials(group.hyper, mesh)
     train_step = builder.compile_group_train_step(group, states, mesh, strategy=strategy)
     padded_step: dict = {}
     single_eval = builder.compile_eval_step(built, built.state, mesh)  # for its FLOPs
     evaluate = jax.jit(builder.group_eval_fn(group))
-    log(f"group of {size} trials ({strategy}): compiled the train step in "
+    axes = dict(mesh.shape)
+    log(f"group of {size} trials ({strategy}) on {mesh.devices.size} device(s): trials split "
+        f"{axes['trial']} ways, each batch {axes['data']} ways; compiled the train step in "
         f"{train_step.compile_s:.2f}s (timings exclude compilation)")
     classes = tuple(cfg0.data.classes)
     bad_files = BadFiles(cfg0.data.on_error, log, data.errors)
@@ -186,7 +193,9 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
                             group, states, mesh, padded=True, strategy=strategy)
                     step = padded_step["step"]
                 t0 = time.perf_counter()
-                states, m, good = step.fn(states, group.hyper, jnp.asarray(active), x, y, w, key)
+                states, m, good = step.fn(states, hyper,
+                                          jax.device_put(active, parallel.trial_sharding(mesh)),
+                                          x, y, w, key)
                 m, good = jax.device_get((m, good))
                 step_times.append(time.perf_counter() - t0)
                 for i in np.flatnonzero(active & ~good):
