@@ -3,11 +3,15 @@
     python -m speechmusic_jax.sweep --sweep=experiments/sweeps/NAME.py[:ARG] [--workdir=DIR]
         [--trials=START:END] [--mode=auto|alone|grouped|grouped_map] [--data=SPEC]
         [--data_on_error=...] [--set=FIELD=VALUE ...] [--report_only] [--dry_run]
-        [--time_modes] [--verbose]
+        [--time_modes] [--verbose] [--num_processes=N --process_id=I]
 
 Running the same command again skips finished trials and resumes an unfinished one; a diverged
 or failed trial is recorded and the sweep goes on. ``--trials=START:END`` (half-open, like a
 Python slice) runs only those trials, so several processes or machines can share one DIR.
+``--num_processes=N --process_id=I`` (or srun / mpirun, which set them) splits the trials
+between N processes: each runs its share and then any trial nobody has claimed; process 0 waits
+for the others and writes the merged results. Each trial trains on its own process's devices
+(no distributed runtime: trials are independent, so a process that dies costs only its own).
 ``--data`` sets ``data.spec`` of every trial, ``--set=FIELD=VALUE`` any field of the sweep's base
 config (the same sweep on another corpus or budget: use another DIR). ``--time_modes`` measures
 the train step of the base config alone and grouped (vmap, map) and prints ms per trial-step.
@@ -49,6 +53,12 @@ def define_flags() -> dict[str, Any]:
         "report_only": flags.DEFINE_bool("report_only", False, "Train nothing: collect the "
                                          "finished trials and write the results and figures."),
         "dry_run": flags.DEFINE_bool("dry_run", False, "List the trials and exit."),
+        "num_processes": flags.DEFINE_integer(
+            "num_processes", None, "Processes sharing this sweep (default: SLURM_NTASKS or "
+            "OMPI_COMM_WORLD_SIZE when launched by srun or mpirun, else 1)."),
+        "process_id": flags.DEFINE_integer(
+            "process_id", None, "This process's index, 0 .. num_processes-1 (default: "
+            "SLURM_PROCID or OMPI_COMM_WORLD_RANK)."),
         "verbose": flags.DEFINE_bool("verbose", False, "Show each trial's own log (always in "
                                      "DIR/logs/NNN.log)."),
     }
@@ -58,7 +68,7 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
     import jax
 
     from speechmusic_jax import config as config_lib
-    from speechmusic_jax import timing
+    from speechmusic_jax import distributed, timing
     from speechmusic_jax.tuning import runner, space, spec
 
     if args:
@@ -97,8 +107,12 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
         result.write(os.path.abspath(workdir), log=cli.log)
         print(result.table())
         return 0
+    try:
+        share = distributed.process_share(flags.get("num_processes"), flags.get("process_id"))
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from None
     result = runner.run_sweep(sweep, workdir, trials=flags["trials"], mode=flags["mode"],
-                              log=cli.log, trial_log=flags["verbose"])
+                              log=cli.log, trial_log=flags["verbose"], share=share)
     start, end = runner.parse_trials(flags["trials"], len(result.records))
     mine = result.records[start:end]
     return 1 if mine and all(r["status"] == "failed" for r in mine) else 0

@@ -61,12 +61,26 @@ def _mtimes(workdir):
 
 
 def test_two_processes_share_a_sweep_and_a_rerun_trains_nothing(sweep_file, tmp_path, capsys):
+    # Two processes (as on two machines: --num_processes/--process_id, or srun) share the
+    # folder: each trains its share, every trial exactly once, and process 0 merges.
     workdir = tmp_path / "sweep"
-    # two "machines", each its half of the trials
-    assert sweep_cli.main(_flags(sweep_file, workdir, trials="0:2"), []) == 0
-    half = _rows(workdir)
-    assert [r["status"] for r in half] == ["completed", "completed", "pending", "pending"]
-    assert sweep_cli.main(_flags(sweep_file, workdir, trials="2:"), []) == 0
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "speechmusic_jax.sweep", f"--sweep={sweep_file}",
+         f"--workdir={workdir}", "--num_processes=2", f"--process_id={i}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    ran = [{int(line.split()[1]) for line in out.splitlines()
+            if line.startswith("trial ") and ": completed" in line} for out in outputs]
+    assert ran[0] | ran[1] == {0, 1, 2, 3} and not ran[0] & ran[1]  # each trial by one process
+    for t in range(4):  # every trial is an ordinary run, with its log beside it: one session
+        assert (workdir / "trials" / f"{t:03d}" / "checkpoints").is_dir()
+        assert (workdir / "logs" / f"{t:03d}.log").read_text().count("compiled train step") == 1
+    assert "process 0 writes the merged results" in outputs[1]
+    assert "results in" in outputs[0] and "(results.md" not in outputs[1]
+    assert not (workdir / "claims").exists()
     rows = _rows(workdir)
     assert [r["status"] for r in rows] == ["completed"] * 4
     assert [(r["arm"], r["seed"]) for r in rows] == [("sgd", "0"), ("adamw", "0"), ("sgd", "1"),
@@ -77,14 +91,12 @@ def test_two_processes_share_a_sweep_and_a_rerun_trains_nothing(sweep_file, tmp_
     for name in ("results.md", "results.json", "curves.png", "budget.png", "pareto.png",
                  "sweep.json"):
         assert (workdir / name).exists(), name
-    for t in range(4):  # every trial is an ordinary run, with its log beside it
-        assert (workdir / "trials" / f"{t:03d}" / "checkpoints").is_dir()
-        assert (workdir / "logs" / f"{t:03d}.log").read_text()
     md = (workdir / "results.md").read_text()
     assert "| sgd |" in md and "Paired differences" in md
-    out = capsys.readouterr().out
-    assert "adamw" in out and "test_accuracy" in out  # the printed per-arm table
+    assert "adamw" in outputs[0] and "test_accuracy" in outputs[0]  # the per-arm table
     before = _mtimes(workdir)
+    assert sweep_cli.main(_flags(sweep_file, workdir, trials="1:3"), []) == 0
+    assert "running 0 of trials 1..2 (2 already finished)" in capsys.readouterr().out
     assert sweep_cli.main(_flags(sweep_file, workdir), []) == 0
     assert "running 0 of trials 0..3 (4 already finished)" in capsys.readouterr().out
     assert _mtimes(workdir) == before  # no trial ran twice

@@ -95,6 +95,15 @@ def claim(workdir: str, index: int, log: Callable[[str], None]) -> bool:
     return False
 
 
+def is_claimed(workdir: str, index: int) -> bool:
+    """Whether a live process (or one on another host, which cannot be checked) holds
+    trial ``index``."""
+    path = claim_path(workdir, index)
+    if not os.path.exists(path):
+        return False
+    return not _stale(_read(path))
+
+
 def release(workdir: str, index: int) -> None:
     """Remove this process's claim on trial ``index`` (never another process's)."""
     path = claim_path(workdir, index)

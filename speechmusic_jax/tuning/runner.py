@@ -123,7 +123,8 @@ def collect(sweep: Sweep, workdir: str, trials: Sequence[Trial] | None = None) -
 def run_sweep(sweep: Sweep, workdir: str | None = None, *,
               trials: tuple[int, int] | str | None = None, mode: str | None = None,
               log: Log = print, write: bool = True, plots: bool = True,
-              trial_log: bool = False) -> SweepResult:
+              trial_log: bool = False, share: tuple[int, int] = (0, 1),
+              poll_s: float = 2.0) -> SweepResult:
     """Run the trials of ``sweep`` (those in ``trials``: (start, end) or "START:END") in
     ``workdir`` (default runs/sweeps/NAME), skip finished ones, and return every trial's record.
 
@@ -133,6 +134,13 @@ def run_sweep(sweep: Sweep, workdir: str | None = None, *,
     own ``mode``; see ``group.choose_mode``). ``write``: results.csv/.md/.json (and, with ``plots``,
     the figures) in ``workdir``. ``trial_log``: also show each trial's own log (else it goes to
     ``logs/NNN.log``).
+
+    ``share=(i, n)``: this is process i of n sharing the sweep (on one host or several, the
+    folder on a file system they all see). Each runs the trials whose index is i modulo n, then
+    any that no process has claimed (a process that never started, or one that died on this
+    host); claims keep every trial to one process. Each trial trains on its own process's
+    devices. Process 0 then waits until every trial is finished or failed (polling the folder
+    every ``poll_s`` seconds, taking over what it can) and alone writes the merged results.
     """
     all_trials = sweep.trials()  # validates the sweep
     workdir = os.path.abspath(workdir or default_workdir(sweep))
@@ -149,12 +157,19 @@ def run_sweep(sweep: Sweep, workdir: str | None = None, *,
             if records_lib.finished_summary(records_lib.trial_dir(workdir, t.index)) is None]
     log(f"{len(all_trials)} trials in {workdir}; running {len(todo)} of trials {start}..{end - 1}"
         f" ({len(selected) - len(todo)} already finished)")
-    if todo:
-        with claims.held(workdir, [t.index for t in todo], log) as mine:
-            # a trial another process finished between the check above and the claim: skipped
-            todo = [t for t in todo if t.index in mine and records_lib.finished_summary(
-                records_lib.trial_dir(workdir, t.index)) is None]
-            _run_trials(todo, configs, workdir, sweep, mode, log, trial_log)
+    index, count = share
+    if not 0 <= index < count:
+        raise ValueError(f"share: process {index} of {count} does not exist")
+    if count > 1:
+        todo = [t for t in todo if t.index % count == index]
+        log(f"process {index} of {count}: {len(todo)} of these are its share")
+    _claim_and_run(todo, configs, workdir, sweep, mode, log, trial_log)
+    if count > 1:  # then what nobody has claimed; process 0 until every trial is done
+        _run_unclaimed(selected, configs, workdir, sweep, mode, log, trial_log,
+                       wait=index == 0, poll_s=poll_s)
+        if index != 0:
+            log(f"process {index}: done; process 0 writes the merged results in {workdir}")
+            return collect(sweep, workdir, all_trials)
     result = collect(sweep, workdir, all_trials)
     if write:
         result.write(workdir, log=log, plots=plots)
@@ -163,6 +178,52 @@ def run_sweep(sweep: Sweep, workdir: str | None = None, *,
     if write:
         log(f"results in {workdir} (results.md, results.csv, figures)")
     return result
+
+
+def _unfinished(trials: Sequence[Trial], workdir: str) -> list[Trial]:
+    return [t for t in trials
+            if records_lib.finished_summary(records_lib.trial_dir(workdir, t.index)) is None]
+
+
+def _claim_and_run(todo: list[Trial], configs: dict, workdir: str, sweep: Sweep,
+                   mode: str | None, log: Log, trial_log: bool) -> int:
+    """Claim ``todo``, run what this process got; the number of trials run."""
+    if not todo:
+        return 0
+    with claims.held(workdir, [t.index for t in todo], log) as mine:
+        # a trial another process finished between the check and the claim: skipped
+        todo = [t for t in _unfinished(todo, workdir) if t.index in mine]
+        _run_trials(todo, configs, workdir, sweep, mode, log, trial_log)
+    return len(todo)
+
+
+def _run_unclaimed(selected: list[Trial], configs: dict, workdir: str, sweep: Sweep,
+                   mode: str | None, log: Log, trial_log: bool, *, wait: bool,
+                   poll_s: float) -> None:
+    """Run the unfinished trials that no live process has claimed (failed ones stay failed);
+    with ``wait``, repeat until none is unfinished and unclaimed or running elsewhere."""
+    last_note = time.monotonic()
+    while True:
+        pending = [t for t in _unfinished(selected, workdir)
+                   if _failure(workdir, t.index) is None or claims.is_claimed(workdir, t.index)]
+        free = [t for t in pending if not claims.is_claimed(workdir, t.index)]
+        if free:
+            _claim_and_run(free, configs, workdir, sweep, mode, _quiet_skips(log), trial_log)
+            continue
+        if not pending or not wait:
+            return
+        if time.monotonic() - last_note > 60:
+            last_note = time.monotonic()
+            log(f"waiting for {len(pending)} trial(s) that other processes are running: "
+                f"{', '.join(str(t.index) for t in pending[:10])} (their claims are in "
+                f"{os.path.join(workdir, claims.CLAIMS)}; delete the claim of a process that "
+                "is gone)")
+        time.sleep(poll_s)
+
+
+def _quiet_skips(log: Log) -> Log:
+    """``log`` without the claims' "skipped, another process is running it" lines."""
+    return lambda message: None if ": skipped, " in message else log(message)
 
 
 def _run_trials(todo: list[Trial], configs: dict, workdir: str, sweep: Sweep,
