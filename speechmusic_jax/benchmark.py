@@ -2,7 +2,8 @@
 them as JSON.
 
     python -m speechmusic_jax.benchmark [--what=step] [--config=experiments/NAME.py[:ARG]]
-        [--batch_sizes=1,32,128] [--steps=30] [--output=FILE.json] [--config.FIELD=VALUE ...]
+        [--batch_sizes=1,32,128] [--devices=1,2,4] [--steps=30] [--output=FILE.json]
+        [--config.FIELD=VALUE ...]
     python -m speechmusic_jax.benchmark --what=data [--config=...] [--data=SPEC] [--epochs=4]
         [--steps=30] [--output=FILE.json]
 
@@ -11,8 +12,10 @@ length (no data needed), at each batch size: compile time (apart), step time med
 (blocked on every step), examples/s, FLOPs per step from XLA's cost analysis and the FLOP rate
 they imply, inference latency and throughput, and the CPU load other processes put on the
 machine while the clock ran (figures taken under load are flagged). Tagged with the device kind
-and versions, so that accelerators can be compared. It runs on one device: the figures of one
-chip, whatever the machine has.
+and versions, so that accelerators can be compared. It runs on one device (the figures of one
+chip, whatever the machine has), or with ``--devices=1,2,4`` on the first 1, 2 and 4 devices in
+turn, the batch (a global batch, as in training) split over them: one record per batch size and
+device count, with examples/s per device beside the total.
 
 ``data``: is the input pipeline fast enough? Three measurements on the config's training split:
 
@@ -159,7 +162,8 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
 
 # Each --what: (function(cfg, options, log) -> result dict, one-line description).
 def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: int = 30,
-                   warmup: int = 3, log: Log = print) -> dict:
+                   warmup: int = 3, device_counts: list[int] | None = None,
+                   log: Log = print) -> dict:
     """Time the compiled train step and inference at each batch size (module docstring)."""
     import jax
     import jax.numpy as jnp
@@ -173,8 +177,17 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
         raise config_lib.ConfigError("--batch_sizes: give positive integers, e.g. 1,32,128")
     if steps < 3:
         raise config_lib.ConfigError("--steps: must be at least 3")
+    device_counts = device_counts or [1]  # one device: the figures of one chip
+    available = len(jax.devices())
+    for n in device_counts:
+        if not 1 <= n <= available:
+            raise config_lib.ConfigError(f"--devices: {n} is not between 1 and the {available} "
+                                         "device(s) here")
+        for batch in batch_sizes:
+            if batch % n:
+                raise config_lib.ConfigError(f"--batch_sizes: {batch} does not divide over {n} "
+                                             "devices (--devices)")
     n_classes, sample_rate = len(cfg.data.classes), cfg.data.sample_rate
-    mesh = parallel.make_mesh(jax.devices()[:1])  # one device: the figures of one chip
     built = builder.build(cfg, steps_per_epoch=100)
     length = built.segment
     out: dict[str, Any] = {"what": "step", "preset": cfg.model.preset,
@@ -184,13 +197,14 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
                            "params_trainable": built.params_trainable,
                            "versions": timing.versions(), "results": []}
     rng = np.random.default_rng(0)
-    for batch in batch_sizes:
-        state = jax.tree.map(jnp.array, built.state)  # a copy: the step donates its state
-        compiled = builder.compile_train_step(built, state, mesh, batch_size=batch)
+    for devices, batch in [(n, b) for n in device_counts for b in batch_sizes]:
+        mesh = parallel.make_mesh(jax.devices()[:devices])
+        state = parallel.put_replicated(jax.tree.map(jnp.array, built.state), mesh)  # a copy:
+        compiled = builder.compile_train_step(built, state, mesh, batch_size=batch)  # donated
         step, compile_s, flops = compiled.fn, compiled.compile_s, compiled.flops
-        x = jnp.asarray(rng.standard_normal((batch, length), dtype=np.float32))
-        y = jnp.asarray(np.arange(batch) % n_classes, dtype=jnp.int32)
-        w = jnp.ones((batch,), jnp.float32)
+        x, y, w = parallel.put_batch(
+            (rng.standard_normal((batch, length), dtype=np.float32),
+             np.arange(batch, dtype=np.int32) % n_classes, np.ones((batch,), np.float32)), mesh)
         key = jax.random.key(0)
         for _ in range(warmup):
             state, m = step(state, x, y, w, key)
@@ -206,29 +220,34 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
         predict = builder.predictor(built, state)  # weights as arguments, not constants
         inference = timing.inference_speed(predict, np.asarray(x), sample_rate,
                                            repeats=max(5, steps // 2))
-        row = {"batch_size": batch, "compile_s": compile_s,
+        row = {"batch_size": batch, "devices": devices, "compile_s": compile_s,
                "step_ms": timing.summarize_ms(times), "examples_per_s": batch / med,
+               "examples_per_s_per_device": batch / med / devices,
                "flops_per_step": flops, "gflops_per_s": flops / med / 1e9 if flops else None,
                "inference": inference, "other_load_cores": load.cores,
                "loss_last": float(m["loss_sum"] / m["count"])}
         out["results"].append(row)
         flag = (f"  (other processes used {load.cores:.2f} cores: not to be trusted)"
                 if load.cores is not None and load.cores > 0.1 else "")
-        log(f"batch {batch:>4}: step {row['step_ms']['median']:8.2f} ms median "
+        log(f"batch {batch:>4}"
+            + (f" on {devices} device(s)" if len(device_counts) > 1 or devices > 1 else "")
+            + f": step {row['step_ms']['median']:8.2f} ms median "
             f"(min {row['step_ms']['min']:.2f}, max {row['step_ms']['max']:.2f}), "
             f"{row['examples_per_s']:9.1f} examples/s, compile {compile_s:.2f}s, "
             + (f"{row['gflops_per_s']:.1f} GFLOP/s" if flops else "FLOPs n/a")
             + f"; inference {inference['examples_per_s']:.0f} examples/s, "
             f"batch-1 {inference['latency_ms_batch1']:.2f} ms{flag}")
     log(f"{out['preset']}: {out['params_trainable']:,} params, {length} samples per example, "
-        f"{out['device_count']} x {out['device_kind']}, jax {out['versions']['jax']}; "
-        "compilation excluded from every time")
+        f"timed on {' then '.join(map(str, device_counts))} of {out['device_count']} x "
+        f"{out['device_kind']}, jax {out['versions']['jax']}; compilation excluded from every "
+        "time")
     return out
 
 
 WHATS: dict[str, tuple[Callable[..., dict], str]] = {
     "step": (lambda cfg, f, log: benchmark_step(cfg, batch_sizes=f["batch_sizes"],
-                                                steps=f["steps"], log=log),
+                                                steps=f["steps"],
+                                                device_counts=f.get("devices"), log=log),
              "compiled train step and inference time at each batch size"),
     "data": (lambda cfg, f, log: benchmark_data(cfg, epochs=f["epochs"], steps=f["steps"],
                                                 log=log),
@@ -272,6 +291,9 @@ def define_flags() -> dict[str, Any]:
         "batch_sizes": flags.DEFINE_string("batch_sizes", None,
                                            "step: comma-separated batch sizes (default: the "
                                            "config's train.batch_size)."),
+        "devices": flags.DEFINE_string("devices", "1", "step: comma-separated device counts "
+                                       "to time in turn (the batch split over the first N "
+                                       "devices), e.g. 1,2,4."),
     }
 
 
@@ -284,7 +306,13 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
         batch_sizes = [int(b) for b in sizes.split(",")] if sizes else [cfg.train.batch_size]
     except ValueError:
         raise cli.UsageError(f"--batch_sizes: comma-separated integers, got {sizes!r}") from None
-    options = {"epochs": flags["epochs"], "steps": flags["steps"], "batch_sizes": batch_sizes}
+    try:
+        devices = [int(n) for n in flags["devices"].split(",")]
+    except ValueError:
+        raise cli.UsageError(f"--devices: comma-separated integers, got "
+                             f"{flags['devices']!r}") from None
+    options = {"epochs": flags["epochs"], "steps": flags["steps"], "batch_sizes": batch_sizes,
+               "devices": devices}
     run(flags["what"], cfg, options, log=cli.log, output=flags["output"],
         overwrite=flags["overwrite"])
     return 0

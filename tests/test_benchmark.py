@@ -56,7 +56,19 @@ def test_step_benchmark_reports_measured_figures(tiny_config, tmp_path):
         assert 0 < st["min"] <= st["median"] <= st["max"] and st["n"] == 3
         assert r["examples_per_s"] > 0 and r["compile_s"] > 0
         assert r["inference"]["examples_per_s"] > 0
+        assert r["devices"] == 1 and r["examples_per_s_per_device"] == r["examples_per_s"]
     assert result["params_trainable"] > 0 and result["device_kind"]
+
+
+def test_step_benchmark_refuses_device_counts_it_cannot_time(tiny_config):
+    import jax
+
+    from speechmusic_jax import benchmark
+
+    many = len(jax.devices()) + 1
+    with pytest.raises(config_lib.ConfigError, match=f"--devices: {many} is not between 1"):
+        benchmark.run("step", tiny_config, {"batch_sizes": [8], "steps": 3, "devices": [many]},
+                      log=lambda _: None)
 
 
 def test_step_benchmark_trains_the_configs_loss(tiny_config):

@@ -44,10 +44,11 @@ def test_train_step_parts_run_alone(tiny_config, tmp_path):
 
 def test_flops_count_every_device():
     """XLA's cost analysis of a program split over devices counts one device's share; the
-    builder reports the whole call, so FLOPs per example do not depend on the device count."""
+    builder reports the whole call, so FLOPs per example do not depend on the device count.
+    The step benchmark times the step on 1 and 4 of the devices (--devices=1,4)."""
     code = """
 import json, jax
-from speechmusic_jax import parallel
+from speechmusic_jax import benchmark, parallel
 from speechmusic_jax.config import load_experiment
 from speechmusic_jax.training import builder
 cfg = load_experiment('experiments/default.py', 'tiny')
@@ -57,6 +58,10 @@ for n in (1, 4):
     mesh = parallel.make_mesh(jax.devices()[:n])
     out[n] = [builder.compile_eval_step(built, built.state, mesh).flops_per_example,
               builder.compile_train_step(built, built.state, mesh).flops_per_example]
+bench = benchmark.benchmark_step(cfg, batch_sizes=[8], steps=3, device_counts=[1, 4],
+                                 log=lambda _: None)
+out["bench"] = [(r["devices"], r["batch_size"], r["flops_per_step"], r["examples_per_s"],
+                 r["examples_per_s_per_device"]) for r in bench["results"]]
 print(json.dumps(out))
 """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -68,6 +73,10 @@ print(json.dumps(out))
     assert one[0] > 0 and one[1] > one[0]
     assert four[0] == pytest.approx(one[0], rel=0.02)
     assert four[1] == pytest.approx(one[1], rel=0.02)
+    (d1, b1, f1, e1, p1), (d4, b4, f4, e4, p4) = flops["bench"]
+    assert (d1, b1, d4, b4) == (1, 8, 4, 8)
+    assert f4 == pytest.approx(f1, rel=0.02)  # the same work, split
+    assert p1 == pytest.approx(e1) and p4 == pytest.approx(e4 / 4)
 
 
 def test_predictor_evaluates_the_weights_given(tiny_config):
