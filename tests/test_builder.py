@@ -42,6 +42,51 @@ def test_train_step_parts_run_alone(tiny_config, tmp_path):
     assert any(m.startswith("compiled train step") for m in logs)
 
 
+def test_the_loop_fetches_each_steps_metrics_after_dispatching_the_next(tiny_config, tmp_path,
+                                                                      monkeypatch):
+    """No host stall: step k+1 is dispatched before step k's metrics are read, so the device
+    always has work queued; the last step's metrics are read after the loop."""
+    events = []
+    run = loop.setup(tiny_config, str(tmp_path / "run"), lambda _: None)
+    state, _ = loop.restore_or_init(run, loop.workdir_rules.Start.NEW, loop.SessionClock())
+    step_for = loop.Run.step_for
+
+    def recording_step_for(self, weight, state):
+        step = step_for(self, weight, state)
+
+        def recorded(*args):
+            new_state, m = step(*args)
+            events.append(("dispatch", id(m)))
+            return new_state, m
+
+        return recorded
+
+    monkeypatch.setattr(loop.Run, "step_for", recording_step_for)
+    to_host = loop.parallel.to_host
+    monkeypatch.setattr(loop.parallel, "to_host",
+                        lambda tree: events.append(("fetch", id(tree))) or to_host(tree))
+    state, stats = loop.train_epoch(run, state, 1, run.epoch_batches(1))
+    n = run.built.steps_per_epoch
+    assert n >= 2
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["dispatch"] + ["dispatch", "fetch"] * (n - 1) + ["fetch"]
+    dispatched = [ident for kind, ident in events if kind == "dispatch"]
+    fetched = [ident for kind, ident in events if kind == "fetch"]
+    assert fetched == dispatched  # every step's own metrics, in order
+    assert len(stats.step_times) == n and all(t > 0 for t in stats.step_times)
+    assert 0 <= stats.device_idle_s < stats.seconds
+
+
+def test_step_clock_accounts_busy_and_idle_time():
+    from speechmusic_jax.training.step_clock import account
+
+    # step 1 queued behind step 0; step 2 submitted 0.5 s after step 1 completed
+    busy, idle = account(submitted=[0.0, 0.1, 3.5], done=[1.0, 3.0, 4.5])
+    assert busy == pytest.approx([1.0, 2.0, 1.0])
+    assert idle == pytest.approx(0.5)
+    assert account([], []) == ([], 0.0)
+
+
 def test_flops_count_every_device():
     """XLA's cost analysis of a program split over devices counts one device's share; the
     builder reports the whole call, so FLOPs per example do not depend on the device count.

@@ -35,7 +35,8 @@ from speechmusic_jax.training.checkpoints import Checkpoints
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(REPO, "tests", "fault_helper.py")
 TINY = "--config=experiments/default.py:tiny"
-TIMING_KEYS = {"epoch_time_s", "train_time_s", "examples_per_s", "data_wait_s"}
+TIMING_KEYS = {"epoch_time_s", "train_time_s", "examples_per_s", "data_wait_s", "device_idle_s",
+               "device_idle_share"}
 
 
 def quiet(_msg: str) -> None:

@@ -15,7 +15,8 @@ from speechmusic_jax import errors
 from speechmusic_jax.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING_KEYS = {"epoch_time_s", "train_time_s", "examples_per_s", "data_wait_s"}
+TIMING_KEYS = {"epoch_time_s", "train_time_s", "examples_per_s", "data_wait_s", "device_idle_s",
+               "device_idle_share"}
 
 
 def quiet(_msg: str) -> None:

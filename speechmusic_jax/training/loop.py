@@ -50,6 +50,7 @@ from speechmusic_jax.training import builder, clip_scoring, optim, reporting
 from speechmusic_jax.training import workdir as workdir_rules
 from speechmusic_jax.training.checkpoints import Checkpoints
 from speechmusic_jax.training.step import TrainState
+from speechmusic_jax.training.step_clock import StepClock
 
 Log = Callable[[str], None]
 
@@ -162,9 +163,10 @@ class EpochStats:
     loss_sum: float
     correct: float
     count: float
-    step_times: list[float]  # seconds per step, blocked on its result
+    step_times: list[float]  # the device's seconds per step (step_clock: busy)
     data_wait_s: float  # time spent waiting for the loader
     seconds: float  # the epoch's training, validation excluded
+    device_idle_s: float = 0.0  # the device waiting for the host between steps
 
 
 class _Diverged(Exception):
@@ -374,31 +376,50 @@ def restore_or_init(run: Run, begin: workdir_rules.Start,
 
 def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
                 progress: bool | None = None) -> tuple[TrainState, EpochStats]:
-    """One epoch of steps; raises _Diverged at the first non-finite loss or gradient norm."""
+    """One epoch of steps; raises _Diverged at the first non-finite loss or gradient norm.
+
+    Each step's metrics are fetched after the next step is dispatched, so the device never
+    waits for the host to read them; a non-finite loss is seen one step late (that step's
+    update is thrown away with the rest: the run stops, keeping its last checkpoint). Step
+    times and the device's idle time come from :class:`StepClock`, which does not block."""
     key = jax.random.key(run.cfg.seed)
     steps_per_epoch = run.built.steps_per_epoch
     sums = np.zeros(3)
-    step_times: list[float] = []
     wait = 0.0
     bar = reporting.ProgressBar(steps_per_epoch, epoch, enabled=progress)
-    t_epoch = t_wait = time.perf_counter()
-    for batch in batches:
-        x, y, w = parallel.put_batch((batch.x, batch.y, batch.weight), run.mesh)
-        wait += time.perf_counter() - t_wait
-        step = run.step_for(batch.weight, state)  # may compile, before the clock starts
-        t0 = time.perf_counter()
-        state, m = step(state, x, y, w, key)
-        m = parallel.to_host(m)  # blocks: the clock stops when the step is done
-        step_times.append(time.perf_counter() - t0)
+    clock = StepClock()
+    pending = None  # the metrics of the step before the one just dispatched
+
+    def take(m: dict) -> None:
+        m = parallel.to_host(m)  # waits for that step only
         loss = float(m["loss_sum"]) / max(float(m["count"]), 1.0)
         bar.step(loss)
         if not (math.isfinite(float(m["loss_sum"])) and math.isfinite(float(m["grad_norm"]))):
             bar.close()
-            raise _Diverged((epoch - 1) * steps_per_epoch + bar.done, epoch, loss, step_times)
-        sums += (float(m["loss_sum"]), float(m["correct"]), float(m["count"]))
-        t_wait = time.perf_counter()
+            busy, _ = clock.close()  # the step after the diverged one ran too: not counted
+            raise _Diverged((epoch - 1) * steps_per_epoch + bar.done, epoch, loss,
+                            busy[: bar.done])
+        sums[:] += (float(m["loss_sum"]), float(m["correct"]), float(m["count"]))
+
+    t_epoch = t_wait = time.perf_counter()
+    try:
+        for batch in batches:
+            x, y, w = parallel.put_batch((batch.x, batch.y, batch.weight), run.mesh)
+            wait += time.perf_counter() - t_wait
+            step = run.step_for(batch.weight, state)  # may compile, before the clock starts
+            submitted = clock.submit()
+            state, m = step(state, x, y, w, key)
+            clock.dispatched(m, submitted)
+            if pending is not None:
+                take(pending)
+            pending = m
+            t_wait = time.perf_counter()
+        if pending is not None:
+            take(pending)
+    finally:
+        busy, idle = clock.close()
     bar.close()
-    return state, EpochStats(*sums, step_times, wait, time.perf_counter() - t_epoch)
+    return state, EpochStats(*sums, busy, wait, time.perf_counter() - t_epoch, idle)
 
 
 def validate(run: Run, state: TrainState) -> dict:
@@ -428,6 +449,8 @@ def record_epoch(run: Run, records: reporting.EpochRecords | None, state: TrainS
         "train_time_s": stats.seconds,
         "examples_per_s": stats.count / stats.seconds if stats.seconds > 0 else None,
         "data_wait_s": stats.data_wait_s,
+        "device_idle_s": stats.device_idle_s,
+        "device_idle_share": stats.device_idle_s / stats.seconds if stats.seconds > 0 else None,
     }
     mode = config_lib.MONITORS[es.monitor] if es.mode == "auto" else es.mode
     loop_state, improved, stop = early_stopping_update(
@@ -505,8 +528,9 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
         "train_step_flops_per_example": run.train_step.flops_per_example,
         "compile_time_s": run.train_step.compile_s,
         "step_time_ms": timing.summarize_ms(step_times),
-        "step_time_note": "train step only, compilation excluded, blocked on the result; "
-                          "this session's steps"
+        "step_time_note": "train step only, compilation excluded: the device's time per step "
+                          "(between completions; the loop never waits for a step); this "
+                          "session's steps"
                           + (" (after resume)" if resumed is not workdir_rules.Start.NEW else ""),
         "train_time_s": loop_state.train_time_s,
         "started_at": loop_state.started_at,
