@@ -6,6 +6,8 @@ them as JSON.
         [--config.FIELD=VALUE ...]
     python -m speechmusic_jax.benchmark --what=data [--config=...] [--data=SPEC] [--epochs=4]
         [--steps=30] [--output=FILE.json]
+    python -m speechmusic_jax.benchmark --compare=torch [--config=experiments/m5.py]
+        [--batch_sizes=32] [--steps=10] [--rounds=3] [--torch_python=PATH] [--output=FILE.json]
 
 ``step``: the compiled train step of the config's model on random input of the config's crop
 length (no data needed), at each batch size: compile time (apart), step time median/min/max
@@ -15,7 +17,15 @@ machine while the clock ran (figures taken under load are flagged). Tagged with 
 and versions, so that accelerators can be compared. It runs on one device (the figures of one
 chip, whatever the machine has), or with ``--devices=1,2,4`` on the first 1, 2 and 4 devices in
 turn, the batch (a global batch, as in training) split over them: one record per batch size and
-device count, with examples/s per device beside the total.
+device count, with examples/s per device beside the total. Each record also says how close the
+step comes to the device (:mod:`speechmusic_jax.utilisation`): achieved FLOP/s and its share of
+the peak (published for a listed GPU or TPU, measured in the same run on a CPU: a matmul and a
+copy), the bytes XLA's cost analysis says the step accesses and the roofline bound they imply,
+and throughput in seconds of audio per second.
+
+``--compare=torch``: the train step and inference beside the same network in PyTorch, in
+alternating blocks, with the ratio of each pair and their spread
+(:mod:`speechmusic_jax.torch_compare`; PyTorch from the ``[bench]`` extra).
 
 ``data``: is the input pipeline fast enough? Three measurements on the config's training split:
 
@@ -169,7 +179,7 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
     import jax.numpy as jnp
     import numpy as np
 
-    from speechmusic_jax import parallel, timing
+    from speechmusic_jax import parallel, timing, utilisation
     from speechmusic_jax.training import builder
 
     config_lib.validate(cfg)
@@ -196,6 +206,9 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
                            "sample_rate": sample_rate, **timing.device_info(),
                            "params_trainable": built.params_trainable,
                            "versions": timing.versions(), "results": []}
+    device = jax.devices()[0]
+    peak = utilisation.peaks(device.device_kind, device.platform, cfg.train.precision)
+    out.update(peak)
     rng = np.random.default_rng(0)
     for devices, batch in [(n, b) for n in device_counts for b in batch_sizes]:
         mesh = parallel.make_mesh(jax.devices()[:devices])
@@ -220,10 +233,17 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
         predict = builder.predictor(built, state)  # weights as arguments, not constants
         inference = timing.inference_speed(predict, np.asarray(x), sample_rate,
                                            repeats=max(5, steps // 2))
+        per_device_bytes = timing.bytes_accessed(step)
+        moved = per_device_bytes * devices if per_device_bytes else None
+        scaled = {k: v * devices for k, v in peak.items() if k.startswith("peak_") and
+                  isinstance(v, float)}  # the peak of the devices the step runs on
         row = {"batch_size": batch, "devices": devices, "compile_s": compile_s,
                "step_ms": timing.summarize_ms(times), "examples_per_s": batch / med,
                "examples_per_s_per_device": batch / med / devices,
+               "audio_seconds_per_s": batch * length / sample_rate / med,
                "flops_per_step": flops, "gflops_per_s": flops / med / 1e9 if flops else None,
+               "bytes_accessed_per_step": moved,
+               **utilisation.utilisation(flops, moved, med, scaled),
                "inference": inference, "other_load_cores": load.cores,
                "loss_last": float(m["loss_sum"] / m["count"])}
         out["results"].append(row)
@@ -234,13 +254,20 @@ def benchmark_step(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps:
             + f": step {row['step_ms']['median']:8.2f} ms median "
             f"(min {row['step_ms']['min']:.2f}, max {row['step_ms']['max']:.2f}), "
             f"{row['examples_per_s']:9.1f} examples/s, compile {compile_s:.2f}s, "
-            + (f"{row['gflops_per_s']:.1f} GFLOP/s" if flops else "FLOPs n/a")
+            + (f"{row['gflops_per_s']:.1f} GFLOP/s = {100 * row['peak_fraction']:.0f}% of peak"
+               if flops else "FLOPs n/a")
+            + (f" (roofline bound {1e3 * row['roofline_s']:.1f} ms)" if row["roofline_s"] else "")
             + f"; inference {inference['examples_per_s']:.0f} examples/s, "
             f"batch-1 {inference['latency_ms_batch1']:.2f} ms{flag}")
+    peak_memory, peak_kind = timing.peak_memory()
+    out.update(peak_memory_bytes=peak_memory, peak_memory_kind=peak_kind)
     log(f"{out['preset']}: {out['params_trainable']:,} params, {length} samples per example, "
         f"timed on {' then '.join(map(str, device_counts))} of {out['device_count']} x "
-        f"{out['device_kind']}, jax {out['versions']['jax']}; compilation excluded from every "
-        "time")
+        f"{out['device_kind']}" + (f" ({out['cpu_model']})" if out.get("cpu_model") else "")
+        + f", jax {out['versions']['jax']}; compilation excluded from every time; peak "
+        f"{out['peak_flops_per_s'] / 1e9:.0f} GFLOP/s and {out['peak_bytes_per_s'] / 1e9:.0f} "
+        f"GB/s per device, {out['peak_source']}; peak memory {peak_memory / 2**20:.0f} MiB "
+        f"({peak_kind})")
     return out
 
 
@@ -249,10 +276,20 @@ WHATS: dict[str, tuple[Callable[..., dict], str]] = {
                                                 steps=f["steps"],
                                                 device_counts=f.get("devices"), log=log),
              "compiled train step and inference time at each batch size"),
+    "compare_torch": (lambda cfg, f, log: _compare_torch(cfg, f, log),
+                      "the train step and inference beside PyTorch (--compare=torch)"),
     "data": (lambda cfg, f, log: benchmark_data(cfg, epochs=f["epochs"], steps=f["steps"],
                                                 log=log),
              "loader examples/s next to the train step's consumption"),
 }
+
+
+def _compare_torch(cfg: config_lib.ConfigDict, f: dict[str, Any], log: Log) -> dict:
+    from speechmusic_jax import torch_compare
+
+    return torch_compare.compare_torch(cfg, batch_sizes=f["batch_sizes"], steps=f["steps"],
+                                       rounds=f.get("rounds", 3), python=f.get("torch_python"),
+                                       log=log)
 
 
 def run(what: str, cfg: config_lib.ConfigDict, options: dict[str, Any], *, log: Log = print,
@@ -291,6 +328,15 @@ def define_flags() -> dict[str, Any]:
         "batch_sizes": flags.DEFINE_string("batch_sizes", None,
                                            "step: comma-separated batch sizes (default: the "
                                            "config's train.batch_size)."),
+        "compare": flags.DEFINE_enum("compare", None, ["torch"], "Time the train step and "
+                                     "inference beside the same network in this framework, "
+                                     "alternating (needs the [bench] extra)."),
+        "rounds": flags.DEFINE_integer("rounds", 3, "compare: alternating rounds."),
+        "precision": flags.DEFINE_enum("precision", None, ["float32", "bfloat16"],
+                                       "Shorthand for --config.train.precision (with "
+                                       "--compare=torch: CPU autocast on the PyTorch side)."),
+        "torch_python": flags.DEFINE_string("torch_python", None, "compare: the Python that "
+                                            "has torch (default: this one)."),
         "devices": flags.DEFINE_string("devices", "1", "step: comma-separated device counts "
                                        "to time in turn (the batch split over the first N "
                                        "devices), e.g. 1,2,4."),
@@ -301,6 +347,8 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
     from speechmusic_jax import cli
 
     cfg = cli.config_from(flags, args)
+    if flags.get("precision"):
+        cfg.train.precision = flags["precision"]
     sizes = flags["batch_sizes"]
     try:
         batch_sizes = [int(b) for b in sizes.split(",")] if sizes else [cfg.train.batch_size]
@@ -312,9 +360,10 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
         raise cli.UsageError(f"--devices: comma-separated integers, got "
                              f"{flags['devices']!r}") from None
     options = {"epochs": flags["epochs"], "steps": flags["steps"], "batch_sizes": batch_sizes,
-               "devices": devices}
-    run(flags["what"], cfg, options, log=cli.log, output=flags["output"],
-        overwrite=flags["overwrite"])
+               "devices": devices, "rounds": flags.get("rounds", 3),
+               "torch_python": flags.get("torch_python")}
+    what = "compare_torch" if flags.get("compare") == "torch" else flags["what"]
+    run(what, cfg, options, log=cli.log, output=flags["output"], overwrite=flags["overwrite"])
     return 0
 
 

@@ -56,6 +56,19 @@ def flops_of(compiled: Any) -> float | None:
     return flops if flops > 0 else None
 
 
+def bytes_accessed(compiled: Any) -> float | None:
+    """Bytes one call reads and writes on one device, by XLA's cost analysis (None where the
+    backend does not say)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:
+        return None
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else None
+    value = float(cost.get("bytes accessed", 0.0)) if cost else 0.0
+    return value if value > 0 else None
+
+
 def summarize_ms(seconds: list[float]) -> dict[str, float] | None:
     if not seconds:
         return None
@@ -142,7 +155,24 @@ def _busy_seconds() -> float | None:
 def device_info() -> dict[str, Any]:
     devices = jax.devices()
     return {"device_kind": devices[0].device_kind, "device_count": len(devices),
-            "backend": jax.default_backend()}
+            "backend": jax.default_backend(), "cpu_model": cpu_model()}
+
+
+def cpu_model() -> str | None:
+    """The host CPU's model name (/proc/cpuinfo; ``platform.processor()`` elsewhere): CPU
+    timings and the speed of other frameworks depend on it, so it goes beside every figure."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def now() -> float:
+    return time.perf_counter()
 
 
 def versions() -> dict[str, str]:

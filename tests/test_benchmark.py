@@ -37,7 +37,7 @@ def test_benchmark_data_reports_both_rates(tmp_path):
 
 def test_unknown_benchmark():
     with pytest.raises(config_lib.ConfigError, match="--what: unknown benchmark 'disk'; known: "
-                                                     "data"):
+                                                     "compare_torch, data, step"):
         benchmark.run("disk", config_lib.base_config(), {})
 
 
@@ -57,7 +57,30 @@ def test_step_benchmark_reports_measured_figures(tiny_config, tmp_path):
         assert r["examples_per_s"] > 0 and r["compile_s"] > 0
         assert r["inference"]["examples_per_s"] > 0
         assert r["devices"] == 1 and r["examples_per_s_per_device"] == r["examples_per_s"]
+        # utilisation against the peak measured in the same run (a CPU here)
+        assert 0 < r["peak_fraction"] < 1.5 and r["bytes_accessed_per_step"] > 0
+        assert 0 < r["roofline_s"] and r["roofline_fraction"] == pytest.approx(
+            r["roofline_s"] / (st["median"] / 1e3))
+        assert r["audio_seconds_per_s"] == pytest.approx(
+            r["examples_per_s"] * result["input_samples"] / result["sample_rate"])
     assert result["params_trainable"] > 0 and result["device_kind"]
+    assert result["peak_source"].startswith("measured") and result["peak_flops_per_s"] > 1e9
+    assert result["peak_memory_bytes"] > 0 and "cpu_model" in result
+
+
+def test_published_peaks_are_found_by_device_kind_prefix():
+    from speechmusic_jax import utilisation
+
+    assert utilisation.published("NVIDIA H200")["bfloat16"] == 989e12
+    assert utilisation.published("NVIDIA A100-SXM4-80GB")["bandwidth"] == 2.04e12
+    assert utilisation.published("TPU v5 lite")["float32"] is None
+    assert utilisation.published("cpu") is None
+    # the roofline: the slower of compute at peak and traffic at peak bandwidth
+    u = utilisation.utilisation(2e9, 4e8, 0.1, {"peak_flops_per_s": 1e11,
+                                                "peak_bytes_per_s": 1e10})
+    assert u["achieved_flops_per_s"] == pytest.approx(2e10)
+    assert u["peak_fraction"] == pytest.approx(0.2)
+    assert u["roofline_s"] == pytest.approx(0.04) and u["roofline_fraction"] == pytest.approx(0.4)
 
 
 def test_step_benchmark_refuses_device_counts_it_cannot_time(tiny_config):
