@@ -281,3 +281,19 @@ def test_head_hidden_layers_and_stage_dropout():
 def test_bad_stage_fields_are_refused(field, value):
     with pytest.raises(ValueError, match=f"model.{field}"):
         spec_of("tiny", **{field: value})
+
+
+def test_max_over_a_pooling_window_is_the_exact_maximum():
+    """Windows up to 8 are maxed as elementwise maxima of slices (faster inference on XLA CPU);
+    the values are exactly those of the reduction, ties and signs included."""
+    from speechmusic_jax.models import conv1d
+
+    x = np.random.default_rng(0).standard_normal((3, 7, 4, 5)).astype(np.float32)
+    x[0, 0, :, 0] = 1.5  # a tie over the whole window
+    x[1, 2, :, 1] = -2.0
+    for axis in (2, 1):  # windows of 4 and of 7
+        got = jax.jit(lambda v, a=axis: conv1d.max_over(v, a))(x)
+        np.testing.assert_array_equal(np.asarray(got), x.max(axis=axis))
+    wide = np.random.default_rng(1).standard_normal((2, 50, 3)).astype(np.float32)  # reduce
+    np.testing.assert_array_equal(np.asarray(conv1d.max_over(jnp.asarray(wide), 1)),
+                                  wide.max(axis=1))
