@@ -20,7 +20,7 @@ turn, the batch (a global batch, as in training) split over them: one record per
 device count, with examples/s per device beside the total. Each record also says how close the
 step comes to the device (:mod:`speechmusic_jax.utilisation`): achieved FLOP/s and its share of
 the peak (published for a listed GPU or TPU, measured in the same run on a CPU: a matmul and a
-copy), the bytes XLA's cost analysis says the step accesses and the roofline bound they imply,
+read), the bytes XLA's cost analysis says the step accesses and the roofline bound they imply,
 and throughput in seconds of audio per second.
 
 ``--compare=torch``: the train step and inference beside the same network in PyTorch, in
