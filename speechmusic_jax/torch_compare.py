@@ -188,7 +188,7 @@ def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: 
                                            ("infer", side.infer, f"infer {steps} {batch}")):
                     with timing.OtherLoad() as load_a:
                         a = statistics.median(mine(steps))
-                    with timing.OtherLoad() as load_b:
+                    with timing.OtherLoad(also_mine=(worker.proc.pid,)) as load_b:
                         b = statistics.median(worker.ask(theirs)["step_s"])
                     loads = [v for v in (load_a.cores, load_b.cores) if v is not None]
                     row[kind].append({"jax_ms": a * 1e3, "torch_ms": b * 1e3, "ratio": b / a,

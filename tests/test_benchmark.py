@@ -121,3 +121,17 @@ def test_benchmark_without_what_times_the_step(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "speechmusic_jax.benchmark", "--helpfull"],
                                cwd=REPO, capture_output=True, text=True, timeout=120).stdout
     assert "(default step)" in " ".join(help_text.split())
+
+
+def test_other_load_does_not_count_a_worker_being_timed():
+    """The PyTorch worker of --compare=torch is part of its own timing, not other load."""
+    import os
+    import time
+
+    from speechmusic_jax import timing
+
+    seconds = timing._process_seconds(os.getpid())
+    if seconds is None:
+        pytest.skip("no /proc here")
+    assert abs(seconds - time.process_time()) < 0.5
+    assert timing._process_seconds(2**22 + 12345) is None  # no such process
