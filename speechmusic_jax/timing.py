@@ -44,28 +44,23 @@ def devices_of(args: Any) -> int:
 def flops_of(compiled: Any) -> float | None:
     """FLOPs of one call on one device from XLA's cost analysis (None where the backend does not
     say)."""
-    try:
-        cost = compiled.cost_analysis()
-    except Exception:
-        return None
-    if isinstance(cost, list | tuple):
-        cost = cost[0] if cost else None
-    if not cost or "flops" not in cost:
-        return None
-    flops = float(cost["flops"])
-    return flops if flops > 0 else None
+    return _cost(compiled, "flops")
 
 
 def bytes_accessed(compiled: Any) -> float | None:
     """Bytes one call reads and writes on one device, by XLA's cost analysis (None where the
     backend does not say)."""
+    return _cost(compiled, "bytes accessed")
+
+
+def _cost(compiled: Any, key: str) -> float | None:
     try:
         cost = compiled.cost_analysis()
     except Exception:
         return None
     if isinstance(cost, list | tuple):
         cost = cost[0] if cost else None
-    value = float(cost.get("bytes accessed", 0.0)) if cost else 0.0
+    value = float(cost.get(key, 0.0)) if cost else 0.0
     return value if value > 0 else None
 
 

@@ -12,11 +12,12 @@ a large matmul in the benchmark's precision (:func:`matmul_probe`) and a large r
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from speechmusic_jax import timing
 
 # device_kind (as jax reports it, matched by prefix) -> float32 and bfloat16 dense FLOP/s
 # (no sparsity), and memory bandwidth in bytes/s. TPUs compute float32 matmuls in several
@@ -54,13 +55,7 @@ def matmul_probe(precision: str = "float32", n: int = 2048, repeats: int = 7,
     device = device or jax.devices()[0]
     a = jax.device_put(jnp.ones((n, n), dtype) * 0.5, device)
     f = jax.jit(lambda a: a @ a)
-    jax.block_until_ready(f(a))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(a))
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(times)
+    return 2 * n ** 3 / statistics.median(timing.time_calls(lambda: f(a), repeats))
 
 
 def bandwidth_probe(megabytes: int = 256, repeats: int = 7, device: Any = None) -> float:
@@ -71,13 +66,7 @@ def bandwidth_probe(megabytes: int = 256, repeats: int = 7, device: Any = None) 
     n = megabytes * 2**20 // 4
     a = jax.device_put(jnp.ones((n,), jnp.float32), device)
     f = jax.jit(jnp.sum)
-    jax.block_until_ready(f(a))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(a))
-        times.append(time.perf_counter() - t0)
-    return 4 * n / statistics.median(times)
+    return 4 * n / statistics.median(timing.time_calls(lambda: f(a), repeats))
 
 
 def peaks(device_kind: str, platform: str, precision: str) -> dict[str, Any]:
