@@ -99,6 +99,7 @@ def test_a_fresh_process_without_the_training_code_matches_the_run(exported, tmp
                                                                              abs=1e-5)
 
 
+@pytest.mark.slow  # with the soak tests: the suite stays under 15 min
 def test_export_never_writes_over_a_user_file(exported, tmp_path):
     workdir, path = exported
     mine = tmp_path / "mine.zip"

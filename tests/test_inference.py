@@ -195,6 +195,7 @@ def test_predict_names_the_files_it_skips(run_dir, tmp_path):
     assert none.returncode == 2 and "none of the 2 file(s) could be read" in none.stderr
 
 
+@pytest.mark.slow  # with the soak tests: the suite stays under 15 min
 def test_predict_plot(run_dir, tmp_path):
     from speechmusic_jax.segments import is_plot_file
 

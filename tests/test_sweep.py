@@ -182,6 +182,7 @@ def test_grouped_mode_trains_each_group_in_one_program(sweep_file, tmp_path):
     assert summary["test"]["accuracy"] >= 0
 
 
+@pytest.mark.slow  # with the soak tests: the suite stays under 15 min
 def test_the_example_runs(tmp_path):
     sys.path.insert(0, os.path.join(REPO, "examples"))
     try:

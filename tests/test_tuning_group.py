@@ -157,11 +157,14 @@ def test_group_keys_separate_what_cannot_share_a_program(tiny_config):
     assert [len(u) for u in group.plan(items, max_group=8)] == [5, 4]
 
 
-# momentum + batch norm runs with the soak tests (pytest -m slow) to keep the suite short;
-# grouped batch norm is also covered step by step above and end to end in tests/test_sweep.py.
+# With the soak tests (pytest -m slow), to keep the suite under 15 minutes: the step-level
+# equivalence above (vmap and map, batch norm, diverged trials, every traced hyperparameter)
+# stays in the suite, and so does a group split over a trial axis training as alone
+# (tests/test_distributed.py).
 @pytest.mark.parametrize("optimizer, norm", [pytest.param("momentum", "batch",
                                                           marks=pytest.mark.slow),
-                                             ("adamw", "layer")])
+                                             pytest.param("adamw", "layer",
+                                                          marks=pytest.mark.slow)])
 def test_trials_trained_in_a_group_equal_trials_trained_alone(tiny_config, tmp_path, optimizer,
                                                               norm):
     """The equivalence the sweep relies on, end to end: per-epoch records, early stopping,
