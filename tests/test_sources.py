@@ -232,6 +232,13 @@ def test_manifest_paths_labels_groups_and_extra_columns(tmp_path):
         kind = "speech" if "speech_" in os.path.basename(f.path) else "music"
         assert f.label == CLASSES.index(kind)  # labels are matched case-insensitively
         assert f.group.startswith(f"{kind}_g") and f.split is None
+        # The other columns travel with the file, for evaluate's breakdown ...
+        number = str(int(os.path.basename(f.path).split("_")[1].split(".")[0]))
+        assert f.meta == (("source", "fixture"), ("duration_note", number))
+    # ... and change nothing about which files are the same (splits, duplicates, overlap).
+    f = listing.files[0]
+    bare = sources.AudioFile(f.path, f.label, f.group)
+    assert bare == f and hash(bare) == hash(f) and {bare, f} == {f}
 
 
 def test_manifest_split_column(tmp_path):

@@ -9,7 +9,8 @@
                         unless data.classes names it. Music files are grouped by artist from the
                         corpus's ANNOTATIONS files; its speech ANNOTATIONS name no speaker
 ``manifest:FILE.csv``   columns ``path,label`` and optional ``split``, ``group``; paths relative
-                        to the CSV; other columns ignored
+                        to the CSV; any other column travels with each file as ``meta`` (for
+                        ``evaluate``'s breakdown) and changes nothing else
 ``tfds:NAME``           a TensorFlow Datasets audio set (e.g. ``gtzan_music_speech``), written
                         once to WAV files in the cache; needs the ``[tfds]`` extra
 
@@ -47,6 +48,10 @@ class AudioFile:
     label: int  # index into data.classes
     group: str  # files of one group always land in the same split
     split: str | None = None  # a split fixed by the source (manifest column), else None
+    # A manifest's other columns, (name, value) in the CSV's order: what ``evaluate`` breaks its
+    # results down by. Left out of equality and hashing, so that it changes nothing about which
+    # files are the same (splits, duplicates, overlap with training).
+    meta: tuple[tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,6 +359,7 @@ def _from_manifest(
         if missing:
             raise DataError(f"{manifest}: missing column(s) {missing}; found {reader.fieldnames}")
         rows = list(enumerate(reader, start=2))
+        extra = _extra_columns(reader.fieldnames or [])
     except csv.Error as e:
         raise DataError(f"{manifest}: not a readable CSV file ({e})") from None
     for line, row in rows:
@@ -385,7 +391,8 @@ def _from_manifest(
             group, matched = _group(rel, group_regex)
             unmatched += not matched
             ungrouped[class_index[label]] += not (group_regex and matched)
-        files.append(AudioFile(path, class_index[label], group, split or None))
+        meta = tuple((name.strip(), (row.get(name) or "").strip()) for name in extra)
+        files.append(AudioFile(path, class_index[label], group, split or None, meta))
     splits = {f.split for f in files}
     if None in splits and len(splits) > 1:
         raise DataError(f"{manifest}: the split column must be filled on every row or on none")
@@ -399,6 +406,20 @@ def _from_manifest(
         notes.extend(_ungrouped_note(files, ungrouped, class_index))
     listing = Listing(tuple(files), dict(ignored), dict(errors), manifest, tuple(notes))
     return _checked(listing, class_index)
+
+
+MANIFEST_COLUMNS = ("path", "label", "split", "group")
+
+
+def _extra_columns(fieldnames: Sequence[str]) -> list[str]:
+    """A manifest's columns other than path, label, split and group (matched ignoring case and
+    spaces), as the header spells them; unnamed and repeated ones left out."""
+    out: dict[str, str] = {}  # stripped name -> the header's spelling
+    for name in fieldnames:
+        key = (name or "").strip()
+        if key and key.lower() not in MANIFEST_COLUMNS and key not in out:
+            out[key] = name
+    return list(out.values())
 
 
 def _checked(listing: Listing, class_index: dict[str, int]) -> Listing:
