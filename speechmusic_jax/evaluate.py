@@ -1,12 +1,15 @@
 """Evaluate a trained run's best weights on a labelled data source.
 
     python -m speechmusic_jax.evaluate --workdir=DIR --data=SPEC [--data_on_error=error|skip]
-        [--weights=best|last]
+        [--weights=best|last] [--by=COL[,COL...]]
 
 Every file of the source is classified (clip level: mean of window logits); the report, with the
 same keys as summary.json's ``test``, is printed and written to DIR/eval/<source>.json. A warning
 says when the source shares files (or identical audio) with the run's own training or
-validation split.
+validation split. Then one table per column of ``--by`` (``group`` or a manifest column; by
+default those with a few sizeable values, see :mod:`training.breakdown`; ``--by=`` for none):
+clips, right/clips per class, clip and window accuracy for each value, worst first; the same
+under ``by`` in the JSON.
 """
 
 from __future__ import annotations
@@ -24,23 +27,32 @@ def define_flags() -> dict[str, Any]:
         **cli.data_flags(on_error_default="error"),
         "weights": flags.DEFINE_enum("weights", "best", ["best", "last"],
                                      "Which checkpoint to use."),
+        "by": flags.DEFINE_list("by", None, "Columns to break the accuracy down by: group or "
+                                "any column of a manifest (default: those with 2 to 30 values "
+                                "and at least two files per value; --by= for none)."),
     }
 
 
 def main(flags: dict[str, Any], args: list[str]) -> int:
     from speechmusic_jax import trained_run
-    from speechmusic_jax.training import metrics
+    from speechmusic_jax.training import breakdown, metrics
 
     if args:
         raise cli.UsageError(f"unexpected arguments: {args}")
     if not flags["workdir"] or not flags["data"]:
         raise cli.UsageError("--workdir and --data are required")
     run = trained_run.load_run(flags["workdir"], flags["weights"])
-    report, path = trained_run.evaluate_source(run, flags["data"],
-                                               on_error=flags["data_on_error"], log=cli.log)
+    try:
+        report, path = trained_run.evaluate_source(run, flags["data"],
+                                                   on_error=flags["data_on_error"], log=cli.log,
+                                                   by=flags["by"])
+    except breakdown.UnknownColumn as e:
+        raise cli.UsageError(f"--by: {e}") from None
     cli.log(metrics.format_report(report, run.classes, title=f"{flags['data']}, clip level"))
     window = report["window"]
     cli.log(f"window level: accuracy {window['accuracy']:.4f} over {window['n_windows']} windows")
+    for column, rows in report["by"].items():
+        cli.log("\n" + breakdown.format_breakdown(column, rows, run.classes))
     cli.log(f"written to {path}")
     return 0
 

@@ -28,7 +28,7 @@ from speechmusic_jax.data import split as split_lib
 from speechmusic_jax.data.pipeline import LoaderConfig, make_loader_config
 from speechmusic_jax.errors import DataError, RunNotFound
 from speechmusic_jax.io_utils import atomic_write_json, check_output, read_json
-from speechmusic_jax.training import builder, clip_scoring
+from speechmusic_jax.training import breakdown, builder, clip_scoring
 from speechmusic_jax.training.checkpoints import Checkpoints
 
 
@@ -125,11 +125,14 @@ def source_name(spec: str) -> str:
 
 
 def evaluate_source(run: LoadedRun, spec: str, *, on_error: str = "error",
-                    log: Callable[[str], None] = print) -> tuple[dict, str]:
+                    log: Callable[[str], None] = print,
+                    by: Sequence[str] | None = None) -> tuple[dict, str]:
     """Classify every file of the labelled source ``spec`` with ``run``; write the report (the
-    keys of summary.json's ``test``, plus the data errors, the source, the weights' epoch and
-    any overlap with the run's own training or validation files) to ``eval/<source>.json``.
-    Returns (report, path)."""
+    keys of summary.json's ``test``, plus the data errors, the source, the weights' epoch, any
+    overlap with the run's own training or validation files, and under ``by`` the accuracy
+    per value of each column in ``by``: None for the default columns, see
+    :mod:`training.breakdown`) to ``eval/<source>.json``. Returns (report, path). A column the
+    source lacks raises :class:`breakdown.UnknownColumn` before any file is classified."""
     try:
         sources.parse_spec(spec)
     except ValueError as e:
@@ -138,6 +141,11 @@ def evaluate_source(run: LoadedRun, spec: str, *, on_error: str = "error",
     check_output(path, overwrite=True, ours=_is_eval_report, flag="eval report")
     scanned = prepare.scan_source(run.cfg.data, spec, on_error, log, merge_duplicates=False)
     bad_files = prepare.BadFiles(on_error, log, scanned.errors)
+    columns = breakdown.resolve_columns(by, scanned.files, where=spec)
+    others = breakdown.other_columns(scanned.files, columns) if by is None else []
+    if others:
+        log(f"breakdown by {', '.join(columns) or 'no column'} (the default; also there: "
+            f"--by={','.join(others)})")
     overlap = training_overlap(run, scanned.files)
     if overlap["files"]:
         log(f"warning: {overlap['files']} of the {len(scanned.files)} files evaluated are among "
@@ -146,9 +154,11 @@ def evaluate_source(run: LoadedRun, spec: str, *, on_error: str = "error",
             "how the model does on new data")
     log(f"evaluating the epoch-{run.epoch} weights of {run.workdir} on {len(scanned.files)} "
         f"files of {spec}")
-    report = clip_scoring.report(classify(run, scanned.files, on_bad_file=bad_files), run.classes)
+    pred = classify(run, scanned.files, on_bad_file=bad_files)
+    report = clip_scoring.report(pred, run.classes)
     report.update(data_errors=dict(bad_files.counts), source=spec, weights_epoch=run.epoch,
-                  overlap_with_training=overlap)
+                  overlap_with_training=overlap,
+                  by=breakdown.by_columns(pred, columns, run.classes, explicit=by is not None))
     atomic_write_json(path, report)
     return report, path
 

@@ -281,3 +281,51 @@ def test_predict_and_evaluate_fail_clearly_without_a_run(tmp_path):
     assert r.returncode == 2 and "holds no run" in r.stderr and "Traceback" not in r.stderr
     r = cli("evaluate", f"--workdir={tmp_path}", "--data=synthetic")
     assert r.returncode == 2 and "holds no run" in r.stderr
+
+
+def test_evaluate_breaks_the_accuracy_down_by_manifest_columns(run_dir, tmp_path):
+    """A manifest of held-out clips and other audio with extra columns: a table per column of a
+    few values (not the snr_db that differs on every file), the same numbers in the JSON, and
+    --by for any column (a numeric one of many values in quantile bins)."""
+    from audio_fixtures import write_class_files, write_manifest
+
+    from speechmusic_jax import cli as cli_lib
+    from speechmusic_jax import evaluate
+
+    split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
+    rows = [{"path": f.path, "label": ("speech", "music")[f.label],
+             "source_package": "built_in"} for f in split["test"]]
+    for kind in ("speech", "music"):
+        rows += [{"path": p, "label": kind, "source_package": "fixture"}
+                 for p in write_class_files(tmp_path / kind, kind, 3, nested=False)]
+    for i, row in enumerate(rows):
+        row["snr_db"] = f"{2.5 * i:g}"
+    manifest = write_manifest(tmp_path / "real.csv", rows)
+    r = cli("evaluate", f"--workdir={run_dir}", f"--data=manifest:{manifest}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "== by source_package (2 values, worst first" in r.stdout and "by snr_db" not in r.stdout
+    assert "breakdown by source_package (the default; also there: --by=snr_db)" in r.stdout
+    with open(os.path.join(run_dir, "eval", f"{trained_run.source_name(f'manifest:{manifest}')}"
+                                            ".json")) as f:
+        report = json.load(f)
+    by = report["by"]["source_package"]
+    assert list(report["by"]) == ["source_package"]
+    assert sorted(row["value"] for row in by) == ["built_in", "fixture"]
+    assert [row["n"] for row in by if row["value"] == "fixture"] == [6]
+    assert sum(row["n"] for row in by) == report["n_files"] == len(rows)
+    assert sum(row["n_windows"] for row in by) == report["window"]["n_windows"]
+    right = sum(round(row["accuracy"] * row["n"]) for row in by)
+    assert right == round(report["accuracy"] * report["n_files"])
+    assert by[0]["accuracy"] <= by[1]["accuracy"]
+
+    run = trained_run.load_run(run_dir)
+    report, _ = trained_run.evaluate_source(run, f"manifest:{manifest}", log=lambda _: None,
+                                            by=["SNR_DB"])
+    bins = report["by"]["snr_db"]
+    assert len(bins) == 4 and sum(row["n"] for row in bins) == len(rows)
+    assert sorted(row["range"][0] for row in bins)[0] == 0.0
+    flags = {"workdir": run_dir, "data": f"manifest:{manifest}", "data_on_error": "error",
+             "weights": "best", "by": ["speaker"]}
+    with pytest.raises(cli_lib.UsageError, match="--by: no column 'speaker' in manifest:.*; "
+                                                 "available: group, source_package, snr_db"):
+        evaluate.main(flags, [])
