@@ -75,9 +75,11 @@ EIGHT = [_file(i, i % 2, f"g{i // 2}", pkg="AB"[i // 4], snr_db=str(i), id=f"x{i
 def test_default_columns_are_those_with_a_few_sizeable_values():
     assert breakdown.available_columns(EIGHT) == ["group", "pkg", "snr_db", "id", "corpus"]
     assert breakdown.default_columns(EIGHT) == ["group", "pkg"]
+    assert breakdown.other_columns(EIGHT, ["group", "pkg"]) == ["snr_db"]
     # A folder source: each file its own group, nothing to break down by.
     alone = [AudioFile(f"/d/{i}.wav", i % 2, f"{i}.wav") for i in range(8)]
     assert breakdown.default_columns(alone) == []
+    assert breakdown.other_columns(alone, []) == []
 
 
 def test_columns_asked_for_are_checked():

@@ -60,6 +60,20 @@ def default_columns(files: Sequence[AudioFile]) -> list[str]:
     return [c for c in available_columns(files) if is_categorical(column_values(files, c))]
 
 
+def other_columns(files: Sequence[AudioFile], shown: Sequence[str]) -> list[str]:
+    """Columns not in ``shown`` that a breakdown could still say something by: two values or
+    more, and not one value per file unless numeric (then binned); not ids, not a file's own
+    group."""
+    out = []
+    for column in available_columns(files):
+        values = column_values(files, column)
+        distinct = len(set(values))
+        if column not in shown and distinct >= 2 and (
+                distinct < len(values) or bin_values(values) is not None):
+            out.append(column)
+    return out
+
+
 def resolve_columns(requested: Sequence[str] | None, files: Sequence[AudioFile],
                     where: str = "this source") -> list[str]:
     """``requested`` (None: the defaults) checked against the files' columns, spelled as the
