@@ -65,6 +65,13 @@ def base_config() -> ConfigDict:
     c.data.augment.polarity_prob = 0.0  # probability of flipping the sign
     c.data.augment.lowpass_prob = 0.0  # probability of a random low-pass ...
     c.data.augment.lowpass_hz = (2000.0, 7000.0)  # ... with a cut-off uniform in this range
+    # Noise colour per example, drawn from these slopes (power ~ 1/f**slope): 0 white, 1 pink,
+    # 2 brown; e.g. (0.0, 1.0, 2.0).
+    c.data.augment.noise_colours = (0.0,)
+    c.data.augment.pause_prob = 0.0  # probability of shortening the crop's long pauses: ...
+    c.data.augment.pause_max_ms = 80.0  # ... each low-level run longer than this (ms) ...
+    c.data.augment.pause_keep_ms = (30.0, 80.0)  # ... to a length (ms) uniform in this range
+    c.data.augment.dither_db = 0.0  # < 0: add white noise at this RMS level (dBFS); 0 is off
     c.data.synthetic = ConfigDict()
     c.data.synthetic.clips_per_class = 200
     c.data.synthetic.seconds = 4.0
@@ -228,7 +235,7 @@ def validate(c: ConfigDict) -> None:
     need(data.balance in BALANCES, "data.balance", f"must be one of {BALANCES}")
     augment = data.augment
     need(augment.gain_db >= 0, "data.augment.gain_db", "must be >= 0")
-    for field in ("noise_prob", "polarity_prob", "lowpass_prob"):
+    for field in ("noise_prob", "polarity_prob", "lowpass_prob", "pause_prob"):
         need(0.0 <= augment[field] <= 1.0, f"data.augment.{field}",
              "must be a probability in [0, 1]")
     need(len(augment.noise_snr_db) == 2 and augment.noise_snr_db[0] <= augment.noise_snr_db[1],
@@ -237,6 +244,19 @@ def validate(c: ConfigDict) -> None:
          "data.augment.lowpass_hz", "must be (low, high) with 0 < low <= high")
     need(augment.lowpass_hz[1] < data.sample_rate / 2, "data.augment.lowpass_hz",
          "must stay below the Nyquist frequency (data.sample_rate / 2)")
+    colours = augment.noise_colours
+    need(isinstance(colours, tuple | list) and len(colours) >= 1
+         and all(isinstance(v, int | float) and 0 <= v <= 3 for v in colours),
+         "data.augment.noise_colours", "must be one or more slopes in [0, 3] (0 white, 1 pink, "
+         "2 brown)")
+    need(augment.pause_max_ms >= 10, "data.augment.pause_max_ms",
+         "must be at least 10 (ms, one frame of the pause rule)")
+    keep = augment.pause_keep_ms
+    need(len(keep) == 2 and 0 < keep[0] <= keep[1] <= augment.pause_max_ms,
+         "data.augment.pause_keep_ms",
+         "must be (low, high) ms with 0 < low <= high <= data.augment.pause_max_ms")
+    need(-160 <= augment.dither_db <= 0 and (augment.dither_db == 0 or augment.dither_db <= -20),
+         "data.augment.dither_db", "must be 0 (off) or a level in [-160, -20] dBFS")
     need(data.workers >= 1, "data.workers", "must be at least 1")
     need(data.prefetch_batches >= 1, "data.prefetch_batches", "must be at least 1")
     corpus = data.synthetic

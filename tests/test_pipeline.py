@@ -451,3 +451,40 @@ def test_fit_refuses_a_class_emptied_by_skipping_and_a_class_too_small_to_split(
     with pytest.raises(errors.DataError, match=r"too few files for the split: class 'music' has "
                                                 r"2 file\(s\) in 2 group\(s\)"):
         loop.fit(cfg, str(tmp_path / "run_b"), log=lambda m: None)
+
+
+def test_pause_shortening_cuts_the_crop_from_a_longer_stretch(tmp_path):
+    # tone 0.5 s, silence 1 s, tone 1.5 s: the 1 s crop at offset 0 holds the first tone, a
+    # 30-80 ms gap and the start of the second tone; the crop keeps its length.
+    t = np.arange(SR // 2) / SR
+    a = 0.5 * np.sin(2 * np.pi * 440 * t)
+    b = 0.3 * np.cos(2 * np.pi * 660 * np.arange(3 * SR // 2) / SR)
+    path = write(tmp_path / "speech" / "s.wav", np.concatenate([a, np.zeros(SR), b]), SR, "FLOAT")
+    files = [AudioFile(path, 0, "s")]
+    cfg = _cfg(segment=SR, batch_size=1, augment=AugmentConfig(random_crop=False, pause_prob=1.0))
+    x = next(iter(train_batches(files, [3.0], cfg, 0, 1))).x[0]
+    assert x.shape == (SR,)
+    np.testing.assert_allclose(x[: SR // 2], a, atol=1e-6)
+    gap = np.flatnonzero(np.abs(x[SR // 2:]) > 1e-3)[0]
+    assert 0.03 * SR <= gap <= 0.08 * SR
+    np.testing.assert_allclose(x[SR // 2 + gap:], b[: SR // 2 - gap], atol=1e-6)
+    # Near the clip's end the stretch moves earlier and the crop ends where the audio ends.
+    y = pipeline.crop_without_pauses(cfg.reader, path, 2.0, 3.0, cfg, np.random.default_rng(0))
+    np.testing.assert_allclose(y, b[-SR:], atol=1e-6)
+
+
+def test_pause_shortening_is_reproducible_and_per_row(tmp_path):
+    root = make_folder_tree(tmp_path, per_class=6, seconds=2.0)
+    files, durations = _scanned(root)
+    cfg = _cfg(augment=AugmentConfig(pause_prob=0.7, pause_keep_ms=(30.0, 50.0), gain_db=3))
+    whole = [b.x for b in train_batches(files, durations, cfg, 3, 2)]
+    again = [b.x for b in train_batches(files, durations, dataclasses.replace(cfg, workers=1),
+                                        3, 2)]
+    parts = [[b.x for b in train_batches(files, durations, cfg, 3, 2, rows=slice(r, r + 1))]
+             for r in range(4)]
+    for b, x in enumerate(whole):
+        np.testing.assert_array_equal(x, again[b])
+        np.testing.assert_array_equal(np.concatenate([p[b] for p in parts]), x)
+    plain = [b.x for b in train_batches(
+        files, durations, _cfg(augment=AugmentConfig(gain_db=3)), 3, 2)]
+    assert any(not np.array_equal(a, b) for a, b in zip(whole, plain, strict=True))

@@ -37,7 +37,7 @@ def test_readme_train_command_is_valid(args, tmp_path):
 
 
 # Every other command the README shows runs for real, on a tiny run and small fake data.
-OTHER_COMMANDS = ("evaluate", "predict", "crossval", "benchmark", "list", "export")
+OTHER_COMMANDS = ("evaluate", "predict", "crossval", "benchmark", "list", "export", "cues")
 
 
 def readme_commands(modules=OTHER_COMMANDS):
@@ -90,7 +90,7 @@ def localise(words, tiny_run, tmp):
         elif name == "--data" and ":" in value:
             kind = value.split(":")[0]
             value = f"{kind}:{makers[kind](tmp / kind, per_class=12)}"
-        elif name in ("--output", "--plot"):
+        elif name in ("--output", "--plot", "--json"):
             value = str(tmp / os.path.basename(value))
         elif name == "--folds":
             value = "2"

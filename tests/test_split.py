@@ -98,6 +98,15 @@ def test_k_folds_are_balanced_and_seeded():
     assert a != split_lib.split_files(files, (0.8, 0.2, 0.0), 1, folds=5, fold=2)
 
 
+def test_assign_folds_matches_the_test_folds_of_split_files():
+    files = _files((24, 16), group_size=2)
+    folds = split_lib.assign_folds(files, 4, seed=7)
+    for k in range(4):
+        test = split_lib.split_files(files, (0.8, 0.2, 0.0), seed=7, folds=4, fold=k)["test"]
+        assert {f.path for f in test} == {f.path for f, g in zip(files, folds, strict=True)
+                                          if g == k}
+
+
 def test_too_few_files_for_the_split():
     files = _files((10, 2))
     with pytest.raises(DataError) as e:

@@ -210,6 +210,25 @@ def check_samples(path: str | os.PathLike, info: AudioInfo | None = None) -> Non
         raise AudioError(path, "silent", _silent_detail(np.asarray([peak], np.float32)))
 
 
+def exact_zero_share(path: str | os.PathLike, info: AudioInfo | None = None) -> float:
+    """The share of frames (at the file's own rate, before any resampling, which would blur
+    them) whose every channel decodes to exactly 0: digital silence. Integer PCM decodes 0 to
+    exactly 0.0, so this counts the stored zeros; a lossy format (MP3, Vorbis, Opus) rarely
+    decodes to exact zeros. Read block by block, in bounded memory."""
+    info = info or probe(path)
+    zeros = total = 0
+    try:
+        with sf.SoundFile(info.path) as f:
+            for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                zeros += int(np.count_nonzero(np.all(block == 0, axis=1)))
+                total += block.shape[0]
+    except Exception as e:
+        raise AudioError(path, "unreadable", f"decoding failed ({_short(e)})") from None
+    if total == 0:
+        raise AudioError(path, "empty", "decoded no samples")
+    return zeros / total
+
+
 def fingerprint(info: AudioInfo, seconds: float = 1.0) -> str:
     """A cheap content key: length, rate, channels and a hash of the first and last ``seconds``.
 

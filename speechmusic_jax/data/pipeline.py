@@ -4,8 +4,12 @@ Training: every epoch, the training files are shuffled (or, with ``balance="samp
 class-balanced) with a generator seeded by (seed, epoch); each gets a crop position from the same
 generator, and the crops are read from disk afresh by a pool of threads, a few batches ahead of
 the consumer (with ``cache="memory"`` the decoded clips are kept and crops are cut from memory).
-Augmentation (:mod:`speechmusic_jax.data.augment`) is keyed by (seed, epoch, index). The batches
-of an epoch are thus a pure function of (files, seed, epoch): resuming at epoch e replays them.
+Augmentation (:mod:`speechmusic_jax.data.augment`) is keyed by (seed, epoch, index), where the
+index is the example's place in the epoch (so a process reading some rows of a global batch gets
+them exactly as in the whole batch). Pause shortening, which changes the length, is applied to a
+longer stretch read around the crop before the crop is cut (:func:`crop_without_pauses`). The
+batches of an epoch are thus a pure function of (files, seed, epoch): resuming at epoch e
+replays them.
 
 Checks: the header of every file was read before training (:func:`sources.scan_headers`);
 problems only visible in the samples (NaN or Inf, all silent) are caught the first time a file is
@@ -30,7 +34,13 @@ from typing import Any
 import numpy as np
 
 from speechmusic_jax.data import audio
-from speechmusic_jax.data.augment import AugmentConfig, augment
+from speechmusic_jax.data.augment import (
+    PAUSE_READ_FACTOR,
+    AugmentConfig,
+    augment,
+    pause_generator,
+    shorten_pauses,
+)
 from speechmusic_jax.data.sources import AudioFile
 
 BALANCES = ("none", "class_weights", "sampler")
@@ -256,8 +266,12 @@ def train_batches(
 
     def read(slot: int, item: tuple[int, float]) -> tuple[np.ndarray, float]:
         i, offset = item
+        pauses = pause_generator(cfg.augment, seed, epoch, slot)
         try:
-            x = reader.crop(files[i].path, offset, cfg.segment)
+            if pauses is None:
+                x = reader.crop(files[i].path, offset, cfg.segment)
+            else:
+                x = crop_without_pauses(reader, files[i].path, offset, durations[i], cfg, pauses)
         except audio.AudioError as e:
             if on_bad_file is None:
                 raise
@@ -279,6 +293,26 @@ def train_batches(
         return Batch(x=np.stack([r[0] for r in results]), y=y, weight=w)
 
     yield from _prefetch(len(plan), submit, assemble, cfg.workers, cfg.prefetch_batches)
+
+
+def crop_without_pauses(reader: AudioReader, path: str, offset_s: float, duration_s: float,
+                        cfg: LoaderConfig, rng: np.random.Generator) -> np.ndarray:
+    """A crop of up to ``cfg.segment`` samples with its long pauses shortened
+    (:func:`augment.shorten_pauses`).
+
+    Shortening removes audio, so it works on a longer stretch: PAUSE_READ_FACTOR crops' worth
+    from the planned offset, moved earlier where the clip ends too soon (so it lies inside the
+    clip when the clip is long enough). The crop is cut from the shortened stretch at the planned
+    offset, or as late as the stretch allows when too little is left after it. A clip too short
+    for a whole crop after shortening gives a short crop (padded or looped like a short clip).
+    """
+    seg, sr = cfg.segment, cfg.sample_rate
+    length = PAUSE_READ_FACTOR * seg
+    start_s = max(0.0, min(offset_s, duration_s - length / sr))
+    x = reader.crop(path, start_s, length)
+    y = shorten_pauses(x, sr, cfg.augment.pause_max_ms, cfg.augment.pause_keep_ms, rng)
+    skip = max(0, min(int(round((offset_s - start_s) * sr)), y.shape[0] - seg))
+    return y[skip : skip + seg]
 
 
 def _prefetch(

@@ -84,6 +84,14 @@ def split_files(
     return out
 
 
+def assign_folds(files: Sequence[AudioFile], folds: int, seed: int) -> list[int]:
+    """The fold (0 .. folds-1) of every file, in the order of ``files``: whole groups per fold,
+    stratified by class, seeded (the assignment :func:`split_files` uses for its test folds).
+    With fewer groups than folds some folds are empty."""
+    fold_of = _assign(_groups(files), [1.0 / folds] * folds, np.random.default_rng([seed, 0x5EED]))
+    return [fold_of[f.group] for f in files]
+
+
 def _majority(members: Sequence[AudioFile]) -> int:
     labels = collections.Counter(f.label for f in members)
     return max(sorted(labels), key=labels.__getitem__)
