@@ -162,3 +162,13 @@ def test_spec_validation():
     for bad in ({"clips_per_class": 0}, {"seconds": 0.0}, {"sample_rate": 500}, {"seed": -1}):
         with pytest.raises(ValueError):
             synthetic.SyntheticSpec(**bad)
+
+
+def test_worker_processes_write_the_same_bytes(tmp_path, monkeypatch):
+    """Large corpora are made by a process pool; the files do not depend on it."""
+    spec = dataclasses.replace(TINY, clips_per_class=4, seconds=0.5)
+    monkeypatch.setattr(synthetic, "_PARALLEL_FROM", 1)
+    pooled = synthetic.ensure_corpus(spec, tmp_path / "pool")
+    monkeypatch.setattr(synthetic, "_PARALLEL_FROM", 10**9)
+    alone = synthetic.ensure_corpus(spec, tmp_path / "alone")
+    assert _hashes(pooled) == _hashes(alone)

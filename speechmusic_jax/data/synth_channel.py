@@ -1,0 +1,187 @@
+"""The recording chain of the synthetic corpus: the same random conditions for both classes.
+
+Whatever a clip is, it goes through the same distributions of room, background, channel and
+level, so that none of them tells speech from music (the README's cue table measures this):
+
+- room: dry (close microphone) or a synthetic room response with RT60 0.15-1.2 s;
+- background at 0-30 dB SNR: white to brown noise (any slope), mains hum with harmonics, slowly
+  amplitude-modulated noise, crackle (sparse clicks), low rumble, or a mix of two;
+- channel: full band, a low-pass anywhere from telephone to wide band, the brick wall of a
+  recording made at 8, 11.025 or 16 kHz, a telephone band-pass (300-3400 Hz), a codec-like
+  spectral quantiser (quiet bins dropped, magnitudes coarsened);
+- clipping, a soft limiter towards a random crest factor, a slow level ride, a final level
+  from -40 to -12 dBFS, and the recorder's noise floor (-84 to -66 dBFS).
+
+No exact digital silence is written: in real corpora it marks edited speech, a cue to break, not
+to teach (the ``data.augment.dither_db`` augmentation removes it from real training data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from speechmusic_jax.data.synth_dsp import (
+    coloured_noise,
+    db_gain,
+    fft_filter,
+    interp,
+    istft,
+    n_fft_for,
+    rms,
+    stft,
+)
+
+
+def room(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """Convolve with an exponentially decaying noise response (a small-to-large room)."""
+    n = len(x)
+    rt60 = rng.uniform(0.15, 1.2)
+    m = max(2, int(min(rt60, 1.0) * sr))
+    ti = np.arange(m) / sr
+    ir = rng.standard_normal(m) * np.exp(-6.9 * ti / rt60)
+    ir[: int(0.002 * sr) + 1] = 0.0  # the direct sound arrives first
+    ir *= rng.uniform(0.15, 0.8) / np.sqrt(np.sum(ir**2))
+    ir[0] = 1.0
+    nfft = 1 << int(np.ceil(np.log2(n + m)))
+    return np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(ir, nfft), nfft)[:n]
+
+
+def background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Unit-RMS background of one or two random kinds."""
+    kinds = rng.choice(6, size=1 + int(rng.random() < 0.3), replace=False)
+    out = np.zeros(n)
+    for kind in kinds:
+        out += rng.uniform(0.4, 1.0) * _background_kind(rng, int(kind), n, sr)
+    return out / rms(out)
+
+
+def _background_kind(rng: np.random.Generator, kind: int, n: int, sr: int) -> np.ndarray:
+    ts = np.arange(n) / sr
+    if kind in (0, 1):  # stationary noise of any colour
+        return coloured_noise(rng, n, sr, rng.uniform(0.0, 2.0))
+    if kind == 2:  # mains hum with a little hiss
+        mains = 50.0 if rng.random() < 0.5 else 60.0
+        bg = sum(
+            rng.uniform(0.2, 1.0) / h * np.sin(2 * np.pi * mains * h * ts + rng.uniform(0, 6.3))
+            for h in range(1, 8)
+            if mains * h < 0.45 * sr
+        ) + 0.3 * rng.standard_normal(n)
+        return bg / rms(bg)
+    if kind == 3:  # noise whose level swells and fades (traffic, wind, air conditioning)
+        step = rng.uniform(0.3, 1.5)
+        pts = [(t, rng.uniform(0.1, 1.0)) for t in np.arange(0.0, ts[-1] + 1.5, step)]
+        bg = coloured_noise(rng, n, sr, rng.uniform(0.5, 2.0)) * interp(ts, pts)
+        return bg / rms(bg)
+    if kind == 4:  # crackle: sparse clicks of random size over faint hiss
+        bg = 0.05 * rng.standard_normal(n)
+        count = int(rng.uniform(2, 30) * ts[-1]) + 1
+        at = rng.integers(0, n, count)
+        bg[at] += rng.standard_normal(count) * rng.uniform(0.5, 3.0)
+        return bg / rms(bg)
+    # rumble: brown noise low-passed under 200 Hz
+    f = np.fft.rfftfreq(n, 1.0 / sr)
+    bg = fft_filter(coloured_noise(rng, n, sr, 2.0), 1.0 / (1.0 + (f / rng.uniform(60, 200)) ** 4))
+    return bg / rms(bg)
+
+
+def band(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """A random channel: full band (35 %), a gentle low-pass from 2 kHz up (30 %), a recording
+    made at a lower sample rate (8, 11.025 or 16 kHz: a brick wall at its Nyquist frequency,
+    20 %), or telephone (300-3400 Hz, 15 %)."""
+    u = rng.random()
+    if u < 0.35:
+        return x
+    f = np.fft.rfftfreq(len(x), 1.0 / sr)
+    if u < 0.65:
+        fc = min(np.exp(rng.uniform(np.log(2000.0), np.log(7500.0))), 0.45 * sr)
+        order = rng.integers(2, 9)
+        h = 1.0 / np.sqrt(1.0 + (f / fc) ** (2 * order))
+        if rng.random() < 0.3:
+            fh = rng.uniform(60.0, 300.0)
+            h = h / np.sqrt(1.0 + (fh / np.maximum(f, 1e-3)) ** 4)
+        return fft_filter(x, h)
+    if u < 0.85:
+        nyquist = float(rng.choice([4000.0, 5512.5, 8000.0]))
+        if nyquist >= 0.5 * sr:
+            return x
+        edge = nyquist * rng.uniform(0.9, 0.98)  # where the resampler's filter starts to cut
+        h = np.clip((nyquist - f) / (nyquist - edge), 0.0, 1.0)
+        return fft_filter(x, h)
+    lo, hi = rng.uniform(250, 400), min(rng.uniform(3000, 3700), 0.45 * sr)
+    h = 1.0 / np.sqrt((1.0 + (f / hi) ** 12) * (1.0 + (lo / np.maximum(f, 1e-3)) ** 8))
+    return fft_filter(x, h)
+
+
+def codec(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """Codec-like damage: STFT bins more than 25-45 dB under their frame's peak are dropped,
+    the rest coarsely quantised in level (what low-bit-rate perceptual coders leave)."""
+    n_fft = n_fft_for(sr)
+    spec = stft(x, n_fft)
+    mag = np.abs(spec)
+    floor = mag.max(axis=1, keepdims=True) * db_gain(-rng.uniform(25.0, 45.0))
+    step_db = rng.uniform(1.5, 6.0)
+    q = db_gain(step_db * np.round(20 * np.log10(np.maximum(mag, 1e-12)) / step_db))
+    keep = mag > floor
+    spec = np.where(keep, spec / np.maximum(mag, 1e-12) * q, 0.0)
+    return istft(spec, n_fft, len(x))
+
+
+def clip_peaks(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Hard clipping at 30-90 % of the peak (an overdriven recorder)."""
+    limit = float(np.max(np.abs(x))) * rng.uniform(0.3, 0.9)
+    return np.clip(x, -limit, limit)
+
+
+def limit_crest(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """A soft limiter towards a crest factor (peak over RMS) drawn from 8-17 dB, whatever the
+    class: speech is peakier than music, and broadcast or voice-chat compression hides that."""
+    target = db_gain(rng.uniform(8.0, 17.0))
+    y = x
+    for _ in range(4):  # limiting lowers the RMS a little, so the ceiling is set again
+        ceiling = target * rms(y)
+        if float(np.max(np.abs(y))) <= ceiling * 1.01:
+            break
+        knee = 0.7 * ceiling
+        mag = np.abs(y)
+        soft = knee + (ceiling - knee) * np.tanh((mag - knee) / (ceiling - knee))
+        y = np.where(mag > knee, np.sign(y) * soft, y)
+    return y
+
+
+def level_ride(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """A slow gain change of up to +-6 dB across the clip (a hand on a fader, a moving talker)."""
+    ts = np.arange(len(x)) / sr
+    pts = [(t, db_gain(rng.uniform(-6.0, 6.0))) for t in np.linspace(0, ts[-1], 4)]
+    return x * interp(ts, pts)
+
+
+def record(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """The whole chain; returns float32 in [-1, 1] with an RMS between -40 and -12 dBFS."""
+    n = len(x)
+    x = np.nan_to_num(x)
+    if rms(x) < 1e-9:  # nothing sounded (a very short clip); keep it as quiet noise
+        x = 1e-3 * rng.standard_normal(n)
+    x = x / rms(x)
+    if rng.random() < 0.5:
+        x = room(rng, x, sr)
+        x = x / rms(x)
+    if rng.random() < 0.9:
+        snr_db = rng.uniform(0.0, 30.0) if rng.random() < 0.7 else rng.uniform(30.0, 50.0)
+        x = x + background(rng, n, sr) * db_gain(-snr_db)
+    x = band(rng, x, sr)
+    if rng.random() < 0.25:
+        x = codec(rng, x, sr)
+    if rng.random() < 0.3:
+        x = level_ride(rng, x, sr)
+    if rng.random() < 0.12:
+        x = clip_peaks(rng, x)
+    if rng.random() < 0.7:
+        x = limit_crest(rng, x)
+    x = x * (db_gain(rng.uniform(-40.0, -12.0)) / rms(x))
+    peak = float(np.max(np.abs(x)))
+    if peak > 0.98:
+        x = x * (0.98 / peak)
+    # The recorder's own noise floor, a few 16-bit steps: quiet stretches are seldom exact
+    # digital zeros, in either class.
+    x = x + rng.standard_normal(len(x)) * db_gain(rng.uniform(-84.0, -66.0))
+    return np.nan_to_num(x).astype(np.float32)

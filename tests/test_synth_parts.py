@@ -1,0 +1,122 @@
+"""The parts of the synthetic corpus (generator version 2): the recording chain, the talker and
+the music styles do what their docstrings say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from speechmusic_jax import cues
+from speechmusic_jax.data import synth_channel, synth_dsp, synth_music, synth_speech, synthetic
+
+SR = 16000
+
+
+def _band_power(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1.0 / SR)
+    return float(spec[(f >= lo) & (f < hi)].sum())
+
+
+def test_resonator_gain_peaks_at_its_centres():
+    f = np.linspace(0.0, 4000.0, 4001)
+    g = synth_dsp.resonator_gain(f, np.array([500.0, 1500.0]), np.array([60.0, 90.0]))
+    assert g[0] == pytest.approx(1.0)
+    local_max = np.flatnonzero((g[1:-1] > g[:-2]) & (g[1:-1] > g[2:])) + 1
+    np.testing.assert_allclose(f[local_max], [500.0, 1500.0], atol=5.0)
+    frames = synth_dsp.resonator_gain(f, np.array([[500.0, 1500.0]] * 3), np.array([60.0, 90.0]))
+    assert frames.shape == (3, len(f)) and np.allclose(frames[1], g)
+
+
+def test_every_channel_keeps_the_length_and_band_limits_what_it_should():
+    x = np.random.default_rng(0).standard_normal(SR)
+    seen_cut = 0
+    for seed in range(40):
+        y = synth_channel.band(np.random.default_rng(seed), x, SR)
+        assert y.shape == x.shape and np.all(np.isfinite(y))
+        if _band_power(y, 6000, 8000) < 1e-3 * _band_power(x, 6000, 8000):
+            seen_cut += 1
+    assert 10 <= seen_cut <= 35  # some channels keep the top octave, many cut it
+    # A brick wall at a lower rate's Nyquist frequency: nothing left above it.
+    rngs = (np.random.default_rng(s) for s in range(200))
+    walls = [y for y in (synth_channel.band(r, x, SR) for r in rngs)
+             if _band_power(y, 4100, 8000) < 1e-9 * _band_power(x, 4100, 8000)]
+    assert walls
+
+
+def test_recording_chain_sets_level_and_leaves_no_digital_silence():
+    rng = np.random.default_rng(1)
+    for seed in range(12):
+        x = np.zeros(SR)
+        x[:2000] = np.sin(np.arange(2000) * 0.1)  # a tone, then silence
+        y = synth_channel.record(np.random.default_rng(seed), x, SR)
+        assert y.dtype == np.float32 and y.shape == x.shape and np.max(np.abs(y)) <= 1.0
+        level = 20 * np.log10(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+        assert -41.0 < level < -11.0
+        pcm = np.round(y * 32767.0)
+        assert np.mean(pcm == 0) < 0.5  # the noise floor fills the silence
+    del rng
+
+
+def test_limit_crest_reaches_its_target():
+    x = np.random.default_rng(0).standard_normal(SR) ** 3  # very peaky
+    for seed in range(5):
+        y = synth_channel.limit_crest(np.random.default_rng(seed), x)
+        crest = 20 * np.log10(np.max(np.abs(y)) / synth_dsp.rms(y))
+        assert crest < 20 * np.log10(np.max(np.abs(x)) / synth_dsp.rms(x))
+        assert crest <= 17.0 + 0.5
+
+
+def test_talker_alternates_voiced_and_voiceless_and_moves_its_pitch():
+    """Running speech: energy comes and goes several times a second, and the low band
+    (voicing) and the high band (frication, bursts) take turns."""
+    x = synth_speech.talker(np.random.default_rng(3), 4.0, SR)
+    frame = SR // 100
+    frames = x[: len(x) // frame * frame].reshape(-1, frame)
+    low = np.array([_band_power(f, 80, 1000) for f in frames])
+    high = np.array([_band_power(f, 3000, 8000) for f in frames])
+    env = 10 * np.log10(low + high + 1e-12)
+    loud = env > env.max() - 30
+    onsets = np.sum(loud[1:] & ~loud[:-1])
+    assert onsets / 4.0 >= 1.5  # at least a word's worth of starts per second
+    fricative_like = high > low
+    assert 0.03 < fricative_like[loud].mean() < 0.6
+
+
+@pytest.mark.parametrize("style", synth_music._STYLES)
+def test_every_music_style_renders(style, monkeypatch):
+    """Force each style in turn; every one makes a finite, non-silent clip."""
+    p = np.zeros(len(synth_music._STYLES))
+    p[synth_music._STYLES.index(style)] = 1.0
+    monkeypatch.setattr(synth_music, "_STYLE_P", tuple(p))
+    for i in range(2):
+        x = synth_music.music_clip(synthetic.clip_rng(0, "music", i), 1.5, SR)
+        assert np.all(np.isfinite(x)) and synth_dsp.rms(x.astype(np.float64)) > 1e-4
+
+
+def test_sung_voice_holds_steady_notes():
+    """A sung note keeps its pitch (vibrato aside): the strongest low harmonic stays put."""
+    tb = synth_music._timbre(np.random.default_rng(0), "voice")
+    note = synth_music._render_note(np.random.default_rng(1), tb, 220.0, 1.0, SR)
+    spec = np.abs(np.fft.rfft(note[: SR] * np.hanning(SR)))
+    f = np.fft.rfftfreq(SR, 1.0 / SR)
+    peak = f[np.argmax(spec * (f < 2000))]
+    assert abs(peak / 220.0 - round(peak / 220.0)) < 0.05  # a harmonic of the sung pitch
+
+
+def test_simple_cues_do_not_separate_the_classes():
+    """The promise of version 2, on a small sample: no single cue of the README's table
+    separates speech from music well. (The full corpus's table is in the README.)"""
+    values = {name: [] for name in cues.CUES}
+    labels = []
+    for label, make in (("speech", synthetic.speech_clip), ("music", synthetic.music_clip)):
+        for i in range(24):
+            x = make(synthetic.clip_rng(11, label, i), 2.0, SR)
+            pcm = np.round(x * 32767.0)
+            c = cues.clip_cues(pcm / 32767.0, SR, exact_zeros=float(np.mean(pcm == 0)))
+            for name in values:
+                values[name].append(c[name])
+            labels.append(0 if label == "speech" else 1)
+    for name, v in values.items():
+        acc = cues.best_threshold(v, labels).accuracy
+        assert acc <= 0.8, (name, acc)
