@@ -212,3 +212,27 @@ def test_crossval_starts_every_fold_from_the_pretrained_weights(tiny_config, sou
     for i in range(2):
         with open(tmp_path / "cv" / f"fold_{i}" / "summary.json") as f:
             assert json.load(f)["init_from"]["workdir"] == source
+
+
+def test_a_grouped_sweep_starts_every_trial_from_the_pretrained_weights(tiny_config, source,
+                                                                        tmp_path):
+    from speechmusic_jax.tuning import group
+
+    cfgs = []
+    for lr in (1e-2, 3e-3):
+        c = _fine_tune(tiny_config.copy_and_resolve_references(), source)
+        c.train.stem_lr_scale = 0.0
+        c.optimizer.learning_rate = lr
+        cfgs.append(c)
+    folders = [str(tmp_path / f"trial_{i}") for i in range(2)]
+    summaries = group.train_group(cfgs, folders, log=_quiet)
+    before = _weights(source)
+    for summary, folder in zip(summaries, folders, strict=True):
+        assert summary["init_from"]["workdir"] == source
+        after = _weights(folder)
+        for old, new in zip(before, after, strict=True):
+            for name in old:
+                if name.split(".")[0] in optim.STEM:
+                    np.testing.assert_array_equal(new[name], old[name], err_msg=name)
+                else:
+                    assert not np.array_equal(new[name], old[name]), name
