@@ -30,6 +30,7 @@ NORMS = ("batch", "layer", "group", "none")
 GLOBAL_POOLS = ("avg", "max", "avgmax")
 CACHES = ("none", "memory")
 BALANCES = ("none", "class_weights", "sampler")
+INIT_CHECKPOINTS = ("best", "last")  # train.init_from=DIR:best or DIR:last
 MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max"}
 
 
@@ -115,6 +116,13 @@ def base_config() -> ConfigDict:
     c.train.l1 = 0.0  # L1 penalty on kernels, in the loss
     c.train.l2 = 0.0  # L2 penalty on kernels, in the loss (weight decay is optimizer.weight_decay)
     c.train.penalty_mask = "kernels"  # what L1/L2 cover: kernels, kernels_biases or all
+    # Fine-tuning: start from the weights (parameters and batch-norm statistics) of the finished
+    # run in this folder, its best checkpoint ("DIR" or "DIR:best") or its last ("DIR:last");
+    # the optimizer, schedule and early stopping start afresh. "": initialise with the seed.
+    c.train.init_from = ""
+    # Multiplies the learning rate of the stem (the first conv and its norm); 0 freezes it:
+    # its parameters and batch-norm statistics stay as they were (see README: fine-tuning).
+    c.train.stem_lr_scale = 1.0
     c.train.early_stopping = ConfigDict()
     c.train.early_stopping.monitor = "val_loss"
     c.train.early_stopping.mode = "auto"  # "min" or "max"; auto: min for losses, max otherwise
@@ -297,6 +305,11 @@ def validate(c: ConfigDict) -> None:
     need(c.optimizer.weight_decay_mask in MASKS, "optimizer.weight_decay_mask",
          f"must be one of {sorted(MASKS)}")
     need(train.grad_clip_norm >= 0, "train.grad_clip_norm", "must be >= 0 (0 turns clipping off)")
+    need(isinstance(train.init_from, str), "train.init_from", "must be a folder name")
+    if train.init_from:
+        need(bool(parse_init_from(train.init_from)[0]), "train.init_from",
+             "must name a run's folder: DIR, DIR:best or DIR:last")
+    need(train.stem_lr_scale >= 0, "train.stem_lr_scale", "must be >= 0 (0 freezes the stem)")
     e = train.early_stopping
     need(e.monitor in MONITORS, "train.early_stopping.monitor", f"must be one of {list(MONITORS)}")
     need(e.mode in ("auto", "min", "max"), "train.early_stopping.mode",
@@ -329,9 +342,22 @@ def validate(c: ConfigDict) -> None:
          f"{opt.name} evaluates its averaged weights, but model.norm=batch would evaluate them "
          "with running statistics gathered under the training weights: use model.norm=layer or "
          "group")
+    need(opt.name not in SCHEDULE_FREE or train.stem_lr_scale == 1.0, "train.stem_lr_scale",
+         f"{opt.name} averages every parameter with its own learning rate: a stem learning "
+         "rate of its own is not supported with it (use 1.0, or another optimizer)")
     need(opt.name not in SCHEDULE_FREE or opt.schedule == "constant", "optimizer.schedule",
          f"{opt.name} replaces the schedule: use 'constant' (optimizer.warmup_epochs still "
          "applies)")
+
+
+def parse_init_from(value: str) -> tuple[str, str]:
+    """(folder, checkpoint) of a ``train.init_from`` value: ``DIR`` and ``DIR:best`` name the
+    best checkpoint of the run in DIR, ``DIR:last`` its last (any other colon is part of the
+    folder's name)."""
+    folder, sep, which = value.rpartition(":")
+    if sep and which in INIT_CHECKPOINTS:
+        return folder, which
+    return value, "best"
 
 
 def _get(c: ConfigDict, dotted: str) -> Any:

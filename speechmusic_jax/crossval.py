@@ -8,6 +8,8 @@ Fold I is ``fit`` with ``data.folds=K, data.fold=I`` in ``DIR/fold_I``: its test
 of K stratified, grouped folds, and validation (for early stopping) is carved out of the rest.
 Every file is tested exactly once over the K folds. A fold's workdir follows the usual rules, so
 running the same command again resumes an interrupted fold and skips finished ones.
+With ``train.init_from`` every fold starts from the same pretrained weights (and a resumed fold
+from its own checkpoint).
 
 ``DIR/crossval.json``: ``accuracy_mean, accuracy_std, f1_macro_mean, f1_macro_std`` (std: the
 sample standard deviation over folds, ddof=1), ``pooled_accuracy`` (all folds' test clips
@@ -62,7 +64,8 @@ def run(cfg: config_lib.ConfigDict, workdir: str, folds: int, *, log: Log = prin
             record.update(summary["test"])
         records.append(record)
     result = aggregate(records, folds)
-    result["config"] = {"name": cfg.name, "data.spec": cfg.data.spec, "seed": cfg.seed}
+    result["config"] = {"name": cfg.name, "data.spec": cfg.data.spec, "seed": cfg.seed,
+                        "train.init_from": cfg.train.init_from}
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "crossval.json")
     check_output(path, overwrite=True, ours=lambda p: "folds_k" in read_json(p),

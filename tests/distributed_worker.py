@@ -1,7 +1,7 @@
 """One process of a test run over several (tests/test_distributed.py starts it as a script).
 
     python tests/distributed_worker.py WORKDIR OUT.json [--coordinator=HOST:PORT --processes=N
-        --process_id=I] [--epochs=E] [--stop_after=K]
+        --process_id=I] [--epochs=E] [--stop_after=K] [--init_from=DIR] [--stem_lr_scale=S]
 
 Trains ``experiments/default.py:tiny`` in WORKDIR (every process the same arguments, as a user
 would start them) and writes what this process's ``fit`` returned to OUT.json, with the
@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--process_id", type=int)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--stop_after", type=int)
+    parser.add_argument("--init_from", default="")
+    parser.add_argument("--stem_lr_scale", type=float, default=1.0)
     args = parser.parse_args()
 
     from speechmusic_jax import distributed
@@ -40,6 +42,8 @@ def main() -> None:
 
     cfg = load_experiment(os.path.join(REPO, "experiments", "default.py"), "tiny")
     cfg.train.epochs = args.epochs
+    cfg.train.init_from = args.init_from
+    cfg.train.stem_lr_scale = args.stem_lr_scale
     summary = loop.fit(cfg, args.workdir, log=lambda _: None, stop_after=args.stop_after,
                        progress=False)
     with open(args.out, "w", encoding="utf-8") as f:

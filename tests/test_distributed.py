@@ -83,7 +83,9 @@ def _train(tmp_path, name: str, processes: int = 1, devices: int = 1, **kw) -> l
     """Run the worker in ``processes`` processes of ``devices`` CPU devices each; return what
     each process's fit returned."""
     workdir = tmp_path / name
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    # PYTHONPATH: the worker (a script in tests/) imports this checkout, not an installed copy
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               PYTHONPATH=REPO)
     port = _free_port()
     procs = []
     for i in range(processes):
@@ -172,6 +174,23 @@ def test_four_devices_of_one_process_train_as_one(tmp_path, one_process):
     four = _train(tmp_path, "four", devices=4)
     assert four[0]["device_count"] == 4 and four[0]["process_count"] == 1
     _same_training(_curve(tmp_path / "four"), reference)
+
+
+@pytest.mark.slow  # with the soak tests: the suite stays under 15 min
+def test_two_processes_fine_tune_from_a_pretrained_run(tmp_path, tmp_path_factory):
+    """train.init_from across processes: each reads the pretrained checkpoint; a frozen stem
+    (train.stem_lr_scale 0) stays bit-identical while the rest trains."""
+    from test_init_from import _weights
+    from tiny_run import tiny_run
+
+    source = tiny_run(tmp_path_factory)
+    two = _train(tmp_path, "ft", processes=2, devices=2, epochs=1, init_from=source,
+                 stem_lr_scale=0.0)
+    assert all(w["summary"]["init_from"]["workdir"] == source for w in two)
+    for old, new in zip(_weights(source), _weights(str(tmp_path / "ft"), "last"), strict=True):
+        for name in old:
+            stem = name.split(".")[0] in ("stem", "stem_norm")
+            assert np.array_equal(new[name], old[name]) == stem, name
 
 
 # ---- a group of trials over a trial axis (a sweep shared by processes: test_sweep.py) ----------

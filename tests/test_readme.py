@@ -87,6 +87,8 @@ def localise(words, tiny_run, tmp):
         name, _, value = arg.partition("=")
         if name == "--workdir":
             value = tiny_run if value == "runs/default" else str(tmp / "work")
+        elif name == "--config.train.init_from":  # the pretrained run: the tiny one
+            value = tiny_run
         elif name == "--data" and ":" in value:
             kind = value.split(":")[0]
             value = f"{kind}:{makers[kind](tmp / kind, per_class=12)}"
@@ -106,8 +108,8 @@ def localise(words, tiny_run, tmp):
             args.append(str(tmp / arg))
             continue
         args.append(f"{name}={value}" if value else name)
-    if module in ("crossval", "benchmark") and not any(a.startswith("--config") for a in args):
-        args.append("--config=experiments/default.py:tiny")
+    if module in ("crossval", "benchmark") and not any(a.startswith("--config=") for a in args):
+        args.insert(0, "--config=experiments/default.py:tiny")  # before any --config.FIELD
     if module == "crossval":
         args += ["--config.train.epochs=1"]
     if module == "benchmark":

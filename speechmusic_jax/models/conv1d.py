@@ -235,14 +235,17 @@ class Conv1DClassifier(nnx.Module):
 
     def __call__(self, waveform: jax.Array, *, train: bool = False,
                  rngs: nnx.Rngs | None = None, mask: jax.Array | None = None,
-                 rates: DropoutRates | None = None) -> jax.Array:
+                 rates: DropoutRates | None = None, frozen_stem: bool = False) -> jax.Array:
         """``waveform`` (batch, time) -> logits (batch, num_classes) in float32 (float64 for a
         model computing in float64).
 
         ``mask`` (batch,) bool, optional: the real rows of a training batch; batch norm takes
         its statistics from those only (see ``Norm``). Without it, or in eval mode, every row
         is treated alike. ``rates``: dropout rates for this call instead of the spec's; they
-        may be traced values (the trials of a sweep group each pass their own)."""
+        may be traced values (the trials of a sweep group each pass their own).
+        ``frozen_stem``: the stem's norm runs in inference mode in training too (its running
+        statistics used and left as they are), so a frozen stem (``train.stem_lr_scale`` 0)
+        computes in training exactly what it computes in evaluation."""
         spec = self.spec
         rates = rates or DropoutRates(spec.dropout, spec.stage_dropout)
         drop_key = None
@@ -255,7 +258,7 @@ class Conv1DClassifier(nnx.Module):
                         hop=spec.stft_hop, n_mels=spec.n_mels)
         else:
             x = waveform[..., None]
-        x = self.act(self.stem_norm(self.stem(x), train=train, mask=mask))
+        x = self.act(self.stem_norm(self.stem(x), train=train and not frozen_stem, mask=mask))
         x = pool1d(x, spec.stem_pool, spec.pool)
         for i, (stage, pool) in enumerate(zip(self.stages, spec.stage_pool, strict=True)):
             for block in stage:

@@ -46,7 +46,7 @@ from speechmusic_jax.data.pipeline import (
 from speechmusic_jax.data.prepare import BadFiles, PreparedData, prepare_data
 from speechmusic_jax.errors import DataError, DeviceOutOfMemory, TrainingDiverged
 from speechmusic_jax.io_utils import atomic_write_json, read_jsonl, write_jsonl
-from speechmusic_jax.training import builder, clip_scoring, optim, reporting
+from speechmusic_jax.training import builder, clip_scoring, optim, pretrained, reporting
 from speechmusic_jax.training import workdir as workdir_rules
 from speechmusic_jax.training.checkpoints import Checkpoints
 from speechmusic_jax.training.step import TrainState
@@ -67,6 +67,7 @@ class LoopState:
     stopped_early: bool = False
     started_at: str | None = None  # when the run's first session started (ISO 8601, UTC)
     wall_time_s: float = 0.0  # wall time of every session up to this checkpoint
+    init_from: dict | None = None  # the pretrained weights it started from (train.init_from)
 
     @classmethod
     def from_json(cls, record: dict) -> LoopState:
@@ -90,6 +91,7 @@ class Run:
     bad_files: BadFiles
     checkpoints: Checkpoints
     device: dict  # device_kind, device_count, backend
+    init_from: dict | None = None  # Pretrained.record() of the weights built.state starts from
     # The train step for batches with padding rows, compiled on first need (see step_for).
     _padded_step: dict = dataclasses.field(default_factory=dict)
 
@@ -198,6 +200,10 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     if not scope.is_main:
         log, progress = _quiet, False
     workdir = os.path.abspath(workdir)
+    # The pretrained weights are checked and read before anything is written or deleted; a run
+    # with a checkpoint of its own resumes from that instead.
+    start_from = (pretrained.load(cfg, [workdir], scope.mesh)
+                  if pretrained.needed(cfg, workdir, overwrite) else None)
     if overwrite and scope.is_main:
         workdir_rules.remove_run(workdir)
     if scope.multiprocess:
@@ -208,7 +214,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     if begin is workdir_rules.Start.FINISHED:
         return report_finished(workdir, cfg, log)
     clock = SessionClock()
-    run = setup(cfg, workdir, log, scope)
+    run = setup(cfg, workdir, log, scope, start_from)
     state, loop_state = restore_or_init(run, begin, clock)
     records = (reporting.EpochRecords(run.metrics_path, os.path.join(workdir, "tensorboard"),
                                       log, monitor=cfg.train.early_stopping.monitor)
@@ -298,8 +304,11 @@ def _quiet(_: str) -> None:
 
 
 def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
-          scope: parallel.Scope | None = None) -> Run:
-    """Everything before the first epoch: devices, data, model and optimizer, compiled steps."""
+          scope: parallel.Scope | None = None,
+          start_from: pretrained.Pretrained | None = None) -> Run:
+    """Everything before the first epoch: devices, data, model and optimizer, compiled steps.
+    ``start_from``: the pretrained weights of ``train.init_from`` (None: initialise with the
+    seed; a resumed run then loads its own checkpoint over them)."""
     scope = scope or parallel.global_scope()
     mesh = scope.mesh
     eval_mesh = parallel.local_scope().mesh if scope.multiprocess else mesh
@@ -337,9 +346,14 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
         raise DataError(f"train.batch_size: {cfg.train.batch_size} is more than the "
                         f"{len(train_files)} training files")
 
-    built = builder.build(cfg, steps_per_epoch=len(train_files) // cfg.train.batch_size)
+    built = builder.build(cfg, steps_per_epoch=len(train_files) // cfg.train.batch_size,
+                          weights=start_from.weights if start_from else None)
     log(reporting.layer_table(built.state.params))
     log(built.describe())
+    if start_from is not None:
+        log(f"starting from the weights of epoch {start_from.epoch} ({start_from.checkpoint} "
+            f"checkpoint) of {start_from.workdir}; the optimizer, schedule and early stopping "
+            "start afresh")
     state = parallel.put_replicated(built.state, mesh)
     train_step = builder.compile_train_step(built, state, mesh, padded=scope.multiprocess)
     eval_step = builder.compile_eval_step(built, built.state, eval_mesh)
@@ -348,7 +362,8 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
     return Run(cfg, workdir, log, data, loader, built, scope, train_step, eval_step, eval_mesh,
                BadFiles(cfg.data.on_error, log, data.errors),
                Checkpoints(workdir, mesh if scope.multiprocess else None),
-               {**device, "process_count": scope.process_count})
+               {**device, "process_count": scope.process_count},
+               start_from.record() if start_from else None)
 
 
 def restore_or_init(run: Run, begin: workdir_rules.Start,
@@ -356,7 +371,8 @@ def restore_or_init(run: Run, begin: workdir_rules.Start,
     """The initial state, or the last checkpoint's when resuming or extending a finished run;
     metrics.jsonl is cut back to the epochs that checkpoint holds (a kill between the two writes
     leaves one more line). ``clock`` learns the earlier sessions' wall time."""
-    state, loop_state = run.built.state, LoopState(started_at=clock.started_at)
+    state = run.built.state
+    loop_state = LoopState(started_at=clock.started_at, init_from=run.init_from)
     last = run.checkpoints.last() if begin is not workdir_rules.Start.NEW else None
     if last is not None:
         state, record = run.checkpoints.restore(last, state)
@@ -521,6 +537,7 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
         "best_epoch": loop_state.best_epoch,
         "epochs_run": loop_state.epoch,
         "seed": cfg.seed,
+        "init_from": loop_state.init_from,
         "test": test,
         "params_trainable": run.built.params_trainable,
         "params_total": run.built.params_total,

@@ -178,6 +178,37 @@ def param_mask(mask: str = "kernels"):
     return lambda params: jax.tree_util.tree_map_with_path(lambda p, _: masked(p, mask), params)
 
 
+STEM = ("stem", "stem_norm")  # the model's first block: its conv and that conv's norm
+
+
+def is_stem(path: tuple) -> bool:
+    """True for a parameter (or statistic) of the stem, the model's first conv block."""
+    return bool(path) and getattr(path[0], "key", None) in STEM
+
+
+def with_stem_rate(tx: optax.GradientTransformation,
+                   scale: float) -> optax.GradientTransformation:
+    """``tx`` whose updates of the stem's parameters are multiplied by ``scale`` (its learning
+    rate times ``scale``, weight decay included). ``scale`` 0 freezes the stem: ``tx`` sees
+    only the other parameters (no optimizer state for the stem, its gradient left out of the
+    global-norm clipping) and the stem's updates are exactly zero."""
+    if scale == 1.0:
+        return tx
+    if scale == 0.0:
+        def labels(params: Any) -> Any:
+            return jax.tree_util.tree_map_with_path(
+                lambda p, _: "frozen" if is_stem(p) else "trained", params)
+
+        return optax.partition({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+        return jax.tree_util.tree_map_with_path(
+            lambda p, u: u * scale if is_stem(p) else u, updates), state
+
+    return optax.chain(tx, optax.GradientTransformation(lambda _: optax.EmptyState(), update))
+
+
 
 def make_optimizer(
     name: str,
@@ -189,22 +220,25 @@ def make_optimizer(
     plateau_epochs: int = 0,
     steps_per_epoch: int = 1,
     moments: dict[str, float] | None = None,
+    stem_lr_scale: float = 1.0,
 ) -> optax.GradientTransformation:
     """The optimizer chain described at the top of this module.
 
     ``plateau_epochs`` > 0 appends optax's reduce-on-plateau, fed with the training loss (the
     train step passes ``value=loss``) and averaged over an epoch of steps. ``moments``: the
     optimizer's ``b1``/``b2``/``momentum`` (default: its own, :func:`moment_defaults`).
+    ``stem_lr_scale``: the stem's learning rate relative to the rest (:func:`with_stem_rate`).
     """
     return _chain(name, schedule, weight_decay, decay=weight_decay > 0,
                   weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
                   plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch,
-                  moments=moments or {})
+                  moments=moments or {}, stem_lr_scale=stem_lr_scale)
 
 
 def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: bool,
            weight_decay_mask: str, grad_clip_norm: float, plateau_epochs: int,
-           steps_per_epoch: int, moments: dict[str, Any]) -> optax.GradientTransformation:
+           steps_per_epoch: int, moments: dict[str, Any],
+           stem_lr_scale: float = 1.0) -> optax.GradientTransformation:
     """The chain of :func:`make_optimizer`; ``decay`` says whether the decay steps are in it, so
     that ``weight_decay`` (and the schedule's peak) may be traced values (see
     :func:`make_injected_optimizer`)."""
@@ -214,6 +248,8 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
     if unknown:
         raise ValueError(f"optimizer.{sorted(unknown)[0]}: {name} has no such hyperparameter "
                          f"(it takes {sorted(moment_defaults(name)) or 'none'})")
+    if name in SCHEDULE_FREE and stem_lr_scale != 1.0:
+        raise ValueError(f"train.stem_lr_scale: not supported with {name}")
     parts = []
     if grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
@@ -241,7 +277,7 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
         parts.append(optax.contrib.reduce_on_plateau(
             factor=0.3, patience=plateau_epochs, accumulation_size=max(1, steps_per_epoch)))
     parts.append(optax.scale_by_schedule(schedule))
-    return optax.chain(*parts)
+    return with_stem_rate(optax.chain(*parts), stem_lr_scale)
 
 
 # The hyperparameters that make_injected_optimizer takes as traced inputs (the moments: those
@@ -264,6 +300,7 @@ def make_injected_optimizer(
     steps_per_epoch: int = 1,
     moments: dict[str, float] | None = None,
     traced_moments: Sequence[str] = (),
+    stem_lr_scale: float = 1.0,
 ) -> optax.GradientTransformation:
     """The chain of :func:`make_optimizer` with the peak learning rate, the weight decay and the
     ``traced_moments`` of the optimizer's moments (``b1``/``b2``/``momentum``; values
@@ -288,7 +325,7 @@ def make_injected_optimizer(
         return _chain(name, peak_schedule, weight_decay, decay=decay,
                       weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
                       plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch,
-                      moments={k: given[k] for k in moments})
+                      moments={k: given[k] for k in moments}, stem_lr_scale=stem_lr_scale)
 
     return optax.inject_hyperparams(factory)(
         learning_rate=learning_rate, weight_decay=weight_decay,
@@ -306,7 +343,8 @@ def injected_from_config(cfg: Any, steps_per_epoch: int, *, decay: bool | None =
         weight_decay=o.weight_decay, decay=o.weight_decay > 0 if decay is None else decay,
         weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
-        steps_per_epoch=steps_per_epoch, moments=moments_of(o), traced_moments=traced_moments)
+        steps_per_epoch=steps_per_epoch, moments=moments_of(o), traced_moments=traced_moments,
+        stem_lr_scale=t.stem_lr_scale)
 
 
 def eval_params(name: str, opt_state: Any, params: Any) -> Any:
@@ -326,6 +364,8 @@ def lr_scale(opt_state: Any) -> float:
 def _find(tree: Any, kind: type) -> Any:
     if isinstance(tree, kind):
         return tree
+    if isinstance(tree, dict):  # optax.partition's inner states (train.stem_lr_scale 0)
+        tree = list(tree.values())
     if isinstance(tree, tuple | list):
         for item in tree:
             found = _find(item, kind)
@@ -343,5 +383,6 @@ def from_config(cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransform
     tx = make_optimizer(o.name, schedule, weight_decay=o.weight_decay,
                         weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
                         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
-                        steps_per_epoch=steps_per_epoch, moments=moments_of(o))
+                        steps_per_epoch=steps_per_epoch, moments=moments_of(o),
+                        stem_lr_scale=t.stem_lr_scale)
     return tx, schedule

@@ -51,6 +51,10 @@ class EpochPrinter:
 def format_summary(s: dict, classes) -> str:
     lines = [f"\n=== final report ({s['status']}, best epoch {s['best_epoch']} of "
              f"{s['epochs_run']}) ==="]
+    if s.get("init_from"):
+        start = s["init_from"]
+        lines.append(f"fine-tuned from the epoch-{start['epoch']} weights ({start['checkpoint']}) "
+                     f"of {start['workdir']}")
     if s.get("test"):
         lines.append(metrics.format_report(s["test"], classes, title="test, clip level"))
         win = s["test"]["window"]

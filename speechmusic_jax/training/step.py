@@ -77,6 +77,7 @@ def make_train_step(
     penalty_mask: str = "kernels",
     padded: bool = False,
     rates: DropoutRates | None = None,
+    frozen_stem: bool = False,
 ):
     """(state, x, y, weight, key) -> (state, metrics); metrics are device scalars.
 
@@ -92,7 +93,9 @@ def make_train_step(
     validation loss. ``grad_norm`` is the global norm of the optimised loss's gradient.
 
     ``label_smoothing``, ``l1``, ``l2`` and ``rates`` (the model's dropout rates; default: its
-    spec's) may be traced scalars: a sweep group passes each trial's own.
+    spec's) may be traced scalars: a sweep group passes each trial's own. ``frozen_stem``:
+    the stem's batch norm uses (and keeps) its running statistics, as in evaluation (for a
+    stem that the optimizer freezes, ``train.stem_lr_scale`` 0).
     """
 
     def train_step(state: TrainState, x: jax.Array, y: jax.Array, weight: jax.Array,
@@ -102,7 +105,8 @@ def make_train_step(
         def loss_fn(params, model_state):
             model = nnx.merge(graphdef, params, model_state, copy=True)
             logits = model(x, train=True, rngs=nnx.Rngs(dropout=step_key),
-                           mask=weight > 0 if padded else None, rates=rates)
+                           mask=weight > 0 if padded else None, rates=rates,
+                           frozen_stem=frozen_stem)
             losses = cross_entropy(logits, y, label_smoothing, num_classes)
             data_loss = weighted_mean(losses, weight)
             new_model_state = nnx.state(model, nnx.Not(nnx.Param))

@@ -45,7 +45,7 @@ from speechmusic_jax.data.pipeline import balance_summary, make_loader_config, t
 from speechmusic_jax.data.prepare import BadFiles, prepare_data
 from speechmusic_jax.errors import DataError
 from speechmusic_jax.io_utils import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
-from speechmusic_jax.training import builder, clip_scoring, optim, reporting
+from speechmusic_jax.training import builder, clip_scoring, optim, pretrained, reporting
 from speechmusic_jax.training import workdir as workdir_rules
 from speechmusic_jax.training.checkpoints import Checkpoints
 from speechmusic_jax.training.loop import LoopState, early_stopping_update
@@ -107,6 +107,9 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
     for cfg in cfgs:
         config_lib.validate(cfg)
     folders = [os.path.abspath(f) for f in folders]
+    # The trials of a group share train.init_from (it is part of the group key); every trial
+    # starts afresh, from those weights.
+    start_from = pretrained.load(cfgs[0], folders) if cfgs[0].train.init_from else None
     for cfg, folder in zip(cfgs, folders, strict=True):
         if workdir_rules.start(folder, config_lib.to_dict(cfg)) is not workdir_rules.Start.NEW:
             workdir_rules.remove_run(folder)  # an unfinished run of ours: trained afresh
@@ -131,9 +134,12 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
         raise DataError(f"train.batch_size: {cfg0.train.batch_size} is more than the "
                         f"{len(train_files)} training files")
     spe = len(train_files) // cfg0.train.batch_size
-    group = builder.build_group(cfgs, spe)
+    group = builder.build_group(cfgs, spe, start_from.weights if start_from else None)
     built = group.built
     log(built.describe() + " (the first trial's)")
+    if start_from is not None:
+        log(f"every trial starts from the weights of epoch {start_from.epoch} "
+            f"({start_from.checkpoint} checkpoint) of {start_from.workdir}")
     log("trials: " + builder.describe_trials(cfgs))
     states = parallel.put_trials(group.state, mesh)
     hyper = parallel.put_trials(group.hyper, mesh)
@@ -163,7 +169,8 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
     es = cfg0.train.early_stopping
     mode = config_lib.MONITORS[es.monitor] if es.mode == "auto" else es.mode
     active = np.ones(size, bool)
-    loops = [LoopState() for _ in range(size)]
+    loops = [LoopState(init_from=start_from.record() if start_from else None)
+             for _ in range(size)]
     diverged: list[dict | None] = [None] * size
     best = jax.tree.map(jnp.copy, states)
     key = jax.random.key(cfg0.seed)
@@ -268,7 +275,7 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
             pointer_bytes = ckpt.size_bytes(pointer) if pointer else None
         summary = {
             "status": status, "best_epoch": loops[i].best_epoch, "epochs_run": loops[i].epoch,
-            "seed": cfg.seed, "test": test_report,
+            "seed": cfg.seed, "init_from": loops[i].init_from, "test": test_report,
             "params_trainable": built.params_trainable, "params_total": built.params_total,
             "flops_per_example": single_eval.flops_per_example,
             "train_step_flops_per_example": (train_step.flops_per_example / size

@@ -1,0 +1,238 @@
+"""Fine-tuning: train.init_from starts a run from a finished run's weights; train.stem_lr_scale
+scales (or, at 0, freezes) the stem's learning rate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from tiny_run import tiny_run
+
+from speechmusic_jax import config as config_lib
+from speechmusic_jax import crossval
+from speechmusic_jax.trained_run import config_from_json
+from speechmusic_jax.training import builder, loop, optim, pretrained
+from speechmusic_jax.training.checkpoints import Checkpoints
+from speechmusic_jax.training.workdir import Start
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> str:
+    """A finished tiny run (3 epochs on the built-in corpus) to start from."""
+    return tiny_run(tmp_path_factory)
+
+
+def _weights(workdir: str, which: str = "best", workdir_cfg: str | None = None):
+    """(params, model_state) of a run's checkpoint, by parameter name, as numpy."""
+    cfg = config_from_json(os.path.join(workdir_cfg or workdir, "config.json"))
+    ckpts = Checkpoints(workdir)
+    state, _ = ckpts.restore(ckpts.pointer(ckpts.dir, which),
+                             builder.abstract_build(cfg).state)
+    return tuple({pretrained.leaf_name(p): np.asarray(x)
+                  for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+                 for tree in (state.params, state.model_state))
+
+
+def _fine_tune(tiny_config, source: str, epochs: int = 1):
+    cfg = tiny_config
+    cfg.train.init_from = source
+    cfg.train.epochs = epochs
+    return cfg
+
+
+def test_the_first_weights_are_the_pretrained_best(tiny_config, source, tmp_path):
+    cfg = _fine_tune(tiny_config, source)
+    cfg.seed = 7  # another seed would initialise other weights
+    start = pretrained.load(cfg, [str(tmp_path / "run")])
+    run = loop.setup(cfg, str(tmp_path / "run"), _quiet, start_from=start)
+    state, loop_state = loop.restore_or_init(run, Start.NEW, loop.SessionClock())
+    best = Checkpoints.pointer(os.path.join(source, "checkpoints"), "best")
+    assert loop_state.init_from == {"workdir": source, "checkpoint": "best",
+                                    "epoch": best["epoch"]}
+    assert int(state.step) == 0 and loop_state.epoch == 0 and loop_state.best_value is None
+    params, stats = _weights(source)
+    for tree, want in ((state.params, params), (state.model_state, stats)):
+        got = {pretrained.leaf_name(p): np.asarray(x)
+               for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+        assert got.keys() == want.keys()
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    # DIR:last takes the last checkpoint instead.
+    cfg.train.init_from = f"{source}:last"
+    last = pretrained.load(cfg)
+    assert last.checkpoint == "last"
+    assert last.epoch == Checkpoints.pointer(os.path.join(source, "checkpoints"), "last")["epoch"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: setattr(c.model, "preset", "m5_small"),
+     r"train.init_from: .*parameter stem.kernel has shape \(80, 1, 8\) in the pretrained "
+     r"run and shape \(80, 1, 32\) here"),
+    (lambda c: setattr(c.model, "stage_filters", (32,)),
+     r"train.init_from: .*parameter stages.0.0.conv1.kernel has shape \(3, 8, 16\) in the "
+     r"pretrained run and shape \(3, 8, 32\) here"),
+    (lambda c: setattr(c.model, "activation", "gelu"),
+     r"train.init_from: .* differ in activation: 'relu' in the pretrained run, 'gelu' here"),
+    (lambda c: setattr(c.data, "classes", ("music", "speech")),
+     r"train.init_from: the run in .* classifies \['speech', 'music'\], this config's "
+     r"data.classes is \['music', 'speech'\]"),
+    (lambda c: setattr(c.data, "sample_rate", 22050),
+     r"data.sample_rate: 22050 Hz, but the run in train.init_from .* at 16000 Hz"),
+])
+def test_a_run_that_does_not_fit_fails_before_any_work(tiny_config, source, tmp_path, change,
+                                                       message):
+    cfg = _fine_tune(tiny_config, source)
+    change(cfg)
+    with pytest.raises(config_lib.ConfigError, match=message):
+        loop.fit(cfg, str(tmp_path / "run"), log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_without_a_run_or_a_checkpoint(tiny_config, source, tmp_path):
+    cfg = _fine_tune(tiny_config, str(tmp_path / "nothing"))
+    with pytest.raises(config_lib.ConfigError, match="train.init_from: .* holds no run"):
+        loop.fit(cfg, str(tmp_path / "run"), log=_quiet)
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(os.path.join(source, "config.json"), half / "config.json")
+    cfg.train.init_from = f"{half}:last"
+    with pytest.raises(config_lib.ConfigError, match="train.init_from: .* has no last checkpoint"):
+        loop.fit(cfg, str(tmp_path / "run"), log=_quiet)
+    cfg.train.init_from = str(tmp_path / "run")
+    with pytest.raises(config_lib.ConfigError, match="train.init_from: .* this run's own workdir"):
+        loop.fit(cfg, str(tmp_path / "run"), log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_validation_names_the_fields(tiny_config):
+    cfg = tiny_config
+    cfg.train.stem_lr_scale = -0.5
+    with pytest.raises(config_lib.ConfigError, match="train.stem_lr_scale: must be >= 0"):
+        config_lib.validate(cfg)
+    cfg.train.stem_lr_scale = 0.0
+    cfg.optimizer.name, cfg.optimizer.schedule = "schedule_free_adamw", "constant"
+    cfg.model.norm = "layer"
+    with pytest.raises(config_lib.ConfigError, match="train.stem_lr_scale: schedule_free"):
+        config_lib.validate(cfg)
+    cfg = config_lib.base_config()
+    cfg.train.init_from = ":last"
+    with pytest.raises(config_lib.ConfigError, match="train.init_from: must name a run's folder"):
+        config_lib.validate(cfg)
+    assert config_lib.parse_init_from("runs/a") == ("runs/a", "best")
+    assert config_lib.parse_init_from("runs/a:last") == ("runs/a", "last")
+    assert config_lib.parse_init_from("runs/a:b") == ("runs/a:b", "best")
+
+
+def _updates(cfg, scale: float):
+    """One optimizer update of the tiny model's initial weights, by parameter name."""
+    cfg.train.stem_lr_scale = scale
+    built = builder.build(cfg)
+    grads = jax.tree.map(lambda p: np.linspace(-1.0, 1.0, p.size, dtype=np.float32)
+                         .reshape(p.shape), built.state.params)
+    updates, _ = built.tx.update(grads, built.state.opt_state, built.state.params)
+    return {pretrained.leaf_name(p): np.asarray(u)
+            for p, u in jax.tree_util.tree_leaves_with_path(updates)}, built
+
+
+@pytest.mark.parametrize("name, decay", [("sgd", 0.0), ("adamw", 1e-2), ("momentum", 1e-2)])
+def test_stem_lr_scale_scales_the_stems_updates_exactly(tiny_config, name, decay):
+    tiny_config.optimizer.name, tiny_config.optimizer.weight_decay = name, decay
+    tiny_config.optimizer.schedule = "constant"
+    full, built = _updates(tiny_config, 1.0)
+    half, _ = _updates(tiny_config, 0.5)
+    frozen, frozen_built = _updates(tiny_config, 0.0)
+    stem = {n for n in full if n.split(".")[0] in optim.STEM}
+    assert stem == {"stem.kernel", "stem.bias", "stem_norm.layer.scale", "stem_norm.layer.bias"}
+    for n in full:
+        if n in stem:
+            np.testing.assert_array_equal(half[n], full[n] * np.float32(0.5), err_msg=n)
+            assert not np.any(frozen[n]) and np.any(full[n])
+        else:
+            np.testing.assert_array_equal(half[n], full[n], err_msg=n)
+            np.testing.assert_array_equal(frozen[n], full[n], err_msg=n)
+    # A frozen stem has no optimizer state (adam's moments cover the other parameters only).
+    size = sum(x.size for x in jax.tree.leaves(built.state.opt_state))
+    frozen_size = sum(x.size for x in jax.tree.leaves(frozen_built.state.opt_state))
+    stem_size = sum(full[n].size for n in stem)
+    moments = {"sgd": 0, "momentum": 1, "adamw": 2}[name]
+    assert size - frozen_size == moments * stem_size
+
+
+def test_a_frozen_stem_stays_as_pretrained(tiny_config, source, tmp_path):
+    """stem_lr_scale=0: the stem's parameters and batch-norm statistics are bit-identical
+    after training, the rest changed; the summary says where the run started."""
+    cfg = _fine_tune(tiny_config, source)
+    cfg.train.stem_lr_scale = 0.0
+    summary = loop.fit(cfg, str(tmp_path / "run"), log=_quiet)
+    best = Checkpoints.pointer(os.path.join(source, "checkpoints"), "best")
+    assert summary["init_from"] == {"workdir": source, "checkpoint": "best",
+                                    "epoch": best["epoch"]}
+    before = _weights(source)
+    after = _weights(str(tmp_path / "run"), "last")
+    for old, new in zip(before, after, strict=True):
+        for name in old:
+            if name.split(".")[0] in optim.STEM:
+                np.testing.assert_array_equal(new[name], old[name], err_msg=name)
+            else:
+                assert not np.array_equal(new[name], old[name]), name
+
+
+def test_a_resumed_fine_tuning_run_resumes_from_its_own_checkpoint(tiny_config, source,
+                                                                  tmp_path):
+    copy = tmp_path / "pretrained"
+    shutil.copytree(source, copy)
+    cfg = _fine_tune(tiny_config, str(copy), epochs=2)
+    workdir = str(tmp_path / "run")
+    assert loop.fit(cfg, workdir, log=_quiet, stop_after=1)["status"] == "interrupted"
+    epoch = Checkpoints.pointer(os.path.join(copy, "checkpoints"), "best")["epoch"]
+    shutil.rmtree(copy)  # a reload would now fail
+    logs: list[str] = []
+    summary = loop.fit(cfg, workdir, log=logs.append)
+    assert summary["epochs_run"] == 2 and summary["status"] == "completed"
+    assert any("resuming from the checkpoint of epoch 1" in m for m in logs)
+    assert not any("starting from the weights" in m for m in logs)
+    assert summary["init_from"] == {"workdir": str(copy), "checkpoint": "best", "epoch": epoch}
+    with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f)["init_from"]["epoch"] == epoch
+
+
+def test_crossval_starts_every_fold_from_the_pretrained_weights(tiny_config, source, tmp_path):
+    cfg = _fine_tune(tiny_config, source)
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    result = crossval.run(cfg, str(tmp_path / "cv"), folds=2, log=_quiet)
+    assert result["folds_tested"] == 2 and result["config"]["train.init_from"] == source
+    for i in range(2):
+        with open(tmp_path / "cv" / f"fold_{i}" / "summary.json") as f:
+            assert json.load(f)["init_from"]["workdir"] == source
+
+
+def test_a_grouped_sweep_starts_every_trial_from_the_pretrained_weights(tiny_config, source,
+                                                                        tmp_path):
+    from speechmusic_jax.tuning import group
+
+    cfgs = []
+    for lr in (1e-2, 3e-3):
+        c = _fine_tune(tiny_config.copy_and_resolve_references(), source)
+        c.train.stem_lr_scale = 0.0
+        c.optimizer.learning_rate = lr
+        cfgs.append(c)
+    folders = [str(tmp_path / f"trial_{i}") for i in range(2)]
+    summaries = group.train_group(cfgs, folders, log=_quiet)
+    before = _weights(source)
+    for summary, folder in zip(summaries, folders, strict=True):
+        assert summary["init_from"]["workdir"] == source
+        after = _weights(folder)
+        for old, new in zip(before, after, strict=True):
+            for name in old:
+                if name.split(".")[0] in optim.STEM:
+                    np.testing.assert_array_equal(new[name], old[name], err_msg=name)
+                else:
+                    assert not np.array_equal(new[name], old[name]), name
