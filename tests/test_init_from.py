@@ -185,6 +185,7 @@ def test_a_frozen_stem_stays_as_pretrained(tiny_config, source, tmp_path):
                 assert not np.array_equal(new[name], old[name]), name
 
 
+@pytest.mark.slow  # suite time; run with -m slow
 def test_a_resumed_fine_tuning_run_resumes_from_its_own_checkpoint(tiny_config, source,
                                                                   tmp_path):
     copy = tmp_path / "pretrained"
@@ -214,6 +215,7 @@ def test_crossval_starts_every_fold_from_the_pretrained_weights(tiny_config, sou
             assert json.load(f)["init_from"]["workdir"] == source
 
 
+@pytest.mark.slow  # suite time; run with -m slow
 def test_a_grouped_sweep_starts_every_trial_from_the_pretrained_weights(tiny_config, source,
                                                                         tmp_path):
     from speechmusic_jax.tuning import group
