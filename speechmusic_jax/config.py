@@ -102,6 +102,7 @@ def base_config() -> ConfigDict:
     c.model.dropout = 0.1
     c.model.global_pool = "avg"
     c.model.frontend = "raw"  # or "logmel": log-mel spectrogram in JAX, mel bands as channels
+    c.model.input_norm = "none"  # or "rms": each window scaled to unit RMS (level-invariant)
     c.model.n_mels = 64
     c.model.stft_win_ms = 25.0
     c.model.stft_hop_ms = 10.0

@@ -29,7 +29,8 @@ import time
 
 def build(spec: dict, torch):  # noqa: ANN001 (torch is the module, imported by the caller)
     nn = torch.nn
-    supported = (spec["frontend"] == "raw" and not spec["residual"] and spec["norm"] == "batch"
+    supported = (spec["frontend"] == "raw" and spec.get("input_norm", "none") == "none"
+                 and not spec["residual"] and spec["norm"] == "batch"
                  and spec["activation"] == "relu" and spec["pool"] == "max"
                  and spec["global_pool"] == "avg" and not spec["head_hidden"]
                  and not spec["stage_kernel"] and not spec["stage_stride"]

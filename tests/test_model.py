@@ -297,3 +297,22 @@ def test_max_over_a_pooling_window_is_the_exact_maximum():
     wide = np.random.default_rng(1).standard_normal((2, 50, 3)).astype(np.float32)  # reduce
     np.testing.assert_array_equal(np.asarray(conv1d.max_over(jnp.asarray(wide), 1)),
                                   wide.max(axis=1))
+
+
+def test_rms_input_norm_makes_the_model_level_free():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4000)).astype(np.float32) * 0.05)
+    plain = build_model(spec_of("tiny"), seed=0)
+    normed = build_model(spec_of("tiny", input_norm="rms"), seed=0)
+    a, b = normed(x, train=False), normed(x * 8.0, train=False)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    loud = np.asarray(plain(x * 8.0, train=False))
+    assert not np.allclose(np.asarray(plain(x, train=False)), loud, rtol=1e-4, atol=1e-5)
+    # Same weights either way: the normalisation has no parameters.
+    assert count_params(nnx.state(plain)) == count_params(nnx.state(normed))
+    # Silence stays silence (the floor), nothing becomes NaN.
+    assert np.all(np.isfinite(np.asarray(normed(jnp.zeros((2, 4000)), train=False))))
+
+
+def test_input_norm_is_checked():
+    with pytest.raises(ValueError, match="model.input_norm"):
+        spec_of("tiny", input_norm="peak")

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from speechmusic_jax.models.frontends import log_mel
-from speechmusic_jax.models.presets import ModelSpec
+from speechmusic_jax.models.presets import RMS_FLOOR, ModelSpec
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nnx.relu,
@@ -253,6 +253,10 @@ class Conv1DClassifier(nnx.Module):
             if rngs is None:
                 raise ValueError("dropout in training needs rngs=nnx.Rngs(dropout=key)")
             drop_key = rngs.dropout()
+        if spec.input_norm == "rms":
+            power = jnp.mean(jnp.square(waveform.astype(jnp.float32)), axis=-1, keepdims=True)
+            scale = jax.lax.rsqrt(jnp.maximum(power, RMS_FLOOR**2))
+            waveform = (waveform * scale).astype(waveform.dtype)
         if spec.frontend == "logmel":
             x = log_mel(waveform, sample_rate=spec.sample_rate, win=spec.stft_win,
                         hop=spec.stft_hop, n_mels=spec.n_mels)

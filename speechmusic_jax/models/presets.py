@@ -37,6 +37,7 @@ class ModelSpec:
     dropout: float = 0.0
     global_pool: str = "avg"
     frontend: str = "raw"  # or "logmel"
+    input_norm: str = "none"  # or "rms": every window divided by its RMS (level-free)
     sample_rate: int = 16000
     n_mels: int = 64
     stft_win: int = 400  # samples
@@ -58,6 +59,11 @@ class ModelSpec:
             return (frames - 1) * self.stft_hop + self.stft_win
         return (need - 1) * self.stem_stride + self.stem_kernel
 
+
+INPUT_NORMS = ("none", "rms")
+# The floor of input_norm=rms: windows quieter than this (about -80 dBFS) are scaled as if this
+# loud, so that digital silence or a faint hiss is not blown up to full scale.
+RMS_FLOOR = 1e-4
 
 _STRUCTURE = ("stem_filters", "stem_kernel", "stem_stride", "stem_pool", "stage_filters",
               "stage_repeats", "stage_pool", "kernel_size", "residual")
@@ -148,6 +154,9 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
         raise ValueError(f"model.stage_dropout: must be in [0, 1), got {model.stage_dropout}")
     if model.frontend not in ("raw", "logmel"):
         raise ValueError(f"model.frontend: must be 'raw' or 'logmel', got {model.frontend!r}")
+    if model.input_norm not in INPUT_NORMS:
+        raise ValueError(f"model.input_norm: must be one of {INPUT_NORMS}, "
+                         f"got {model.input_norm!r}")
     win = int(round(model.stft_win_ms * sample_rate / 1000))
     hop = int(round(model.stft_hop_ms * sample_rate / 1000))
     if model.frontend == "logmel" and (win < 16 or hop < 1 or hop > win):
@@ -158,6 +167,7 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
     return ModelSpec(
         num_classes=num_classes,
         frontend=model.frontend,
+        input_norm=model.input_norm,
         sample_rate=sample_rate,
         n_mels=model.n_mels,
         stft_win=win,
