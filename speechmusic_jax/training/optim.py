@@ -209,7 +209,6 @@ def with_stem_rate(tx: optax.GradientTransformation,
     return optax.chain(tx, optax.GradientTransformation(lambda _: optax.EmptyState(), update))
 
 
-
 def make_optimizer(
     name: str,
     schedule: optax.Schedule,
