@@ -120,3 +120,31 @@ def test_simple_cues_do_not_separate_the_classes():
     for name, v in values.items():
         acc = cues.best_threshold(v, labels).accuracy
         assert acc <= 0.8, (name, acc)
+
+
+def test_compressor_narrows_the_gap_between_loud_and_quiet():
+    x = np.concatenate([np.sin(np.arange(SR // 2) * 0.1),
+                        0.01 * np.random.default_rng(0).standard_normal(SR // 2)])
+
+    def gap(y: np.ndarray) -> float:
+        half = len(y) // 2
+        return 20 * np.log10(synth_dsp.rms(y[:half]) / synth_dsp.rms(y[half:]))
+
+    for seed in range(4):
+        y = synth_channel.compress(np.random.default_rng(seed), x, SR)
+        assert y.shape == x.shape and np.all(np.isfinite(y))
+        assert gap(y) < gap(x) - 3.0
+
+
+def test_hum_is_mains_and_its_harmonics():
+    n = 4 * SR  # 0.25 Hz bins
+    f = np.fft.rfftfreq(n, 1.0 / SR)
+    for seed in range(3):
+        y = synth_channel.hum(np.random.default_rng(seed), n, SR)
+        assert synth_dsp.rms(y) == pytest.approx(1.0)
+        spec = np.abs(np.fft.rfft(y))
+        low = (f > 45) & (f < 65)
+        base = f[low][np.argmax(spec[low])]  # 50 or 60 Hz, give or take 1 %
+        assert abs(base - 50.0) <= 1.5 or abs(base - 60.0) <= 1.5
+        ratio = f[spec > 0.2 * spec.max()] / base
+        assert np.all((np.round(ratio) >= 1) & (np.abs(ratio - np.round(ratio)) < 0.03))

@@ -5,11 +5,14 @@ level, so that none of them tells speech from music (the README's cue table meas
 
 - room: dry (close microphone) or a synthetic room response with RT60 0.15-1.2 s;
 - background at 0-30 dB SNR: white to brown noise (any slope), mains hum with harmonics, slowly
-  amplitude-modulated noise, crackle (sparse clicks), low rumble, or a mix of two;
+  amplitude-modulated noise, crackle (sparse clicks), low rumble, or a mix of two; and in a
+  quarter of the clips mains hum on top, 10-35 dB under the signal (a steady low tone is
+  neither speech nor music);
 - channel: full band, a low-pass anywhere from telephone to wide band, the brick wall of a
   recording made at 8, 11.025 or 16 kHz, a telephone band-pass (300-3400 Hz), a codec-like
   spectral quantiser (quiet bins dropped, magnitudes coarsened);
-- clipping, a soft limiter towards a random crest factor, a slow level ride, a final level
+- an automatic gain control (fast attack, slow release, ratio 3-20), clipping, a soft limiter
+  towards a random crest factor, a slow level ride, a final level
   from -40 to -12 dBFS, and the recorder's noise floor (-84 to -66 dBFS).
 
 No exact digital silence is written: in real corpora it marks edited speech, a cue to break, not
@@ -60,12 +63,7 @@ def _background_kind(rng: np.random.Generator, kind: int, n: int, sr: int) -> np
     if kind in (0, 1):  # stationary noise of any colour
         return coloured_noise(rng, n, sr, rng.uniform(0.0, 2.0))
     if kind == 2:  # mains hum with a little hiss
-        mains = 50.0 if rng.random() < 0.5 else 60.0
-        bg = sum(
-            rng.uniform(0.2, 1.0) / h * np.sin(2 * np.pi * mains * h * ts + rng.uniform(0, 6.3))
-            for h in range(1, 8)
-            if mains * h < 0.45 * sr
-        ) + 0.3 * rng.standard_normal(n)
+        bg = hum(rng, n, sr) + 0.3 * rng.standard_normal(n)
         return bg / rms(bg)
     if kind == 3:  # noise whose level swells and fades (traffic, wind, air conditioning)
         step = rng.uniform(0.3, 1.5)
@@ -82,6 +80,19 @@ def _background_kind(rng: np.random.Generator, kind: int, n: int, sr: int) -> np
     f = np.fft.rfftfreq(n, 1.0 / sr)
     bg = fft_filter(coloured_noise(rng, n, sr, 2.0), 1.0 / (1.0 + (f / rng.uniform(60, 200)) ** 4))
     return bg / rms(bg)
+
+
+def hum(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Unit-RMS mains hum: 50 or 60 Hz and its harmonics in random proportions, drifting a
+    little in frequency (a steady low tone that is neither speech nor music)."""
+    ts = np.arange(n) / sr
+    mains = (50.0 if rng.random() < 0.5 else 60.0) * (1.0 + rng.uniform(-0.01, 0.01))
+    drift = 1.0 + 0.002 * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * ts + rng.uniform(0, 6.3))
+    phase = 2 * np.pi * mains * np.cumsum(drift) / sr
+    tilt = rng.uniform(0.3, 1.5)
+    y = sum(rng.uniform(0.2, 1.0) * h**-tilt * np.sin(h * phase + rng.uniform(0, 6.3))
+            for h in range(1, 10) if mains * h < 0.45 * sr)
+    return y / rms(y)
 
 
 def band(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
@@ -148,6 +159,30 @@ def limit_crest(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     return y
 
 
+def compress(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """An automatic gain control / compressor (radio, voice chat, broadcast): the level over
+    10 ms frames follows the signal with a fast attack and a slow release, and everything above
+    a threshold is turned down by the ratio; the make-up gain then lifts quiet stretches, so
+    the background between words or notes comes up too."""
+    frame = max(1, int(0.01 * sr))
+    m = len(x) // frame * frame
+    if m == 0:
+        return x
+    level = 10 * np.log10(np.mean(x[:m].reshape(-1, frame) ** 2, axis=1) + 1e-12)
+    attack = np.exp(-1.0 / max(rng.uniform(0.5, 3.0), 1e-3))  # per frame: 5-30 ms
+    release = np.exp(-1.0 / rng.uniform(10.0, 60.0))  # 100-600 ms
+    env = np.empty_like(level)
+    e = level[0]
+    for i, v in enumerate(level):
+        e = attack * e + (1 - attack) * v if v > e else release * e + (1 - release) * v
+        env[i] = e
+    threshold = np.quantile(env, 0.9) - rng.uniform(10.0, 30.0)
+    ratio = rng.uniform(3.0, 20.0)
+    gain_db = -(1.0 - 1.0 / ratio) * np.maximum(env - threshold, 0.0)
+    centres = (np.arange(len(gain_db)) + 0.5) * frame
+    return x * 10.0 ** (np.interp(np.arange(len(x)), centres, gain_db) / 20.0)
+
+
 def level_ride(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     """A slow gain change of up to +-6 dB across the clip (a hand on a fader, a moving talker)."""
     ts = np.arange(len(x)) / sr
@@ -168,11 +203,15 @@ def record(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     if rng.random() < 0.9:
         snr_db = rng.uniform(0.0, 30.0) if rng.random() < 0.7 else rng.uniform(30.0, 50.0)
         x = x + background(rng, n, sr) * db_gain(-snr_db)
+    if rng.random() < 0.25:  # mains hum on top of whatever background there is
+        x = x + hum(rng, n, sr) * db_gain(-rng.uniform(10.0, 35.0))
     x = band(rng, x, sr)
     if rng.random() < 0.25:
         x = codec(rng, x, sr)
     if rng.random() < 0.3:
         x = level_ride(rng, x, sr)
+    if rng.random() < 0.3:
+        x = compress(rng, x, sr)
     if rng.random() < 0.12:
         x = clip_peaks(rng, x)
     if rng.random() < 0.7:

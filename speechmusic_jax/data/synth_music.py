@@ -4,9 +4,10 @@ Notes on a tempo grid in a key (six scales, 3/4 or 4/4, 60-170 BPM, sometimes a 
 another key part-way), from twelve timbres: plucked, organ, bell, bowed with vibrato, wind,
 FM piano, mallet, square lead, sawtooth brass/lead, detuned synth pad, overdriven guitar, and
 a sung voice (steady notes with vibrato, a vowel per note: the closest music comes to speech).
-Eight styles combine them: solo melody, duo, band, chords, sparse (many rests), song (a voice
-over accompaniment), electronic (synth lead, pad, sawtooth bass, four-on-the-floor drums) and
-rock (overdriven strummed chords, bass, drums). Notes run legato or staccato; some bars rest;
+Nine styles combine them: solo melody, duo, band, chords, sparse (many rests), song (a voice
+over accompaniment), electronic (synth lead, pad, sawtooth bass, four-on-the-floor drums),
+rock (overdriven strummed chords, bass, drums) and beat (dense sixteenth-note drums with noise
+stabs, as in industrial or breakbeat game music). Notes run legato or staccato; some bars rest;
 dynamics swell or fade. Drums come with most band styles and few others.
 
 The recording conditions come afterwards, from :mod:`speechmusic_jax.data.synth_channel`, the
@@ -35,9 +36,9 @@ _STEP_P = np.array([0.05, 0.15, 0.25, 0.1, 0.25, 0.15, 0.05])  # melodic steps -
 _TIMBRES = ("pluck", "organ", "bell", "bowed", "wind", "fmpiano", "mallet", "square", "saw",
             "pad", "distguitar", "voice")
 
-_STYLES = ("solo", "duo", "band", "chords", "sparse", "song", "electronic", "rock")
-_STYLE_P = (0.14, 0.16, 0.14, 0.1, 0.1, 0.14, 0.12, 0.1)
-_DRUMS_P = {"band": 0.7, "rock": 0.9, "electronic": 0.9, "song": 0.5}  # others: 0.12
+_STYLES = ("solo", "duo", "band", "chords", "sparse", "song", "electronic", "rock", "beat")
+_STYLE_P = (0.13, 0.14, 0.13, 0.09, 0.09, 0.13, 0.11, 0.09, 0.09)
+_DRUMS_P = {"band": 0.7, "rock": 0.9, "electronic": 0.9, "song": 0.5, "beat": 1.0}  # others: 0.12
 
 
 def _hz(midi: float) -> float:
@@ -242,7 +243,7 @@ def music_clip(rng: np.random.Generator, seconds: float, sample_rate: int) -> np
         return octave_base + 12 * o + scale[i] + (mod if t >= t_mod else 0)
 
     layers: list[tuple[np.ndarray, float]] = []
-    melody_like = style in ("solo", "duo", "band", "sparse", "song", "electronic", "rock")
+    melody_like = style in ("solo", "duo", "band", "sparse", "song", "electronic", "rock", "beat")
     if melody_like:
         kinds = list(_TIMBRES)
         if style == "sparse":
@@ -253,6 +254,8 @@ def music_clip(rng: np.random.Generator, seconds: float, sample_rate: int) -> np
             kinds = ["square", "saw", "fmpiano", "bell"]
         elif style == "rock":
             kinds = ["distguitar", "saw", "voice", "square"]
+        elif style == "beat":
+            kinds = ["saw", "square", "distguitar", "bell"]
         tb = _timbre(rng, str(rng.choice(kinds)))
         buf = np.zeros(n)
         p_rest = rng.uniform(0.35, 0.7) if style == "sparse" else rng.uniform(0.0, 0.35)
@@ -329,7 +332,7 @@ def music_clip(rng: np.random.Generator, seconds: float, sample_rate: int) -> np
                     strum = int(rng.integers(0, int(0.01 * sr) + 1))
                     add_at(buf, int(round(h0 * sr)) + strum, note)
         layers.append((buf, rng.uniform(0.3, 0.8) if melody_like else 1.0))
-    if style in ("band", "song", "electronic", "rock") and rng.random() < 0.8:
+    if style in ("band", "song", "electronic", "rock", "beat") and rng.random() < 0.8:
         bass_kinds = ["saw", "square"] if style == "electronic" else ["pluck", "organ", "square"]
         tb = _timbre(rng, str(rng.choice(bass_kinds)))
         buf = np.zeros(n)
@@ -345,24 +348,12 @@ def music_clip(rng: np.random.Generator, seconds: float, sample_rate: int) -> np
                         _render_note(rng, tb, _hz(deg_midi(cdeg, root - 12, h0)), beat * 0.8, sr))
         layers.append((buf, rng.uniform(0.3, 0.8)))
     drums = rng.random() < _DRUMS_P.get(style, 0.12)
-    four_on_floor = style == "electronic" and rng.random() < 0.7
+    four_on_floor = style in ("electronic", "beat") and rng.random() < 0.6
     if drums:
-        kit = _drum_kit(rng, sr)
-        buf = np.zeros(n)
-        p_hat = rng.uniform(0.4, 1.0)
-        eighths = int((seconds - offset) / (beat / 2)) + 1
-        for j in range(eighths):
-            t0 = offset + j * beat / 2
-            pos_in_bar = j % (2 * meter)
-            s = int(round(t0 * sr))
-            if (pos_in_bar == 0 or (four_on_floor and pos_in_bar % 2 == 0)
-                    or (meter == 4 and pos_in_bar == 4 and rng.random() < 0.8)):
-                add_at(buf, s, kit["kick"] * rng.uniform(0.8, 1.0))
-            if pos_in_bar in (2, 6) and rng.random() < 0.9:
-                add_at(buf, s, kit["snare"] * rng.uniform(0.6, 1.0))
-            if rng.random() < p_hat:
-                add_at(buf, s, kit["hat"] * rng.uniform(0.3, 1.0))
-        layers.append((buf, rng.uniform(0.3, 1.0)))
+        layers.append((_drums(rng, n, sr, seconds, offset, beat, meter, four_on_floor,
+                              dense=style == "beat"), rng.uniform(0.3, 1.0)))
+    if style == "beat":  # noise stabs: band-passed noise bursts on the grid (industrial)
+        layers.append((_noise_stabs(rng, n, sr, seconds, offset, beat), rng.uniform(0.3, 0.9)))
 
     x = np.zeros(n)
     for buf, g in layers:
@@ -373,6 +364,53 @@ def music_clip(rng: np.random.Generator, seconds: float, sample_rate: int) -> np
         pts = [(tt, rng.uniform(0.25, 1.0)) for tt in np.linspace(0, seconds, 3)]
         x *= interp(np.arange(n) / sr, pts)
     return record(rng, x, sr)
+
+
+def _drums(rng: np.random.Generator, n: int, sr: int, seconds: float, offset: float,
+           beat: float, meter: int, four_on_floor: bool, dense: bool) -> np.ndarray:
+    """A drum part on an eighth-note grid (sixteenths when ``dense``): kick, snare, hat."""
+    kit = _drum_kit(rng, sr)
+    buf = np.zeros(n)
+    p_hat = rng.uniform(0.4, 1.0)
+    div = 4 if dense else 2  # grid steps per beat
+    steps = int((seconds - offset) / (beat / div)) + 1
+    p_extra = rng.uniform(0.05, 0.3) if dense else 0.0  # syncopated extra kicks and snares
+    for j in range(steps):
+        t0 = offset + j * beat / div
+        pos = j % (div * meter)
+        on_beat = pos % div == 0
+        s = int(round(t0 * sr))
+        if (pos == 0 or (four_on_floor and on_beat)
+                or (meter == 4 and pos == 2 * div and rng.random() < 0.8)
+                or rng.random() < p_extra):
+            add_at(buf, s, kit["kick"] * rng.uniform(0.8, 1.0))
+        if (pos in (div, 3 * div) and rng.random() < 0.9) or rng.random() < p_extra / 2:
+            add_at(buf, s, kit["snare"] * rng.uniform(0.6, 1.0))
+        if rng.random() < p_hat:
+            add_at(buf, s, kit["hat"] * rng.uniform(0.3, 1.0))
+    return buf
+
+
+def _noise_stabs(rng: np.random.Generator, n: int, sr: int, seconds: float, offset: float,
+                 beat: float) -> np.ndarray:
+    """Short bursts of band-passed, sometimes distorted noise on a sixteenth-note pattern."""
+    buf = np.zeros(n)
+    pattern = rng.random(16) < rng.uniform(0.2, 0.6)
+    length = int(rng.uniform(0.03, 0.25) * sr)
+    f = np.fft.rfftfreq(length, 1.0 / sr)
+    fc, bw = rng.uniform(300.0, 0.4 * sr), rng.uniform(200.0, 3000.0)
+    shape = 1.0 / (1.0 + ((f - fc) / bw) ** 2)
+    t = np.arange(length) / sr
+    env = np.exp(-t / rng.uniform(0.02, 0.12))
+    drive = rng.uniform(0.0, 8.0)
+    for j in range(int((seconds - offset) / (beat / 4)) + 1):
+        if not pattern[j % 16]:
+            continue
+        hit = np.fft.irfft(np.fft.rfft(rng.standard_normal(length)) * shape, n=length) * env
+        if drive > 1.0:
+            hit = np.tanh(drive * hit / (np.max(np.abs(hit)) + 1e-9))
+        add_at(buf, int(round((offset + j * beat / 4) * sr)), hit)
+    return buf
 
 
 def _chord_probs(k: int) -> np.ndarray:

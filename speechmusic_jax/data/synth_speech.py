@@ -16,7 +16,8 @@ voiceless fricatives; and pauses of natural lengths, from none to half a second.
 - **Speakers**: men, women and children (pitch, vocal-tract length), each with their own open
   quotient, jitter, shimmer, breathiness, speaking rate and pitch range.
 - **Styles**: read sentences, conversation (changing rate, filled pauses "uh"/"um", hesitation),
-  fast continuous speech, and isolated words with pauses; sometimes a second talker overlaps.
+  fast continuous speech, isolated words with pauses, and acted character voices (wide pitch
+  swings, drawn-out vowels); sometimes a second talker overlaps.
 
 The recording conditions (room, noise, channel, level) come afterwards, from
 :mod:`speechmusic_jax.data.synth_channel`, the same for both classes.
@@ -201,8 +202,9 @@ def _consonant(rng: np.random.Generator, tr: _Tracks, sp: Speaker, t: float, tem
 
 
 def _syllable(rng: np.random.Generator, tr: _Tracks, sp: Speaker, t: float, tempo: float,
-              stressed: bool, final: bool, nyq: float) -> float:
-    """Add one syllable starting at ``t``; return its end."""
+              stressed: bool, final: bool, nyq: float, drawl: float = 1.0) -> float:
+    """Add one syllable starting at ``t``; return its end. ``drawl`` > 1 stretches stressed
+    and phrase-final vowels (acted, expressive speech)."""
     s = sp.fscale
     vowel = VOWELS[rng.integers(len(VOWELS))] * s * rng.uniform(0.93, 1.07, 4)
     if not stressed and rng.random() < 0.4:  # reduced vowels drift to schwa
@@ -217,6 +219,8 @@ def _syllable(rng: np.random.Generator, tr: _Tracks, sp: Speaker, t: float, temp
         t, edge = _consonant(rng, tr, sp, t, tempo, idx, vowel, nyq)
         start_f = edge if edge is not None else start_f
     v_dur = rng.uniform(0.05, 0.12) * tempo * (1.5 if stressed else 1.0) * (1.6 if final else 1.0)
+    if stressed or final:
+        v_dur *= drawl
     v0, v1 = t, t + v_dur
     peak = rng.uniform(0.7, 1.0) if stressed else rng.uniform(0.3, 0.75)
     att = v_dur * rng.uniform(0.1, 0.3)
@@ -257,13 +261,19 @@ def _filled_pause(rng: np.random.Generator, tr: _Tracks, sp: Speaker, t: float) 
 def _plan(rng: np.random.Generator, tr: _Tracks, sp: Speaker, seconds: float, sr: int) -> None:
     """Lay out phrases, syllables and pauses of one talker over ``seconds``."""
     nyq = 0.5 * sr
-    style = rng.choice(["read", "conversation", "fast", "isolated"], p=[0.35, 0.35, 0.18, 0.12])
+    style = rng.choice(["read", "conversation", "fast", "isolated", "acted"],
+                       p=[0.3, 0.3, 0.15, 0.1, 0.15])
+    if style == "acted":  # character voices: wide pitch swings, drawn-out vowels
+        sp = dataclasses.replace(sp, intonation=sp.intonation * rng.uniform(1.5, 3.0),
+                                 f0=sp.f0 * rng.uniform(0.9, 1.4))
     t = -rng.uniform(0.0, 0.4)  # the clip may begin mid-syllable
     if rng.random() < 0.3:
         t = rng.uniform(0.0, 0.3)
     while t < seconds:
         if style == "isolated":
             n_syll = int(rng.integers(1, 4))
+        elif style == "acted":
+            n_syll = int(rng.integers(2, 11))
         elif style == "fast":
             n_syll = int(rng.integers(8, 25))
         else:
@@ -273,7 +283,8 @@ def _plan(rng: np.random.Generator, tr: _Tracks, sp: Speaker, seconds: float, sr
         stress_every = int(rng.integers(2, 4))
         for j in range(n_syll):
             stressed = (j % stress_every == 0) != (rng.random() < 0.2)
-            t = _syllable(rng, tr, sp, t, tempo, stressed, j == n_syll - 1, nyq)
+            drawl = rng.uniform(1.0, 3.5) if style == "acted" else 1.0
+            t = _syllable(rng, tr, sp, t, tempo, stressed, j == n_syll - 1, nyq, drawl)
             if style == "conversation" and rng.random() < 0.03:
                 t = _filled_pause(rng, tr, sp, t + rng.uniform(0.0, 0.1))
         f0_start = sp.f0 * rng.uniform(1.0, 1.3)
