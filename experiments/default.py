@@ -17,12 +17,12 @@ def get_config(arg: str | None = None):
     c.name = "default"
     c.data.synthetic.clips_per_class = 400
     a = c.data.augment
-    a.noise_prob = 0.5
+    a.noise_prob = 0.8
     a.noise_colours = (0.0, 1.0, 2.0)
     a.noise_snr_db = (0.0, 30.0)
-    a.lowpass_prob = 0.4
+    a.lowpass_prob = 0.6
     a.gain_db = 6.0
-    a.pause_prob = 0.3
+    a.pause_prob = 0.5
     a.pause_max_ms = 250.0
     a.pause_keep_ms = (50.0, 200.0)
     if arg == "tiny":
