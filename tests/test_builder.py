@@ -87,6 +87,7 @@ def test_step_clock_accounts_busy_and_idle_time():
     assert account([], []) == ([], 0.0)
 
 
+@pytest.mark.slow  # suite time (the suite stays under 15 min); run with -m slow
 def test_flops_count_every_device():
     """XLA's cost analysis of a program split over devices counts one device's share; the
     builder reports the whole call, so FLOPs per example do not depend on the device count.

@@ -25,6 +25,7 @@ def _tiny(tmp_path, spec: str) -> config_lib.ConfigDict:
     return c
 
 
+@pytest.mark.slow  # suite time (the suite stays under 15 min); run with -m slow
 def test_crossval_on_a_gtzan_tree_tests_every_file_once(tmp_path):
     root = make_gtzan_tree(tmp_path / "gtzan", per_class=12, nested=True)
     cfg = _tiny(tmp_path, f"gtzan:{root}")

@@ -258,6 +258,7 @@ def test_timeline_of_an_alternating_recording(run_dir, tmp_path):
     assert report["within_tolerance"] == report["true"] == 6 and report["spurious"] == 0
 
 
+@pytest.mark.slow  # suite time (the suite stays under 15 min); run with -m slow
 def test_predict_output_is_never_written_over_a_user_file(run_dir, tmp_path):
     split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
     out = tmp_path / "rows.csv"

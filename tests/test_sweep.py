@@ -165,6 +165,7 @@ def test_a_folder_of_other_things_or_another_sweep_is_refused(sweep_file, tmp_pa
         runner.parse_trials("5:2", 4)
 
 
+@pytest.mark.slow  # suite time (the suite stays under 15 min); run with -m slow
 def test_grouped_mode_trains_each_group_in_one_program(sweep_file, tmp_path):
     workdir = tmp_path / "grouped"
     sweep = spec.load_sweep(sweep_file)
