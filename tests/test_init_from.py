@@ -166,6 +166,16 @@ def test_stem_lr_scale_scales_the_stems_updates_exactly(tiny_config, name, decay
     assert size - frozen_size == moments * stem_size
 
 
+def _assert_only_the_stem_kept(before: tuple, after: tuple) -> None:
+    """The stem's parameters and statistics are bit-identical; every other array changed."""
+    for old, new in zip(before, after, strict=True):
+        for name in old:
+            if name.split(".")[0] in optim.STEM:
+                np.testing.assert_array_equal(new[name], old[name], err_msg=name)
+            else:
+                assert not np.array_equal(new[name], old[name]), name
+
+
 def test_a_frozen_stem_stays_as_pretrained(tiny_config, source, tmp_path):
     """stem_lr_scale=0: the stem's parameters and batch-norm statistics are bit-identical
     after training, the rest changed; the summary says where the run started."""
@@ -175,14 +185,7 @@ def test_a_frozen_stem_stays_as_pretrained(tiny_config, source, tmp_path):
     best = Checkpoints.pointer(os.path.join(source, "checkpoints"), "best")
     assert summary["init_from"] == {"workdir": source, "checkpoint": "best",
                                     "epoch": best["epoch"]}
-    before = _weights(source)
-    after = _weights(str(tmp_path / "run"), "last")
-    for old, new in zip(before, after, strict=True):
-        for name in old:
-            if name.split(".")[0] in optim.STEM:
-                np.testing.assert_array_equal(new[name], old[name], err_msg=name)
-            else:
-                assert not np.array_equal(new[name], old[name]), name
+    _assert_only_the_stem_kept(_weights(source), _weights(str(tmp_path / "run"), "last"))
 
 
 @pytest.mark.slow  # suite time; run with -m slow
@@ -231,10 +234,4 @@ def test_a_grouped_sweep_starts_every_trial_from_the_pretrained_weights(tiny_con
     before = _weights(source)
     for summary, folder in zip(summaries, folders, strict=True):
         assert summary["init_from"]["workdir"] == source
-        after = _weights(folder)
-        for old, new in zip(before, after, strict=True):
-            for name in old:
-                if name.split(".")[0] in optim.STEM:
-                    np.testing.assert_array_equal(new[name], old[name], err_msg=name)
-                else:
-                    assert not np.array_equal(new[name], old[name]), name
+        _assert_only_the_stem_kept(before, _weights(folder))

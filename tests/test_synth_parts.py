@@ -45,7 +45,6 @@ def test_every_channel_keeps_the_length_and_band_limits_what_it_should():
 
 
 def test_recording_chain_sets_level_and_leaves_no_digital_silence():
-    rng = np.random.default_rng(1)
     for seed in range(12):
         x = np.zeros(SR)
         x[:2000] = np.sin(np.arange(2000) * 0.1)  # a tone, then silence
@@ -55,7 +54,6 @@ def test_recording_chain_sets_level_and_leaves_no_digital_silence():
         assert -41.0 < level < -11.0
         pcm = np.round(y * 32767.0)
         assert np.mean(pcm == 0) < 0.5  # the noise floor fills the silence
-    del rng
 
 
 def test_limit_crest_reaches_its_target():
