@@ -84,8 +84,16 @@ PHASES = {  # a line the run prints -> the phase it starts
 }
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("marker", list(PHASES), ids=list(PHASES.values()))
+def _phase_signal_cases():
+    """Every phase with each signal; the suite takes the signals in turn across the phases
+    (the handler is one code path for both) and the soak tests take the other half."""
+    for i, (marker, phase) in enumerate(PHASES.items()):
+        for j, signum in enumerate((signal.SIGINT, signal.SIGTERM)):
+            marks = [pytest.mark.slow] if (i + j) % 2 else []
+            yield pytest.param(marker, signum, id=f"{phase}-{signum.name}", marks=marks)
+
+
+@pytest.mark.parametrize(("marker", "signum"), list(_phase_signal_cases()))
 def test_an_interrupt_at_any_phase_ends_with_one_true_line(tmp_path, marker, signum):
     workdir = tmp_path / "run"
     env = dict(os.environ, SPEECHMUSIC_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
