@@ -58,6 +58,10 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
     workdir = flags["workdir"] or os.path.join("runs", cfg.name)
     if flags["dry_run"]:
         config_lib.validate(cfg)
+        if cfg.train.init_from:  # the pretrained run is read (config and shapes), not loaded
+            from speechmusic_jax.training import pretrained
+
+            print(pretrained.check(cfg, [workdir]), file=sys.stderr)
         print(json.dumps(config_lib.to_dict(cfg), indent=2))
         print(f"config valid; a run would write to {os.path.abspath(workdir)}", file=sys.stderr)
         return 0

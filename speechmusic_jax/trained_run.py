@@ -125,7 +125,8 @@ def evaluate_source(run: LoadedRun, spec: str, *, on_error: str = "error",
         raise DataError(str(e)) from None
     path = os.path.join(run.workdir, "eval", f"{source_name(spec)}.json")
     check_output(path, overwrite=True, ours=_is_eval_report, flag="eval report")
-    scanned = prepare.scan_source(run.cfg.data, spec, on_error, log, merge_duplicates=False)
+    scanned = prepare.scan_source(run.cfg.data, spec, on_error, log, merge_duplicates=False,
+                                  splitting=False)
     bad_files = prepare.BadFiles(on_error, log, scanned.errors)
     columns = breakdown.resolve_columns(by, scanned.files, where=spec)
     others = breakdown.other_columns(scanned.files, columns) if by is None else []

@@ -96,9 +96,12 @@ def test_evaluate_records_every_data_error(run_dir, tmp_path):
     write_bad(os.path.join(root, "Speech"), "corrupt")  # unreadable header
     write_class_files(os.path.join(root, "noise"), "music", 2)  # a class the run does not know
     run = trained_run.load_run(run_dir)
+    logs: list[str] = []
     report, path = trained_run.evaluate_source(run, f"folder:{root}", on_error="skip",
-                                               log=lambda _: None)
+                                               log=logs.append)
     assert report["n_files"] == 6
+    # A folder names no speakers, but evaluation splits nothing: no note about the split.
+    assert logs and not [m for m in logs if "split across" in m], logs
     assert report["data_errors"] == {"unreadable": 1, "unknown_class": 2}
     with open(path) as f:
         assert json.load(f)["data_errors"] == report["data_errors"]

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
-from tiny_run import tiny_run
+from tiny_run import REPO, tiny_run
 
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import crossval
@@ -109,6 +111,21 @@ def test_a_folder_without_a_run_or_a_checkpoint(tiny_config, source, tmp_path):
     cfg.train.init_from = str(tmp_path / "run")
     with pytest.raises(config_lib.ConfigError, match="train.init_from: .* this run's own workdir"):
         loop.fit(cfg, str(tmp_path / "run"), log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_dry_run_checks_the_pretrained_run_without_training(tiny_config, source, tmp_path):
+    cfg = _fine_tune(tiny_config, source)
+    epoch = Checkpoints.pointer(os.path.join(source, "checkpoints"), "best")["epoch"]
+    assert pretrained.check(cfg, [str(tmp_path / "run")]) == (
+        f"train.init_from: the best checkpoint (epoch {epoch}) of the run in "
+        f"{os.path.abspath(source)} fits this config")
+    r = subprocess.run([sys.executable, "-m", "speechmusic_jax.train", "--dry_run",
+                        "--config=experiments/default.py:tiny", f"--workdir={tmp_path / 'run'}",
+                        f"--config.train.init_from={source}", "--config.model.preset=m5_small"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "train.init_from: the models of" in r.stderr and "stem.kernel" in r.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -70,9 +70,12 @@ class PreparedData:
     errors: dict[str, int]
 
 
-def list_source(data_cfg, spec: str, on_error: str, log: Log) -> sources.Listing:
+def list_source(data_cfg, spec: str, on_error: str, log: Log, *,
+                splitting: bool = True) -> sources.Listing:
     """The files of the data source ``spec`` under the data config ``data_cfg`` (classes,
-    grouping, corpus cache: the built-in corpus is generated there on first use)."""
+    grouping, corpus cache: the built-in corpus is generated there on first use).
+    ``splitting``: the files will be split (train/val/test or folds), so a missing grouping
+    is worth a note; evaluating a trained run on them splits nothing."""
     cache_root = data_cfg.cache_dir or default_cache_root()
 
     def synthetic_dir() -> str:
@@ -86,16 +89,18 @@ def list_source(data_cfg, spec: str, on_error: str, log: Log) -> sources.Listing
                                  cache_root=cache_root, log=log)
     for note in listing.notes:  # what was left out (non-audio files, musan noise/, ...)
         log(f"data: {note}")
+    for note in listing.split_notes if splitting else ():
+        log(f"data: {note}")
     return listing
 
 
 def scan_source(data_cfg, spec: str, on_error: str, log: Log, *,
-                merge_duplicates: bool = True) -> Scanned:
+                merge_duplicates: bool = True, splitting: bool = True) -> Scanned:
     """List ``spec`` and check every file's header before any work; with ``merge_duplicates``,
     files of identical audio share a group (so a split keeps them together), and copies with
     different labels are refused (or dropped under on_error=skip)."""
     classes = tuple(data_cfg.classes)
-    listing = list_source(data_cfg, spec, on_error, log)
+    listing = list_source(data_cfg, spec, on_error, log, splitting=splitting)
     scanned, scan_errors = sources.scan_headers(listing.files, on_error,
                                                 workers=4 * data_cfg.workers, log=log)
     errors = collections.Counter(scan_errors) + collections.Counter(listing.errors)

@@ -61,6 +61,8 @@ class Listing:
     errors: dict[str, int]  # files dropped under on_error=skip, by kind
     root: str  # the folder (or manifest) the listing came from
     notes: tuple[str, ...] = ()  # what to tell the user: each thing left out, with an example
+    # what to tell a user who splits these files (train/val/test, folds): that groups are unknown
+    split_notes: tuple[str, ...] = ()
 
 
 SOURCE_KINDS = {
@@ -307,9 +309,9 @@ def _from_dirs(
     if group_regex and unmatched:
         notes.append(f"data.group_regex {group_regex!r} matched no file name for {unmatched} of "
                      f"{len(files)} files; each of those is its own group")
-    elif not group_regex:
-        notes.extend(_ungrouped_note(files, ungrouped, class_index))
-    return Listing(tuple(files), dict(ignored), dict(errors), root, tuple(notes))
+    split_notes = [] if group_regex else _ungrouped_note(files, ungrouped, class_index)
+    return Listing(tuple(files), dict(ignored), dict(errors), root, tuple(notes),
+                   tuple(split_notes))
 
 
 def _ungrouped_note(files: Sequence[AudioFile], ungrouped: collections.Counter[int],
@@ -402,9 +404,9 @@ def _from_manifest(
     if group_regex and unmatched:
         notes.append(f"data.group_regex {group_regex!r} matched no file name for {unmatched} "
                      "manifest rows without a group; each of those is its own group")
-    elif not group_regex:
-        notes.extend(_ungrouped_note(files, ungrouped, class_index))
-    listing = Listing(tuple(files), dict(ignored), dict(errors), manifest, tuple(notes))
+    split_notes = [] if group_regex else _ungrouped_note(files, ungrouped, class_index)
+    listing = Listing(tuple(files), dict(ignored), dict(errors), manifest, tuple(notes),
+                      tuple(split_notes))
     return _checked(listing, class_index)
 
 

@@ -63,12 +63,33 @@ def needed(cfg: config_lib.ConfigDict, workdir: str, overwrite: bool = False) ->
     return overwrite or Checkpoints.pointer(os.path.join(workdir, "checkpoints"), "last") is None
 
 
+def check(cfg: config_lib.ConfigDict, workdirs: Sequence[str] = ()) -> str:
+    """Everything :func:`load` checks, without reading the weights (``train --dry_run``):
+    raise :class:`ConfigError` if the run named by ``cfg.train.init_from`` does not fit
+    ``cfg``, else return a line saying which checkpoint a run would start from."""
+    folder, which, pointer, _, _ = _locate(cfg, workdirs)
+    return (f"{FIELD}: the {which} checkpoint (epoch {int(pointer['epoch'])}) of the run in "
+            f"{folder} fits this config")
+
+
 def load(cfg: config_lib.ConfigDict, workdirs: Sequence[str] = (),
          mesh: jax.sharding.Mesh | None = None) -> Pretrained:
     """Check that the run named by ``cfg.train.init_from`` fits ``cfg`` and take its weights.
     ``workdirs``: the folders of the new run (or runs) (none may be the pretrained run's);
     ``mesh``: the devices of a run over several processes (each reads the checkpoint, as on
     resume)."""
+    folder, which, pointer, source, target = _locate(cfg, workdirs)
+    multiprocess = mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1
+    state, _ = Checkpoints(folder, mesh if multiprocess else None).restore(pointer, source.state)
+    params = _in_layout(parallel.to_host(state.params), target.state.params)
+    model_state = _in_layout(parallel.to_host(state.model_state), target.state.model_state)
+    return Pretrained(folder, which, int(pointer["epoch"]), params, model_state)
+
+
+def _locate(cfg: config_lib.ConfigDict, workdirs: Sequence[str]
+            ) -> tuple[str, str, dict, builder.Built, builder.Built]:
+    """The pretrained run's folder, which checkpoint, its pointer, and both models built
+    abstractly, once every check has passed."""
     from speechmusic_jax.trained_run import config_from_json
 
     folder, which = parse_init_from(cfg.train.init_from)
@@ -90,11 +111,7 @@ def load(cfg: config_lib.ConfigDict, workdirs: Sequence[str] = (),
     source = builder.abstract_build(source_cfg)
     target = builder.abstract_build(cfg)
     check_compatible(source_cfg, source, cfg, target, folder)
-    multiprocess = mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1
-    state, _ = Checkpoints(folder, mesh if multiprocess else None).restore(pointer, source.state)
-    params = _in_layout(parallel.to_host(state.params), target.state.params)
-    model_state = _in_layout(parallel.to_host(state.model_state), target.state.model_state)
-    return Pretrained(folder, which, int(pointer["epoch"]), params, model_state)
+    return folder, which, pointer, source, target
 
 
 def check_compatible(source_cfg: config_lib.ConfigDict, source: builder.Built,
