@@ -146,3 +146,22 @@ def test_hum_is_mains_and_its_harmonics():
         assert abs(base - 50.0) <= 1.5 or abs(base - 60.0) <= 1.5
         ratio = f[spec > 0.2 * spec.max()] / base
         assert np.all((np.round(ratio) >= 1) & (np.abs(ratio - np.round(ratio)) < 0.03))
+
+
+def test_whine_is_a_few_steady_tones_at_constant_level():
+    n = 4 * SR
+    f = np.fft.rfftfreq(n, 1.0 / SR)
+    frame = SR // 10
+    for seed in range(4):
+        y = synth_channel.whine(np.random.default_rng(seed), n, SR)
+        assert synth_dsp.rms(y) == pytest.approx(1.0)
+        spec = np.abs(np.fft.rfft(y)) ** 2
+        peaks = f[spec > 1e-3 * spec.max()]
+        assert 150 * 0.99 <= peaks.min() and peaks.max() < 0.45 * SR
+        # Tones, not noise: 99 % of the energy sits in under 5 % of the frequency bins (white
+        # noise needs 86 % of them).
+        top = np.sort(spec)[::-1]
+        assert np.searchsorted(np.cumsum(top), 0.99 * spec.sum()) < 0.05 * len(spec)
+        # Steady: no 0.1 s frame more than 3 dB from another.
+        levels = 20 * np.log10(np.sqrt(np.mean(y.reshape(-1, frame) ** 2, axis=1)))
+        assert np.ptp(levels) < 3.0, seed

@@ -5,9 +5,10 @@ level, so that none of them tells speech from music (the README's cue table meas
 
 - room: dry (close microphone) or a synthetic room response with RT60 0.15-1.2 s;
 - background at 0-30 dB SNR: white to brown noise (any slope), mains hum with harmonics, slowly
-  amplitude-modulated noise, crackle (sparse clicks), low rumble, or a mix of two; and in a
-  quarter of the clips mains hum on top, 10-35 dB under the signal (a steady low tone is
-  neither speech nor music);
+  amplitude-modulated noise, crackle (sparse clicks), low rumble, steady whine (tones anywhere
+  in the band: electrical whine, a radio's heterodyne, a machine), or a mix of two; and in a
+  quarter of the clips mains hum or a whine on top, 10-35 dB under the signal (a steady tone
+  is neither speech nor music);
 - channel: full band, a low-pass anywhere from telephone to wide band, the brick wall of a
   recording made at 8, 11.025 or 16 kHz, a telephone band-pass (300-3400 Hz), a codec-like
   spectral quantiser (quiet bins dropped, magnitudes coarsened);
@@ -51,7 +52,7 @@ def room(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
 
 def background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Unit-RMS background of one or two random kinds."""
-    kinds = rng.choice(6, size=1 + int(rng.random() < 0.3), replace=False)
+    kinds = rng.choice(7, size=1 + int(rng.random() < 0.3), replace=False)
     out = np.zeros(n)
     for kind in kinds:
         out += rng.uniform(0.4, 1.0) * _background_kind(rng, int(kind), n, sr)
@@ -76,6 +77,9 @@ def _background_kind(rng: np.random.Generator, kind: int, n: int, sr: int) -> np
         at = rng.integers(0, n, count)
         bg[at] += rng.standard_normal(count) * rng.uniform(0.5, 3.0)
         return bg / rms(bg)
+    if kind == 6:  # whine with a little hiss
+        bg = whine(rng, n, sr) + 0.3 * coloured_noise(rng, n, sr, rng.uniform(0.0, 2.0))
+        return bg / rms(bg)
     # rumble: brown noise low-passed under 200 Hz
     f = np.fft.rfftfreq(n, 1.0 / sr)
     bg = fft_filter(coloured_noise(rng, n, sr, 2.0), 1.0 / (1.0 + (f / rng.uniform(60, 200)) ** 4))
@@ -92,6 +96,24 @@ def hum(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     tilt = rng.uniform(0.3, 1.5)
     y = sum(rng.uniform(0.2, 1.0) * h**-tilt * np.sin(h * phase + rng.uniform(0, 6.3))
             for h in range(1, 10) if mains * h < 0.45 * sr)
+    return y / rms(y)
+
+
+def whine(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Unit-RMS steady tones: one to four, each at 150 Hz-7 kHz with up to three harmonics,
+    drifting a little, at constant levels for the whole clip (a power supply's or a monitor's
+    whine, a radio's heterodyne whistle, a machine): tonal like music, but never a note."""
+    ts = np.arange(n) / sr
+    y = np.zeros(n)
+    for _ in range(rng.integers(1, 5)):
+        f0 = np.exp(rng.uniform(np.log(150.0), np.log(min(7000.0, 0.4 * sr))))
+        drift = 1.0 + rng.uniform(0.0, 0.003) * np.sin(
+            2 * np.pi * rng.uniform(0.02, 0.3) * ts + rng.uniform(0, 6.3))
+        phase = 2 * np.pi * f0 * np.cumsum(drift) / sr
+        level = db_gain(-rng.uniform(0.0, 15.0))
+        for h in range(1, 1 + rng.integers(1, 5)):
+            if f0 * h < 0.45 * sr:
+                y += level * rng.uniform(0.1, 1.0) / h * np.sin(h * phase + rng.uniform(0, 6.3))
     return y / rms(y)
 
 
@@ -203,8 +225,9 @@ def record(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     if rng.random() < 0.9:
         snr_db = rng.uniform(0.0, 30.0) if rng.random() < 0.7 else rng.uniform(30.0, 50.0)
         x = x + background(rng, n, sr) * db_gain(-snr_db)
-    if rng.random() < 0.25:  # mains hum on top of whatever background there is
-        x = x + hum(rng, n, sr) * db_gain(-rng.uniform(10.0, 35.0))
+    if rng.random() < 0.25:  # mains hum or a whine on top of whatever background there is
+        tone = hum(rng, n, sr) if rng.random() < 0.6 else whine(rng, n, sr)
+        x = x + tone * db_gain(-rng.uniform(10.0, 35.0))
     x = band(rng, x, sr)
     if rng.random() < 0.25:
         x = codec(rng, x, sr)

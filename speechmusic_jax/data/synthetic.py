@@ -43,7 +43,7 @@ import soundfile as sf
 from speechmusic_jax.data.synth_music import music_clip
 from speechmusic_jax.data.synth_speech import speech_clip
 
-GENERATOR_VERSION: int = 2
+GENERATOR_VERSION: int = 3
 
 LABELS: tuple[str, ...] = ("speech", "music")
 _CLASS_ID = {"speech": 0, "music": 1}
