@@ -73,6 +73,8 @@ def base_config() -> ConfigDict:
     c.data.augment.pause_max_ms = 80.0  # ... each low-level run longer than this (ms) ...
     c.data.augment.pause_keep_ms = (30.0, 80.0)  # ... to a length (ms) uniform in this range
     c.data.augment.dither_db = 0.0  # < 0: add white noise at this RMS level (dBFS); 0 is off
+    c.data.augment.highpass_prob = 0.0  # probability of a random high-pass ...
+    c.data.augment.highpass_hz = (100.0, 400.0)  # ... with a cut-off uniform in this range
     c.data.synthetic = ConfigDict()
     c.data.synthetic.clips_per_class = 200
     c.data.synthetic.seconds = 4.0
@@ -244,7 +246,7 @@ def validate(c: ConfigDict) -> None:
     need(data.balance in BALANCES, "data.balance", f"must be one of {BALANCES}")
     augment = data.augment
     need(augment.gain_db >= 0, "data.augment.gain_db", "must be >= 0")
-    for field in ("noise_prob", "polarity_prob", "lowpass_prob", "pause_prob"):
+    for field in ("noise_prob", "polarity_prob", "lowpass_prob", "highpass_prob", "pause_prob"):
         need(0.0 <= augment[field] <= 1.0, f"data.augment.{field}",
              "must be a probability in [0, 1]")
     need(len(augment.noise_snr_db) == 2 and augment.noise_snr_db[0] <= augment.noise_snr_db[1],
@@ -253,6 +255,11 @@ def validate(c: ConfigDict) -> None:
          "data.augment.lowpass_hz", "must be (low, high) with 0 < low <= high")
     need(augment.lowpass_hz[1] < data.sample_rate / 2, "data.augment.lowpass_hz",
          "must stay below the Nyquist frequency (data.sample_rate / 2)")
+    need(len(augment.highpass_hz) == 2 and 0 < augment.highpass_hz[0] <= augment.highpass_hz[1],
+         "data.augment.highpass_hz", "must be (low, high) with 0 < low <= high")
+    need(augment.highpass_hz[1] * 1.2 < data.sample_rate / 2, "data.augment.highpass_hz",
+         "must stay well below the Nyquist frequency (its roll-off ends at 1.2 times the "
+         "cut-off, which must be under data.sample_rate / 2)")
     colours = augment.noise_colours
     need(isinstance(colours, tuple | list) and len(colours) >= 1
          and all(isinstance(v, int | float) and 0 <= v <= 3 for v in colours),

@@ -14,6 +14,7 @@ from speechmusic_jax.data.augment import (
     augment,
     coloured,
     low_runs,
+    highpass,
     lowpass,
     pause_generator,
     shorten_pauses,
@@ -83,6 +84,23 @@ def test_lowpass_removes_the_band_above_the_cutoff():
     assert np.abs(np.fft.rfft(y))[freqs > 2000].max() < 1e-3 * spec_x.max()
 
 
+def test_highpass_removes_the_band_below_the_cutoff():
+    x = _x(n=SR)
+    y = highpass(x, 300.0, SR)
+    spec_x, spec_y = np.abs(np.fft.rfft(x)), np.abs(np.fft.rfft(y))
+    freqs = np.fft.rfftfreq(SR, 1 / SR)
+    assert spec_y[freqs <= 300].max() < 1e-3 * spec_x[freqs <= 300].max()
+    np.testing.assert_allclose(spec_y[freqs > 360], spec_x[freqs > 360], rtol=1e-3)
+    y = augment(x, AugmentConfig(highpass_prob=1.0, highpass_hz=(500.0, 800.0)), SR, 0, 1, 3)
+    assert np.abs(np.fft.rfft(y))[freqs < 500].max() < 1e-3 * spec_x.max()
+    # Its draws are its own: switching it on leaves the other parts' draws as they were.
+    base = AugmentConfig(gain_db=6.0, noise_prob=1.0, lowpass_prob=1.0)
+    plain = augment(x, base, SR, 0, 1, 5)
+    both = augment(x, dataclasses.replace(base, highpass_prob=1.0, highpass_hz=(200.0, 200.0)),
+                   SR, 0, 1, 5)
+    np.testing.assert_allclose(both, highpass(plain, 200.0, SR) * 1.0, atol=1e-5)
+
+
 def test_switching_one_part_does_not_change_the_draws_of_another():
     x = _x()
     gain_only = augment(x, AugmentConfig(gain_db=6.0), SR, 0, 1, 4)
@@ -102,6 +120,9 @@ def test_from_config_reads_data_augment():
     ("noise_prob", 1.5, "must be a probability"),
     ("gain_db", -1.0, "must be >= 0"),
     ("lowpass_hz", (5000.0, 9000.0), "Nyquist"),
+    ("highpass_hz", (400.0, 100.0), "low <= high"),
+    ("highpass_hz", (100.0, 7000.0), "Nyquist"),
+    ("highpass_prob", -0.1, "must be a probability"),
     ("noise_snr_db", (30.0, 10.0), "low <= high"),
 ])
 def test_config_validation(field, value, words):

@@ -13,7 +13,9 @@ Each part is a config switch (``data.augment.*``) and is off when its probabilit
   drawn per example from ``noise_colours``: each a slope s, the noise's power spectrum falling
   as 1/f**s (about 3 dB per octave per unit; 0 white, the default; 1 pink; 2 brown);
 - band-limiting: a random low-pass with its cut-off drawn from ``lowpass_hz``, so that a model
-  cannot tell the classes apart by bandwidth alone;
+  cannot tell the classes apart by bandwidth alone; and a random high-pass with its cut-off
+  drawn from ``highpass_hz`` (small loudspeakers, telephone and radio channels, a
+  microphone's low cut), so that neither can the presence of bass or of a voice's fundamental;
 - random gain, uniform in [-gain_db, +gain_db] decibels;
 - polarity flip (the sign of every sample);
 - dither (``dither_db`` < 0; 0 is off): white noise of that absolute RMS level in dBFS (0 dBFS
@@ -61,13 +63,15 @@ class AugmentConfig:
     pause_max_ms: float = 80.0
     pause_keep_ms: tuple[float, float] = (30.0, 80.0)
     dither_db: float = 0.0
+    highpass_prob: float = 0.0
+    highpass_hz: tuple[float, float] = (100.0, 400.0)
 
     @property
     def active(self) -> bool:
         """True when any per-crop transform is on (the crop position and pause shortening,
         which the pipeline applies before the crop is cut, are not ones)."""
         return bool(self.gain_db > 0 or self.noise_prob > 0 or self.polarity_prob > 0
-                    or self.lowpass_prob > 0 or self.dither_db < 0)
+                    or self.lowpass_prob > 0 or self.highpass_prob > 0 or self.dither_db < 0)
 
     @classmethod
     def from_config(cls, a) -> AugmentConfig:
@@ -76,7 +80,7 @@ class AugmentConfig:
                    _pair(a.noise_snr_db), float(a.polarity_prob), float(a.lowpass_prob),
                    _pair(a.lowpass_hz), tuple(float(c) for c in a.noise_colours),
                    float(a.pause_prob), float(a.pause_max_ms), _pair(a.pause_keep_ms),
-                   float(a.dither_db))
+                   float(a.dither_db), float(a.highpass_prob), _pair(a.highpass_hz))
 
 
 def _pair(v: Sequence[float]) -> tuple[float, float]:
@@ -103,11 +107,14 @@ def augment(
     extra = np.random.default_rng([seed, epoch, index, _EXTRA_STREAM])
     colour = cfg.noise_colours[int(extra.integers(len(cfg.noise_colours)))]
     dither_seed = int(extra.integers(0, 2**63 - 1))
+    u_high, cuton = extra.random(), extra.uniform(*cfg.highpass_hz)
     y = np.array(x, dtype=np.float32, copy=True)
     if cfg.noise_prob > 0 and u_noise < cfg.noise_prob:
         y = add_noise(y, snr, noise_seed, colour, sample_rate)
     if cfg.lowpass_prob > 0 and u_low < cfg.lowpass_prob:
         y = lowpass(y, cutoff, sample_rate)
+    if cfg.highpass_prob > 0 and u_high < cfg.highpass_prob:
+        y = highpass(y, cuton, sample_rate)
     if cfg.gain_db > 0:
         y *= np.float32(10.0 ** (gain / 20.0))
     if cfg.polarity_prob > 0 and u_pol < cfg.polarity_prob:
@@ -259,3 +266,22 @@ def shorten_pauses(x: np.ndarray, sample_rate: int, max_ms: float,
         return x.copy()
     pieces.append(x[cursor:])
     return np.concatenate(pieces)
+
+
+def highpass(x: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
+    """High-pass ``x`` at ``cutoff_hz`` in the frequency domain: the gain rises along a raised
+    cosine from 0 at the cut-off to 1 at 6/5 of it (the mirror of :func:`lowpass`). The length
+    is preserved."""
+    n = x.shape[0]
+    if n < 2 or cutoff_hz <= 0:
+        return x
+    spec = np.fft.rfft(x)
+    hz_per_bin = sample_rate / n
+    hi_hz = cutoff_hz * 1.2
+    k_lo = min(spec.shape[0], int(math.floor(cutoff_hz / hz_per_bin)) + 1)
+    k_hi = min(spec.shape[0], int(math.ceil(hi_hz / hz_per_bin)))
+    if k_hi > k_lo:
+        ramp = (np.arange(k_lo, k_hi) * hz_per_bin - cutoff_hz) / (hi_hz - cutoff_hz)
+        spec[k_lo:k_hi] *= 0.5 - 0.5 * np.cos(np.pi * np.clip(ramp, 0.0, 1.0))
+    spec[:k_lo] = 0
+    return np.fft.irfft(spec, n=n).astype(np.float32, copy=False)
