@@ -1,4 +1,4 @@
-"""Music-like clips for the synthetic corpus (generator version 2).
+"""Music-like clips for the synthetic corpus (generator version 3).
 
 Notes on a tempo grid in a key (six scales, 3/4 or 4/4, 60-170 BPM, sometimes a modulation to
 another key part-way), from twelve timbres: plucked, organ, bell, bowed with vibrato, wind,

@@ -1,4 +1,4 @@
-"""Speech-like clips for the synthetic corpus (generator version 2).
+"""Speech-like clips for the synthetic corpus (generator version 3).
 
 A source-filter model driven by a small phonology, so that the clips carry what running speech
 has and music has not: 3-8 syllables a second, each an onset of 0-2 consonants, a vowel and an

@@ -1,4 +1,4 @@
-"""The built-in procedural corpus: speech-like and music-like clips (generator version 2).
+"""The built-in procedural corpus: speech-like and music-like clips (generator version 3).
 
 Every clip is synthesised from its own random generator, seeded by (seed, class, index), so clip
 ``i`` does not depend on how many clips are made, and the written WAV files are byte-identical
@@ -15,8 +15,8 @@ consonants by manner and place, formant transitions, prosody, speaking styles, s
 every age and sex, overlapping talkers) and :mod:`synth_music` (twelve timbres including a sung
 voice, eight styles with and without drums, keys, tempi, rests); both then go through the same
 recording chain, :mod:`synth_channel` (room, noise of many kinds at 0-30 dB SNR, telephone to
-full band, codec damage, clipping, level), so that level, bandwidth, noise and silence do not
-tell the classes apart: temporal and spectral structure does.
+full band, codec damage, hum and whine, clipping, level), so that level, bandwidth, noise,
+steady tones and silence do not tell the classes apart: temporal and spectral structure does.
 """
 
 from __future__ import annotations
