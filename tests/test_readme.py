@@ -28,8 +28,15 @@ def test_readme_has_train_commands():
 
 
 @pytest.mark.parametrize("args", readme_train_commands(), ids=lambda a: " ".join(a)[:60])
-def test_readme_train_command_is_valid(args, tmp_path):
+def test_readme_train_command_is_valid(args, tmp_path, request):
     args = [re.sub(r"^--workdir=.*", f"--workdir={tmp_path}/w", a) for a in args]
+    if any(a.startswith("--config.train.init_from=") for a in args):
+        # --dry_run checks the pretrained run: a finished tiny run, and the tiny experiment
+        # (its model) for the command's other flags.
+        run = request.getfixturevalue("tiny_run")
+        args = ["--config=experiments/default.py:tiny",
+                *(f"--config.train.init_from={run}" if a.startswith("--config.train.init_from=")
+                  else a for a in args)]
     r = subprocess.run([sys.executable, "-m", "speechmusic_jax.train", "--dry_run", *args],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
