@@ -179,11 +179,36 @@ def lowpass(x: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
     lo_hz = cutoff_hz * (1.0 - 1.0 / 6.0)
     k_lo = int(math.ceil(lo_hz / hz_per_bin))
     k_hi = min(spec.shape[0], int(math.ceil(cutoff_hz / hz_per_bin)))
-    if k_hi > k_lo:  # the roll-off, computed on its few bins only
-        ramp = (cutoff_hz - np.arange(k_lo, k_hi) * hz_per_bin) / (cutoff_hz - lo_hz)
-        spec[k_lo:k_hi] *= 0.5 - 0.5 * np.cos(np.pi * np.clip(ramp, 0.0, 1.0))
+    _roll_off(spec, k_lo, k_hi, hz_per_bin, cutoff_hz, lo_hz)
     spec[k_hi:] = 0
     return np.fft.irfft(spec, n=n).astype(np.float32, copy=False)
+
+
+def highpass(x: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
+    """High-pass ``x`` at ``cutoff_hz`` in the frequency domain: the gain rises along a raised
+    cosine from 0 at the cut-off to 1 at 6/5 of it (the mirror of :func:`lowpass`). The length
+    is preserved."""
+    n = x.shape[0]
+    if n < 2 or cutoff_hz <= 0:
+        return x
+    spec = np.fft.rfft(x)
+    hz_per_bin = sample_rate / n
+    hi_hz = cutoff_hz * 1.2
+    k_lo = min(spec.shape[0], int(math.floor(cutoff_hz / hz_per_bin)) + 1)
+    k_hi = min(spec.shape[0], int(math.ceil(hi_hz / hz_per_bin)))
+    _roll_off(spec, k_lo, k_hi, hz_per_bin, cutoff_hz, hi_hz)
+    spec[:k_lo] = 0
+    return np.fft.irfft(spec, n=n).astype(np.float32, copy=False)
+
+
+def _roll_off(spec: np.ndarray, k_lo: int, k_hi: int, hz_per_bin: float, zero_hz: float,
+              one_hz: float) -> None:
+    """Scale the bins ``k_lo:k_hi`` of ``spec`` in place along a raised cosine that is 0 at
+    ``zero_hz`` and 1 at ``one_hz`` (either side): the edge of :func:`lowpass` and
+    :func:`highpass`, computed on its few bins only."""
+    if k_hi > k_lo:
+        ramp = (np.arange(k_lo, k_hi) * hz_per_bin - zero_hz) / (one_hz - zero_hz)
+        spec[k_lo:k_hi] *= 0.5 - 0.5 * np.cos(np.pi * np.clip(ramp, 0.0, 1.0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,21 +292,3 @@ def shorten_pauses(x: np.ndarray, sample_rate: int, max_ms: float,
     pieces.append(x[cursor:])
     return np.concatenate(pieces)
 
-
-def highpass(x: np.ndarray, cutoff_hz: float, sample_rate: int) -> np.ndarray:
-    """High-pass ``x`` at ``cutoff_hz`` in the frequency domain: the gain rises along a raised
-    cosine from 0 at the cut-off to 1 at 6/5 of it (the mirror of :func:`lowpass`). The length
-    is preserved."""
-    n = x.shape[0]
-    if n < 2 or cutoff_hz <= 0:
-        return x
-    spec = np.fft.rfft(x)
-    hz_per_bin = sample_rate / n
-    hi_hz = cutoff_hz * 1.2
-    k_lo = min(spec.shape[0], int(math.floor(cutoff_hz / hz_per_bin)) + 1)
-    k_hi = min(spec.shape[0], int(math.ceil(hi_hz / hz_per_bin)))
-    if k_hi > k_lo:
-        ramp = (np.arange(k_lo, k_hi) * hz_per_bin - cutoff_hz) / (hi_hz - cutoff_hz)
-        spec[k_lo:k_hi] *= 0.5 - 0.5 * np.cos(np.pi * np.clip(ramp, 0.0, 1.0))
-    spec[:k_lo] = 0
-    return np.fft.irfft(spec, n=n).astype(np.float32, copy=False)
