@@ -133,3 +133,20 @@ def test_schedule_free_refuses_batch_norm():
     for norm in ("layer", "group"):
         c.model.norm = norm
         validate(c)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5])
+def test_ema_decay_out_of_range_names_the_field(value):
+    c = base_config()
+    c.train.ema_decay = value
+    with pytest.raises(ConfigError, match=r"^train.ema_decay: must be in \[0, 1\)"):
+        validate(c)
+
+
+def test_schedule_free_refuses_a_moving_average():
+    c = base_config()
+    c.optimizer.name, c.optimizer.schedule = "schedule_free_adamw", "constant"
+    c.model.norm = "layer"
+    c.train.ema_decay = 0.99
+    with pytest.raises(ConfigError, match="^train.ema_decay: schedule_free_adamw already"):
+        validate(c)

@@ -199,3 +199,44 @@ def test_moments_reach_the_optimizer():
     assert optim.moment_defaults("sgd") == {}
     with pytest.raises(ValueError, match="optimizer.b1: sgd has no such hyperparameter"):
         optim.make_optimizer("sgd", one, moments={"b1": 0.9})
+
+
+def _ema_by_hand(snapshots, decay):
+    """The bias-corrected exponential average of the weights after each step."""
+    n = len(snapshots)
+    w = np.array([(1 - decay) * decay ** (n - 1 - i) for i in range(n)]) / (1 - decay ** n)
+    return np.tensordot(w, np.stack(snapshots), axes=1)
+
+
+@pytest.mark.parametrize("injected", [False, True])
+def test_ema_evaluates_the_moving_average_and_trains_as_before(injected):
+    from speechmusic_jax.config import base_config
+
+    cfg = base_config()
+    cfg.optimizer.name, cfg.optimizer.schedule = "momentum", "constant"
+    cfg.optimizer.learning_rate, cfg.optimizer.warmup_epochs = 0.1, 0.0
+    cfg.train.epochs = 5
+
+    def chain(ema_decay):
+        cfg.train.ema_decay = ema_decay
+        if injected:  # a sweep group's chain: hyperparameters in the state
+            return optim.injected_from_config(cfg, steps_per_epoch=1)
+        return optim.from_config(cfg, steps_per_epoch=1)[0]
+
+    plain, averaged = chain(0.0), chain(0.6)
+    params = {"kernel": np.array([1.0, -2.0, 3.0], np.float32)}
+    p_plain, s_plain, s_avg = params, plain.init(params), averaged.init(params)
+    before = optim.eval_params("momentum", s_avg, params, 0.6)["kernel"]
+    np.testing.assert_array_equal(before, params["kernel"])  # before any step: the weights
+    snapshots = []
+    for t in range(5):
+        grads = {"kernel": np.array([0.5, 1.0, -1.0], np.float32) * (t + 1)}
+        u_plain, s_plain = plain.update(grads, s_plain, p_plain)
+        u_avg, s_avg = averaged.update(grads, s_avg, p_plain)
+        np.testing.assert_array_equal(u_avg["kernel"], u_plain["kernel"])  # training unchanged
+        p_plain = optax.apply_updates(p_plain, u_plain)
+        snapshots.append(np.asarray(p_plain["kernel"]))
+    evaluated = optim.eval_params("momentum", s_avg, p_plain, 0.6)["kernel"]
+    np.testing.assert_allclose(evaluated, _ema_by_hand(snapshots, 0.6), rtol=1e-5)
+    assert not np.allclose(evaluated, snapshots[-1])
+    assert optim.eval_params("momentum", s_plain, p_plain) is p_plain

@@ -20,9 +20,10 @@ records which. An L1/L2 penalty in the loss is a separate knob (``train.l1``, ``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 # name -> (factory(**hparams) -> GradientTransformation with learning rate 1, note); the factories
@@ -209,6 +210,43 @@ def with_stem_rate(tx: optax.GradientTransformation,
     return optax.chain(tx, optax.GradientTransformation(lambda _: optax.EmptyState(), update))
 
 
+class ParamEmaState(NamedTuple):
+    """The exponential moving average of the weights after each step, without its bias
+    correction (``ema`` starts at zero; :func:`ema_params` divides by ``1 - decay ** count``)."""
+
+    count: jax.Array  # int32 scalar: steps averaged
+    ema: Any
+
+
+def param_ema(decay: float) -> optax.GradientTransformation:
+    """Leaves the updates as they are and keeps, in its state, the moving average of the weights
+    they lead to: ``ema = decay * ema + (1 - decay) * (params + updates)`` after every step
+    (Polyak averaging with an exponential window of about ``1 / (1 - decay)`` steps). The last
+    transformation of a chain, so that it sees the final updates."""
+
+    def init(params: Any) -> ParamEmaState:
+        return ParamEmaState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates: Any, state: ParamEmaState, params: Any = None) -> tuple[Any, Any]:
+        if params is None:
+            raise ValueError("param_ema needs the parameters (tx.update(..., params))")
+        new = optax.apply_updates(params, updates)
+        ema = jax.tree.map(lambda e, p: (decay * e + (1 - decay) * p).astype(e.dtype),
+                           state.ema, new)
+        return updates, ParamEmaState(state.count + 1, ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def ema_params(state: ParamEmaState, decay: float, params: Any) -> Any:
+    """The bias-corrected average in ``state`` (the weights of every step so far, the newest
+    weighted most); ``params`` itself before the first step."""
+    correction = 1 - decay ** state.count.astype(jnp.float32)
+    return jax.tree.map(
+        lambda e, p: jnp.where(state.count > 0, e / jnp.maximum(correction, 1e-12), p)
+        .astype(p.dtype), state.ema, params)
+
+
 def make_optimizer(
     name: str,
     schedule: optax.Schedule,
@@ -220,6 +258,7 @@ def make_optimizer(
     steps_per_epoch: int = 1,
     moments: dict[str, float] | None = None,
     stem_lr_scale: float = 1.0,
+    ema_decay: float = 0.0,
 ) -> optax.GradientTransformation:
     """The optimizer chain described at the top of this module.
 
@@ -227,17 +266,20 @@ def make_optimizer(
     train step passes ``value=loss``) and averaged over an epoch of steps. ``moments``: the
     optimizer's ``b1``/``b2``/``momentum`` (default: its own, :func:`moment_defaults`).
     ``stem_lr_scale``: the stem's learning rate relative to the rest (:func:`with_stem_rate`).
+    ``ema_decay`` > 0 keeps a moving average of the weights (:func:`param_ema`), which
+    :func:`eval_params` returns.
     """
     return _chain(name, schedule, weight_decay, decay=weight_decay > 0,
                   weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
                   plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch,
-                  moments=moments or {}, stem_lr_scale=stem_lr_scale)
+                  moments=moments or {}, stem_lr_scale=stem_lr_scale, ema_decay=ema_decay)
 
 
 def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: bool,
            weight_decay_mask: str, grad_clip_norm: float, plateau_epochs: int,
            steps_per_epoch: int, moments: dict[str, Any],
-           stem_lr_scale: float = 1.0) -> optax.GradientTransformation:
+           stem_lr_scale: float = 1.0,
+           ema_decay: float = 0.0) -> optax.GradientTransformation:
     """The chain of :func:`make_optimizer`; ``decay`` says whether the decay steps are in it, so
     that ``weight_decay`` (and the schedule's peak) may be traced values (see
     :func:`make_injected_optimizer`)."""
@@ -249,6 +291,8 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
                          f"(it takes {sorted(moment_defaults(name)) or 'none'})")
     if name in SCHEDULE_FREE and stem_lr_scale != 1.0:
         raise ValueError(f"train.stem_lr_scale: not supported with {name}")
+    if name in SCHEDULE_FREE and ema_decay > 0:
+        raise ValueError(f"train.ema_decay: not supported with {name}")
     parts = []
     if grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
@@ -276,7 +320,8 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
         parts.append(optax.contrib.reduce_on_plateau(
             factor=0.3, patience=plateau_epochs, accumulation_size=max(1, steps_per_epoch)))
     parts.append(optax.scale_by_schedule(schedule))
-    return with_stem_rate(optax.chain(*parts), stem_lr_scale)
+    tx = with_stem_rate(optax.chain(*parts), stem_lr_scale)
+    return optax.chain(tx, param_ema(ema_decay)) if ema_decay > 0 else tx
 
 
 # The hyperparameters that make_injected_optimizer takes as traced inputs (the moments: those
@@ -300,6 +345,7 @@ def make_injected_optimizer(
     moments: dict[str, float] | None = None,
     traced_moments: Sequence[str] = (),
     stem_lr_scale: float = 1.0,
+    ema_decay: float = 0.0,
 ) -> optax.GradientTransformation:
     """The chain of :func:`make_optimizer` with the peak learning rate, the weight decay and the
     ``traced_moments`` of the optimizer's moments (``b1``/``b2``/``momentum``; values
@@ -324,7 +370,8 @@ def make_injected_optimizer(
         return _chain(name, peak_schedule, weight_decay, decay=decay,
                       weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
                       plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch,
-                      moments={k: given[k] for k in moments}, stem_lr_scale=stem_lr_scale)
+                      moments={k: given[k] for k in moments}, stem_lr_scale=stem_lr_scale,
+                      ema_decay=ema_decay)
 
     return optax.inject_hyperparams(factory)(
         learning_rate=learning_rate, weight_decay=weight_decay,
@@ -343,11 +390,14 @@ def injected_from_config(cfg: Any, steps_per_epoch: int, *, decay: bool | None =
         weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
         steps_per_epoch=steps_per_epoch, moments=moments_of(o), traced_moments=traced_moments,
-        stem_lr_scale=t.stem_lr_scale)
+        stem_lr_scale=t.stem_lr_scale, ema_decay=t.ema_decay)
 
 
-def eval_params(name: str, opt_state: Any, params: Any) -> Any:
-    """The weights to evaluate: the averaged ones for schedule-free optimizers, else ``params``."""
+def eval_params(name: str, opt_state: Any, params: Any, ema_decay: float = 0.0) -> Any:
+    """The weights to evaluate: the averaged ones for schedule-free optimizers, the moving
+    average for a chain with ``ema_decay`` > 0 (``train.ema_decay``), else ``params``."""
+    if ema_decay > 0:
+        return ema_params(_find(opt_state, ParamEmaState), ema_decay, params)
     if name not in SCHEDULE_FREE:
         return params
     sf_state = _find(opt_state, optax.contrib.ScheduleFreeState)
@@ -383,5 +433,5 @@ def from_config(cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransform
                         weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
                         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
                         steps_per_epoch=steps_per_epoch, moments=moments_of(o),
-                        stem_lr_scale=t.stem_lr_scale)
+                        stem_lr_scale=t.stem_lr_scale, ema_decay=t.ema_decay)
     return tx, schedule

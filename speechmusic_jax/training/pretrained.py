@@ -81,8 +81,9 @@ def load(cfg: config_lib.ConfigDict, workdirs: Sequence[str] = (),
     folder, which, pointer, source, target = _locate(cfg, workdirs)
     multiprocess = mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1
     state, _ = Checkpoints(folder, mesh if multiprocess else None).restore(pointer, source.state)
-    params = _in_layout(parallel.to_host(state.params), target.state.params)
-    model_state = _in_layout(parallel.to_host(state.model_state), target.state.model_state)
+    params, model_state = builder.eval_weights(source, state)  # what the run was tested with
+    params = _in_layout(parallel.to_host(params), target.state.params)
+    model_state = _in_layout(parallel.to_host(model_state), target.state.model_state)
     return Pretrained(folder, which, int(pointer["epoch"]), params, model_state)
 
 
