@@ -126,10 +126,10 @@ def base_config() -> ConfigDict:
     # Multiplies the learning rate of the stem (the first conv and its norm); 0 freezes it:
     # its parameters and batch-norm statistics stay as they were (see README: fine-tuning).
     c.train.stem_lr_scale = 1.0
-    # > 0: evaluate (validate, test, save for inference) a moving average of the weights, with
-    # this decay per step (e.g. 0.99: a window of about 100 steps); 0 evaluates the weights as
-    # trained. Batch-norm statistics stay the running ones.
-    c.train.ema_decay = 0.0
+    # > 0: evaluate (validate, test, serve, fine-tune from) an exponential moving average of the
+    # weights over about this many epochs (decay per step 1 - 1 / (epochs * steps per epoch));
+    # 0 evaluates the weights as trained. Batch-norm statistics stay the running ones.
+    c.train.ema_epochs = 0.0
     c.train.early_stopping = ConfigDict()
     c.train.early_stopping.monitor = "val_loss"
     c.train.early_stopping.mode = "auto"  # "min" or "max"; auto: min for losses, max otherwise
@@ -322,8 +322,8 @@ def validate(c: ConfigDict) -> None:
         need(bool(parse_init_from(train.init_from)[0]), "train.init_from",
              "must name a run's folder: DIR, DIR:best or DIR:last")
     need(train.stem_lr_scale >= 0, "train.stem_lr_scale", "must be >= 0 (0 freezes the stem)")
-    need(0 <= train.ema_decay < 1, "train.ema_decay",
-         "must be in [0, 1) (0 evaluates the weights as trained)")
+    need(train.ema_epochs >= 0, "train.ema_epochs",
+         "must be >= 0 (0 evaluates the weights as trained)")
     e = train.early_stopping
     need(e.monitor in MONITORS, "train.early_stopping.monitor", f"must be one of {list(MONITORS)}")
     need(e.mode in ("auto", "min", "max"), "train.early_stopping.mode",
@@ -359,7 +359,7 @@ def validate(c: ConfigDict) -> None:
     need(opt.name not in SCHEDULE_FREE or train.stem_lr_scale == 1.0, "train.stem_lr_scale",
          f"{opt.name} averages every parameter with its own learning rate: a stem learning "
          "rate of its own is not supported with it (use 1.0, or another optimizer)")
-    need(opt.name not in SCHEDULE_FREE or train.ema_decay == 0, "train.ema_decay",
+    need(opt.name not in SCHEDULE_FREE or train.ema_epochs == 0, "train.ema_epochs",
          f"{opt.name} already evaluates averaged weights: use 0 (or another optimizer)")
     need(opt.name not in SCHEDULE_FREE or opt.schedule == "constant", "optimizer.schedule",
          f"{opt.name} replaces the schedule: use 'constant' (optimizer.warmup_epochs still "

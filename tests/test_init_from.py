@@ -260,13 +260,13 @@ def test_a_run_with_a_moving_average_is_served_and_fine_tuned_from_the_average(t
     from speechmusic_jax.training.step import make_eval_step
 
     cfg = tiny_config
-    cfg.train.epochs, cfg.train.ema_decay = 2, 0.5
+    cfg.train.epochs, cfg.train.ema_epochs = 2, 1.0
     ema_run = str(tmp_path / "ema")
     loop.fit(cfg, ema_run, log=_quiet)
     built = builder.abstract_build(config_from_json(os.path.join(ema_run, "config.json")))
     ckpts = Checkpoints(ema_run)
     state, _ = ckpts.restore(ckpts.best(), built.state)
-    averaged = optim.eval_params(cfg.optimizer.name, state.opt_state, state.params, 0.5)
+    averaged = optim.eval_params(cfg.optimizer.name, state.opt_state, state.params)
     as_named = {pretrained.leaf_name(p): np.asarray(x)
                 for p, x in jax.tree_util.tree_leaves_with_path(averaged)}
     assert any(not np.allclose(as_named[n], w) for n, w in _weights(ema_run)[0].items())
@@ -276,7 +276,7 @@ def test_a_run_with_a_moving_average_is_served_and_fine_tuned_from_the_average(t
     expected = make_eval_step(built.graphdef)(averaged, state.model_state, x)
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
 
-    cfg.train.ema_decay = 0.0
+    cfg.train.ema_epochs = 0.0
     start = pretrained.load(_fine_tune(cfg, ema_run), [str(tmp_path / "fine")])
     taken = {pretrained.leaf_name(p): np.asarray(x)
              for p, x in jax.tree_util.tree_leaves_with_path(start.params)}

@@ -217,16 +217,16 @@ def test_ema_evaluates_the_moving_average_and_trains_as_before(injected):
     cfg.optimizer.learning_rate, cfg.optimizer.warmup_epochs = 0.1, 0.0
     cfg.train.epochs = 5
 
-    def chain(ema_decay):
-        cfg.train.ema_decay = ema_decay
+    def chain(ema_epochs):
+        cfg.train.ema_epochs = ema_epochs
         if injected:  # a sweep group's chain: hyperparameters in the state
             return optim.injected_from_config(cfg, steps_per_epoch=1)
         return optim.from_config(cfg, steps_per_epoch=1)[0]
 
-    plain, averaged = chain(0.0), chain(0.6)
+    plain, averaged = chain(0.0), chain(2.5)  # a window of 2.5 steps: decay 0.6
     params = {"kernel": np.array([1.0, -2.0, 3.0], np.float32)}
     p_plain, s_plain, s_avg = params, plain.init(params), averaged.init(params)
-    before = optim.eval_params("momentum", s_avg, params, 0.6)["kernel"]
+    before = optim.eval_params("momentum", s_avg, params)["kernel"]
     np.testing.assert_array_equal(before, params["kernel"])  # before any step: the weights
     snapshots = []
     for t in range(5):
@@ -236,7 +236,24 @@ def test_ema_evaluates_the_moving_average_and_trains_as_before(injected):
         np.testing.assert_array_equal(u_avg["kernel"], u_plain["kernel"])  # training unchanged
         p_plain = optax.apply_updates(p_plain, u_plain)
         snapshots.append(np.asarray(p_plain["kernel"]))
-    evaluated = optim.eval_params("momentum", s_avg, p_plain, 0.6)["kernel"]
+    evaluated = optim.eval_params("momentum", s_avg, p_plain)["kernel"]
     np.testing.assert_allclose(evaluated, _ema_by_hand(snapshots, 0.6), rtol=1e-5)
     assert not np.allclose(evaluated, snapshots[-1])
     assert optim.eval_params("momentum", s_plain, p_plain) is p_plain
+
+
+def test_the_average_spans_the_same_epochs_whatever_the_data_size():
+    assert optim.ema_decay_per_step(0.0, 100) is None
+    assert optim.ema_decay_per_step(6.0, 10) == pytest.approx(1 - 1 / 60)
+    assert optim.ema_decay_per_step(6.0, 100) == pytest.approx(1 - 1 / 600)
+    assert optim.ema_decay_per_step(0.1, 3) == 0.0  # under one step: the last weights
+
+    from speechmusic_jax.config import base_config
+
+    cfg = base_config()
+    cfg.train.ema_epochs = 0.1
+    params = {"kernel": np.ones(3, np.float32)}
+    # A checkpoint restores into a state built without knowing the data size (one step per
+    # epoch), so the state's layout must not depend on it.
+    shapes = [jax.tree.structure(optim.from_config(cfg, n)[0].init(params)) for n in (1, 50)]
+    assert shapes[0] == shapes[1]

@@ -148,9 +148,9 @@ def compile_eval_step(built: Built, state: TrainState, mesh: Mesh,
 
 def eval_weights(built: Built, state: TrainState) -> tuple[Any, Any]:
     """(params, model_state) to evaluate: schedule-free optimizers evaluate averaged weights, and
-    so does a run with ``train.ema_decay`` (the moving average of its weights)."""
-    return (optim.eval_params(built.cfg.optimizer.name, state.opt_state, state.params,
-                              built.cfg.train.ema_decay), state.model_state)
+    so does a run with ``train.ema_epochs`` (the moving average of its weights)."""
+    return (optim.eval_params(built.cfg.optimizer.name, state.opt_state, state.params),
+            state.model_state)
 
 
 def predictor(built: Built, state: TrainState,
@@ -335,10 +335,10 @@ def group_eval_fn(group: BuiltGroup) -> Callable:
     """(states, x) -> logits (batch, trials * classes): every trial's evaluation weights on the
     same windows, trial i's logits in columns [i * classes, (i + 1) * classes)."""
     evaluate = make_eval_step(group.built.graphdef)
-    name, ema_decay = group.built.cfg.optimizer.name, group.built.cfg.train.ema_decay
+    name = group.built.cfg.optimizer.name
 
     def one(state: TrainState, x: jax.Array) -> jax.Array:
-        return evaluate(optim.eval_params(name, state.opt_state, state.params, ema_decay),
+        return evaluate(optim.eval_params(name, state.opt_state, state.params),
                         state.model_state, x)
 
     def group_eval(states: TrainState, x: jax.Array) -> jax.Array:

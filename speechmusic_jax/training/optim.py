@@ -211,21 +211,22 @@ def with_stem_rate(tx: optax.GradientTransformation,
 
 
 class ParamEmaState(NamedTuple):
-    """The exponential moving average of the weights after each step, without its bias
-    correction (``ema`` starts at zero; :func:`ema_params` divides by ``1 - decay ** count``)."""
+    """A moving average of the weights after each step: ``ema`` is the weighted sum and
+    ``total`` the sum of its weights (``1 - decay ** steps``), so ``ema / total`` is the
+    average, unbiased by the zeros it starts from."""
 
-    count: jax.Array  # int32 scalar: steps averaged
+    total: jax.Array  # float32 scalar
     ema: Any
 
 
 def param_ema(decay: float) -> optax.GradientTransformation:
-    """Leaves the updates as they are and keeps, in its state, the moving average of the weights
-    they lead to: ``ema = decay * ema + (1 - decay) * (params + updates)`` after every step
-    (Polyak averaging with an exponential window of about ``1 / (1 - decay)`` steps). The last
-    transformation of a chain, so that it sees the final updates."""
+    """Leaves the updates as they are and keeps, in its state, the exponential moving average of
+    the weights they lead to (``params + updates``), with weight ``decay ** k`` for the weights
+    of ``k`` steps ago: Polyak averaging over a window of about ``1 / (1 - decay)`` steps. The
+    last transformation of a chain, so that it sees the final updates."""
 
     def init(params: Any) -> ParamEmaState:
-        return ParamEmaState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
+        return ParamEmaState(jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
 
     def update(updates: Any, state: ParamEmaState, params: Any = None) -> tuple[Any, Any]:
         if params is None:
@@ -233,17 +234,25 @@ def param_ema(decay: float) -> optax.GradientTransformation:
         new = optax.apply_updates(params, updates)
         ema = jax.tree.map(lambda e, p: (decay * e + (1 - decay) * p).astype(e.dtype),
                            state.ema, new)
-        return updates, ParamEmaState(state.count + 1, ema)
+        return updates, ParamEmaState(decay * state.total + (1 - decay), ema)
 
     return optax.GradientTransformation(init, update)
 
 
-def ema_params(state: ParamEmaState, decay: float, params: Any) -> Any:
-    """The bias-corrected average in ``state`` (the weights of every step so far, the newest
-    weighted most); ``params`` itself before the first step."""
-    correction = 1 - decay ** state.count.astype(jnp.float32)
+def ema_decay_per_step(ema_epochs: float, steps_per_epoch: int) -> float | None:
+    """The per-step decay of a moving average over about ``ema_epochs`` epochs (0: none, None):
+    ``1 - 1 / window`` for a window of ``ema_epochs * steps_per_epoch`` steps (at least one,
+    decay 0: the last weights), so a run's average spans the same share of training whatever
+    the size of its data."""
+    if ema_epochs <= 0:
+        return None
+    return 1.0 - 1.0 / max(1.0, ema_epochs * steps_per_epoch)
+
+
+def ema_params(state: ParamEmaState, params: Any) -> Any:
+    """The moving average in ``state``; ``params`` itself before the first step."""
     return jax.tree.map(
-        lambda e, p: jnp.where(state.count > 0, e / jnp.maximum(correction, 1e-12), p)
+        lambda e, p: jnp.where(state.total > 0, e / jnp.maximum(state.total, 1e-30), p)
         .astype(p.dtype), state.ema, params)
 
 
@@ -258,7 +267,7 @@ def make_optimizer(
     steps_per_epoch: int = 1,
     moments: dict[str, float] | None = None,
     stem_lr_scale: float = 1.0,
-    ema_decay: float = 0.0,
+    ema_decay: float | None = None,
 ) -> optax.GradientTransformation:
     """The optimizer chain described at the top of this module.
 
@@ -266,7 +275,8 @@ def make_optimizer(
     train step passes ``value=loss``) and averaged over an epoch of steps. ``moments``: the
     optimizer's ``b1``/``b2``/``momentum`` (default: its own, :func:`moment_defaults`).
     ``stem_lr_scale``: the stem's learning rate relative to the rest (:func:`with_stem_rate`).
-    ``ema_decay`` > 0 keeps a moving average of the weights (:func:`param_ema`), which
+    ``ema_decay`` (None: none) keeps a moving average of the weights with this decay per step
+    (:func:`param_ema`; :func:`ema_decay_per_step` for a window in epochs), which
     :func:`eval_params` returns.
     """
     return _chain(name, schedule, weight_decay, decay=weight_decay > 0,
@@ -279,7 +289,7 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
            weight_decay_mask: str, grad_clip_norm: float, plateau_epochs: int,
            steps_per_epoch: int, moments: dict[str, Any],
            stem_lr_scale: float = 1.0,
-           ema_decay: float = 0.0) -> optax.GradientTransformation:
+           ema_decay: float | None = None) -> optax.GradientTransformation:
     """The chain of :func:`make_optimizer`; ``decay`` says whether the decay steps are in it, so
     that ``weight_decay`` (and the schedule's peak) may be traced values (see
     :func:`make_injected_optimizer`)."""
@@ -291,8 +301,8 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
                          f"(it takes {sorted(moment_defaults(name)) or 'none'})")
     if name in SCHEDULE_FREE and stem_lr_scale != 1.0:
         raise ValueError(f"train.stem_lr_scale: not supported with {name}")
-    if name in SCHEDULE_FREE and ema_decay > 0:
-        raise ValueError(f"train.ema_decay: not supported with {name}")
+    if name in SCHEDULE_FREE and ema_decay is not None:
+        raise ValueError(f"train.ema_epochs: not supported with {name}")
     parts = []
     if grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
@@ -321,7 +331,7 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
             factor=0.3, patience=plateau_epochs, accumulation_size=max(1, steps_per_epoch)))
     parts.append(optax.scale_by_schedule(schedule))
     tx = with_stem_rate(optax.chain(*parts), stem_lr_scale)
-    return optax.chain(tx, param_ema(ema_decay)) if ema_decay > 0 else tx
+    return tx if ema_decay is None else optax.chain(tx, param_ema(ema_decay))
 
 
 # The hyperparameters that make_injected_optimizer takes as traced inputs (the moments: those
@@ -345,7 +355,7 @@ def make_injected_optimizer(
     moments: dict[str, float] | None = None,
     traced_moments: Sequence[str] = (),
     stem_lr_scale: float = 1.0,
-    ema_decay: float = 0.0,
+    ema_decay: float | None = None,
 ) -> optax.GradientTransformation:
     """The chain of :func:`make_optimizer` with the peak learning rate, the weight decay and the
     ``traced_moments`` of the optimizer's moments (``b1``/``b2``/``momentum``; values
@@ -390,14 +400,16 @@ def injected_from_config(cfg: Any, steps_per_epoch: int, *, decay: bool | None =
         weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
         steps_per_epoch=steps_per_epoch, moments=moments_of(o), traced_moments=traced_moments,
-        stem_lr_scale=t.stem_lr_scale, ema_decay=t.ema_decay)
+        stem_lr_scale=t.stem_lr_scale,
+        ema_decay=ema_decay_per_step(t.ema_epochs, steps_per_epoch))
 
 
-def eval_params(name: str, opt_state: Any, params: Any, ema_decay: float = 0.0) -> Any:
-    """The weights to evaluate: the averaged ones for schedule-free optimizers, the moving
-    average for a chain with ``ema_decay`` > 0 (``train.ema_decay``), else ``params``."""
-    if ema_decay > 0:
-        return ema_params(_find(opt_state, ParamEmaState), ema_decay, params)
+def eval_params(name: str, opt_state: Any, params: Any) -> Any:
+    """The weights to evaluate: the moving average of a chain that keeps one
+    (``train.ema_epochs``), the averaged weights of schedule-free optimizers, else ``params``."""
+    ema_state = _find(opt_state, ParamEmaState)
+    if ema_state is not None:
+        return ema_params(ema_state, params)
     if name not in SCHEDULE_FREE:
         return params
     sf_state = _find(opt_state, optax.contrib.ScheduleFreeState)
@@ -433,5 +445,6 @@ def from_config(cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransform
                         weight_decay_mask=o.weight_decay_mask, grad_clip_norm=t.grad_clip_norm,
                         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
                         steps_per_epoch=steps_per_epoch, moments=moments_of(o),
-                        stem_lr_scale=t.stem_lr_scale, ema_decay=t.ema_decay)
+                        stem_lr_scale=t.stem_lr_scale,
+        ema_decay=ema_decay_per_step(t.ema_epochs, steps_per_epoch))
     return tx, schedule
