@@ -446,5 +446,5 @@ def from_config(cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransform
                         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
                         steps_per_epoch=steps_per_epoch, moments=moments_of(o),
                         stem_lr_scale=t.stem_lr_scale,
-        ema_decay=ema_decay_per_step(t.ema_epochs, steps_per_epoch))
+                        ema_decay=ema_decay_per_step(t.ema_epochs, steps_per_epoch))
     return tx, schedule
