@@ -262,7 +262,9 @@ def test_a_run_with_a_moving_average_is_served_and_fine_tuned_from_the_average(t
     cfg = tiny_config
     cfg.train.epochs, cfg.train.ema_epochs = 2, 1.0
     ema_run = str(tmp_path / "ema")
-    loop.fit(cfg, ema_run, log=_quiet)
+    logs = []
+    loop.fit(cfg, ema_run, log=logs.append)
+    assert any(m.startswith("testing the moving average of the weights at epoch") for m in logs)
     built = builder.abstract_build(config_from_json(os.path.join(ema_run, "config.json")))
     ckpts = Checkpoints(ema_run)
     state, _ = ckpts.restore(ckpts.best(), built.state)

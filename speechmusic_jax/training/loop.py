@@ -522,7 +522,9 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
     if diverged is None:
         host_state, _ = run.checkpoints.restore(pointer, parallel.to_host(state))
         state = parallel.put_replicated(host_state, run.mesh)
-        run.log(f"testing the weights of epoch {pointer['epoch']} "
+        weights = ("the moving average of the weights at" if run.cfg.train.ema_epochs > 0
+                   else "the weights of")
+        run.log(f"testing {weights} epoch {pointer['epoch']} "
                 f"({'best ' + es.monitor if es.restore_best else 'last epoch'})")
         if run.data.split["test"]:
             pred = run.score(state, run.data.split["test"])
