@@ -106,6 +106,7 @@ def test_step_benchmark_trains_the_configs_loss(tiny_config):
     assert last_loss(0.0) != last_loss(10.0)
 
 
+@pytest.mark.slow  # suite time: the README's benchmark command runs the same default path
 def test_benchmark_without_what_times_the_step(tmp_path):
     """`benchmark` with no --what does what its help says: the step benchmark."""
     import subprocess

@@ -124,7 +124,20 @@ def localise(words, tiny_run, tmp):
     return [module, *args]
 
 
-@pytest.mark.parametrize("words", readme_commands(), ids=lambda w: " ".join(w)[:60])
+def _suite_commands():
+    """The README's commands; after the first crossval command the others (same module, another
+    data layout, which test_sources covers) run with the soak tests (-m slow): suite time."""
+    seen = False
+    for words in readme_commands():
+        if words[0] == "crossval":
+            if seen:
+                yield pytest.param(words, marks=pytest.mark.slow)
+                continue
+            seen = True
+        yield words
+
+
+@pytest.mark.parametrize("words", list(_suite_commands()), ids=lambda w: " ".join(w)[:60])
 def test_readme_command_runs(words, tiny_run, tmp_path):
     command = localise(words, tiny_run, tmp_path)
     r = subprocess.run([sys.executable, "-m", f"speechmusic_jax.{command[0]}", *command[1:]],
