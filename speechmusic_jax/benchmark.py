@@ -289,7 +289,7 @@ def _compare_torch(cfg: config_lib.ConfigDict, f: dict[str, Any], log: Log) -> d
 
     return torch_compare.compare_torch(cfg, batch_sizes=f["batch_sizes"], steps=f["steps"],
                                        rounds=f.get("rounds", 3), python=f.get("torch_python"),
-                                       log=log)
+                                       host_memory=f.get("host_memory", "release"), log=log)
 
 
 def run(what: str, cfg: config_lib.ConfigDict, options: dict[str, Any], *, log: Log = print,
@@ -303,6 +303,10 @@ def run(what: str, cfg: config_lib.ConfigDict, options: dict[str, Any], *, log: 
     if output:  # before any work: a refused output costs nothing
         check_output(output, overwrite=overwrite, ours=lambda p: "what" in read_json(p))
     result = WHATS[what][0](cfg, options, log)
+    if "host_memory" in options:  # the allocator policy the figures were taken under
+        result.setdefault("host_memory", options["host_memory"])
+        if what != "compare_torch":  # compare names both sides' policies itself
+            log(f"host memory (--host_memory): {options['host_memory']}")
     if output:
         atomic_write_json(output, result)
         log(f"wrote {os.path.abspath(output)}")
@@ -361,7 +365,8 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
                              f"{flags['devices']!r}") from None
     options = {"epochs": flags["epochs"], "steps": flags["steps"], "batch_sizes": batch_sizes,
                "devices": devices, "rounds": flags.get("rounds", 3),
-               "torch_python": flags.get("torch_python")}
+               "torch_python": flags.get("torch_python"),
+               "host_memory": flags.get("host_memory", "release")}
     what = "compare_torch" if flags.get("compare") == "torch" else flags["what"]
     run(what, cfg, options, log=cli.log, output=flags["output"], overwrite=flags["overwrite"])
     return 0

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from speechmusic_jax import host_memory
 from speechmusic_jax.config import ConfigDict
 from speechmusic_jax.errors import ConfigError
 
@@ -49,15 +50,29 @@ def run_main(define: Callable[[], dict[str, Any]],
     from absl import app
 
     holders = define_flags(define)
+    memory = host_memory_flag()
     quiet_jax_logs()
     handle_interrupts()
 
     def absl_main(argv: list[str]) -> int:
         values = {name: holder.value for name, holder in holders.items()}
+        # before JAX starts its threads and allocates: what is in effect, for the records
+        values["host_memory"] = host_memory.apply(memory.value)
         with friendly_errors():
             return main(values, argv[1:])
 
     sys.exit(app.run(absl_main, flags_parser=parse_flags))
+
+
+def host_memory_flag() -> Any:
+    """--host_memory=keep|release, which every command has (speechmusic_jax/host_memory.py)."""
+    from absl import flags
+
+    return flags.DEFINE_enum(
+        "host_memory", "keep", list(host_memory.POLICIES),
+        "What the C allocator does with freed memory: keep it for the next step (no fresh "
+        "pages to zero; resident memory stays at its peak) or release it to the OS (glibc's "
+        "default). keep needs glibc; elsewhere it is release.")
 
 
 def config_flag() -> Any:

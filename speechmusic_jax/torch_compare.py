@@ -33,10 +33,10 @@ class TorchWorker:
     """The PyTorch process: one request per line, one JSON answer per line."""
 
     def __init__(self, python: str, spec: dict, batch: int, samples: int, precision: str,
-                 learning_rate: float):
+                 learning_rate: float, host_memory: str = "release"):
         cmd = [python, "-m", "speechmusic_jax.torch_reference", f"--spec={json.dumps(spec)}",
                f"--batch={batch}", f"--samples={samples}", f"--precision={precision}",
-               f"--learning_rate={learning_rate}"]
+               f"--learning_rate={learning_rate}", f"--host_memory={host_memory}"]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
              os.environ.get("PYTHONPATH", "")]))
@@ -146,9 +146,13 @@ def same_network(jax_params: Any, torch_info: dict) -> str | None:
 
 
 def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: int = 10,
-                  rounds: int = 3, python: str | None = None, log: Log = print) -> dict:
+                  rounds: int = 3, python: str | None = None, host_memory: str = "release",
+                  log: Log = print) -> dict:
     """Alternate JAX and PyTorch blocks of ``steps`` train steps (then inference) ``rounds``
-    times per batch size; ratios are PyTorch's time over JAX's (above 1: JAX is faster)."""
+    times per batch size; ratios are PyTorch's time over JAX's (above 1: JAX is faster).
+
+    ``host_memory`` is the allocator policy in effect in this process (what
+    ``host_memory.apply`` returned); the PyTorch worker runs under the same one."""
     from speechmusic_jax import timing, utilisation
     from speechmusic_jax.training import builder
 
@@ -166,12 +170,15 @@ def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: 
         "preset": cfg.model.preset, "precision": precision, "optimizer": cfg.optimizer.name,
         "input_samples": built.segment, "sample_rate": cfg.data.sample_rate,
         "params_trainable": built.params_trainable, **info,
-        "versions": timing.versions(), "rounds": rounds, "steps": steps, "results": []}
+        "versions": timing.versions(), "rounds": rounds, "steps": steps,
+        "host_memory": {"jax": host_memory}, "results": []}
+    worker_policy = "keep" if host_memory == "keep" else "release"
     for batch in batch_sizes:
         worker = TorchWorker(python, spec, batch, built.segment, precision,
-                             cfg.optimizer.learning_rate)
+                             cfg.optimizer.learning_rate, worker_policy)
         try:
             torch_info = worker.ask("info")
+            out["host_memory"]["torch"] = torch_info.get("host_memory")
             differs = same_network(built.state.params, torch_info)
             if differs:
                 raise RuntimeError(f"the PyTorch twin of {cfg.model.preset} is not the same "
@@ -221,5 +228,6 @@ def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: 
                "(no FLOP count)"))
     log(f"{out['preset']}, {precision}, {out['input_samples']} samples per example; "
         f"{out['cpu_model'] or out['device_kind']}; jax {out['versions']['jax']}, torch "
-        f"{out['versions'].get('torch')}; compilation excluded")
+        f"{out['versions'].get('torch')}; compilation excluded; host memory (--host_memory): "
+        f"JAX {host_memory}, PyTorch {out['host_memory'].get('torch')}")
     return out

@@ -15,8 +15,9 @@ caller can alternate JAX and PyTorch blocks in one run without paying start-up e
     infer N BATCH        -> {"step_s": [N forward times]}  (inference mode, batch BATCH)
     quit
 
-Each answer is one JSON line on stdout. Nothing is imported from the JAX side: only numpy and
-torch (the ``[bench]`` extra, pinned so that a CPU run does not pull a CUDA build).
+Each answer is one JSON line on stdout. Nothing is imported from the JAX side: only numpy,
+torch (the ``[bench]`` extra, pinned so that a CPU run does not pull a CUDA build) and
+``host_memory`` (standard library only), so that both sides run under one allocator policy.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import argparse
 import json
 import sys
 import time
+
+from speechmusic_jax.host_memory import apply as apply_host_memory
 
 
 def build(spec: dict, torch):  # noqa: ANN001 (torch is the module, imported by the caller)
@@ -74,7 +77,11 @@ def main() -> int:
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--threads", type=int, default=0, help="0: PyTorch's default")
+    parser.add_argument("--host_memory", choices=["keep", "release"], default="release",
+                        help="the allocator policy of speechmusic_jax/host_memory.py (the JAX "
+                        "side's, for a comparison under one allocator)")
     args = parser.parse_args()
+    host_memory = apply_host_memory(args.host_memory)  # before torch allocates
 
     import numpy as np
     import torch
@@ -118,7 +125,8 @@ def main() -> int:
         if words[0] == "info":
             answer = {"params": sum(p.numel() for p in model.parameters() if p.requires_grad),
                       "layers": [[name, list(p.shape)] for name, p in model.named_parameters()],
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}
+                      "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "host_memory": host_memory}
         elif words[0] == "train":
             model.train()
             answer = {"step_s": timed(train_step, int(words[1]))}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -110,3 +111,6 @@ def test_compare_torch_alternates_and_reports_each_pairs_ratio(tmp_path):
         assert row[f"{kind}_ratio"]["min"] <= row[f"{kind}_ratio"]["median"]
     assert 0 < row["jax_train_peak_fraction"] < 1.5
     assert "PyTorch / JAX" in r.stdout
+    # both sides under one allocator policy: the command's default, applied in the worker too
+    if platform.libc_ver()[0] == "glibc":
+        assert result["host_memory"] == {"jax": "keep", "torch": "keep"}

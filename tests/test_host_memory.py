@@ -1,0 +1,79 @@
+"""--host_memory: glibc keeps freed large buffers for reuse (no fresh pages per step), or not."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from speechmusic_jax import host_memory
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
+                                reason="the keep policy is glibc's mallopt")
+
+# In a fresh process (the policy is process-wide): allocate, touch and free a 64 MiB buffer
+# six times, the way a compiled step treats its temporaries, and count the page faults of the
+# last five rounds.
+_ROUNDS = """
+import ctypes, ctypes.util, json, resource, sys
+from speechmusic_jax import host_memory
+policy = host_memory.apply(sys.argv[1])
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 64 << 20
+faults = []
+for _ in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    libc.free(p)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"policy": policy, "faults": faults[1:]}))
+"""
+
+
+def _rounds(policy: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", _ROUNDS, policy], cwd=REPO, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+@glibc_only
+def test_keep_reuses_the_pages_of_a_freed_large_buffer_and_release_does_not():
+    pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+    kept, released = _rounds("keep"), _rounds("release")
+    assert kept["policy"] == "keep" and released["policy"] == "release"
+    # glibc's default: each round is a fresh mapping, zeroed page by page on first touch
+    assert min(released["faults"]) > 0.9 * pages
+    # keep: the heap keeps the freed buffer and the next round touches the same pages
+    assert max(kept["faults"]) < 0.05 * pages
+
+
+def test_an_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="host memory policy must be one of"):
+        host_memory.apply("hoard")
+    assert host_memory.apply("release") == "release"  # changes nothing
+
+
+@glibc_only
+def test_every_command_takes_the_flag_and_the_benchmark_records_it(tmp_path):
+    out = tmp_path / "step.json"
+    r = subprocess.run([sys.executable, "-m", "speechmusic_jax.benchmark", "--what=step",
+                        "--config=experiments/default.py:tiny", "--batch_sizes=2", "--steps=3",
+                        "--host_memory=release", f"--output={out}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(out.read_text())["host_memory"] == "release"
+    assert "host memory (--host_memory): release" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "speechmusic_jax.predict", "--host_memory=hoard",
+                          "x.wav"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "host_memory" in bad.stderr
+    assert "Traceback" not in bad.stderr
