@@ -19,12 +19,14 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
 
 # In a fresh process (the policy is process-wide): allocate, touch and free a 64 MiB buffer
 # six times, the way a compiled step treats its temporaries, and count the page faults of the
-# last five rounds.
+# last five rounds. Transparent huge pages are turned off for the process (prctl
+# PR_SET_THP_DISABLE), so that a machine with THP "always" counts its faults in pages too.
 _ROUNDS = """
 import ctypes, ctypes.util, json, resource, sys
 from speechmusic_jax import host_memory
-policy = host_memory.apply(sys.argv[1])
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.prctl(41, 1, 0, 0, 0)
+policy = host_memory.apply(sys.argv[1])
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 size = 64 << 20
