@@ -210,6 +210,8 @@ def quiet(measure, tries: int, log=print) -> dict:
 
 STARTUP = """
 import time, sys
+from speechmusic_jax import host_memory
+host_memory.apply(sys.argv[2])
 t0 = time.perf_counter()
 import numpy as np
 from speechmusic_jax.classifier import Classifier
@@ -222,7 +224,10 @@ print(f"imports {t1 - t0:.3f} restore {t2 - t1:.3f} compile {t3 - t2:.3f}", file
 """
 
 
-def speed(workdir: str, run_seconds: float, seed: int, tries: int, log=print) -> dict:
+def speed(workdir: str, run_seconds: float, seed: int, tries: int, log=print,
+          host_memory: str = "release") -> dict:
+    """``host_memory``: the allocator policy in effect here (``host_memory.apply``'s answer);
+    the ``predict`` processes it times run under the same one."""
     import soundfile as sf
 
     from speechmusic_jax import timing, trained_run
@@ -232,14 +237,16 @@ def speed(workdir: str, run_seconds: float, seed: int, tries: int, log=print) ->
     sr = run.loader.sample_rate
     clips = clips_by_class(workdir, "test", run.classes, sr)
     out: dict[str, Any] = {"workdir": workdir, "cpu": cpu_model(), "cores": os.cpu_count(),
-                           "versions": timing.versions()}
+                           "versions": timing.versions(), "host_memory": host_memory}
+    policy = "keep" if host_memory == "keep" else "release"
     with tempfile.TemporaryDirectory() as tmp:
         for minutes in (10, 60):
             path = os.path.join(tmp, f"alternating_{minutes}min.wav")
             write_alternating(path, clips, sr, minutes * 60, run_seconds, seed)
             csv_path = os.path.join(tmp, "segments.csv")
             command = [sys.executable, "-m", "speechmusic_jax.predict", f"--workdir={workdir}",
-                       "--segments", f"--output={csv_path}", "--overwrite", path]
+                       "--segments", f"--output={csv_path}", "--overwrite",
+                       f"--host_memory={policy}", path]
 
             got = quiet(lambda command=command: timed_process(command), tries, log)
             got["realtime_factor"] = minutes * 60 / got["wall_s"]
@@ -248,8 +255,8 @@ def speed(workdir: str, run_seconds: float, seed: int, tries: int, log=print) ->
                 f"{got['wall_s']:.2f} s ({got['realtime_factor']:.0f}x real time), peak RSS "
                 f"{got['peak_rss_bytes'] / 2**20:.0f} MiB, other load {got['other_cores']:.2f}")
             os.unlink(path)
-        startup = quiet(lambda: timed_process([sys.executable, "-c", STARTUP, workdir]), tries,
-                        log)
+        startup_command = [sys.executable, "-c", STARTUP, workdir, policy]
+        startup = quiet(lambda: timed_process(startup_command), tries, log)
         out["startup"] = startup
         log(f"start-up in a fresh process (interpreter, imports, restore, compile): "
             f"{startup['wall_s']:.2f} s ({' '.join(startup['stderr_tail'])}), other load "
@@ -313,7 +320,9 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
         report = accuracy(workdir, flags["split"], flags["minutes"], flags["run_seconds"], hops,
                           flags["seed"])
     else:
-        report = speed(workdir, flags["run_seconds"], flags["seed"], flags["tries"])
+        report = speed(workdir, flags["run_seconds"], flags["seed"], flags["tries"],
+                       host_memory=flags.get("host_memory", "release"))
+        cli.log(f"host memory (--host_memory): {report['host_memory']}")
     if flags["output"]:
         atomic_write_json(flags["output"], report)
     return 0

@@ -79,3 +79,26 @@ def test_every_command_takes_the_flag_and_the_benchmark_records_it(tmp_path):
                           "x.wav"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "host_memory" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_segment_bench_times_its_processes_under_its_own_policy(tmp_path_factory, monkeypatch):
+    """`segment_bench --what=speed` starts `predict` and a start-up probe in fresh processes:
+    they run under the policy of the benchmark itself, which its report names."""
+    from tiny_run import tiny_run
+
+    from speechmusic_jax import segment_bench
+
+    commands: list[list[str]] = []
+
+    def fake_timed_process(command: list[str]) -> dict:
+        commands.append(command)
+        return {"wall_s": 1.0, "peak_rss_bytes": 1, "cpu_s": 1.0, "other_cores": 0.0,
+                "stderr_tail": ["imports 0.1 restore 0.1 compile 0.1"]}
+
+    monkeypatch.setattr(segment_bench, "timed_process", fake_timed_process)
+    report = segment_bench.speed(tiny_run(tmp_path_factory), 30.0, 0, 1, log=lambda _: None,
+                                 host_memory="keep")
+    assert report["host_memory"] == "keep"
+    predicts, startup = commands[:2], commands[2]
+    assert len(commands) == 3 and all("speechmusic_jax.predict" in c for c in predicts)
+    assert all("--host_memory=keep" in c for c in predicts) and startup[-1] == "keep"
