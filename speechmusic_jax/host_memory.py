@@ -48,3 +48,9 @@ def apply(policy: str) -> str:
           and libc.mallopt(_M_MMAP_MAX, 0) == 1  # large buffers from the heap, not mmap
           and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1)  # and the heap not trimmed
     return "keep" if ok else "release (mallopt refused)"
+
+
+def flag_for(in_effect: str) -> str:
+    """The ``--host_memory`` value that gives a child process the policy ``in_effect`` here
+    (what :func:`apply` returned), so that what it times runs under the same allocator."""
+    return "keep" if in_effect == "keep" else "release"

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from speechmusic_jax import cli
+from speechmusic_jax import host_memory as host_memory_lib
 
 QUIET_CORES = 0.3
 
@@ -238,7 +239,7 @@ def speed(workdir: str, run_seconds: float, seed: int, tries: int, log=print,
     clips = clips_by_class(workdir, "test", run.classes, sr)
     out: dict[str, Any] = {"workdir": workdir, "cpu": cpu_model(), "cores": os.cpu_count(),
                            "versions": timing.versions(), "host_memory": host_memory}
-    policy = "keep" if host_memory == "keep" else "release"
+    policy = host_memory_lib.flag_for(host_memory)
     with tempfile.TemporaryDirectory() as tmp:
         for minutes in (10, 60):
             path = os.path.join(tmp, f"alternating_{minutes}min.wav")

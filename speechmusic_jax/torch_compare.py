@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from speechmusic_jax import config as config_lib
+from speechmusic_jax import host_memory as host_memory_lib
 
 Log = Callable[[str], None]
 
@@ -172,7 +173,7 @@ def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: 
         "params_trainable": built.params_trainable, **info,
         "versions": timing.versions(), "rounds": rounds, "steps": steps,
         "host_memory": {"jax": host_memory}, "results": []}
-    worker_policy = "keep" if host_memory == "keep" else "release"
+    worker_policy = host_memory_lib.flag_for(host_memory)
     for batch in batch_sizes:
         worker = TorchWorker(python, spec, batch, built.segment, precision,
                              cfg.optimizer.learning_rate, worker_policy)

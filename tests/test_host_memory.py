@@ -65,6 +65,12 @@ def test_an_unknown_policy_is_refused():
     assert host_memory.apply("release") == "release"  # changes nothing
 
 
+def test_a_child_process_is_given_the_policy_in_effect_here():
+    assert host_memory.flag_for("keep") == "keep"
+    for in_effect in ("release", "release (not glibc)", "release (mallopt refused)"):
+        assert host_memory.flag_for(in_effect) == "release"
+
+
 @glibc_only
 def test_every_command_takes_the_flag_and_the_benchmark_records_it(tmp_path):
     out = tmp_path / "step.json"
