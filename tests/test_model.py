@@ -316,3 +316,82 @@ def test_rms_input_norm_makes_the_model_level_free():
 def test_input_norm_is_checked():
     with pytest.raises(ValueError, match="model.input_norm"):
         spec_of("tiny", input_norm="peak")
+
+
+def _grads_and_stats(spec, x, mask, fuse):
+    model = build_model(spec, seed=0)
+    weights = jnp.asarray(np.random.default_rng(9).standard_normal((x.shape[0], 2)), jnp.float32)
+
+    def loss(m):
+        return jnp.sum(m(x, train=True, mask=mask, fuse_pooling=fuse) * weights)
+
+    value, grads = nnx.jit(nnx.value_and_grad(loss))(model)
+    return value, jax.tree_util.tree_leaves(grads), [np.asarray(v) for v in _stats(model)]
+
+
+@pytest.mark.parametrize("overrides,length,mask", [
+    ({}, 4001, None),  # the stem's output length not a multiple of its pool
+    ({}, 4000, [True, False, True, True, False]),  # masked rows
+    ({}, 4000, [False] * 5),  # no real row: statistics of every row, running ones kept
+    ({"stage_filters": (8, 12), "stage_repeats": (2, 1), "stage_pool": (3, 2),
+      "stage_stride": (1, 2), "stage_dilation": (2, 1)}, 6000, [True, True, False, True, True]),
+])
+def test_fused_conv_norm_relu_pool_is_the_plain_model(overrides, length, mask):
+    # The training pass's conv -> batch norm -> ReLU -> max-pool runs as one op with a
+    # hand-written gradient (models/fused_pool.py). Loss, every parameter's gradient and the
+    # running statistics must be those of the plain ops, to float rounding.
+    spec = spec_of("tiny", dropout=0.0, **overrides)
+    x = jnp.asarray(0.3 + np.random.default_rng(0).standard_normal((5, length)), jnp.float32)
+    mask = None if mask is None else jnp.asarray(mask)
+    v_fused, g_fused, s_fused = _grads_and_stats(spec, x, mask, True)
+    v_plain, g_plain, s_plain = _grads_and_stats(spec, x, mask, False)
+    np.testing.assert_allclose(v_fused, v_plain, rtol=1e-5, atol=1e-5)
+    scale = max(float(np.abs(g).max()) for g in g_plain)
+    assert scale > 0
+    for a, b in zip(g_fused, g_plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+    for a, b in zip(s_fused, s_plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_pooling_is_used_where_it_applies_only():
+    x = jnp.ones((2, 4000))
+
+    def uses_it(spec, **kwargs):
+        graphdef, state = nnx.split(build_model(spec, seed=0))
+        jaxpr = jax.make_jaxpr(lambda s, v: nnx.merge(graphdef, s)(v, **kwargs))(state, x)
+        return str(jaxpr).count("name=bn_relu_pool")
+
+    tiny = spec_of("tiny", dropout=0.0)
+    assert uses_it(tiny, train=True) == 1 + len(tiny.stage_filters)  # the stem and each stage
+    assert uses_it(tiny, train=True, frozen_stem=True) == len(tiny.stage_filters)
+    assert uses_it(tiny, train=True, fuse_pooling=False) == 0
+    assert uses_it(tiny, train=False) == 0
+    for overrides in ({"norm": "layer"}, {"activation": "gelu"}, {"pool": "avg"}):
+        assert uses_it(spec_of("tiny", dropout=0.0, **overrides), train=True) == 0, overrides
+    assert uses_it(spec_of("tiny", dropout=0.0, residual=True), train=True) == 1  # the stem
+    assert not build_model(tiny, seed=0, precision="bfloat16").fusable  # float32 only
+    assert uses_it(spec_of("tiny", dropout=0.0, stem_pool=1), train=True) == len(
+        tiny.stage_filters)
+
+
+def test_fused_pooling_under_vmap_is_per_problem():
+    # A sweep group vmaps the train step over trials: the op's batching must keep each
+    # problem's statistics and gradients its own.
+    from speechmusic_jax.models import fused_pool
+
+    rng = np.random.default_rng(3)
+    xs = jnp.asarray(rng.standard_normal((2, 4, 21, 6)) + [[[[1.0]]], [[[-2.0]]]], jnp.float32)
+    cb, scale, bias = (jnp.asarray(rng.standard_normal((2, 6)), jnp.float32) for _ in range(3))
+    rows = jnp.array([[True, True, False, True], [True] * 4])
+    cot = jnp.asarray(rng.standard_normal((2, 4, 5, 6)), jnp.float32)
+
+    def loss(x, c, s, b, r, g):
+        return jnp.sum(fused_pool.bn_relu_pool(x, c, s, b, r, 4, 1e-5)[0] * g)
+
+    grad = jax.grad(loss, argnums=(0, 1, 2, 3))
+    batched = jax.jit(jax.vmap(grad))(xs, cb, scale, bias, rows, cot)
+    for i in range(2):
+        one = grad(xs[i], cb[i], scale[i], bias[i], rows[i], cot[i])
+        for a, b in zip(batched, one, strict=True):
+            np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)

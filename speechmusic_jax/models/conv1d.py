@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from speechmusic_jax.models import fused_pool
 from speechmusic_jax.models.frontends import log_mel
 from speechmusic_jax.models.presets import RMS_FLOOR, ModelSpec
 
@@ -81,12 +82,35 @@ class Norm(nnx.Module):
         mean = jnp.where(rows, xs, 0).sum(axes) / count
         var = jnp.maximum(0.0, jnp.where(rows, jnp.square(xs), 0).sum(axes) / count
                           - jnp.square(mean))
-        for running, batch in ((bn.mean, mean), (bn.var, var)):
-            updated = bn.momentum * running[...] + (1 - bn.momentum) * jax.lax.stop_gradient(batch)
-            running[...] = jnp.where(any_real, updated, running[...])
+        self.update_running(mean, var, any_real)
         shape = (1,) * (x.ndim - 1) + (x.shape[-1],)
         y = (x - mean.reshape(shape)) * (jax.lax.rsqrt(var + bn.epsilon) * scale).reshape(shape)
         return jnp.asarray(y + bias.reshape(shape), bn.dtype)
+
+
+    def update_running(self, mean: jax.Array, var: jax.Array, any_real: jax.Array) -> None:
+        """Batch norm's running averages moved towards a batch's ``mean`` and ``var`` (no
+        gradient flows into them); left as they were when the batch had no real row."""
+        bn = self.layer
+        for running, batch in ((bn.mean, mean), (bn.var, var)):
+            updated = bn.momentum * running[...] + (1 - bn.momentum) * jax.lax.stop_gradient(batch)
+            running[...] = jnp.where(any_real, updated, running[...])
+
+
+def conv_norm_relu_pool(conv: nnx.Conv, norm: Norm, x: jax.Array, pool: int,
+                        mask: jax.Array | None) -> jax.Array:
+    """``pool1d(relu(norm(conv(x), train=True, mask=mask)), pool)`` for batch norm and max
+    pooling, through ``fused_pool.bn_relu_pool``: the same values and gradients up to float
+    rounding, in fewer passes over the conv's output."""
+    bn = norm.layer
+    mask = jnp.ones(x.shape[:1], bool) if mask is None else jnp.asarray(mask, bool)
+    any_real = mask.any()
+    rows = jnp.logical_or(mask, jnp.logical_not(any_real))
+    out, mean, var = fused_pool.bn_relu_pool(
+        fused_pool.conv_without_bias(conv, x), conv.bias[...], bn.scale[...], bn.bias[...], rows,
+        pool, bn.epsilon)
+    norm.update_running(mean, var, any_real)
+    return out
 
 
 class ConvBlock(nnx.Module):
@@ -108,7 +132,15 @@ class ConvBlock(nnx.Module):
                                   dtype=dtype, rngs=rngs)
                          if cin != cout or stride > 1 else None)
 
-    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, mask: jax.Array | None = None,
+                 pool: int = 1) -> jax.Array:
+        """The block's output; with ``pool`` > 1 (a block that is not residual, in training,
+        with batch norm, ReLU and max pooling: see ``Conv1DClassifier.fusable``) max-pooled
+        too, through ``conv_norm_relu_pool``."""
+        if pool > 1:
+            if self.residual:
+                raise ValueError("ConvBlock: pool > 1 is for blocks that are not residual")
+            return conv_norm_relu_pool(self.conv1, self.norm1, x, pool, mask)
         y = self.act(self.norm1(self.conv1(x), train=train, mask=mask))
         if not self.residual:
             return y
@@ -202,6 +234,10 @@ class Conv1DClassifier(nnx.Module):
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.spec = spec
         self.act = ACTIVATIONS[spec.activation]
+        # conv -> batch norm -> ReLU -> max-pool runs as one op with a hand-written gradient in
+        # training (models/fused_pool.py); float32 only
+        self.fusable = (spec.norm == "batch" and spec.activation == "relu" and spec.pool == "max"
+                        and jnp.dtype(dtype) == jnp.float32)
         if spec.frontend == "logmel":  # mel bands in, frames as time: kernel_size, stride 1
             self.stem = nnx.Conv(spec.n_mels, spec.stem_filters, (spec.kernel_size,),
                                  padding="VALID", dtype=dtype, rngs=rngs)
@@ -235,7 +271,8 @@ class Conv1DClassifier(nnx.Module):
 
     def __call__(self, waveform: jax.Array, *, train: bool = False,
                  rngs: nnx.Rngs | None = None, mask: jax.Array | None = None,
-                 rates: DropoutRates | None = None, frozen_stem: bool = False) -> jax.Array:
+                 rates: DropoutRates | None = None, frozen_stem: bool = False,
+                 fuse_pooling: bool = True) -> jax.Array:
         """``waveform`` (batch, time) -> logits (batch, num_classes) in float32 (float64 for a
         model computing in float64).
 
@@ -245,7 +282,10 @@ class Conv1DClassifier(nnx.Module):
         may be traced values (the trials of a sweep group each pass their own).
         ``frozen_stem``: the stem's norm runs in inference mode in training too (its running
         statistics used and left as they are), so a frozen stem (``train.stem_lr_scale`` 0)
-        computes in training exactly what it computes in evaluation."""
+        computes in training exactly what it computes in evaluation. ``fuse_pooling``
+        False computes the training pass with the plain ops instead of
+        ``conv_norm_relu_pool`` where the model is ``fusable``: the same function (for checks
+        and benchmarks)."""
         spec = self.spec
         rates = rates or DropoutRates(spec.dropout, spec.stage_dropout)
         drop_key = None
@@ -262,12 +302,21 @@ class Conv1DClassifier(nnx.Module):
                         hop=spec.stft_hop, n_mels=spec.n_mels)
         else:
             x = waveform[..., None]
-        x = self.act(self.stem_norm(self.stem(x), train=train and not frozen_stem, mask=mask))
-        x = pool1d(x, spec.stem_pool, spec.pool)
+        fuse = train and fuse_pooling and self.fusable
+        if fuse and not frozen_stem and spec.stem_pool > 1:
+            x = conv_norm_relu_pool(self.stem, self.stem_norm, x, spec.stem_pool, mask)
+        else:
+            x = self.act(self.stem_norm(self.stem(x), train=train and not frozen_stem,
+                                        mask=mask))
+            x = pool1d(x, spec.stem_pool, spec.pool)
         for i, (stage, pool) in enumerate(zip(self.stages, spec.stage_pool, strict=True)):
-            for block in stage:
-                x = block(x, train=train, mask=mask)
-            x = pool1d(x, pool, spec.pool)
+            fused = False
+            for j, block in enumerate(stage):
+                last = j == len(stage) - 1
+                fused = fuse and last and pool > 1 and not block.residual
+                x = block(x, train=train, mask=mask, pool=pool if fused else 1)
+            if not fused:
+                x = pool1d(x, pool, spec.pool)
             x = dropout(x, rates.stage, drop_key, _STAGE_SLOT + i)
         if spec.global_pool == "avg":
             x = x.mean(axis=1)
