@@ -395,3 +395,31 @@ def test_fused_pooling_under_vmap_is_per_problem():
         one = grad(xs[i], cb[i], scale[i], bias[i], rows[i], cot[i])
         for a, b in zip(batched, one, strict=True):
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_pooling_gives_a_tie_to_the_first_maximum():
+    # As max_over: at a tie inside a window, the first maximum takes the whole gradient.
+    from speechmusic_jax.models import conv1d, fused_pool
+
+    rng = np.random.default_rng(4)
+    xp = rng.standard_normal((2, 8, 3)).astype(np.float32)
+    xp[0, 1] = xp[0, 0] = xp[0, :4].max(axis=0) + 1.0  # a tie at the top of the first window
+    xp = jnp.asarray(xp)
+    cb, scale, bias = jnp.zeros(3), jnp.ones(3), jnp.full(3, 5.0)  # every value above 0
+    rows = jnp.ones(2, bool)
+
+    def plain(x):
+        mean = x.mean(axis=(0, 1))
+        var = jnp.maximum(0.0, jnp.square(x).mean(axis=(0, 1)) - jnp.square(mean))
+        y = jax.nn.relu((x - mean[None, None]) * jax.lax.rsqrt(var + 1e-5)[None, None]
+                        + bias[None, None])
+        return conv1d.pool1d(y, 4)
+
+    def fused(x):
+        return fused_pool.bn_relu_pool(x, cb, scale, bias, rows, 4, 1e-5)[0]
+
+    cot = jnp.asarray(rng.standard_normal((2, 2, 3)), jnp.float32)
+    want = jax.grad(lambda x: jnp.sum(plain(x) * cot))(xp)
+    got = jax.jit(jax.grad(lambda x: jnp.sum(fused(x) * cot)))(xp)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert abs(float(got[0, 0, 0] - got[0, 1, 0])) > 0.5 * abs(float(cot[0, 0, 0]))

@@ -12,7 +12,9 @@ reduction and again in the layout of the weight gradient.
 - the statistics come from per-row sums of the conv output (before its bias) and of its
   square, reduced over the real rows afterwards; batch norm cancels the conv bias, so it only
   shifts the mean;
-- the forward pass keeps the index of each window's maximum (the first one, as ``max_over``);
+- one pass of the forward computes each window's maximum, the index of its first maximum (as
+  ``max_over``, which gives a tie's gradient to the first) and the input there, for the
+  backward pass;
 - the backward pass uses the closed form of batch norm's gradient and writes the input gradient
   once; the conv bias's gradient (zero up to rounding, since batch norm cancels a bias before
   it) comes from the same closed form, without a pass over the input gradient.
@@ -74,22 +76,31 @@ def _forward(xp, conv_bias, scale, bias, rows, pool, eps):
     var = jnp.maximum(0.0, var_raw)
     inv = jax.lax.rsqrt(var + eps)
     a = inv * scale
-    y = jax.nn.relu((xp[:, : t2 * pool] - mean_p[None, None]) * a[None, None]
-                    + bias[None, None]).reshape(b, t2, pool, c)
-    out = y.max(axis=2)
-    arg = jnp.argmax(y, axis=2).astype(jnp.int8)  # the first maximum of each window
-    residuals = (xp, scale, rows_f, n, s1, mean_p, var_raw, inv, arg, out > 0)
+    windows = xp[:, : t2 * pool].reshape(b, t2, pool, c)
+    y = jax.nn.relu((windows - mean_p[None, None, None]) * a[None, None, None]
+                    + bias[None, None, None])
+    # each window's maximum, the index of its first maximum, and the input there, in one pass
+    out, x_at, arg = jax.lax.reduce(
+        (y, windows, jax.lax.broadcasted_iota(jnp.int32, y.shape, 2)),
+        (jnp.array(-jnp.inf, y.dtype), jnp.array(0, xp.dtype), jnp.array(pool, jnp.int32)),
+        _first_max, (2,))
+    residuals = (xp, scale, rows_f, n, s1, mean_p, var_raw, inv, arg.astype(jnp.int8), x_at,
+                 out > 0)
     return (out, mean_p + conv_bias, var), residuals
 
 
+def _first_max(left, right):
+    """Reducer of (value, input, index) triples: the larger value, the lower index at a tie."""
+    take = (left[0] > right[0]) | ((left[0] == right[0]) & (left[2] < right[2]))
+    return tuple(jnp.where(take, u, v) for u, v in zip(left, right, strict=True))
+
+
 def _backward(pool, eps, residuals, cotangents):
-    xp, scale, rows_f, n, s1, mean_p, var_raw, inv, arg, positive = residuals
+    xp, scale, rows_f, n, s1, mean_p, var_raw, inv, arg, x_at, positive = residuals
     g = cotangents[0]  # the mean and variance carry no gradient
     b, t, c = xp.shape
     t2 = t // pool
     g = jnp.where(positive, g, 0)  # ReLU's gradient at the window's maximum
-    x_at = jnp.take_along_axis(xp[:, : t2 * pool].reshape(b, t2, pool, c),
-                               arg[:, :, None, :].astype(jnp.int32), axis=2)[:, :, 0]
     d_bias = g.sum(axis=(0, 1))
     d_scale = (g * ((x_at - mean_p[None, None]) * inv[None, None])).sum(axis=(0, 1))
     # Batch norm's gradient: a * (g_z - [real row] (mean(g_z) + xhat mean(g_z xhat))), where
