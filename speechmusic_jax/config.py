@@ -114,6 +114,11 @@ def base_config() -> ConfigDict:
     c.train.batch_size = 32
     c.train.eval_batch_size = 64
     c.train.precision = "float32"
+    # conv -> batch norm -> ReLU -> max-pool of the training pass as one op with a hand-written
+    # gradient (models/fused_pool.py): the same function, computed with fewer passes over
+    # memory, where it applies (float32, batch norm, ReLU, max pooling). false: the plain ops,
+    # the numerics of runs made before it existed (2026-11-30), bit for bit.
+    c.train.fused_pooling = True
     c.train.label_smoothing = 0.0
     c.train.grad_clip_norm = 0.0
     c.train.l1 = 0.0  # L1 penalty on kernels, in the loss

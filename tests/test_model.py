@@ -323,7 +323,7 @@ def _grads_and_stats(spec, x, mask, fuse):
     weights = jnp.asarray(np.random.default_rng(9).standard_normal((x.shape[0], 2)), jnp.float32)
 
     def loss(m):
-        return jnp.sum(m(x, train=True, mask=mask, fuse_pooling=fuse) * weights)
+        return jnp.sum(m(x, train=True, mask=mask, fused_pooling=fuse) * weights)
 
     value, grads = nnx.jit(nnx.value_and_grad(loss))(model)
     return value, jax.tree_util.tree_leaves(grads), [np.asarray(v) for v in _stats(model)]
@@ -365,7 +365,7 @@ def test_fused_pooling_is_used_where_it_applies_only():
     tiny = spec_of("tiny", dropout=0.0)
     assert uses_it(tiny, train=True) == 1 + len(tiny.stage_filters)  # the stem and each stage
     assert uses_it(tiny, train=True, frozen_stem=True) == len(tiny.stage_filters)
-    assert uses_it(tiny, train=True, fuse_pooling=False) == 0
+    assert uses_it(tiny, train=True, fused_pooling=False) == 0
     assert uses_it(tiny, train=False) == 0
     for overrides in ({"norm": "layer"}, {"activation": "gelu"}, {"pool": "avg"}):
         assert uses_it(spec_of("tiny", dropout=0.0, **overrides), train=True) == 0, overrides

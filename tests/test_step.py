@@ -401,3 +401,26 @@ def test_jitted_gradient_matches_finite_differences_leaf_by_leaf_on_a_multi_stag
         assert norm == pytest.approx(float(slope(direction)), rel=0.05), name
         checked += 1
     assert checked >= 8  # every stage's kernel and most batch-norm scales and offsets
+
+
+def test_fused_pooling_switch_gives_the_same_step(monkeypatch):
+    # train.fused_pooling picks models/fused_pool.py's op or the plain ops for the training
+    # pass; both are the same function (to float rounding), and False really runs the plain ops.
+    from speechmusic_jax.models import fused_pool
+
+    traced = []
+    op = fused_pool.bn_relu_pool
+    monkeypatch.setattr(fused_pool, "bn_relu_pool", lambda *a: traced.append(1) or op(*a))
+    x, y, w = fixed_batch()
+    results = {}
+    for fused in (True, False):
+        traced.clear()
+        graphdef, state, step = tiny_setup(fused_pooling=fused)
+        results[fused] = step(state, x, y, w, jax.random.key(0))
+        assert len(traced) == (2 if fused else 0)  # the tiny model's stem and stage
+    (s_fused, m_fused), (s_plain, m_plain) = results[True], results[False]
+    for k in ("loss_sum", "grad_norm"):
+        assert float(m_fused[k]) == pytest.approx(float(m_plain[k]), rel=1e-5), k
+    for a, b in zip(jax.tree.leaves(s_fused.model_state), jax.tree.leaves(s_plain.model_state),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -272,7 +272,7 @@ class Conv1DClassifier(nnx.Module):
     def __call__(self, waveform: jax.Array, *, train: bool = False,
                  rngs: nnx.Rngs | None = None, mask: jax.Array | None = None,
                  rates: DropoutRates | None = None, frozen_stem: bool = False,
-                 fuse_pooling: bool = True) -> jax.Array:
+                 fused_pooling: bool = True) -> jax.Array:
         """``waveform`` (batch, time) -> logits (batch, num_classes) in float32 (float64 for a
         model computing in float64).
 
@@ -282,7 +282,7 @@ class Conv1DClassifier(nnx.Module):
         may be traced values (the trials of a sweep group each pass their own).
         ``frozen_stem``: the stem's norm runs in inference mode in training too (its running
         statistics used and left as they are), so a frozen stem (``train.stem_lr_scale`` 0)
-        computes in training exactly what it computes in evaluation. ``fuse_pooling``
+        computes in training exactly what it computes in evaluation. ``fused_pooling``
         False computes the training pass with the plain ops instead of
         ``conv_norm_relu_pool`` where the model is ``fusable``: the same function (for checks
         and benchmarks)."""
@@ -302,7 +302,7 @@ class Conv1DClassifier(nnx.Module):
                         hop=spec.stft_hop, n_mels=spec.n_mels)
         else:
             x = waveform[..., None]
-        fuse = train and fuse_pooling and self.fusable
+        fuse = train and fused_pooling and self.fusable
         if fuse and not frozen_stem and spec.stem_pool > 1:
             x = conv_norm_relu_pool(self.stem, self.stem_norm, x, spec.stem_pool, mask)
         else:

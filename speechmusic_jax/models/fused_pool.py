@@ -19,7 +19,7 @@ reduction and again in the layout of the weight gradient.
   once; the conv bias's gradient (zero up to rounding, since batch norm cancels a bias before
   it) comes from the same closed form, without a pass over the input gradient.
 The outputs and gradients equal those of the plain ops up to float rounding
-(tests/test_model.py); ``Conv1DClassifier(..., fuse_pooling=False)`` runs the plain ops.
+(tests/test_model.py); ``Conv1DClassifier(..., fused_pooling=False)`` runs the plain ops.
 """
 
 from __future__ import annotations

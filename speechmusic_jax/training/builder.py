@@ -119,7 +119,8 @@ def train_step_fn(built: Built, padded: bool = False) -> Callable:
     return make_train_step(built.graphdef, built.tx, num_classes=len(built.cfg.data.classes),
                            label_smoothing=train_cfg.label_smoothing, l1=train_cfg.l1,
                            l2=train_cfg.l2, penalty_mask=train_cfg.penalty_mask, padded=padded,
-                           frozen_stem=train_cfg.stem_lr_scale == 0)
+                           frozen_stem=train_cfg.stem_lr_scale == 0,
+                           fused_pooling=train_cfg.fused_pooling)
 
 
 def compile_train_step(built: Built, state: TrainState, mesh: Mesh,
@@ -291,7 +292,8 @@ def group_train_step_fn(group: BuiltGroup, padded: bool = False,
                                label_smoothing=h["label_smoothing"], l1=h["l1"], l2=h["l2"],
                                penalty_mask=train_cfg.penalty_mask, padded=padded,
                                rates=DropoutRates(h["dropout"], h["stage_dropout"]),
-                               frozen_stem=train_cfg.stem_lr_scale == 0)
+                               frozen_stem=train_cfg.stem_lr_scale == 0,
+                               fused_pooling=train_cfg.fused_pooling)
         return step(state, x, y, weight, key)
 
     def group_step(states: TrainState, hyper: dict, active: jax.Array, x: jax.Array,

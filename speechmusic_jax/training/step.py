@@ -78,6 +78,7 @@ def make_train_step(
     padded: bool = False,
     rates: DropoutRates | None = None,
     frozen_stem: bool = False,
+    fused_pooling: bool = True,
 ):
     """(state, x, y, weight, key) -> (state, metrics); metrics are device scalars.
 
@@ -95,7 +96,8 @@ def make_train_step(
     ``label_smoothing``, ``l1``, ``l2`` and ``rates`` (the model's dropout rates; default: its
     spec's) may be traced scalars: a sweep group passes each trial's own. ``frozen_stem``:
     the stem's batch norm uses (and keeps) its running statistics, as in evaluation (for a
-    stem that the optimizer freezes, ``train.stem_lr_scale`` 0).
+    stem that the optimizer freezes, ``train.stem_lr_scale`` 0). ``fused_pooling``: see
+    ``train.fused_pooling`` (False: the model's plain ops).
     """
 
     def train_step(state: TrainState, x: jax.Array, y: jax.Array, weight: jax.Array,
@@ -106,7 +108,7 @@ def make_train_step(
             model = nnx.merge(graphdef, params, model_state, copy=True)
             logits = model(x, train=True, rngs=nnx.Rngs(dropout=step_key),
                            mask=weight > 0 if padded else None, rates=rates,
-                           frozen_stem=frozen_stem)
+                           frozen_stem=frozen_stem, fused_pooling=fused_pooling)
             losses = cross_entropy(logits, y, label_smoothing, num_classes)
             data_loss = weighted_mean(losses, weight)
             new_model_state = nnx.state(model, nnx.Not(nnx.Param))
