@@ -40,9 +40,10 @@ class Classifier:
         self.batch_size = batch_size or run.cfg.train.eval_batch_size
 
     @classmethod
-    def load(cls, workdir: str, weights: str = "best",
+    def load(cls, workdir: str, weights: str = "tested",
              batch_size: int | None = None) -> Classifier:
-        """The ``best`` (or ``last``) weights of the run in ``workdir``."""
+        """The weights of the run in ``workdir`` that it was tested with (``tested``), or its
+        ``best`` or ``last`` checkpoint."""
         return cls(trained_run.load_run(workdir, weights), batch_size)
 
     @property

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from speechmusic_jax import host_memory
-from speechmusic_jax.config import ConfigDict
+from speechmusic_jax.config import CHECKPOINTS, ConfigDict
 from speechmusic_jax.errors import ConfigError
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +62,17 @@ def run_main(define: Callable[[], dict[str, Any]],
             return main(values, argv[1:])
 
     sys.exit(app.run(absl_main, flags_parser=parse_flags))
+
+
+def weights_flag(what: str) -> Any:
+    """--weights=tested|best|last: which checkpoint of a finished run ``what`` (a command's
+    use of it, such as "to export") takes."""
+    from absl import flags
+
+    return flags.DEFINE_enum(
+        "weights", "tested", list(CHECKPOINTS),
+        f"Which checkpoint of the run {what}: tested (the weights the run was tested with: its "
+        "best, or its last with train.early_stopping.restore_best off), best or last.")
 
 
 def host_memory_flag() -> Any:

@@ -30,7 +30,9 @@ NORMS = ("batch", "layer", "group", "none")
 GLOBAL_POOLS = ("avg", "max", "avgmax")
 CACHES = ("none", "memory")
 BALANCES = ("none", "class_weights", "sampler")
-INIT_CHECKPOINTS = ("best", "last")  # train.init_from=DIR:best or DIR:last
+# Which checkpoint of a finished run to use: "tested", the weights the run was tested with (its
+# best epoch, or its last with train.early_stopping.restore_best false); "best"; or "last".
+CHECKPOINTS = ("tested", "best", "last")  # also train.init_from=DIR:tested, DIR:best, DIR:last
 MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max"}
 
 
@@ -125,7 +127,8 @@ def base_config() -> ConfigDict:
     c.train.l2 = 0.0  # L2 penalty on kernels, in the loss (weight decay is optimizer.weight_decay)
     c.train.penalty_mask = "kernels"  # what L1/L2 cover: kernels, kernels_biases or all
     # Fine-tuning: start from the weights (parameters and batch-norm statistics) of the finished
-    # run in this folder, its best checkpoint ("DIR" or "DIR:best") or its last ("DIR:last");
+    # run in this folder: the weights it was tested with ("DIR" or "DIR:tested"), its best
+    # checkpoint ("DIR:best") or its last ("DIR:last");
     # the optimizer, schedule and early stopping start afresh. "": initialise with the seed.
     c.train.init_from = ""
     # Multiplies the learning rate of the stem (the first conv and its norm); 0 freezes it:
@@ -325,7 +328,7 @@ def validate(c: ConfigDict) -> None:
     need(isinstance(train.init_from, str), "train.init_from", "must be a folder name")
     if train.init_from:
         need(bool(parse_init_from(train.init_from)[0]), "train.init_from",
-             "must name a run's folder: DIR, DIR:best or DIR:last")
+             "must name a run's folder: DIR, DIR:tested, DIR:best or DIR:last")
     need(train.stem_lr_scale >= 0, "train.stem_lr_scale", "must be >= 0 (0 freezes the stem)")
     need(train.ema_epochs >= 0, "train.ema_epochs",
          "must be >= 0 (0 evaluates the weights as trained)")
@@ -372,13 +375,19 @@ def validate(c: ConfigDict) -> None:
 
 
 def parse_init_from(value: str) -> tuple[str, str]:
-    """(folder, checkpoint) of a ``train.init_from`` value: ``DIR`` and ``DIR:best`` name the
-    best checkpoint of the run in DIR, ``DIR:last`` its last (any other colon is part of the
-    folder's name)."""
+    """(folder, checkpoint) of a ``train.init_from`` value: ``DIR`` and ``DIR:tested`` name the
+    weights the run in DIR was tested with, ``DIR:best`` its best checkpoint, ``DIR:last`` its
+    last (any other colon is part of the folder's name)."""
     folder, sep, which = value.rpartition(":")
-    if sep and which in INIT_CHECKPOINTS:
+    if sep and which in CHECKPOINTS:
         return folder, which
-    return value, "best"
+    return value, "tested"
+
+
+def tested_checkpoint(cfg: ConfigDict) -> str:
+    """The checkpoint a run of ``cfg`` was tested with: "best", or "last" where
+    ``train.early_stopping.restore_best`` is off."""
+    return "best" if cfg.train.early_stopping.restore_best else "last"
 
 
 def _get(c: ConfigDict, dotted: str) -> Any:

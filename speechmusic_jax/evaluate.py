@@ -1,7 +1,7 @@
 """Evaluate a trained run's best weights on a labelled data source.
 
     python -m speechmusic_jax.evaluate --workdir=DIR --data=SPEC [--data_on_error=error|skip]
-        [--weights=best|last] [--by=COL[,COL...]]
+        [--weights=tested|best|last] [--by=COL[,COL...]]
 
 Every file of the source is classified (clip level: mean of window logits); the report, with the
 same keys as summary.json's ``test``, is printed and written to DIR/eval/<source>.json. A warning
@@ -25,8 +25,7 @@ def define_flags() -> dict[str, Any]:
     return {
         "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
         **cli.data_flags(on_error_default="error"),
-        "weights": flags.DEFINE_enum("weights", "best", ["best", "last"],
-                                     "Which checkpoint to use."),
+        "weights": cli.weights_flag("to use"),
         "by": flags.DEFINE_list("by", None, "Columns to break the accuracy down by: group or "
                                 "any column of a manifest (default: those with 2 to 30 values "
                                 "and at least two files per value; --by= for none)."),

@@ -3,7 +3,7 @@
 Export (needs the training code):
 
     python -m speechmusic_jax.export --workdir=DIR --output=FILE [--overwrite]
-        [--weights=best|last] [--platforms=cpu,cuda,tpu]
+        [--weights=tested|best|last] [--platforms=cpu,cuda,tpu]
 
 writes FILE, a zip archive holding ``model.jaxexport`` (the inference function, window ->
 logits, serialised with ``jax.export``: StableHLO with the weights inside and a symbolic batch
@@ -198,13 +198,14 @@ def export_run(run: Any, platforms: tuple[str, ...] = PLATFORMS) -> tuple[bytes,
 def define_flags() -> dict[str, Any]:
     from absl import flags
 
+    from speechmusic_jax import cli
+
     return {
         "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
         "output": flags.DEFINE_string("output", None, "The file to write (a zip archive)."),
         "overwrite": flags.DEFINE_bool("overwrite", False, "Replace an existing --output that "
                                        "an earlier export wrote."),
-        "weights": flags.DEFINE_enum("weights", "best", ["best", "last"],
-                                     "Which checkpoint of the run to export."),
+        "weights": cli.weights_flag("to export"),
         "platforms": flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms to lower for "
                                        "(cpu, cuda, rocm, tpu)."),
     }

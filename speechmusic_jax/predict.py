@@ -34,8 +34,7 @@ def define_flags() -> dict[str, Any]:
 
     return {
         "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
-        "weights": flags.DEFINE_enum("weights", "best", ["best", "last"],
-                                     "Which checkpoint of the run to use."),
+        "weights": cli.weights_flag("to use"),
         "segments": flags.DEFINE_bool("segments", False, "A timeline: merged, smoothed segments "
                                       "(start_s, end_s, predicted, confidence) per file."),
         "windows": flags.DEFINE_bool("windows", False, "One row per window, unsmoothed."),

@@ -64,13 +64,16 @@ def _assign(node: config_lib.ConfigDict, values: dict, prefix: str) -> None:
             node[key] = tuple(value) if isinstance(value, list) else value
 
 
-def load_run(workdir: str, which: str = "best") -> LoadedRun:
-    """The config and the ``best`` (or ``last``) weights of the run in ``workdir``."""
+def load_run(workdir: str, which: str = "tested") -> LoadedRun:
+    """The config and the weights of the run in ``workdir``: ``tested``, the weights it was
+    tested with (see ``config_lib.CHECKPOINTS``), its ``best`` or its ``last`` checkpoint."""
     workdir = os.path.abspath(workdir)
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
         raise RunNotFound(f"--workdir {workdir} holds no run (no config.json)")
     cfg = config_from_json(cfg_path)
+    if which == "tested":
+        which = config_lib.tested_checkpoint(cfg)
     ckpts = Checkpoints(workdir)
     pointer = ckpts.best() if which == "best" else ckpts.last()
     if pointer is None:

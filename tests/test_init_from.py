@@ -32,9 +32,16 @@ def source(tmp_path_factory) -> str:
     return tiny_run(tmp_path_factory)
 
 
-def _weights(workdir: str, which: str = "best", workdir_cfg: str | None = None):
+def _tested(workdir: str) -> str:
+    """The checkpoint a finished run was tested with: its best, or its last (the default
+    experiment and its :tiny variant test the last epoch's weights)."""
+    return config_lib.tested_checkpoint(config_from_json(os.path.join(workdir, "config.json")))
+
+
+def _weights(workdir: str, which: str = "tested", workdir_cfg: str | None = None):
     """(params, model_state) of a run's checkpoint, by parameter name, as numpy."""
     cfg = config_from_json(os.path.join(workdir_cfg or workdir, "config.json"))
+    which = config_lib.tested_checkpoint(cfg) if which == "tested" else which
     ckpts = Checkpoints(workdir)
     state, _ = ckpts.restore(ckpts.pointer(ckpts.dir, which),
                              builder.abstract_build(cfg).state)
@@ -50,15 +57,17 @@ def _fine_tune(tiny_config, source: str, epochs: int = 1):
     return cfg
 
 
-def test_the_first_weights_are_the_pretrained_best(tiny_config, source, tmp_path):
+def test_the_first_weights_are_the_pretrained_tested_ones(tiny_config, source, tmp_path):
     cfg = _fine_tune(tiny_config, source)
     cfg.seed = 7  # another seed would initialise other weights
     start = pretrained.load(cfg, [str(tmp_path / "run")])
     run = loop.setup(cfg, str(tmp_path / "run"), _quiet, start_from=start)
     state, loop_state = loop.restore_or_init(run, Start.NEW, loop.SessionClock())
-    best = Checkpoints.pointer(os.path.join(source, "checkpoints"), "best")
-    assert loop_state.init_from == {"workdir": source, "checkpoint": "best",
-                                    "epoch": best["epoch"]}
+    which = _tested(source)
+    assert which == "last"  # the default experiment's choice
+    tested = Checkpoints.pointer(os.path.join(source, "checkpoints"), which)
+    assert loop_state.init_from == {"workdir": source, "checkpoint": which,
+                                    "epoch": tested["epoch"]}
     assert int(state.step) == 0 and loop_state.epoch == 0 and loop_state.best_value is None
     params, stats = _weights(source)
     for tree, want in ((state.params, params), (state.model_state, stats)):
@@ -67,11 +76,13 @@ def test_the_first_weights_are_the_pretrained_best(tiny_config, source, tmp_path
         assert got.keys() == want.keys()
         for name in want:
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    # DIR:last takes the last checkpoint instead.
-    cfg.train.init_from = f"{source}:last"
-    last = pretrained.load(cfg)
-    assert last.checkpoint == "last"
-    assert last.epoch == Checkpoints.pointer(os.path.join(source, "checkpoints"), "last")["epoch"]
+    # DIR:best and DIR:last take those checkpoints, whatever the run was tested with.
+    for which in ("best", "last"):
+        cfg.train.init_from = f"{source}:{which}"
+        got = pretrained.load(cfg)
+        assert got.checkpoint == which
+        assert got.epoch == Checkpoints.pointer(os.path.join(source, "checkpoints"),
+                                                which)["epoch"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -116,9 +127,9 @@ def test_a_folder_without_a_run_or_a_checkpoint(tiny_config, source, tmp_path):
 
 def test_dry_run_checks_the_pretrained_run_without_training(tiny_config, source, tmp_path):
     cfg = _fine_tune(tiny_config, source)
-    epoch = Checkpoints.pointer(os.path.join(source, "checkpoints"), "best")["epoch"]
+    epoch = Checkpoints.pointer(os.path.join(source, "checkpoints"), "last")["epoch"]
     assert pretrained.check(cfg, [str(tmp_path / "run")]) == (
-        f"train.init_from: the best checkpoint (epoch {epoch}) of the run in "
+        f"train.init_from: the last checkpoint (epoch {epoch}) of the run in "
         f"{os.path.abspath(source)} fits this config")
     r = subprocess.run([sys.executable, "-m", "speechmusic_jax.train", "--dry_run",
                         "--config=experiments/default.py:tiny", f"--workdir={tmp_path / 'run'}",
@@ -143,9 +154,10 @@ def test_validation_names_the_fields(tiny_config):
     cfg.train.init_from = ":last"
     with pytest.raises(config_lib.ConfigError, match="train.init_from: must name a run's folder"):
         config_lib.validate(cfg)
-    assert config_lib.parse_init_from("runs/a") == ("runs/a", "best")
+    assert config_lib.parse_init_from("runs/a") == ("runs/a", "tested")
     assert config_lib.parse_init_from("runs/a:last") == ("runs/a", "last")
-    assert config_lib.parse_init_from("runs/a:b") == ("runs/a:b", "best")
+    assert config_lib.parse_init_from("runs/a:best") == ("runs/a", "best")
+    assert config_lib.parse_init_from("runs/a:b") == ("runs/a:b", "tested")
 
 
 def _updates(cfg, scale: float):
@@ -199,9 +211,9 @@ def test_a_frozen_stem_stays_as_pretrained(tiny_config, source, tmp_path):
     cfg = _fine_tune(tiny_config, source)
     cfg.train.stem_lr_scale = 0.0
     summary = loop.fit(cfg, str(tmp_path / "run"), log=_quiet)
-    best = Checkpoints.pointer(os.path.join(source, "checkpoints"), "best")
-    assert summary["init_from"] == {"workdir": source, "checkpoint": "best",
-                                    "epoch": best["epoch"]}
+    last = Checkpoints.pointer(os.path.join(source, "checkpoints"), "last")
+    assert summary["init_from"] == {"workdir": source, "checkpoint": "last",
+                                    "epoch": last["epoch"]}
     _assert_only_the_stem_kept(_weights(source), _weights(str(tmp_path / "run"), "last"))
 
 
@@ -213,14 +225,14 @@ def test_a_resumed_fine_tuning_run_resumes_from_its_own_checkpoint(tiny_config, 
     cfg = _fine_tune(tiny_config, str(copy), epochs=2)
     workdir = str(tmp_path / "run")
     assert loop.fit(cfg, workdir, log=_quiet, stop_after=1)["status"] == "interrupted"
-    epoch = Checkpoints.pointer(os.path.join(copy, "checkpoints"), "best")["epoch"]
+    epoch = Checkpoints.pointer(os.path.join(copy, "checkpoints"), "last")["epoch"]
     shutil.rmtree(copy)  # a reload would now fail
     logs: list[str] = []
     summary = loop.fit(cfg, workdir, log=logs.append)
     assert summary["epochs_run"] == 2 and summary["status"] == "completed"
     assert any("resuming from the checkpoint of epoch 1" in m for m in logs)
     assert not any("starting from the weights" in m for m in logs)
-    assert summary["init_from"] == {"workdir": str(copy), "checkpoint": "best", "epoch": epoch}
+    assert summary["init_from"] == {"workdir": str(copy), "checkpoint": "last", "epoch": epoch}
     with open(os.path.join(workdir, "summary.json")) as f:
         assert json.load(f)["init_from"]["epoch"] == epoch
 
@@ -267,7 +279,7 @@ def test_a_run_with_a_moving_average_is_served_and_fine_tuned_from_the_average(t
     assert any(m.startswith("testing the moving average of the weights at epoch") for m in logs)
     built = builder.abstract_build(config_from_json(os.path.join(ema_run, "config.json")))
     ckpts = Checkpoints(ema_run)
-    state, _ = ckpts.restore(ckpts.best(), built.state)
+    state, _ = ckpts.restore(ckpts.pointer(ckpts.dir, _tested(ema_run)), built.state)
     averaged = optim.eval_params(cfg.optimizer.name, state.opt_state, state.params)
     as_named = {pretrained.leaf_name(p): np.asarray(x)
                 for p, x in jax.tree_util.tree_leaves_with_path(averaged)}
@@ -285,3 +297,26 @@ def test_a_run_with_a_moving_average_is_served_and_fine_tuned_from_the_average(t
     assert taken.keys() == as_named.keys()
     for name, w in taken.items():
         np.testing.assert_array_equal(w, as_named[name])
+
+
+def test_served_weights_are_the_tested_ones(source):
+    # The default experiment tests its last epoch's weights (restore_best off); predict,
+    # evaluate, export and Classifier.load serve those by default too, and the summary says
+    # which epoch was tested. --weights=best and last still name those checkpoints.
+    from speechmusic_jax import trained_run
+    from speechmusic_jax.training import reporting
+
+    pointers = {w: Checkpoints.pointer(os.path.join(source, "checkpoints"), w)["epoch"]
+                for w in ("best", "last")}
+    with open(os.path.join(source, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["tested_epoch"] == pointers["last"] == summary["epochs_run"]
+    assert trained_run.load_run(source).epoch == pointers["last"]
+    for which in ("best", "last"):
+        assert trained_run.load_run(source, which).epoch == pointers[which]
+    report = reporting.format_summary({**summary, "best_epoch": 1, "tested_epoch": 3},
+                                      ("speech", "music"))
+    assert "best epoch 1 of 3; tested: the weights of epoch 3)" in report
+    report = reporting.format_summary({**summary, "best_epoch": 3, "tested_epoch": 3},
+                                      ("speech", "music"))
+    assert "best epoch 3 of 3) ===" in report

@@ -150,6 +150,7 @@ def test_early_stopping_stops_and_restores_best(tiny_config, tmp_path):
     cfg.train.early_stopping.monitor = "val_accuracy"
     cfg.train.early_stopping.min_delta = 1.0  # no epoch can improve on the first by more than 1
     cfg.train.early_stopping.patience = 2
+    cfg.train.early_stopping.restore_best = True  # the default experiment tests its last epoch
     workdir = str(tmp_path / "es")
     summary = loop.fit(cfg, workdir, log=quiet)
     assert summary["status"] == "stopped_early"

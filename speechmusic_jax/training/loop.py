@@ -518,7 +518,8 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
     status = ("diverged" if diverged else
               "stopped_early" if loop_state.stopped_early else "completed")
     test, inference = None, None
-    pointer = run.checkpoints.best() if es.restore_best else run.checkpoints.last()
+    tested = config_lib.tested_checkpoint(cfg)
+    pointer = run.checkpoints.best() if tested == "best" else run.checkpoints.last()
     if diverged is None:
         host_state, _ = run.checkpoints.restore(pointer, parallel.to_host(state))
         state = parallel.put_replicated(host_state, run.mesh)
@@ -537,6 +538,7 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
     summary = {
         "status": status,
         "best_epoch": loop_state.best_epoch,
+        "tested_epoch": pointer["epoch"] if diverged is None else None,
         "epochs_run": loop_state.epoch,
         "seed": cfg.seed,
         "init_from": loop_state.init_from,

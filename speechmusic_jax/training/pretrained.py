@@ -1,8 +1,10 @@
 """Starting a run from a finished run's weights: ``train.init_from`` (fine-tuning).
 
-``train.init_from=DIR`` (or ``DIR:best``) takes the best checkpoint of the run in ``DIR``,
-``DIR:last`` its last. Only the weights are taken, the parameters and the batch-norm statistics;
-the optimizer state, the step counter, the schedule and early stopping start afresh.
+``train.init_from=DIR`` (or ``DIR:tested``) takes the weights the run in ``DIR`` was tested
+with (its best checkpoint, or its last where it had ``train.early_stopping.restore_best`` off),
+``DIR:best`` its best checkpoint, ``DIR:last`` its last. Only the weights are taken, the
+parameters and the batch-norm statistics; the optimizer state, the step counter, the schedule
+and early stopping start afresh.
 
 Before any work, :func:`load` checks that the weights fit the config, each failure a
 :class:`ConfigError` naming the field: ``DIR`` holds a run with a checkpoint; the classes are the
@@ -24,7 +26,7 @@ import numpy as np
 
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import parallel
-from speechmusic_jax.config import parse_init_from
+from speechmusic_jax.config import parse_init_from, tested_checkpoint
 from speechmusic_jax.errors import ConfigError
 from speechmusic_jax.training import builder
 from speechmusic_jax.training.checkpoints import Checkpoints
@@ -105,6 +107,8 @@ def _locate(cfg: config_lib.ConfigDict, workdirs: Sequence[str]
         source_cfg = config_from_json(cfg_path)
     except (ConfigError, ValueError) as e:
         raise ConfigError(f"{FIELD}: cannot read {cfg_path}: {e}") from None
+    if which == "tested":
+        which = tested_checkpoint(source_cfg)
     pointer = Checkpoints.pointer(os.path.join(folder, "checkpoints"), which)
     if pointer is None:
         raise ConfigError(f"{FIELD}: the run in {folder} has no {which} checkpoint (it has not "

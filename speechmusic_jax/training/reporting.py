@@ -49,8 +49,11 @@ class EpochPrinter:
 
 
 def format_summary(s: dict, classes) -> str:
+    tested = s.get("tested_epoch")
     lines = [f"\n=== final report ({s['status']}, best epoch {s['best_epoch']} of "
-             f"{s['epochs_run']}) ==="]
+             f"{s['epochs_run']}"
+             + (f"; tested: the weights of epoch {tested}" if tested not in (None, s["best_epoch"])
+                else "") + ") ==="]
     if s.get("init_from"):
         start = s["init_from"]
         lines.append(f"fine-tuned from the epoch-{start['epoch']} weights ({start['checkpoint']}) "

@@ -275,6 +275,8 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
             pointer_bytes = ckpt.size_bytes(pointer) if pointer else None
         summary = {
             "status": status, "best_epoch": loops[i].best_epoch, "epochs_run": loops[i].epoch,
+            "tested_epoch": (None if status == "diverged" else
+                             loops[i].best_epoch if es.restore_best else loops[i].epoch),
             "seed": cfg.seed, "init_from": loops[i].init_from, "test": test_report,
             "params_trainable": built.params_trainable, "params_total": built.params_total,
             "flops_per_example": single_eval.flops_per_example,

@@ -94,7 +94,10 @@ def trial_record(trial: Trial, workdir: str, target: tuple[str, float] | None,
     rows = read_jsonl(os.path.join(folder, "metrics.jsonl"))
     batch_size = cfg["train"]["batch_size"] if cfg else 1
     steps_per_epoch = (summary.get("n_files") or {}).get("train", 0) // max(batch_size, 1)
-    best = next((r for r in rows if r["epoch"] == summary.get("best_epoch")), None)
+    # the validation metrics of the weights the trial was tested with (its best epoch, or its
+    # last with train.early_stopping.restore_best off)
+    tested = summary.get("tested_epoch") or summary.get("best_epoch")
+    best = next((r for r in rows if r["epoch"] == tested), None)
     steps, seconds = time_to_target(rows, target, steps_per_epoch, batch_size)
     test = summary.get("test") or {}
     grouped = summary.get("grouped") or {}
