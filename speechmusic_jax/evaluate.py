@@ -1,4 +1,5 @@
-"""Evaluate a trained run's best weights on a labelled data source.
+"""Evaluate a trained run's weights (by default those it was tested with) on a labelled data
+source.
 
     python -m speechmusic_jax.evaluate --workdir=DIR --data=SPEC [--data_on_error=error|skip]
         [--weights=tested|best|last] [--by=COL[,COL...]]

@@ -423,3 +423,19 @@ def test_fused_pooling_gives_a_tie_to_the_first_maximum():
     got = jax.jit(jax.grad(lambda x: jnp.sum(fused(x) * cot)))(xp)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert abs(float(got[0, 0, 0] - got[0, 1, 0])) > 0.5 * abs(float(cot[0, 0, 0]))
+
+
+def test_fused_pooling_passes_a_nan_on_and_takes_wide_windows():
+    # A NaN in a window comes out as the window's maximum (as max does), so a diverging run
+    # still shows a non-finite loss; windows wider than an int8 index work too.
+    from speechmusic_jax.models import fused_pool
+
+    x = np.random.default_rng(5).standard_normal((2, 400, 3)).astype(np.float32)
+    ones, zeros, rows = jnp.ones(3), jnp.zeros(3), jnp.ones(2, bool)
+    out = fused_pool.bn_relu_pool(jnp.asarray(x), zeros, ones, zeros, rows, 200, 1e-5)[0]
+    assert out.shape == (2, 2, 3) and np.isfinite(np.asarray(out)).all()
+    x[1, 250, 2] = np.nan
+    out = np.asarray(fused_pool.bn_relu_pool(jnp.asarray(x), zeros, ones, zeros, rows, 4,
+                                             1e-5)[0])
+    assert np.isnan(out[:, :, 2]).all()  # channel 2: NaN statistics, so every window is NaN
+    assert np.isfinite(out[:, :, :2]).all()

@@ -87,7 +87,6 @@ class Norm(nnx.Module):
         y = (x - mean.reshape(shape)) * (jax.lax.rsqrt(var + bn.epsilon) * scale).reshape(shape)
         return jnp.asarray(y + bias.reshape(shape), bn.dtype)
 
-
     def update_running(self, mean: jax.Array, var: jax.Array, any_real: jax.Array) -> None:
         """Batch norm's running averages moved towards a batch's ``mean`` and ``var`` (no
         gradient flows into them); left as they were when the batch had no real row."""

@@ -84,14 +84,16 @@ def _forward(xp, conv_bias, scale, bias, rows, pool, eps):
         (y, windows, jax.lax.broadcasted_iota(jnp.int32, y.shape, 2)),
         (jnp.array(-jnp.inf, y.dtype), jnp.array(0, xp.dtype), jnp.array(pool, jnp.int32)),
         _first_max, (2,))
-    residuals = (xp, scale, rows_f, n, s1, mean_p, var_raw, inv, arg.astype(jnp.int8), x_at,
-                 out > 0)
+    arg = arg.astype(jnp.int8 if pool <= 127 else jnp.int32)
+    residuals = (xp, scale, rows_f, n, s1, mean_p, var_raw, inv, arg, x_at, out > 0)
     return (out, mean_p + conv_bias, var), residuals
 
 
 def _first_max(left, right):
-    """Reducer of (value, input, index) triples: the larger value, the lower index at a tie."""
-    take = (left[0] > right[0]) | ((left[0] == right[0]) & (left[2] < right[2]))
+    """Reducer of (value, input, index) triples: the larger value, the lower index at a tie;
+    a NaN wins, as in a max."""
+    take = ((left[0] > right[0]) | jnp.isnan(left[0])
+            | ((left[0] == right[0]) & (left[2] < right[2])))
     return tuple(jnp.where(take, u, v) for u, v in zip(left, right, strict=True))
 
 
@@ -109,7 +111,7 @@ def _backward(pool, eps, residuals, cotangents):
     a = inv * scale
     g_mean = d_bias / n
     g_hat = jnp.where(var_raw > 0, d_scale / n, 0)  # var = max(0, var_raw)
-    at_max = arg[:, :, None, :] == jnp.arange(pool, dtype=jnp.int8)[None, None, :, None]
+    at_max = arg[:, :, None, :] == jnp.arange(pool, dtype=arg.dtype)[None, None, :, None]
     g_z = jnp.where(at_max, g[:, :, None, :], 0).reshape(b, t2 * pool, c)
     g_z = jnp.pad(g_z, ((0, 0), (0, t - t2 * pool), (0, 0)))
     xhat = (xp - mean_p[None, None]) * inv[None, None]

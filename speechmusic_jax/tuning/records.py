@@ -97,7 +97,7 @@ def trial_record(trial: Trial, workdir: str, target: tuple[str, float] | None,
     # the validation metrics of the weights the trial was tested with (its best epoch, or its
     # last with train.early_stopping.restore_best off)
     tested = summary.get("tested_epoch") or summary.get("best_epoch")
-    best = next((r for r in rows if r["epoch"] == tested), None)
+    row = next((r for r in rows if r["epoch"] == tested), None)
     steps, seconds = time_to_target(rows, target, steps_per_epoch, batch_size)
     test = summary.get("test") or {}
     grouped = summary.get("grouped") or {}
@@ -105,9 +105,9 @@ def trial_record(trial: Trial, workdir: str, target: tuple[str, float] | None,
     rec.update(
         status=summary["status"], best_epoch=summary.get("best_epoch"),
         epochs_run=summary.get("epochs_run"),
-        val_accuracy=best.get("val_accuracy") if best else None,
-        val_loss=best.get("val_loss") if best else None,
-        val_f1=best.get("val_f1") if best else None,
+        val_accuracy=row.get("val_accuracy") if row else None,
+        val_loss=row.get("val_loss") if row else None,
+        val_f1=row.get("val_f1") if row else None,
         test_accuracy=test.get("accuracy"),
         test_f1_macro=(test.get("f1") or {}).get("macro"),
         steps_to_target=steps, seconds_to_target=seconds,
