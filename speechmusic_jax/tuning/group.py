@@ -265,18 +265,18 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
             reporting.write_predictions(os.path.join(folder, "test_predictions.csv"), test[i],
                                         classes)
         pointer_bytes = None
-        if status != "diverged" and loops[i].best_epoch:
+        tested_epoch = (None if status == "diverged" else
+                        loops[i].best_epoch if es.restore_best else loops[i].epoch)
+        if tested_epoch is not None and loops[i].best_epoch:
             ckpt = Checkpoints(folder)
-            epoch_saved = loops[i].best_epoch if es.restore_best else loops[i].epoch
-            ckpt.save(epoch_saved, jax.device_get(group.trial_state(tested, i)),
+            ckpt.save(tested_epoch, jax.device_get(group.trial_state(tested, i)),
                       dataclasses.asdict(loops[i]),
                       best={"monitor": es.monitor, "value": loops[i].best_value})
             pointer = ckpt.best()
             pointer_bytes = ckpt.size_bytes(pointer) if pointer else None
         summary = {
             "status": status, "best_epoch": loops[i].best_epoch, "epochs_run": loops[i].epoch,
-            "tested_epoch": (None if status == "diverged" else
-                             loops[i].best_epoch if es.restore_best else loops[i].epoch),
+            "tested_epoch": tested_epoch,
             "seed": cfg.seed, "init_from": loops[i].init_from, "test": test_report,
             "params_trainable": built.params_trainable, "params_total": built.params_total,
             "flops_per_example": single_eval.flops_per_example,
