@@ -397,43 +397,56 @@ def test_fused_pooling_under_vmap_is_per_problem():
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
 
 
+def _plain_bn_relu_pool(x, bias, pool):
+    """batch norm (statistics of every row, scale 1) -> ReLU -> max-pool, with the plain ops."""
+    from speechmusic_jax.models import conv1d
+
+    mean = x.mean(axis=(0, 1))
+    var = jnp.maximum(0.0, jnp.square(x).mean(axis=(0, 1)) - jnp.square(mean))
+    y = jax.nn.relu((x - mean[None, None]) * jax.lax.rsqrt(var + 1e-5)[None, None]
+                    + bias[None, None])
+    return conv1d.pool1d(y, pool)
+
+
+def _fused_and_plain_grads(xp, bias, pool, cot):
+    from speechmusic_jax.models import fused_pool
+
+    c = xp.shape[-1]
+    rows = jnp.ones(xp.shape[0], bool)
+
+    def fused(x):
+        return fused_pool.bn_relu_pool(x, jnp.zeros(c), jnp.ones(c), bias, rows, pool, 1e-5)[0]
+
+    want = jax.grad(lambda x: jnp.sum(_plain_bn_relu_pool(x, bias, pool) * cot))(xp)
+    got = jax.jit(jax.grad(lambda x: jnp.sum(fused(x) * cot)))(xp)
+    return got, want
+
+
 def test_fused_pooling_gives_a_tie_to_the_first_maximum():
     # As max_over: at a tie inside a window, the first maximum takes the whole gradient.
-    from speechmusic_jax.models import conv1d, fused_pool
-
     rng = np.random.default_rng(4)
     xp = rng.standard_normal((2, 8, 3)).astype(np.float32)
     xp[0, 1] = xp[0, 0] = xp[0, :4].max(axis=0) + 1.0  # a tie at the top of the first window
-    xp = jnp.asarray(xp)
-    cb, scale, bias = jnp.zeros(3), jnp.ones(3), jnp.full(3, 5.0)  # every value above 0
-    rows = jnp.ones(2, bool)
-
-    def plain(x):
-        mean = x.mean(axis=(0, 1))
-        var = jnp.maximum(0.0, jnp.square(x).mean(axis=(0, 1)) - jnp.square(mean))
-        y = jax.nn.relu((x - mean[None, None]) * jax.lax.rsqrt(var + 1e-5)[None, None]
-                        + bias[None, None])
-        return conv1d.pool1d(y, 4)
-
-    def fused(x):
-        return fused_pool.bn_relu_pool(x, cb, scale, bias, rows, 4, 1e-5)[0]
-
     cot = jnp.asarray(rng.standard_normal((2, 2, 3)), jnp.float32)
-    want = jax.grad(lambda x: jnp.sum(plain(x) * cot))(xp)
-    got = jax.jit(jax.grad(lambda x: jnp.sum(fused(x) * cot)))(xp)
+    got, want = _fused_and_plain_grads(jnp.asarray(xp), jnp.full(3, 5.0), 4, cot)  # all > 0
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert abs(float(got[0, 0, 0] - got[0, 1, 0])) > 0.5 * abs(float(cot[0, 0, 0]))
 
 
 def test_fused_pooling_passes_a_nan_on_and_takes_wide_windows():
-    # A NaN in a window comes out as the window's maximum (as max does), so a diverging run
-    # still shows a non-finite loss; windows wider than an int8 index work too.
+    # A NaN in the input comes out of every window it reaches (as with max), so a diverging
+    # run still shows a non-finite loss. A window wider than an int8 index can tell apart
+    # (300 > 256) still sends each window's gradient to its maximum.
     from speechmusic_jax.models import fused_pool
 
-    x = np.random.default_rng(5).standard_normal((2, 400, 3)).astype(np.float32)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 600, 3)).astype(np.float32)
+    cot = jnp.asarray(rng.standard_normal((2, 2, 3)), jnp.float32)
+    got, want = _fused_and_plain_grads(jnp.asarray(x), jnp.zeros(3), 300, cot)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert (x.reshape(2, 2, 300, 3).argmax(axis=2) > 255).any()  # some maxima past 8 bits
+    x = x[:, :400]
     ones, zeros, rows = jnp.ones(3), jnp.zeros(3), jnp.ones(2, bool)
-    out = fused_pool.bn_relu_pool(jnp.asarray(x), zeros, ones, zeros, rows, 200, 1e-5)[0]
-    assert out.shape == (2, 2, 3) and np.isfinite(np.asarray(out)).all()
     x[1, 250, 2] = np.nan
     out = np.asarray(fused_pool.bn_relu_pool(jnp.asarray(x), zeros, ones, zeros, rows, 4,
                                              1e-5)[0])
