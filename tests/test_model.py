@@ -397,6 +397,23 @@ def test_fused_pooling_under_vmap_is_per_problem():
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
 
 
+def test_fused_pooling_keeps_the_window_index_in_int8():
+    # The backward pass needs each window's argmax; with windows up to 127 wide it is kept in
+    # int8, and no int32 index of the pooled tensor's size is written at all (XLA kept the
+    # int32 index whole when it was converted after the reduction).
+    from speechmusic_jax.models import fused_pool
+
+    x = jnp.asarray(np.random.default_rng(7).standard_normal((2, 100, 3)), jnp.float32)
+    c = jnp.zeros(3)
+
+    def loss(x):
+        return jnp.sum(fused_pool.bn_relu_pool(x, c, c + 1, c, jnp.ones(2, bool), 4, 1e-5)[0])
+
+    hlo = jax.jit(jax.grad(loss)).lower(x).compile().as_text()
+    assert "s8[2,25,3]" in hlo
+    assert "s32[2,25,3]" not in hlo and "s32[2,25,4,3]" not in hlo
+
+
 def _plain_bn_relu_pool(x, bias, pool):
     """batch norm (statistics of every row, scale 1) -> ReLU -> max-pool, with the plain ops."""
     from speechmusic_jax.models import conv1d

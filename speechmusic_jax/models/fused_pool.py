@@ -79,12 +79,14 @@ def _forward(xp, conv_bias, scale, bias, rows, pool, eps):
     windows = xp[:, : t2 * pool].reshape(b, t2, pool, c)
     y = jax.nn.relu((windows - mean_p[None, None, None]) * a[None, None, None]
                     + bias[None, None, None])
-    # each window's maximum, the index of its first maximum, and the input there, in one pass
+    # each window's maximum, the index of its first maximum, and the input there, in one pass;
+    # the index in int8 where it fits, straight from the reduction (an int32 index converted
+    # afterwards was kept whole for the backward pass: 49 MB in the paper M5's stem)
+    index = jnp.int8 if pool <= 127 else jnp.int32
     out, x_at, arg = jax.lax.reduce(
-        (y, windows, jax.lax.broadcasted_iota(jnp.int32, y.shape, 2)),
-        (jnp.array(-jnp.inf, y.dtype), jnp.array(0, xp.dtype), jnp.array(pool, jnp.int32)),
+        (y, windows, jax.lax.broadcasted_iota(index, y.shape, 2)),
+        (jnp.array(-jnp.inf, y.dtype), jnp.array(0, xp.dtype), jnp.array(pool, index)),
         _first_max, (2,))
-    arg = arg.astype(jnp.int8 if pool <= 127 else jnp.int32)
     residuals = (xp, scale, rows_f, n, s1, mean_p, var_raw, inv, arg, x_at, out > 0)
     return (out, mean_p + conv_bias, var), residuals
 
