@@ -33,8 +33,9 @@ Log = Callable[[str], None]
 
 
 def run(cfg: config_lib.ConfigDict, workdir: str, folds: int, *, log: Log = print,
-        overwrite: bool = False) -> dict:
-    """Run the ``folds`` folds of ``cfg`` under ``workdir``; return (and write) crossval.json."""
+        overwrite: bool = False, host_memory: str | None = None) -> dict:
+    """Run the ``folds`` folds of ``cfg`` under ``workdir``; return (and write) crossval.json.
+    ``host_memory``: the allocator policy in effect, for each fold's summary.json."""
     from speechmusic_jax.training import loop
     from speechmusic_jax.training import workdir as workdir_rules
 
@@ -54,7 +55,8 @@ def run(cfg: config_lib.ConfigDict, workdir: str, folds: int, *, log: Log = prin
         config_lib.validate(fold_cfg)
         log(f"\n=== cross-validation fold {i + 1} of {folds} ({fold_dir}) ===")
         try:
-            summary = loop.fit(fold_cfg, fold_dir, log=log, overwrite=overwrite)
+            summary = loop.fit(fold_cfg, fold_dir, log=log, overwrite=overwrite,
+                               host_memory=host_memory)
         except errors.TrainingDiverged as e:
             log(f"fold {i} diverged: {e}")
             summary = {"status": "diverged", "test": None}
@@ -149,7 +151,8 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
     cli.on_interrupt(lambda: "every finished fold and the last checkpoint of the fold in "
                              f"progress are kept under {os.path.abspath(workdir)}; run the same "
                              "command to resume")
-    result = run(cfg, workdir, flags["folds"], log=cli.log, overwrite=flags["overwrite"])
+    result = run(cfg, workdir, flags["folds"], log=cli.log, overwrite=flags["overwrite"],
+                 host_memory=flags["host_memory"])
     print(f"outputs in {os.path.abspath(workdir)}", flush=True)
     return 0 if result["folds_tested"] == result["folds_k"] else 1
 

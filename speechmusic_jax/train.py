@@ -71,7 +71,8 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
     from speechmusic_jax.training import loop
 
     cli.on_interrupt(lambda: loop.interrupt_note(workdir))
-    summary = loop.fit(cfg, workdir, log=cli.log, overwrite=flags["overwrite"])
+    summary = loop.fit(cfg, workdir, log=cli.log, overwrite=flags["overwrite"],
+                       host_memory=flags["host_memory"])
     if jax.process_index() == 0:
         print(f"outputs in {os.path.abspath(workdir)}", flush=True)
     return 0 if summary.get("status") != "diverged" else 1

@@ -213,9 +213,13 @@ def test_cli_trains_with_overrides(tmp_path):
     workdir = tmp_path / "cli"
     r = run_cli("--config=experiments/default.py:tiny", f"--workdir={workdir}",
                 "--config.train.epochs=1", "--config.optimizer.learning_rate=0.002",
-                "--data=synthetic")
+                "--data=synthetic", "--host_memory=release")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "final report" in r.stdout and "test, clip level" in r.stdout
+    # the step times were taken under this allocator policy: the summary says which
+    assert "; host memory: release)" in r.stdout
+    with open(workdir / "summary.json") as f:
+        assert json.load(f)["host_memory"] == "release"
     with open(workdir / "config.json") as f:
         saved = json.load(f)
     assert saved["train"]["epochs"] == 1 and saved["optimizer"]["learning_rate"] == 0.002

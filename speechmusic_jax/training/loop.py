@@ -181,7 +181,8 @@ class _Diverged(Exception):
 
 def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         overwrite: bool = False, stop_after: int | None = None,
-        progress: bool | None = None, scope: parallel.Scope | None = None) -> dict:
+        progress: bool | None = None, scope: parallel.Scope | None = None,
+        host_memory: str | None = None) -> dict:
     """Train and test ``cfg`` in ``workdir``; return the summary (also in summary.json).
 
     ``overwrite`` first removes the workdir's run (never a folder holding anything else).
@@ -190,7 +191,9 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     It exists for tests and for time-boxed jobs. ``progress`` shows a per-step progress bar
     (default: only when stderr is a terminal). ``scope``: the devices and processes of the run
     (default: every device; after ``jax.distributed`` started, those of every process, which
-    must all call ``fit`` with the same arguments).
+    must all call ``fit`` with the same arguments). ``host_memory``: the allocator policy in
+    effect in this process (``host_memory.apply``'s answer), which the step times depend on;
+    summary.json records it (the commands pass it; None: not recorded).
     """
     config_lib.validate(cfg)
     scope = scope or parallel.global_scope()
@@ -215,6 +218,8 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         return report_finished(workdir, cfg, log)
     clock = SessionClock()
     run = setup(cfg, workdir, log, scope, start_from)
+    if host_memory is not None:
+        run = dataclasses.replace(run, device={**run.device, "host_memory": host_memory})
     state, loop_state = restore_or_init(run, begin, clock)
     records = (reporting.EpochRecords(run.metrics_path, os.path.join(workdir, "tensorboard"),
                                       log, monitor=cfg.train.early_stopping.monitor)

@@ -69,7 +69,8 @@ def format_summary(s: dict, classes) -> str:
         f"trainable parameters: {s['params_trainable']:,}",
         f"training time: {s['train_time_s']:.1f}s; median step time: "
         f"{st.get('median', float('nan')):.2f} ms (min {st.get('min', float('nan')):.2f}, "
-        f"max {st.get('max', float('nan')):.2f}; compile {s['compile_time_s']:.2f}s excluded)",
+        f"max {st.get('max', float('nan')):.2f}; compile {s['compile_time_s']:.2f}s excluded"
+        + (f"; host memory: {s['host_memory']}" if s.get("host_memory") else "") + ")",
     ]
     if s.get("flops_per_example"):
         lines.append(f"FLOPs per example (inference, one window): {s['flops_per_example']:.3g}")
