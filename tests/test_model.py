@@ -469,3 +469,10 @@ def test_fused_pooling_passes_a_nan_on_and_takes_wide_windows():
                                              1e-5)[0])
     assert np.isnan(out[:, :, 2]).all()  # channel 2: NaN statistics, so every window is NaN
     assert np.isfinite(out[:, :, :2]).all()
+    # A NaN born after the statistics (an infinite scale times an input equal to the mean)
+    # wins its window too, as in a max, however the window's other values compare.
+    one = jnp.ones(1)
+    for x in ([0.0, -1.0, 0.0, 1.0], [0.0, 0.0, -1.0, 1.0], [1.0, 0.0, 0.0, -1.0]):
+        out = fused_pool.bn_relu_pool(jnp.asarray(x).reshape(1, 4, 1), 0 * one, one * np.inf,
+                                      0 * one, jnp.ones(1, bool), 4, 0.0)[0]
+        assert np.isnan(np.asarray(out)).all(), x
