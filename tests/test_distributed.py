@@ -223,9 +223,11 @@ other = cfg.copy_and_resolve_references()
 other.optimizer.learning_rate = 2 * cfg.optimizer.learning_rate
 lines = []
 folders = [os.path.join(sys.argv[2], str(i)) for i in range(2)]
-group.train_group([cfg, other], folders, log=lines.append, trial_axis=2)
+group.train_group([cfg, other], folders, log=lines.append, trial_axis=2, host_memory="release")
 print(json.dumps({"log": [l for l in lines if "trials split" in l],
-                  "rows": [read_jsonl(os.path.join(f, "metrics.jsonl")) for f in folders]}))
+                  "rows": [read_jsonl(os.path.join(f, "metrics.jsonl")) for f in folders],
+                  "host_memory": [json.load(open(os.path.join(f, "summary.json")))["host_memory"]
+                                  for f in folders]}))
 """
 
 
@@ -245,3 +247,4 @@ def test_a_group_of_trials_splits_over_a_trial_mesh_axis_and_trains_as_alone(tmp
                          r["val_accuracy"]] for r in rows])
     _same_training(curve, reference)
     assert out["rows"][1][-1]["train_loss"] != rows[-1]["train_loss"]  # the other trial
+    assert out["host_memory"] == ["release", "release"]  # recorded with the step times

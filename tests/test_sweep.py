@@ -132,7 +132,8 @@ def test_overlapping_processes_never_train_one_trial_twice(sweep_file, tmp_path,
 def test_a_diverged_and_a_failed_trial_are_recorded_and_the_sweep_goes_on(sweep_file, tmp_path):
     workdir = tmp_path / "broken"
     sweep = spec.load_sweep(sweep_file, "broken")
-    result = runner.run_sweep(sweep, str(workdir), log=lambda m: None, plots=False)
+    result = runner.run_sweep(sweep, str(workdir), log=lambda m: None, plots=False,
+                              host_memory="release")
     by_arm = {(r["arm"], r["seed"]): r for r in result.records}
     assert by_arm[("huge_lr", 0)]["status"] == "diverged"
     assert by_arm[("huge_lr", 0)]["diverged_at_step"] >= 1
@@ -140,6 +141,10 @@ def test_a_diverged_and_a_failed_trial_are_recorded_and_the_sweep_goes_on(sweep_
     assert by_arm[("no_data", 0)]["status"] == "failed"
     assert "nonexistent" in by_arm[("no_data", 0)]["error"]
     assert by_arm[("fine", 1)]["status"] == "completed"
+    folders = [records.trial_dir(str(workdir), r["trial"]) for r in result.records
+               if r["status"] == "completed"]
+    assert folders and all(read_json(os.path.join(f, "summary.json"))["host_memory"] == "release"
+                           for f in folders)  # the allocator policy of the step times
     table = result.table()
     assert "0/2 (2 diverged)" in table and "0/2 (2 failed)" in table
     # a rerun retries the failed trials only

@@ -96,8 +96,10 @@ _select = jax.jit(_stack_select)
 
 
 def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print,
-                strategy: str = "vmap", trial_axis: int | None = None) -> list[dict]:
+                strategy: str = "vmap", trial_axis: int | None = None,
+                host_memory: str | None = None) -> list[dict]:
     """Train and test the trials ``cfgs`` (one group) in ``folders``; return their summaries.
+    ``host_memory``: the allocator policy in effect, recorded with the step times (as ``fit``).
 
     On several devices the trials are split over a "trial" mesh axis of ``trial_axis``
     devices and each trial's batch over the rest (default: as many whole trials per device as
@@ -124,6 +126,8 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
         os.makedirs(folder, exist_ok=True)
         atomic_write_json(os.path.join(folder, "config.json"), config_lib.to_dict(cfg))
     device = timing.device_info()
+    if host_memory is not None:
+        device["host_memory"] = host_memory
     data = prepare_data(cfg0, folders[0], log, resume=False)
     for folder in folders[1:]:
         split_lib.write_split_csv(os.path.join(folder, "split.csv"), data.split,

@@ -124,7 +124,7 @@ def run_sweep(sweep: Sweep, workdir: str | None = None, *,
               trials: tuple[int, int] | str | None = None, mode: str | None = None,
               log: Log = print, write: bool = True, plots: bool = True,
               trial_log: bool = False, share: tuple[int, int] = (0, 1),
-              poll_s: float = 2.0) -> SweepResult:
+              poll_s: float = 2.0, host_memory: str | None = None) -> SweepResult:
     """Run the trials of ``sweep`` (those in ``trials``: (start, end) or "START:END") in
     ``workdir`` (default runs/sweeps/NAME), skip finished ones, and return every trial's record.
 
@@ -133,7 +133,8 @@ def run_sweep(sweep: Sweep, workdir: str | None = None, *,
     trials one after another inside the program, lax.map) or ``auto`` (default: the sweep's
     own ``mode``; see ``group.choose_mode``). ``write``: results.csv/.md/.json (and, with ``plots``,
     the figures) in ``workdir``. ``trial_log``: also show each trial's own log (else it goes to
-    ``logs/NNN.log``).
+    ``logs/NNN.log``). ``host_memory``: the allocator policy in effect (``host_memory.apply``'s
+    answer), recorded in each trial's summary.json with its step times.
 
     ``share=(i, n)``: this is process i of n sharing the sweep (on one host or several, the
     folder on a file system they all see). Each runs the trials whose index is i modulo n, then
@@ -163,9 +164,9 @@ def run_sweep(sweep: Sweep, workdir: str | None = None, *,
     if count > 1:
         todo = [t for t in todo if t.index % count == index]
         log(f"process {index} of {count}: {len(todo)} of these are its share")
-    _claim_and_run(todo, configs, workdir, sweep, mode, log, trial_log)
+    _claim_and_run(todo, configs, workdir, sweep, mode, log, trial_log, host_memory)
     if count > 1:  # then what nobody has claimed; process 0 until every trial is done
-        _run_unclaimed(selected, configs, workdir, sweep, mode, log, trial_log,
+        _run_unclaimed(selected, configs, workdir, sweep, mode, log, trial_log, host_memory,
                        wait=index == 0, poll_s=poll_s)
         if index != 0:
             log(f"process {index}: done; process 0 writes the merged results in {workdir}")
@@ -186,20 +187,21 @@ def _unfinished(trials: Sequence[Trial], workdir: str) -> list[Trial]:
 
 
 def _claim_and_run(todo: list[Trial], configs: dict, workdir: str, sweep: Sweep,
-                   mode: str | None, log: Log, trial_log: bool) -> int:
+                   mode: str | None, log: Log, trial_log: bool,
+                   host_memory: str | None) -> int:
     """Claim ``todo``, run what this process got; the number of trials run."""
     if not todo:
         return 0
     with claims.held(workdir, [t.index for t in todo], log) as mine:
         # a trial another process finished between the check and the claim: skipped
         todo = [t for t in _unfinished(todo, workdir) if t.index in mine]
-        _run_trials(todo, configs, workdir, sweep, mode, log, trial_log)
+        _run_trials(todo, configs, workdir, sweep, mode, log, trial_log, host_memory)
     return len(todo)
 
 
 def _run_unclaimed(selected: list[Trial], configs: dict, workdir: str, sweep: Sweep,
-                   mode: str | None, log: Log, trial_log: bool, *, wait: bool,
-                   poll_s: float) -> None:
+                   mode: str | None, log: Log, trial_log: bool, host_memory: str | None,
+                   *, wait: bool, poll_s: float) -> None:
     """Run the unfinished trials that no live process has claimed (failed ones stay failed);
     with ``wait``, repeat until none is unfinished and unclaimed or running elsewhere."""
     last_note = time.monotonic()
@@ -208,7 +210,8 @@ def _run_unclaimed(selected: list[Trial], configs: dict, workdir: str, sweep: Sw
                    if _failure(workdir, t.index) is None or claims.is_claimed(workdir, t.index)]
         free = [t for t in pending if not claims.is_claimed(workdir, t.index)]
         if free:
-            _claim_and_run(free, configs, workdir, sweep, mode, _quiet_skips(log), trial_log)
+            _claim_and_run(free, configs, workdir, sweep, mode, _quiet_skips(log), trial_log,
+                           host_memory)
             continue
         if not pending or not wait:
             return
@@ -227,7 +230,7 @@ def _quiet_skips(log: Log) -> Log:
 
 
 def _run_trials(todo: list[Trial], configs: dict, workdir: str, sweep: Sweep,
-                mode: str | None, log: Log, trial_log: bool) -> None:
+                mode: str | None, log: Log, trial_log: bool, host_memory: str | None) -> None:
     from speechmusic_jax.tuning import group
 
     if not todo:
@@ -241,9 +244,9 @@ def _run_trials(todo: list[Trial], configs: dict, workdir: str, sweep: Sweep,
     t0 = time.perf_counter()
     for unit in units:
         if len(unit) == 1:
-            _run_alone(unit[0][0], unit[0][1], workdir, sweep, log, trial_log)
+            _run_alone(unit[0][0], unit[0][1], workdir, sweep, log, trial_log, host_memory)
         else:
-            _run_group(unit, workdir, sweep, log, trial_log,
+            _run_group(unit, workdir, sweep, log, trial_log, host_memory,
                        "map" if chosen == "grouped_map" else "vmap")
     log(f"ran {len(todo)} trial(s) in {time.perf_counter() - t0:.1f}s")
 
@@ -262,14 +265,14 @@ def _trial_logger(log: Log, show: bool) -> tuple[list[str], Log]:
 
 
 def _run_alone(trial: Trial, cfg: Any, workdir: str, sweep: Sweep, log: Log,
-               trial_log: bool) -> None:
+               trial_log: bool, host_memory: str | None) -> None:
     from speechmusic_jax.training import loop
 
     folder = records_lib.trial_dir(workdir, trial.index)
     lines, tlog = _trial_logger(log, trial_log)
     t0 = time.perf_counter()
     try:
-        loop.fit(cfg, folder, log=tlog, progress=False)
+        loop.fit(cfg, folder, log=tlog, progress=False, host_memory=host_memory)
         _clear_failure(workdir, trial.index)
     except errors.TrainingDiverged as e:
         tlog(f"training diverged: {e}")
@@ -285,14 +288,15 @@ def _run_alone(trial: Trial, cfg: Any, workdir: str, sweep: Sweep, log: Log,
 
 
 def _run_group(unit: list[tuple[Trial, Any]], workdir: str, sweep: Sweep, log: Log,
-               trial_log: bool, strategy: str) -> None:
+               trial_log: bool, host_memory: str | None, strategy: str) -> None:
     from speechmusic_jax.tuning import group
 
     lines, tlog = _trial_logger(log, trial_log)
     t0 = time.perf_counter()
     folders = [records_lib.trial_dir(workdir, t.index) for t, _ in unit]
     try:
-        group.train_group([c for _, c in unit], folders, log=tlog, strategy=strategy)
+        group.train_group([c for _, c in unit], folders, log=tlog, strategy=strategy,
+                          host_memory=host_memory)
         for t, _ in unit:
             _clear_failure(workdir, t.index)
     except (KeyboardInterrupt, SystemExit):
