@@ -152,7 +152,7 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
                              f"progress are kept under {os.path.abspath(workdir)}; run the same "
                              "command to resume")
     result = run(cfg, workdir, flags["folds"], log=cli.log, overwrite=flags["overwrite"],
-                 host_memory=flags["host_memory"])
+                 host_memory=flags.get("host_memory"))
     print(f"outputs in {os.path.abspath(workdir)}", flush=True)
     return 0 if result["folds_tested"] == result["folds_k"] else 1
 

@@ -113,7 +113,7 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
         raise cli.UsageError(str(e)) from None
     result = runner.run_sweep(sweep, workdir, trials=flags["trials"], mode=flags["mode"],
                               log=cli.log, trial_log=flags["verbose"], share=share,
-                              host_memory=flags["host_memory"])
+                              host_memory=flags.get("host_memory"))
     start, end = runner.parse_trials(flags["trials"], len(result.records))
     mine = result.records[start:end]
     return 1 if mine and all(r["status"] == "failed" for r in mine) else 0

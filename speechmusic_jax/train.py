@@ -72,7 +72,7 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
 
     cli.on_interrupt(lambda: loop.interrupt_note(workdir))
     summary = loop.fit(cfg, workdir, log=cli.log, overwrite=flags["overwrite"],
-                       host_memory=flags["host_memory"])
+                       host_memory=flags.get("host_memory"))
     if jax.process_index() == 0:
         print(f"outputs in {os.path.abspath(workdir)}", flush=True)
     return 0 if summary.get("status") != "diverged" else 1
