@@ -115,6 +115,11 @@ def base_config() -> ConfigDict:
     c.train.epochs = 40
     c.train.batch_size = 32
     c.train.eval_batch_size = 64
+    # Inference (evaluation, predict, benchmark) passes a batch through the network in chunks of
+    # examples, one after another, where the batch's largest activation would exceed this many
+    # MiB (per device): the same logits with a fraction of the memory (training/step.py's
+    # make_eval_step). 0: the whole batch in one pass.
+    c.train.eval_chunk_mib = 16.0
     c.train.precision = "float32"
     # conv -> batch norm -> ReLU -> max-pool of the training pass as one op with a hand-written
     # gradient (models/fused_pool.py): the same function, computed with fewer passes over
@@ -315,6 +320,7 @@ def validate(c: ConfigDict) -> None:
     need(train.epochs >= 1, "train.epochs", "must be at least 1")
     need(train.batch_size >= 1, "train.batch_size", "must be at least 1")
     need(train.eval_batch_size >= 1, "train.eval_batch_size", "must be at least 1")
+    need(train.eval_chunk_mib >= 0, "train.eval_chunk_mib", "must be at least 0 (0: no chunks)")
     need(train.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
     need(0.0 <= train.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
     need(train.l1 >= 0, "train.l1", "must be >= 0")

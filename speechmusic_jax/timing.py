@@ -43,7 +43,8 @@ def devices_of(args: Any) -> int:
 
 def flops_of(compiled: Any) -> float | None:
     """FLOPs of one call on one device from XLA's cost analysis (None where the backend does not
-    say)."""
+    say). Given a ``Lowered`` program (not compiled), the count before XLA's optimisations and
+    partitioning: the whole call's."""
     return _cost(compiled, "flops")
 
 

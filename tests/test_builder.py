@@ -135,3 +135,53 @@ def test_predictor_evaluates_the_weights_given(tiny_config):
     direct = builder.predictor(built, built.state, step.fn)(jax.device_put(x))
     jitted = builder.predictor(built, built.state)(x)
     np.testing.assert_allclose(np.asarray(direct), np.asarray(jitted), rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_inference_over_two_devices_keeps_every_row_in_place():
+    """Split over devices, each device takes its own share of the batch through the network in
+    chunks (train.eval_chunk_mib): the logits must be those of one pass on one device, row for
+    row."""
+    code = """
+import json, jax, numpy as np
+from flax import nnx
+from speechmusic_jax import parallel
+from speechmusic_jax.config import load_experiment
+from speechmusic_jax.training import builder, step
+cfg = load_experiment('experiments/default.py', 'tiny')
+built = builder.build(cfg)
+def forward(x):
+    return nnx.merge(built.graphdef, built.state.params, built.state.model_state,
+                     copy=True)(x, train=False)
+example = step.largest_activation_bytes(
+    forward, jax.ShapeDtypeStruct((1, built.segment), np.float32))
+x = np.random.default_rng(0).standard_normal((8, built.segment)).astype(np.float32)
+out = {}
+for devices, mib in ((1, 0), (2, 2 * example / 2**20)):  # two chunks of 2 rows per device
+    cfg.train.eval_chunk_mib = mib
+    b = builder.build(cfg)
+    mesh = parallel.make_mesh(jax.devices()[:devices])
+    compiled = builder.compile_eval_step(b, b.state, mesh, batch_size=8)
+    logits = compiled.fn(b.state.params, b.state.model_state, parallel.put_batch((x,), mesh)[0])
+    out[devices] = {"logits": np.asarray(logits).tolist(),
+                    "loop": "while" in compiled.fn.as_text()}
+print(json.dumps(out))
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not out["1"]["loop"] and out["2"]["loop"]
+    np.testing.assert_allclose(out["2"]["logits"], out["1"]["logits"], rtol=1e-5, atol=1e-6)
+
+
+def test_eval_step_counts_the_flops_of_the_whole_batch_when_it_goes_in_chunks(tiny_config):
+    # XLA's cost analysis counts a loop's body once: chunks must not divide the FLOPs reported.
+    flops = {}
+    for mib in (0.0, 1e-3):  # one pass; chunks of one example (1 KiB fits none whole)
+        tiny_config.train.eval_chunk_mib = mib
+        built = builder.build(tiny_config)
+        compiled = builder.compile_eval_step(built, built.state, parallel.make_mesh(), 8)
+        flops[mib] = (compiled.flops_per_example, "while" in compiled.fn.as_text())
+    assert flops[0.0][0] > 0 and flops[0.0][0] == flops[1e-3][0]
+    assert not flops[0.0][1] and flops[1e-3][1]

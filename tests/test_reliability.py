@@ -431,6 +431,7 @@ def test_workdir_that_is_a_file_or_under_a_file_via_the_cli(tmp_path):
 
 @pytest.mark.parametrize("field,value", [
     ("train.eval_batch_size", 0),
+    ("train.eval_chunk_mib", -1.0),
     ("data.workers", 0),
     ("data.prefetch_batches", 0),
     ("data.eval_hop_seconds", -1.0),

@@ -9,7 +9,14 @@ from speechmusic_jax.config import base_config
 from speechmusic_jax.models.conv1d import Conv1DClassifier, build_model
 from speechmusic_jax.models.presets import resolve_spec
 from speechmusic_jax.training import optim
-from speechmusic_jax.training.step import init_state, make_eval_step, make_train_step, penalty
+from speechmusic_jax.training.step import (
+    eval_chunk,
+    init_state,
+    largest_activation_bytes,
+    make_eval_step,
+    make_train_step,
+    penalty,
+)
 
 
 def tiny_setup(optimizer="adamw", lr=1e-2, weight_decay=0.0, dropout=0.0, norm="batch",
@@ -308,6 +315,49 @@ def test_eval_step_uses_running_stats_not_batch_stats():
         alone = evaluate(state.params, state.model_state, x[i:i + 1])
         among = evaluate(state.params, state.model_state, others.at[3].set(x[i]))
         np.testing.assert_allclose(alone[0], among[3], rtol=1e-5, atol=1e-5)
+
+
+def test_eval_chunk_is_the_largest_divisor_that_fits_the_budget():
+    assert eval_chunk(32, 100, 3200) == 32  # the whole batch fits: one pass
+    assert eval_chunk(32, 100, 3199) == 16
+    assert eval_chunk(32, 100, 1000) == 8  # 10 would fit, 8 is the largest divisor of 32 under it
+    assert eval_chunk(30, 100, 1000) == 10
+    assert eval_chunk(31, 100, 1000) == 1  # a prime batch: one example at a time
+    assert eval_chunk(8, 10**9, 1) == 1  # one example alone over the budget: still one at a time
+
+
+def test_largest_activation_bytes_looks_inside_nested_computations():
+    def fn(v):
+        return jax.jit(lambda u: jnp.outer(u, u))(v).sum() + v.sum()  # (100, 100) inside a jit
+
+    assert largest_activation_bytes(fn, jax.ShapeDtypeStruct((100,), jnp.float32)) == 100 * 100 * 4
+    assert largest_activation_bytes(lambda v: v * 2, jax.ShapeDtypeStruct((7,), jnp.int8)) == 7
+
+
+def test_chunked_eval_step_gives_each_example_its_logits_with_less_memory():
+    # The paper M5, whose stem output (128 channels at a quarter of the input's rate) dwarfs
+    # the input, as the chunks are there for.
+    c = base_config()
+    c.model.preset = "m5"
+    tx = optim.make_optimizer("adam", optax.constant_schedule(1e-3))
+    graphdef, state = init_state(build_model(resolve_spec(c.model, 2), seed=0), tx)
+    x = jnp.asarray(generic_batch(8, 16000)[0], jnp.float32)  # every row different: order shows
+
+    def forward(xs):
+        return nnx.merge(graphdef, state.params, state.model_state, copy=True)(xs, train=False)
+
+    example = largest_activation_bytes(forward, jax.ShapeDtypeStruct((1, x.shape[1]), x.dtype))
+    steps = {"whole": make_eval_step(graphdef),
+             "chunked": make_eval_step(graphdef, chunk_bytes=2 * example),  # 4 chunks of 2 rows
+             "fits": make_eval_step(graphdef, chunk_bytes=8 * example)}  # the 8 rows fit: 1 pass
+    args = (state.params, state.model_state, x)
+    compiled = {k: jax.jit(fn).lower(*args).compile() for k, fn in steps.items()}
+    expected = compiled["whole"](*args)
+    np.testing.assert_allclose(compiled["chunked"](*args), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(compiled["fits"](*args), expected)
+    assert "while" in compiled["chunked"].as_text() and "while" not in compiled["whole"].as_text()
+    temp = {k: c.memory_analysis().temp_size_in_bytes for k, c in compiled.items()}
+    assert temp["chunked"] < temp["whole"] / 2, temp
 
 
 def test_class_weights_change_the_update_but_not_the_reported_metrics():
