@@ -360,6 +360,23 @@ def test_chunked_eval_step_gives_each_example_its_logits_with_less_memory():
     assert temp["chunked"] < temp["whole"] / 2, temp
 
 
+def test_eval_step_with_a_chunk_budget_exports_for_any_batch_size():
+    # export.py exports the eval step with a symbolic batch size: no chunks can be chosen for
+    # it, so it goes in one pass (the chunk choice once failed on the symbolic comparison).
+    from jax import export as jax_export
+
+    graphdef, state, _ = tiny_setup()
+    (batch,) = jax_export.symbolic_shape("batch")
+    fn = jax.jit(make_eval_step(graphdef, chunk_bytes=2**24))  # the default budget
+    spec = jax.ShapeDtypeStruct((batch, 4000), jnp.float32)
+    exported = jax_export.export(fn)(state.params, state.model_state, spec)
+    x = jnp.asarray(generic_batch(3)[0], jnp.float32)
+    np.testing.assert_allclose(exported.call(state.params, state.model_state, x),
+                               jax.jit(make_eval_step(graphdef))(state.params,
+                                                                 state.model_state, x),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_class_weights_change_the_update_but_not_the_reported_metrics():
     x, y, w = fixed_batch()
     weighted = w * jnp.where(y == 1, 3.0, 1.0)

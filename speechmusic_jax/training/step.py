@@ -143,7 +143,8 @@ def make_eval_step(graphdef: Any, chunk_bytes: int = 0, devices: int = 1):
     buffers afresh, so the paper M5's 234 MiB at batch 32 (its stem output alone is 196 MB)
     became fresh pages at every call under glibc's default allocator, and its inference took
     1.4 times as long as with chunks of 2 examples (15 MiB). ``devices``: how many devices the
-    batch is split over (each chunks its own share).
+    batch is split over (each chunks its own share). A batch of symbolic size (``jax.export``)
+    goes in one pass.
     """
 
     def eval_step(params: Any, model_state: Any, x: jax.Array) -> jax.Array:
@@ -153,8 +154,8 @@ def make_eval_step(graphdef: Any, chunk_bytes: int = 0, devices: int = 1):
             return model(xs, train=False)
 
         n = x.shape[0]
-        if not chunk_bytes or n % devices:
-            return forward(x)
+        if not chunk_bytes or not isinstance(n, int) or n % devices:
+            return forward(x)  # also a symbolic batch size (export): one pass
         per_device = n // devices
         example = largest_activation_bytes(
             forward, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
