@@ -15,6 +15,15 @@ from speechmusic_jax.training import builder, loop
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def json_from_process(code: str, devices: int) -> dict:
+    """Run ``code`` in a fresh Python with ``devices`` CPU devices; the JSON of its last line."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def test_build_follows_the_config(tiny_config):
     cfg = tiny_config.copy_and_resolve_references()
     cfg.model.frontend = "logmel"
@@ -110,11 +119,7 @@ out["bench"] = [(r["devices"], r["batch_size"], r["flops_per_step"], r["examples
                  r["examples_per_s_per_device"]) for r in bench["results"]]
 print(json.dumps(out))
 """
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    flops = json.loads(r.stdout.strip().splitlines()[-1])
+    flops = json_from_process(code, devices=4)
     one, four = flops["1"], flops["4"]
     assert one[0] > 0 and one[1] > one[0]
     # within 5 %: partitioned, XLA counts a few elementwise ops (the pooling's maxima) apart
@@ -166,11 +171,7 @@ for devices, mib in ((1, 0), (2, 2 * example / 2**20)):  # two chunks of 2 rows 
                     "loop": "while" in compiled.fn.as_text()}
 print(json.dumps(out))
 """
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = json_from_process(code, devices=2)
     assert not out["1"]["loop"] and out["2"]["loop"]
     np.testing.assert_allclose(out["2"]["logits"], out["1"]["logits"], rtol=1e-5, atol=1e-6)
 
