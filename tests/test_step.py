@@ -356,7 +356,7 @@ def test_chunked_eval_step_gives_each_example_its_logits_with_less_memory():
     np.testing.assert_allclose(compiled["chunked"](*args), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(compiled["fits"](*args), expected)
     assert "while" in compiled["chunked"].as_text() and "while" not in compiled["whole"].as_text()
-    temp = {k: c.memory_analysis().temp_size_in_bytes for k, c in compiled.items()}
+    temp = {k: comp.memory_analysis().temp_size_in_bytes for k, comp in compiled.items()}
     assert temp["chunked"] < temp["whole"] / 2, temp
 
 
