@@ -45,12 +45,13 @@ def fc(cin, cout=2):
 
 # Parameter counts from the published layer tables (2 classes, conv biases, batch norm):
 # Dai et al. 2017 Table 1 (M3, M5, M11, M18, M34-res), the torchaudio tutorial M5, SampleCNN 3^9
-# (Lee et al. 2017, without its final 1x1 conv), and our own tiny and m5_mid.
+# (Lee et al. 2017, without its final 1x1 conv), and our own tiny, m5_mid and m6_mid.
 PUBLISHED = {
     "m3": conv(80, 1, 256) + convs([256], 256) + fc(256),
     "m5": conv(80, 1, 128) + convs([128, 256, 512], 128) + fc(512),
     "m5_small": conv(80, 1, 32) + convs([32, 64, 64], 32) + fc(64),
     "m5_mid": conv(80, 1, 64) + convs([64, 128, 128], 64) + fc(128),
+    "m6_mid": conv(80, 1, 64) + convs([64, 128, 128, 128], 64) + fc(128),
     "m11": conv(80, 1, 64) + convs([64] * 2 + [128] * 2 + [256] * 3 + [512] * 2, 64) + fc(512),
     "m18": conv(80, 1, 64) + convs([64] * 4 + [128] * 4 + [256] * 4 + [512] * 4, 64) + fc(512),
     "m34_res": conv(80, 1, 48) + res_stage(48, 3, 48) + res_stage(96, 4, 48)
