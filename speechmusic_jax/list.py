@@ -26,8 +26,10 @@ def rows(what: str) -> list[tuple[str, str]]:
             # Shapes only: the parameters are counted without initialising (or compiling) them.
             shapes = jax.eval_shape(lambda spec=spec: nnx.state(build_model(spec, 0), nnx.Param))
             n = count_params(shapes)
+            hears = spec.receptive_field()
             out.append((name, f"{n:>10,} params (2 classes); min input {spec.min_input_length()}"
-                              f" samples; {PRESET_NOTES.get(name, '')}"))
+                              f" samples; hears {hears} samples ({hears / spec.sample_rate:.2f} s)"
+                              f" at once; {PRESET_NOTES.get(name, '')}"))
         return out
     if what == "optimizers":
         from speechmusic_jax.training.optim import OPTIMIZERS

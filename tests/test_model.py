@@ -72,6 +72,49 @@ def test_parameter_counts_match_published_tables(preset):
     assert count_params(nnx.state(model, nnx.Param)) == PUBLISHED[preset]
 
 
+def _last_stage(model, x):
+    """The raw-waveform forward pass in evaluation up to the global pooling: what
+    ModelSpec.receptive_field describes."""
+    spec = model.spec
+    h = model.act(model.stem_norm(model.stem(x[..., None]), train=False))
+    h = pool1d(h, spec.stem_pool, spec.pool)
+    for stage, pool in zip(model.stages, spec.stage_pool, strict=True):
+        for block in stage:
+            h = block(h, train=False)
+        h = pool1d(h, pool, spec.pool)
+    return h
+
+
+def test_receptive_field_of_the_default_presets():
+    # by hand: stem 80 (stride 8), pool 4 -> 104 samples, 32 apart; each stage's kernel-3 conv
+    # adds 2 steps and its pool 3 (or 1), and multiplies the spacing by the pool
+    assert spec_of("m5_mid").receptive_field() == 3464  # 0.22 s at 16 kHz
+    assert spec_of("m6_mid").receptive_field() == 9608  # 0.60 s
+    assert spec_of("m5_small").receptive_field() == 6848
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"residual": True, "stage_dilation": (2, 1), "stage_stride": (2, 1)},
+    {"stage_kernel": (5, 3), "stage_repeats": (2, 1), "stage_pool": (3, 1)},
+])
+def test_receptive_field_is_what_one_output_step_depends_on(overrides):
+    """The samples that one interior time step of the last stage depends on, read off its
+    gradient (tanh and average pooling, so that no gradient is zero by chance), span exactly
+    receptive_field() samples."""
+    fields = dict(stem_filters=4, stem_kernel=6, stem_stride=2, stem_pool=2, stage_filters=(4, 4),
+                  stage_repeats=(1, 1), stage_pool=(2, 2), kernel_size=3, residual=False,
+                  activation="tanh", pool="avg")
+    fields.update(overrides)
+    spec = spec_of("tiny", **fields)
+    model = build_model(spec, seed=0)
+    x = jax.random.normal(jax.random.key(1), (1, 4000))
+    middle = _last_stage(model, x).shape[1] // 2
+    grad = jax.grad(lambda x: _last_stage(model, x)[0, middle].sum())(x)
+    hears = np.flatnonzero(np.asarray(grad[0]) != 0)
+    assert hears[-1] - hears[0] + 1 == spec.receptive_field()
+
+
 def test_min_input_length_is_tight():
     spec = spec_of("m5_small")
     n = spec.min_input_length()

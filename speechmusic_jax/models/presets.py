@@ -59,6 +59,32 @@ class ModelSpec:
             return (frames - 1) * self.stft_hop + self.stft_win
         return (need - 1) * self.stem_stride + self.stem_kernel
 
+    def receptive_field(self) -> int:
+        """How many input samples one time step of the last stage depends on (before the
+        global pooling): what the network hears at once. Every conv with kernel k and dilation
+        d widens it by (k - 1) * d input steps of its own spacing, and every pool p by p - 1;
+        strides and pools multiply that spacing. A residual block's skip path is never wider
+        than its two convs, so it does not count."""
+        if self.frontend == "logmel":  # a frame hears stft_win samples; frames are stft_hop apart
+            field, step = self.stft_win, self.stft_hop
+            field += (self.kernel_size - 1) * step  # the stem: kernel_size frames, stride 1
+        else:
+            field, step = self.stem_kernel, self.stem_stride
+        field += (max(1, self.stem_pool) - 1) * step
+        step *= max(1, self.stem_pool)
+        convs_per_block = 2 if self.residual else 1
+        kernels = self.per_stage("stage_kernel", self.kernel_size)
+        for repeats, pool, kernel, stride, dilation in zip(
+                self.stage_repeats, self.stage_pool, kernels, self.per_stage("stage_stride", 1),
+                self.per_stage("stage_dilation", 1), strict=True):
+            for conv in range(repeats * convs_per_block):
+                field += (kernel - 1) * dilation * step
+                if conv == 0:
+                    step *= stride  # a stage's first conv strides
+            field += (max(1, pool) - 1) * step
+            step *= max(1, pool)
+        return field
+
 
 INPUT_NORMS = ("none", "rms")
 # The floor of input_norm=rms: windows quieter than this (about -80 dBFS) are scaled as if this
