@@ -8,19 +8,20 @@ one more stage, so that one output frame hears 0.60 s of audio instead of 0.22 s
 
 Both choices are for real audio, measured on the harder 3 s windows of real recordings (README,
 "Results on the built-in corpus"; seeds 0-2 on one machine, the mean window accuracy): 0.873
-with ``m5_mid`` and 400 clips, 0.895 with ``m6_mid``, and 0.903 with ``m6_mid`` and 1,000
-clips, every seed at 0.900 or above. The larger corpus takes about a minute to generate and
-trains 2.5 times as many steps: a first run takes about 6 minutes on two cores instead of 2.5.
+with ``m5_mid`` and 400 clips, 0.895 with ``m6_mid``, and 0.903 with ``m6_mid`` and 1,000 clips,
+each seed at 0.900 or above (seeds 3 and 4: 0.878 and 0.904). The larger corpus takes about a
+minute to generate and trains 2.5 times as many steps: a first run, set-up included, took 5.5
+minutes instead of 2.5 on a 2-core AMD EPYC.
 
-It trains all 40 epochs (no early stopping) and tests, serves and fine-tunes from the weights
-of the last epoch (``train.early_stopping.restore_best`` off). The validation clips are
-synthetic and nearly all right after a few epochs, so their loss says little about real audio,
-and the epoch where it is lowest is a lottery: over seeds 0-4, the weights of that epoch scored
+It trains all 40 epochs (no early stopping) and tests, serves and fine-tunes from the weights of
+the last epoch (``train.early_stopping.restore_best`` off). The validation clips are synthetic
+and nearly all right after a few epochs, so their loss says little about real audio, and the
+epoch where it is lowest is a lottery: over seeds 0-4, the weights of that epoch scored
 0.723-0.920 on real clips (seed 0's lowest validation loss came at epoch 19), the last epoch's
 0.902-0.938 (README, "Results on the built-in corpus"; this paragraph's and the next one's
 figures were measured with ``m5_mid`` and 400 clips, the default until 2026-12-01). Likewise,
-with early stopping (patience 8), runs of this config that stopped at epoch 19-28 scored 0.83-0.90 on real clips,
-and the same seeds trained to the end 0.90-0.92.
+with early stopping (patience 8), runs of this config that stopped at epoch 19-28 scored
+0.83-0.90 on real clips, and the same seeds trained to the end 0.90-0.92.
 
 It evaluates the weights as trained (``train.ema_epochs`` 0). A moving average over 6 epochs
 scored 0.00-0.02 higher on real clips and 0.006-0.019 higher on the harder 3 s windows in each of
