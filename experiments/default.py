@@ -7,8 +7,8 @@ gain, and long pauses shortened. The network is ``m6_mid``: ``m5_mid`` (the base
 one more stage, so that one output frame hears 0.60 s of audio instead of 0.22 s.
 
 Both choices are for real audio, measured on the harder 3 s windows of real recordings (README,
-"Results on the built-in corpus"; seeds 0-2 on one machine, the mean window accuracy): 0.873
-with ``m5_mid`` and 400 clips, 0.895 with ``m6_mid``, and 0.903 with ``m6_mid`` and 1,000 clips,
+"Results on the built-in corpus"; seeds 0-2 on one machine, the mean window accuracy): 0.872
+with ``m5_mid`` and 400 clips, 0.895 with ``m6_mid``, and 0.904 with ``m6_mid`` and 1,000 clips,
 each seed at 0.900 or above (seeds 3 and 4: 0.878 and 0.904). The larger corpus takes about a
 minute to generate and trains 2.5 times as many steps: a first run, set-up included, took 5.5
 minutes instead of 2.5 on a 2-core AMD EPYC.
