@@ -72,19 +72,6 @@ def test_parameter_counts_match_published_tables(preset):
     assert count_params(nnx.state(model, nnx.Param)) == PUBLISHED[preset]
 
 
-def _last_stage(model, x):
-    """The raw-waveform forward pass in evaluation up to the global pooling: what
-    ModelSpec.receptive_field describes."""
-    spec = model.spec
-    h = model.act(model.stem_norm(model.stem(x[..., None]), train=False))
-    h = pool1d(h, spec.stem_pool, spec.pool)
-    for stage, pool in zip(model.stages, spec.stage_pool, strict=True):
-        for block in stage:
-            h = block(h, train=False)
-        h = pool1d(h, pool, spec.pool)
-    return h
-
-
 def test_receptive_field_of_the_default_presets():
     # by hand: stem 80 (stride 8), pool 4 -> 104 samples, 32 apart; each stage's kernel-3 conv
     # adds 2 steps and its pool 3 (or 1), and multiplies the spacing by the pool
@@ -109,8 +96,8 @@ def test_receptive_field_is_what_one_output_step_depends_on(overrides):
     spec = spec_of("tiny", **fields)
     model = build_model(spec, seed=0)
     x = jax.random.normal(jax.random.key(1), (1, 4000))
-    middle = _last_stage(model, x).shape[1] // 2
-    grad = jax.grad(lambda x: _last_stage(model, x)[0, middle].sum())(x)
+    middle = model.frames(x).shape[1] // 2
+    grad = jax.grad(lambda x: model.frames(x)[0, middle].sum())(x)
     hears = np.flatnonzero(np.asarray(grad[0]) != 0)
     assert hears[-1] - hears[0] + 1 == spec.receptive_field()
 

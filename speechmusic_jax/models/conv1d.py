@@ -292,6 +292,29 @@ class Conv1DClassifier(nnx.Module):
             if rngs is None:
                 raise ValueError("dropout in training needs rngs=nnx.Rngs(dropout=key)")
             drop_key = rngs.dropout()
+        x = self.frames(waveform, train=train, mask=mask, rates=rates, drop_key=drop_key,
+                        frozen_stem=frozen_stem, fused_pooling=fused_pooling)
+        if spec.global_pool == "avg":
+            x = x.mean(axis=1)
+        elif spec.global_pool == "max":
+            x = max_over(x, 1)
+        else:
+            x = jnp.concatenate([x.mean(axis=1), max_over(x, 1)], axis=-1)
+        for i, layer in enumerate(self.hidden):
+            x = dropout(x, rates.head, drop_key, _HEAD_SLOT + i)
+            x = self.act(layer(x))
+        x = dropout(x, rates.head, drop_key, _HEAD_SLOT + len(self.hidden))
+        x = self.head(x)
+        return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+    def frames(self, waveform: jax.Array, *, train: bool = False, mask: jax.Array | None = None,
+               rates: DropoutRates | None = None, drop_key: jax.Array | None = None,
+               frozen_stem: bool = False, fused_pooling: bool = True) -> jax.Array:
+        """``waveform`` (batch, time) -> the last stage's output (batch, steps, channels), before
+        the global pooling: each step hears ``spec.receptive_field()`` samples. The arguments
+        are ``__call__``'s; ``drop_key`` is the key of stage dropout (None: no dropout)."""
+        spec = self.spec
+        rates = rates or DropoutRates(spec.dropout, spec.stage_dropout)
         if spec.input_norm == "rms":
             power = jnp.mean(jnp.square(waveform.astype(jnp.float32)), axis=-1, keepdims=True)
             scale = jax.lax.rsqrt(jnp.maximum(power, RMS_FLOOR**2))
@@ -317,18 +340,7 @@ class Conv1DClassifier(nnx.Module):
             if not fused:
                 x = pool1d(x, pool, spec.pool)
             x = dropout(x, rates.stage, drop_key, _STAGE_SLOT + i)
-        if spec.global_pool == "avg":
-            x = x.mean(axis=1)
-        elif spec.global_pool == "max":
-            x = max_over(x, 1)
-        else:
-            x = jnp.concatenate([x.mean(axis=1), max_over(x, 1)], axis=-1)
-        for i, layer in enumerate(self.hidden):
-            x = dropout(x, rates.head, drop_key, _HEAD_SLOT + i)
-            x = self.act(layer(x))
-        x = dropout(x, rates.head, drop_key, _HEAD_SLOT + len(self.hidden))
-        x = self.head(x)
-        return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        return x
 
 
 def build_model(spec: ModelSpec, seed: int, precision: str = "float32") -> Conv1DClassifier:
