@@ -21,15 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from speechmusic_jax import portable, trained_run
 from speechmusic_jax import segments as segments_lib
-from speechmusic_jax import trained_run
-from speechmusic_jax.data import audio
-from speechmusic_jax.data.pipeline import clip_windows
-from speechmusic_jax.training import clip_scoring
-
-# A 2-D waveform is (frames, channels) or (channels, frames): the axis no longer than this and
-# shorter than the other is taken for the channels.
-MAX_CHANNELS = 64
 
 
 class Classifier:
@@ -61,53 +54,30 @@ class Classifier:
 
     # ---------------------------------------------------------------------------- waveforms
 
-    def predict(self, waveform: Any, sample_rate: int) -> dict:
-        """One decision for a whole waveform: ``duration_s, predicted, confidence,
+    def predict(self, waveform: Any, sample_rate: int, *,
+                min_confidence: float | None = None) -> dict:
+        """One decision for a whole waveform: ``duration_s, short, predicted, confidence,
         p_<class>...`` (the mean of its windows' logits, as for a file).
 
         ``waveform``: an array of samples at ``sample_rate``: mono (frames,), or several channels
-        as (frames, channels) or (channels, frames), which are averaged. Floats are taken as they
-        are (full scale 1.0); integers are scaled from their type's full scale. Raises
-        ValueError for an empty, non-finite or silent waveform.
+        as (frames, channels) or (channels, frames) (the axis of at most 64 when the other is
+        longer; a shape that does not say, such as (2, 2), is refused), which are averaged.
+        Floats are taken as they are (full scale 1.0); integer PCM is scaled from its type's
+        full scale (unsigned PCM centred: uint8's 128 is silence). ``short``: the waveform is
+        shorter than one window (padded, as files are). Below ``min_confidence`` the decision is
+        ``uncertain``. Raises ValueError for an ambiguous shape or an empty, non-finite or
+        silent waveform. The exported model's ``predict`` gives the same numbers (one
+        :func:`portable.predict_waveform`).
         """
-        x = self.prepare(waveform, sample_rate)
-        logits = self.window_logits(clip_windows(x, self.run.loader.segment, self.run.loader.hop,
-                                                 self.run.loader.short_clip))
-        probs = clip_scoring.softmax(logits.astype(np.float64).mean(axis=0, keepdims=True))[0]
-        return {"duration_s": round(x.size / self.sample_rate, 3),
-                **trained_run.probability_columns(self.run, probs)}
+        loader = self.run.loader
+        return portable.predict_waveform(
+            self.window_logits, waveform, sample_rate, model_rate=loader.sample_rate,
+            segment=loader.segment, hop=loader.hop, short_clip=loader.short_clip,
+            classes=self.classes, min_confidence=min_confidence)
 
     def prepare(self, waveform: Any, sample_rate: int) -> np.ndarray:
         """``waveform`` as float32 mono at the model's rate (see :meth:`predict`)."""
-        x = np.asarray(waveform)
-        if x.dtype.kind in "iu":
-            half = 2.0 ** (np.iinfo(x.dtype).bits - 1)  # int16: 32768
-            centre = half if x.dtype.kind == "u" else 0.0  # unsigned PCM is offset by half
-            x = (x.astype(np.float64) - centre) / half
-        elif x.dtype.kind != "f":
-            raise ValueError(f"waveform must hold numbers, got dtype {x.dtype}")
-        x = x.astype(np.float32, copy=False)
-        if x.ndim == 2:
-            channels_first = x.shape[0] <= MAX_CHANNELS and x.shape[0] < x.shape[1]
-            x = x.mean(axis=0 if channels_first else 1, dtype=np.float32)
-        elif x.ndim != 1:
-            raise ValueError(f"waveform must be 1-D or 2-D, got shape {x.shape}")
-        if int(sample_rate) <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        if x.size == 0:
-            raise ValueError("waveform is empty")
-        if not np.isfinite(x).all():
-            raise ValueError("waveform contains NaN or Inf samples")
-        if int(sample_rate) != self.sample_rate:
-            import soxr
-
-            x = soxr.resample(x, int(sample_rate), self.sample_rate, quality="HQ")
-            x = np.asarray(x, dtype=np.float32)
-            if x.size == 0:
-                raise ValueError("waveform too short to resample")
-        if float(np.max(np.abs(x))) < audio.SILENCE_PEAK:
-            raise ValueError("waveform is silent (peak below -100 dBFS)")
-        return np.ascontiguousarray(x)
+        return portable.prepare(waveform, sample_rate, self.sample_rate)
 
     def window_logits(self, windows: np.ndarray) -> np.ndarray:
         """(n, segment) float32 windows -> (n, classes) logits, in batches of one size."""
