@@ -3,15 +3,16 @@
     from speechmusic_jax.classifier import Classifier
 
     clf = Classifier.load("runs/default")
-    clf.predict(waveform, sample_rate)      # {"duration_s", "predicted", "confidence", "p_..."}
+    clf.predict(waveform, sample_rate)      # {"duration_s", "short", "predicted", ...}
     clf.predict_files(["a.wav", "music/"])  # one row per file, as `predict` writes them
     clf.segments("talk_show.flac")          # the timeline: merged, smoothed segments
 
 Rows are plain dicts with the columns of the ``predict`` command's output (``predicted`` is the
-model's decision, ``p_<class>`` its probabilities, ``confidence`` the probability of the
-decision), so they go straight into ``csv.DictWriter`` or ``json.dumps``. Files are read in blocks
-(memory stays flat with their length) and the windows of many files share batches, exactly as in
-the command.
+model's decision, or ``uncertain`` below a ``min_confidence`` given, ``p_<class>`` its
+probabilities, ``confidence`` the probability of the decision, ``short`` whether the recording
+is shorter than one window and was padded), so they go straight into ``csv.DictWriter`` or
+``json.dumps``. Files are read in blocks (memory stays flat with their length) and the windows of
+many files share batches, exactly as in the command.
 """
 
 from __future__ import annotations
@@ -93,24 +94,34 @@ class Classifier:
 
     # ---------------------------------------------------------------------------- files
 
-    def predict_files(self, paths: Sequence[str], *, on_error: str = "skip") -> list[dict]:
+    def predict_files(self, paths: Sequence[str], *, on_error: str = "skip",
+                      min_confidence: float | None = None) -> list[dict]:
         """One row per audio file under ``paths`` (files, or folders searched recursively):
-        ``path, duration_s, predicted, confidence, p_<class>..., error``. A file that cannot be
-        read gets a row with its ``error`` (``on_error="error"``: raise DataError instead)."""
+        ``path, duration_s, short, predicted, confidence, p_<class>..., error`` (``short``:
+        shorter than one window, padded; ``uncertain`` below ``min_confidence``). A file that
+        cannot be read gets a row with its ``error`` (``on_error="error"``: raise DataError
+        instead)."""
         return trained_run.predict_paths(self.run, paths, on_error=on_error, log=_quiet,
-                                         batch_size=self.batch_size).rows
+                                         batch_size=self.batch_size,
+                                         min_confidence=min_confidence).rows
 
-    def windows(self, path: str, *, hop_seconds: float | None = None) -> list[dict]:
-        """One row per window of ``path``: ``path, start_s, end_s, predicted, confidence,
-        p_<class>..., error`` (hop: the run's evaluation hop unless given)."""
+    def windows(self, path: str, *, hop_seconds: float | None = None,
+                min_confidence: float | None = None) -> list[dict]:
+        """One row per window of ``path``: ``path, start_s, end_s, short, predicted,
+        confidence, p_<class>..., error`` (hop: the run's evaluation hop unless given;
+        ``uncertain`` below ``min_confidence``)."""
         return trained_run.predict_paths(self.run, [path], rows="windows",
                                          hop_seconds=hop_seconds, on_error="error", log=_quiet,
-                                         batch_size=self.batch_size).rows
+                                         batch_size=self.batch_size,
+                                         min_confidence=min_confidence).rows
 
     def segments(self, path: str, *, smoothing: str | segments_lib.Smoothing | None = None,
-                 hop_seconds: float | None = None) -> list[dict]:
-        """The timeline of ``path``: merged, smoothed segments ``path, start_s, end_s,
-        predicted, confidence, p_<class>..., error``, read in blocks (any length).
+                 hop_seconds: float | None = None,
+                 min_confidence: float | None = None) -> list[dict]:
+        """The timeline of ``path``: merged, smoothed segments ``path, start_s, end_s, short,
+        predicted, confidence, p_<class>..., error``, read in blocks (any length); a segment
+        whose confidence is below ``min_confidence`` is ``uncertain`` (uncertain neighbours
+        merged).
 
         ``smoothing``: ``"hmm"`` (the default), ``"median"``, ``"none"``, or a
         :class:`segments.Smoothing` with its parameters; ``hop_seconds`` defaults to a quarter
@@ -122,7 +133,8 @@ class Classifier:
         return trained_run.predict_paths(self.run, [path], rows="segments",
                                          hop_seconds=hop_seconds, smoothing=smoothing,
                                          on_error="error", log=_quiet,
-                                         batch_size=self.batch_size).rows
+                                         batch_size=self.batch_size,
+                                         min_confidence=min_confidence).rows
 
 
 def _quiet(_: str) -> None:
