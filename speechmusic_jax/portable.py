@@ -77,13 +77,13 @@ def channels_last(shape: tuple[int, ...]) -> bool:
 def to_mono(waveform: Any) -> np.ndarray:
     """``waveform`` as float32 mono at its own rate (see :func:`prepare`)."""
     x = as_float(waveform)
-    if x.ndim == 2:
-        x = mix(x if channels_last(x.shape) else x.T)
-    elif x.ndim != 1:
+    if x.ndim not in (1, 2):
         raise ValueError(f"waveform must be (frames,), (frames, channels) or (channels, "
                          f"frames), got shape {x.shape}")
     if x.size == 0:
         raise ValueError("waveform is empty")
+    if x.ndim == 2:
+        x = mix(x if channels_last(x.shape) else x.T)
     if not np.isfinite(x).all():
         raise ValueError("waveform contains NaN or Inf samples")
     return x
