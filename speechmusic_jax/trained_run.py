@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from speechmusic_jax import config as config_lib
+from speechmusic_jax import portable, streaming
 from speechmusic_jax import segments as segments_lib
-from speechmusic_jax import streaming
 from speechmusic_jax.data import audio, prepare, sources
 from speechmusic_jax.data import split as split_lib
 from speechmusic_jax.data.pipeline import LoaderConfig, make_loader_config
@@ -260,13 +260,16 @@ def stream_files(run: LoadedRun, paths: Sequence[str], *, hop_seconds: float | N
                                    on_bad_file=on_bad_file)
 
 
-def probability_columns(run: LoadedRun, probs: np.ndarray | None) -> dict:
-    """``predicted, confidence, p_<class>...`` of class probabilities (all None without)."""
-    if probs is None:
-        return {"predicted": None, "confidence": None, **{f"p_{c}": None for c in run.classes}}
-    k = int(np.argmax(probs))
-    return {"predicted": run.classes[k], "confidence": round(float(probs[k]), 6),
-            **{f"p_{c}": round(float(v), 6) for c, v in zip(run.classes, probs, strict=True)}}
+def probability_columns(run: LoadedRun, probs: np.ndarray | None,
+                        min_confidence: float | None = None, label: int | None = None) -> dict:
+    """``predicted, confidence, p_<class>...`` of class probabilities (all None without);
+    ``uncertain`` below ``min_confidence`` (:func:`portable.decide`)."""
+    return portable.decide(probs, run.classes, min_confidence, label)
+
+
+def is_short(run: LoadedRun, result: streaming.FileResult) -> bool | None:
+    """Whether a file is shorter than one window (padded to one; None for an unread file)."""
+    return None if result.error is not None else bool(result.n_samples < run.loader.segment)
 
 
 def _error_text(result: streaming.FileResult) -> str | None:
@@ -274,51 +277,66 @@ def _error_text(result: streaming.FileResult) -> str | None:
     return None if e is None else f"{e.kind}: {e.detail}"
 
 
-def file_row(run: LoadedRun, result: streaming.FileResult) -> dict:
-    """path, duration_s, predicted, confidence, p_<class>..., error (one decision per file: the
-    mean of its window logits)."""
+def file_row(run: LoadedRun, result: streaming.FileResult,
+             min_confidence: float | None = None) -> dict:
+    """path, duration_s, short, predicted, confidence, p_<class>..., error (one decision per
+    file: the mean of its window logits; ``uncertain`` below ``min_confidence``)."""
     ok = result.error is None
     probs = clip_scoring.softmax(result.clip_logits[None])[0] if ok else None
     return {"path": result.path,
             "duration_s": round(result.duration_s(run.loader.sample_rate), 3) if ok else None,
-            **probability_columns(run, probs), "error": _error_text(result)}
+            "short": is_short(run, result),
+            **probability_columns(run, probs, min_confidence), "error": _error_text(result)}
 
 
-def _span_row(run: LoadedRun, path: str, start_s: float | None, end_s: float | None,
-              probs: np.ndarray | None, error: str | None) -> dict:
-    return {"path": path,
+def _span_row(run: LoadedRun, result: streaming.FileResult, start_s: float | None,
+              end_s: float | None, columns: dict) -> dict:
+    return {"path": result.path,
             "start_s": None if start_s is None else round(start_s, 3),
             "end_s": None if end_s is None else round(end_s, 3),
-            **probability_columns(run, probs), "error": error}
+            "short": is_short(run, result), **columns, "error": _error_text(result)}
 
 
-def window_rows(run: LoadedRun, result: streaming.FileResult) -> list[dict]:
-    """One row per window: path, start_s, end_s, predicted, confidence, p_<class>..., error."""
+def window_rows(run: LoadedRun, result: streaming.FileResult,
+                min_confidence: float | None = None) -> list[dict]:
+    """One row per window: path, start_s, end_s, short, predicted, confidence, p_<class>...,
+    error (``uncertain`` below ``min_confidence``)."""
     if result.error is not None:
-        return [_span_row(run, result.path, None, None, None, _error_text(result))]
+        return [_span_row(run, result, None, None, probability_columns(run, None))]
     sr, seg = run.loader.sample_rate, run.loader.segment
     probs = clip_scoring.softmax(result.logits.astype(np.float64))
-    return [_span_row(run, result.path, s / sr, min(s + seg, result.n_samples) / sr, p, None)
+    return [_span_row(run, result, s / sr, min(s + seg, result.n_samples) / sr,
+                      probability_columns(run, p, min_confidence))
             for s, p in zip(result.starts.tolist(), probs, strict=True)]
 
 
 def timeline(run: LoadedRun, result: streaming.FileResult, hop: int,
-             smoothing: segments_lib.Smoothing = segments_lib.DEFAULT
-             ) -> list[tuple[float, float, int, np.ndarray]]:
-    """The merged, smoothed segments of one file (start_s, end_s, label, probabilities)."""
-    return segments_lib.timeline(result.starts, clip_scoring.softmax(result.logits.astype(
-        np.float64)), result.n_samples, sample_rate=run.loader.sample_rate,
-        segment=run.loader.segment, hop=hop, smoothing=smoothing)
+             smoothing: segments_lib.Smoothing = segments_lib.DEFAULT,
+             min_confidence: float | None = None) -> list[tuple]:
+    """The merged, smoothed segments of one file (start_s, end_s, label, probabilities), those
+    below ``min_confidence`` labelled ``segments.UNCERTAIN`` (:func:`segments.abstain`)."""
+    return segments_lib.abstain(segments_lib.timeline(
+        result.starts, clip_scoring.softmax(result.logits.astype(np.float64)), result.n_samples,
+        sample_rate=run.loader.sample_rate, segment=run.loader.segment, hop=hop,
+        smoothing=smoothing), min_confidence)
 
 
 def segment_rows(run: LoadedRun, result: streaming.FileResult, hop: int,
-                 smoothing: segments_lib.Smoothing = segments_lib.DEFAULT) -> list[dict]:
-    """One row per merged segment: path, start_s, end_s, predicted, confidence, p_<class>...,
-    error."""
+                 smoothing: segments_lib.Smoothing = segments_lib.DEFAULT,
+                 min_confidence: float | None = None) -> list[dict]:
+    """One row per merged segment: path, start_s, end_s, short, predicted, confidence,
+    p_<class>..., error. ``predicted`` is the smoothed label and ``confidence`` its mean
+    probability over the segment; ``uncertain`` below ``min_confidence``."""
     if result.error is not None:
-        return [_span_row(run, result.path, None, None, None, _error_text(result))]
-    return [_span_row(run, result.path, s0, s1, p, None)
-            for s0, s1, _, p in timeline(run, result, hop, smoothing)]
+        return [_span_row(run, result, None, None, probability_columns(run, None))]
+    rows = []
+    for seg in timeline(run, result, hop, smoothing, min_confidence):
+        columns = probability_columns(run, seg[3], label=max(seg[2], 0))
+        if seg[2] == segments_lib.UNCERTAIN:
+            columns.update(predicted=portable.UNCERTAIN,
+                           confidence=round(segments_lib.confidence(seg), 6))
+        rows.append(_span_row(run, result, seg[0], seg[1], columns))
+    return rows
 
 
 @dataclasses.dataclass
@@ -328,19 +346,24 @@ class PathPredictions:
     failed: list[str]  # "path: error" of every file that could not be read
     ignored: int  # non-audio files in the folders searched
     panels: list[dict]  # per file, what a timeline plot draws (only when asked for)
+    short: int = 0  # files shorter than one window (padded to one)
 
 
 def predict_paths(run: LoadedRun, paths: Sequence[str], *, rows: str = "files",
                   hop_seconds: float | None = None,
                   smoothing: segments_lib.Smoothing = segments_lib.DEFAULT,
                   on_error: str = "skip", log: Callable[[str], None] = print,
-                  batch_size: int | None = None, panels: int = 0) -> PathPredictions:
+                  batch_size: int | None = None, panels: int = 0,
+                  min_confidence: float | None = None) -> PathPredictions:
     """Rows for the audio files under ``paths``: one per file (``rows="files"``), per window
     (``"windows"``) or per merged, smoothed segment (``"segments"``). An unreadable file gets one
     row with its ``error`` (or, with ``on_error="error"``, stops everything with a DataError).
+    Every row says whether its file is ``short`` (shorter than one window, padded to one); a
+    file, window or segment whose confidence is below ``min_confidence`` is ``uncertain``.
     ``panels``: keep what a timeline plot needs for the first ``panels`` files."""
     if rows not in ROW_KINDS:
         raise ValueError(f"rows must be one of {ROW_KINDS}, got {rows!r}")
+    min_confidence = portable.check_min_confidence(min_confidence)
     found = collect_paths(paths)
     ignored = f" ({found.ignored} non-audio file(s) in the folders left out)" \
         if found.ignored else ""
@@ -353,26 +376,27 @@ def predict_paths(run: LoadedRun, paths: Sequence[str], *, rows: str = "files",
                                log=log, batch_size=batch_size):
         if result.error is not None:
             out.failed.append(f"{result.path}: {_error_text(result)}")
+        out.short += bool(is_short(run, result))
         if rows == "files":
-            out.rows.append(file_row(run, result))
+            out.rows.append(file_row(run, result, min_confidence))
         elif rows == "windows":
-            out.rows += window_rows(run, result)
+            out.rows += window_rows(run, result, min_confidence)
         else:
-            out.rows += segment_rows(run, result, hop, smoothing)
+            out.rows += segment_rows(run, result, hop, smoothing, min_confidence)
         if len(out.panels) < panels:
-            out.panels.append(_panel(run, result, hop, smoothing))
+            out.panels.append(_panel(run, result, hop, smoothing, min_confidence))
     return out
 
 
 def _panel(run: LoadedRun, result: streaming.FileResult, hop: int,
-           smoothing: segments_lib.Smoothing) -> dict:
+           smoothing: segments_lib.Smoothing, min_confidence: float | None = None) -> dict:
     if result.error is not None:
         return {"path": result.path, "error": _error_text(result)}
     sr, seg = run.loader.sample_rate, run.loader.segment
     return {"path": result.path,
             "edges": segments_lib.cell_edges(result.starts, seg, result.n_samples) / sr,
             "probs": clip_scoring.softmax(result.logits.astype(np.float64)),
-            "segments": timeline(run, result, hop, smoothing)}
+            "segments": timeline(run, result, hop, smoothing, min_confidence)}
 
 
 def is_prediction_file(path: str) -> bool:

@@ -6,7 +6,8 @@ wrong with it, and whose ``kind`` is a short tag that the pipeline counts in ``d
 
 Kinds: ``missing``, ``empty`` (0 bytes or 0 frames), ``unreadable`` (not audio, corrupt, or a
 decoding error), ``unsupported_format`` (an audio container libsndfile cannot read, e.g. .m4a),
-``nonfinite`` (NaN or Inf samples), ``silent`` (no sample above :data:`SILENCE_PEAK`).
+``nonfinite`` (NaN or Inf samples), ``silent`` (no sample above :data:`SILENCE_PEAK`, defined in
+:mod:`speechmusic_jax.portable`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ import re
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from speechmusic_jax.errors import AudioError
+
+# The silence threshold, mixing, resampling and fitting a clip to a window length are defined
+# once, in speechmusic_jax.portable (which the exported model's loader shares).
+from speechmusic_jax.portable import SILENCE_PEAK, mix, resample
+from speechmusic_jax.portable import fit_length as fit_length
 
 # Extensions that libsndfile reads. Files with other extensions in a corpus tree are not audio to
 # us (a README or a cover image next to the audio is not an error; it is counted and left out).
@@ -34,8 +39,6 @@ AUDIO_EXTENSIONS = frozenset(
 UNSUPPORTED_AUDIO_EXTENSIONS = frozenset(
     {".m4a", ".mp4", ".aac", ".wma", ".webm", ".amr", ".3gp", ".ape", ".mka", ".ac3", ".ra"}
 )
-# A file whose peak stays below this (-100 dBFS) is "silent". One 16-bit LSB (3.05e-5) is above it.
-SILENCE_PEAK = 1e-5
 # Resampling context read on each side of a crop, in output samples' worth of source samples
 # (scaled by the rate ratio when downsampling): longer than soxr's HQ filter, so a resampled crop
 # equals the same samples of the resampled whole file (to ~1e-6) instead of having edge ramps.
@@ -173,8 +176,7 @@ def load(
         raise AudioError(path, "nonfinite", "audio contains NaN or Inf samples")
     if sr != sample_rate:
         n = mono.size
-        mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32, copy=False)
-        mono = mono[drop:]
+        mono = resample(mono, sr, sample_rate)[drop:]
         if mono.size == 0:
             raise AudioError(path, "empty", f"too short: {n} sample(s) at {sr} Hz leave none at "
                                             f"{sample_rate} Hz")
@@ -257,23 +259,6 @@ def content_hash(info: AudioInfo) -> str:
     return h.hexdigest()
 
 
-def fit_length(x: np.ndarray, length: int, mode: str = "pad") -> np.ndarray:
-    """``x`` cut or extended to ``length`` samples; ``mode`` is ``pad`` (zeros) or ``loop``."""
-    if length <= 0:
-        raise ValueError(f"length must be positive, got {length}")
-    if mode not in ("pad", "loop"):
-        raise ValueError(f"mode must be 'pad' or 'loop', got {mode!r}")
-    n = x.shape[0]
-    if n >= length:
-        return x[:length]
-    if mode == "loop" and n > 0:
-        reps = -(-length // n)
-        return np.tile(x, reps)[:length]
-    out = np.zeros(length, dtype=x.dtype)
-    out[:n] = x
-    return out
-
-
 def _read_raw(path: str, start: int, stop: int) -> np.ndarray:
     """Frames [start, stop) as float32 (frames, channels), seeking to ``start``."""
     try:
@@ -286,10 +271,7 @@ def _read_raw(path: str, start: int, stop: int) -> np.ndarray:
 
 
 def _read_mono(path: str, start: int, stop: int) -> np.ndarray:
-    data = _read_raw(path, start, stop)
-    if data.shape[1] == 1:
-        return data[:, 0]
-    return data.mean(axis=1, dtype=np.float32)
+    return mix(_read_raw(path, start, stop))
 
 
 def _silent_detail(x: np.ndarray) -> str:

@@ -17,8 +17,8 @@ decoded. For a training file that is its first crop: the whole file is then deco
 by block at its own rate, to check it; later crops read only their part (libsndfile seeks).
 
 Evaluation: every clip is covered by windows of ``segment`` samples (hop ``hop``; the last window
-is aligned to the clip's end), and the clip's logits are the mean of its windows' logits. No
-augmentation.
+is aligned to the clip's end: :func:`portable.window_starts`, which every inference path shares),
+and the clip's logits are the mean of its windows' logits. No augmentation.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from speechmusic_jax.data.augment import (
     shorten_pauses,
 )
 from speechmusic_jax.data.sources import AudioFile
+from speechmusic_jax.portable import clip_windows
+from speechmusic_jax.portable import window_starts as window_starts
 
 BALANCES = ("none", "class_weights", "sampler")
 CACHES = ("none", "memory")
@@ -412,23 +414,6 @@ class ReadAhead:
         close = getattr(self._it, "close", None)
         if close is not None:
             close()
-
-
-def window_starts(n_samples: int, segment: int, hop: int) -> list[int]:
-    """Start offsets of windows covering ``n_samples``; the last window ends at the clip's end."""
-    if n_samples <= segment:
-        return [0]
-    starts = list(range(0, n_samples - segment + 1, hop))
-    if starts[-1] + segment < n_samples:
-        starts.append(n_samples - segment)
-    return starts
-
-
-def clip_windows(x: np.ndarray, segment: int, hop: int, short_clip: str = "pad") -> np.ndarray:
-    """(windows, segment) float32 covering the whole clip ``x``."""
-    if x.shape[0] < segment:
-        return audio.fit_length(x, segment, short_clip)[None]
-    return np.stack([x[s : s + segment] for s in window_starts(x.shape[0], segment, hop)])
 
 
 @dataclasses.dataclass(frozen=True)
