@@ -33,6 +33,34 @@ def test_overfitting_watch_compares_training_with_validation_per_window():
     assert len(notes) == 1 and "0.5000 -> 0.6500" in notes[0]
 
 
+def test_every_loss_the_overfitting_note_quotes_is_in_the_epoch_table(tmp_path):
+    """The note watches the per-window loss; the table shows it beside the per-clip one, and the
+    note quotes both, each a figure of the table's rows."""
+    lines = []
+    records = reporting.EpochRecords(str(tmp_path / "metrics.jsonl"), str(tmp_path / "tb"),
+                                     lines.append)
+    for epoch, (train, clip, window) in enumerate([(0.9, 0.0576, 0.0736), (0.8, 0.08, 0.1),
+                                                   (0.7, 0.12, 0.15), (0.6, 0.1605, 0.1840)], 1):
+        records.write(row(epoch, train, clip, window), improved=False)
+    records.close()
+    notes = [ln for ln in lines if ln.startswith("note:")]
+    assert len(notes) == 1
+    assert "0.0736 -> 0.1840" in notes[0] and "val_loss: 0.0576 -> 0.1605" in notes[0]
+    head = lines[1].split()
+    table = [dict(zip(head, ln.split(), strict=False)) for ln in lines[2:]
+             if ln.split() and ln.split()[0].isdigit()]
+    assert [r["val_win_loss"] for r in table] == ["0.0736", "0.1000", "0.1500", "0.1840"]
+    assert [r["val_loss"] for r in table] == ["0.0576", "0.0800", "0.1200", "0.1605"]
+
+
+def test_the_epoch_table_marks_a_missing_window_loss():
+    lines = []
+    old = row(1, 0.5, 0.4)
+    del old["val_window_loss"]  # a row of an older run
+    reporting.EpochPrinter(lines.append).row(old, improved=True)
+    assert lines[2].split()[3:5] == ["0.4000", "-"] and lines[2].endswith("*")
+
+
 def test_overfitting_note_when_val_rises_while_train_falls():
     notes = []
     watch = reporting.OverfitWatch(notes.append, epochs=3)
