@@ -4,7 +4,7 @@ import os
 from flax import nnx
 
 from speechmusic_jax.config import base_config
-from speechmusic_jax.models.conv1d import build_model, count_params
+from speechmusic_jax.models.conv1d import build_model, count_params, layer_order
 from speechmusic_jax.models.presets import resolve_spec
 from speechmusic_jax.training import reporting
 
@@ -99,6 +99,36 @@ def test_progress_bar_is_silent_off_a_terminal():
         bar.close()
     assert quiet.getvalue() == ""  # StringIO is not a terminal
     assert "4/4" in loud.getvalue()
+
+
+def test_layer_table_lists_the_layers_in_network_order():
+    c = base_config()
+    c.model.preset = "m34_res"  # 4 stages of 3-6 residual blocks (more than 10 in all)
+    c.model.head_hidden = (32,)
+    model = nnx.eval_shape(lambda: build_model(resolve_spec(c.model, 2), 0))
+    params = nnx.state(model, nnx.Param)
+    table = reporting.layer_table(params, layer_order(model)).splitlines()
+    names = [ln.split()[0] for ln in table[1:-1]]
+    assert names[:2] == ["stem", "stem_norm.layer"] and names[-2:] == ["hidden.0", "head"]
+    blocks = [tuple(int(k) for k in n.split(".")[1:3]) for n in names if n.startswith("stages.")]
+    assert blocks == sorted(blocks) and blocks[-1][0] == 3 and (0, 2) in blocks  # numeric order
+    assert names.index("stages.1.0.conv1") < names.index("stages.1.0.norm1.layer") \
+        < names.index("stages.1.0.conv2") < names.index("stages.1.0.proj")
+    assert sorted(names) == sorted(layer_order(model))  # every layer named, none twice
+    unordered = reporting.layer_table(params).splitlines()  # params' own (sorted) order
+    assert sorted(unordered) == sorted(table) and unordered[1].startswith("head")
+
+
+def test_the_built_model_knows_its_layer_order():
+    from speechmusic_jax.training import builder
+
+    c = base_config()
+    c.model.preset = "tiny"
+    built = builder.build(c)
+    assert built.layers[0] == "stem" and built.layers[-1] == "head"
+    names = [ln.split()[0] for ln in
+             reporting.layer_table(built.state.params, built.layers).splitlines()[1:-1]]
+    assert names == list(built.layers)
 
 
 def test_layer_table_totals_the_parameters():

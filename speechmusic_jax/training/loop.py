@@ -353,7 +353,7 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
 
     built = builder.build(cfg, steps_per_epoch=len(train_files) // cfg.train.batch_size,
                           weights=start_from.weights if start_from else None)
-    log(reporting.layer_table(built.state.params))
+    log(reporting.layer_table(built.state.params, built.layers))
     log(built.describe())
     if start_from is not None:
         log(f"starting from the weights of epoch {start_from.epoch} ({start_from.checkpoint} "

@@ -7,7 +7,7 @@ import csv
 import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -93,14 +93,18 @@ def format_summary(s: dict, classes) -> str:
 
 
 
-def layer_table(params: Any) -> str:
-    """One line per layer: its path, parameter shapes and count; a total at the end."""
+def layer_table(params: Any, order: Sequence[str] = ()) -> str:
+    """One line per layer: its path, parameter shapes and count; a total at the end. ``order``:
+    the layers' paths in network order (``conv1d.layer_order``); without it, or for a layer it
+    does not name, the order of ``params`` (sorted by name)."""
     rows: dict[str, list] = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         keys = [str(getattr(k, "key", getattr(k, "idx", ""))) for k in path]
         keys = [k for k in keys if k and k != "value"]
         layer, name = ".".join(keys[:-1]), keys[-1]
         rows.setdefault(layer, []).append((name, tuple(leaf.shape), int(leaf.size)))
+    rank = {layer: i for i, layer in enumerate(order)}
+    rows = dict(sorted(rows.items(), key=lambda kv: rank.get(kv[0], len(rank))))  # stable
     width = max((len(k) for k in rows), default=5)
     lines = [f"{'layer':<{width}}  {'parameters':>10}  shapes"]
     total = 0
