@@ -208,3 +208,18 @@ def test_curves_have_whole_epoch_ticks(tmp_path):
         plt.close(fig)
     plots.curves(rows, tmp_path / "c.png", best_epoch=3)
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_report_says_how_many_steps_its_step_times_are_over():
+    base = {"status": "completed", "best_epoch": 1, "epochs_run": 1, "params_trainable": 10,
+            "train_time_s": 2.0, "compile_time_s": 1.0, "peak_memory_bytes": 2**20,
+            "peak_memory_kind": "host_rss", "device_count": 1, "device_kind": "cpu"}
+    every = {"median": 185.24, "min": 180.0, "max": 190.0, "n": 100, "timed": 100}
+    text = reporting.format_summary({**base, "step_time_ms": every}, ["speech", "music"])
+    assert "median step time: 185.24 ms (min 180.00, max 190.00; compile 1.00s excluded)" in text
+    some = {**every, "timed": 96}
+    text = reporting.format_summary({**base, "step_time_ms": some}, ["speech", "music"])
+    assert "(min 180.00, max 190.00; 96 of 100 steps timed, compile" in text
+    text = reporting.format_summary({**base, "step_time_ms": {"n": 2, "timed": 0}},
+                                    ["speech", "music"])
+    assert "step time: not measured (compile 1.00s excluded)" in text

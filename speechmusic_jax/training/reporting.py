@@ -72,11 +72,17 @@ def format_summary(s: dict, classes) -> str:
                      f"windows, macro F1 {win['f1']['macro']:.4f}")
     st = s.get("step_time_ms") or {}
     inf = s.get("inference") or {}
+    if st.get("median") is not None:
+        steps = (f"{st['timed']} of {st['n']} steps timed, " if st.get("timed", st["n"]) < st["n"]
+                 else "")
+        step_text = (f"median step time: {st['median']:.2f} ms (min {st['min']:.2f}, max "
+                     f"{st['max']:.2f}; {steps}")
+    else:
+        step_text = "step time: not measured ("
     lines += [
         f"trainable parameters: {s['params_trainable']:,}",
-        f"training time: {s['train_time_s']:.1f}s; median step time: "
-        f"{st.get('median', float('nan')):.2f} ms (min {st.get('min', float('nan')):.2f}, "
-        f"max {st.get('max', float('nan')):.2f}; compile {s['compile_time_s']:.2f}s excluded"
+        f"training time: {s['train_time_s']:.1f}s; {step_text}compile "
+        f"{s['compile_time_s']:.2f}s excluded"
         + (f"; host memory: {s['host_memory']}" if s.get("host_memory") else "") + ")",
     ]
     if s.get("flops_per_example"):
