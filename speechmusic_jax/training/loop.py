@@ -343,7 +343,7 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
     assert data is not None
     train_files = data.split["train"]
     # Augmentation, class weights / balanced sampling and the memory cache live in the loader.
-    loader = make_loader_config(cfg, train_files)
+    loader = make_loader_config(cfg, train_files, warn=log)
     if cfg.data.balance != "none":
         log(f"data: class balance by {cfg.data.balance}: "
             f"{balance_summary(loader, train_files, cfg.data.classes)}")
