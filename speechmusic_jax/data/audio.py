@@ -264,7 +264,7 @@ def content_hash(info: AudioInfo) -> str:
 
 # Only one thread at a time may point the process's stderr (fd 2) elsewhere: this lock
 # serialises the reads of MP3 files (whose decoder writes to fd 2), not the others.
-_STDERR_REDIRECT = threading.Lock()
+_STDERR_REDIRECT = threading.RLock()  # re-entrant: a nested capture is harmless
 # What mpg123 (libsndfile's MP3 decoder) writes: "[src/libmpg123/layer3.c:...] error: ...",
 # "Note: Illegal Audio-MPEG-Header ...", "Note: Trying to resync...", "Warning: ...".
 _DECODER_LINE = re.compile(r"^(\[[^\]]*\.c:[^\]]*\]|Note: |Warning: |Error: )")
