@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import signal
@@ -52,6 +53,7 @@ def run_main(define: Callable[[], dict[str, Any]],
     holders = define_flags(define)
     memory = host_memory_flag()
     quiet_jax_logs()
+    keep_python_stderr_apart()
     handle_interrupts()
 
     def absl_main(argv: list[str]) -> int:
@@ -230,6 +232,21 @@ def print_help(full: bool = False) -> None:
             print("\n".join(lines))
 
 
+def keep_python_stderr_apart() -> None:
+    """Python's own stderr (error lines, warnings, the progress bar, tracebacks) on a copy of
+    file descriptor 2: while a reader thread points fd 2 at a temporary file to capture the MP3
+    decoder's lines (:func:`speechmusic_jax.data.audio.decoder_messages`), nothing of ours is
+    held back, or lost if the process ends then."""
+    try:
+        fd = os.dup(2)
+    except OSError:  # no stderr at all
+        return
+    old = sys.stderr
+    sys.stderr = io.TextIOWrapper(io.FileIO(fd, "w"), encoding=getattr(old, "encoding", None),
+                                  errors="backslashreplace", line_buffering=True,
+                                  write_through=True)
+
+
 # ------------------------------------------------------------------------------------------------
 # Interrupts: Ctrl-C (SIGINT) or a scheduler's SIGTERM end any command with one true line.
 
@@ -260,8 +277,12 @@ def _interrupted(signum: int, _frame: Any) -> None:
     except Exception as e:  # the message must never fail
         detail = f"could not tell what was kept ({type(e).__name__})"
     sys.stdout.flush()
-    fresh_line = "\n" if os.isatty(2) else ""  # after a progress bar
-    os.write(2, f"{fresh_line}interrupted ({name}): {detail}\n".encode())
+    try:
+        fd = sys.stderr.fileno()  # Python's own (keep_python_stderr_apart)
+    except (AttributeError, OSError, ValueError):
+        fd = 2
+    fresh_line = "\n" if os.isatty(fd) else ""  # after a progress bar
+    os.write(fd, f"{fresh_line}interrupted ({name}): {detail}\n".encode())
     os._exit(128 + signum)
 
 

@@ -12,11 +12,16 @@ decoding error), ``unsupported_format`` (an audio container libsndfile cannot re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
 import os
 import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -257,6 +262,60 @@ def content_hash(info: AudioInfo) -> str:
     except Exception as e:
         raise AudioError(info.path, "unreadable", f"decoding failed ({_short(e)})") from None
     return h.hexdigest()
+
+
+# Only one thread at a time may point the process's stderr (fd 2) elsewhere: this lock
+# serialises the reads of MP3 files (whose decoder writes to fd 2), not the others.
+_STDERR_REDIRECT = threading.RLock()  # re-entrant: a nested capture is harmless
+# What mpg123 (libsndfile's MP3 decoder) writes: "[src/libmpg123/layer3.c:...] error: ...",
+# "Note: Illegal Audio-MPEG-Header ...", "Note: Trying to resync...", "Warning: ...".
+_DECODER_LINE = re.compile(r"^(\[[^\]]*\.c:[^\]]*\]|Note: |Warning: |Error: )")
+
+
+@contextlib.contextmanager
+def decoder_messages(path: str | os.PathLike) -> Iterator[list[str]]:
+    """Capture what libsndfile's MP3 decoder writes to stderr while the block reads ``path``.
+
+    The decoder (mpg123) reports damaged frames by writing lines to file descriptor 2 and
+    carries on; they would reach the terminal raw. For an .mp3 file, fd 2 points at a temporary
+    file for the block's duration (under a process-wide lock: reads run in threads) and the list
+    yielded holds the decoder's lines once the block ends; anything else written to fd 2 in that
+    time (another thread's output) is passed on to stderr. Other formats read as they are, in
+    parallel, and their list stays empty. The caller turns the lines into one warning per file
+    (:func:`decoder_warning`)."""
+    lines: list[str] = []
+    if os.path.splitext(os.fspath(path))[1].lower() != ".mp3":
+        yield lines
+        return
+    with _STDERR_REDIRECT, tempfile.TemporaryFile() as captured:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(captured.fileno(), 2)
+            yield lines
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            other = []
+            for line in text.splitlines(keepends=True):
+                (lines if _DECODER_LINE.match(line) else other).append(line)
+            lines[:] = [ln.strip() for ln in lines]
+            if other:
+                os.write(2, "".join(other).encode())
+
+
+def decoder_warning(path: str | os.PathLike, lines: list[str]) -> str:
+    """The one warning for a file whose decoder reported problems (:func:`decoder_messages`)."""
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    example = re.sub(r"^\[[^\]]*\]\s*", "", (errors or lines)[0])
+    return (f"warning: {os.fspath(path)}: the MP3 decoder reported {len(lines)} problem(s) "
+            f"({len(errors)} error(s), e.g. {example!r}) and decoded what it could: the file "
+            "is used, but may hold glitches or gaps")
 
 
 def _read_raw(path: str, start: int, stop: int) -> np.ndarray:

@@ -38,6 +38,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 class Norm(nnx.Module):
     """Batch, layer or group normalisation over channels, or nothing."""
 
+    PARTS = ("layer",)  # network order, for layer_order
+
     def __init__(self, kind: str, channels: int, *, dtype, rngs: nnx.Rngs):
         self.kind = kind
         if kind == "batch":
@@ -114,6 +116,8 @@ def conv_norm_relu_pool(conv: nnx.Conv, norm: Norm, x: jax.Array, pool: int,
 
 class ConvBlock(nnx.Module):
     """conv -> norm -> activation; with ``residual``, two of them plus a (projected) skip."""
+
+    PARTS = ("conv1", "norm1", "conv2", "norm2", "proj")  # network order, for layer_order
 
     def __init__(self, cin: int, cout: int, spec: ModelSpec, *, kernel: int, stride: int = 1,
                  dilation: int = 1, dtype, rngs: nnx.Rngs):
@@ -230,6 +234,8 @@ def dropout(x: jax.Array, rate: Any, key: jax.Array | None, slot: int) -> jax.Ar
 
 
 class Conv1DClassifier(nnx.Module):
+    PARTS = ("stem", "stem_norm", "stages", "hidden", "head")  # network order, for layer_order
+
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.spec = spec
         self.act = ACTIVATIONS[spec.activation]
@@ -346,6 +352,22 @@ class Conv1DClassifier(nnx.Module):
 def build_model(spec: ModelSpec, seed: int, precision: str = "float32") -> Conv1DClassifier:
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
     return Conv1DClassifier(spec, rngs=nnx.Rngs(params=seed), dtype=dtype)
+
+
+def layer_order(module: nnx.Module, prefix: str = "") -> list[str]:
+    """The dotted path of every layer (a module that holds parameters) in the order data flows
+    through them: stem first, head last. ``nnx.state`` sorts its keys by name (``head`` before
+    ``stem``, ``stages.10`` before ``stages.2``), and so does a model made by ``nnx.merge``; the
+    order here comes from each of our modules' ``PARTS`` and from the lists' indices."""
+    own = [prefix] if any(isinstance(v, nnx.Param) for v in vars(module).values()) else []
+    if isinstance(module, nnx.List):
+        children = [(str(i), child) for i, child in enumerate(module)]
+    else:
+        children = [(name, getattr(module, name, None)) for name in getattr(module, "PARTS", ())]
+    for name, child in children:
+        if isinstance(child, nnx.Module):
+            own += layer_order(child, f"{prefix}.{name}" if prefix else name)
+    return own
 
 
 def count_params(state: nnx.State) -> int:

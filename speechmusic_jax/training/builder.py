@@ -23,7 +23,7 @@ import optax
 from jax.sharding import Mesh
 
 from speechmusic_jax import parallel, timing
-from speechmusic_jax.models.conv1d import DropoutRates, build_model, count_params
+from speechmusic_jax.models.conv1d import DropoutRates, build_model, count_params, layer_order
 from speechmusic_jax.models.presets import ModelSpec, resolve_spec
 from speechmusic_jax.training import optim
 from speechmusic_jax.training.step import TrainState, init_state, make_eval_step, make_train_step
@@ -43,6 +43,7 @@ class Built:
     steps_per_epoch: int
     params_trainable: int
     params_total: int  # trainable and the rest (batch-norm statistics)
+    layers: tuple[str, ...] = ()  # the model's layers in network order (conv1d.layer_order)
 
     @property
     def segment(self) -> int:
@@ -86,7 +87,9 @@ def build(cfg, steps_per_epoch: int = 1, weights: tuple[Any, Any] | None = None)
     :mod:`training.pretrained`); the optimizer state is made fresh for them."""
     spec = resolve_spec(cfg.model, len(cfg.data.classes), cfg.data.sample_rate)
     tx, schedule = optim.from_config(cfg, steps_per_epoch)
-    graphdef, state = init_state(build_model(spec, cfg.seed, cfg.train.precision), tx)
+    model = build_model(spec, cfg.seed, cfg.train.precision)
+    layers = tuple(layer_order(model))
+    graphdef, state = init_state(model, tx)
     if weights is not None:
         params, model_state = (jax.tree.map(lambda like, w: jnp.asarray(w, like.dtype), like,
                                             given)
@@ -95,7 +98,7 @@ def build(cfg, steps_per_epoch: int = 1, weights: tuple[Any, Any] | None = None)
         state = TrainState(params, model_state, tx.init(params), state.step)
     trainable = count_params(state.params)
     return Built(cfg, spec, graphdef, state, tx, schedule, steps_per_epoch, trainable,
-                 trainable + count_params(state.model_state))
+                 trainable + count_params(state.model_state), layers)
 
 
 def abstract_build(cfg) -> Built:

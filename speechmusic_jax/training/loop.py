@@ -165,7 +165,7 @@ class EpochStats:
     loss_sum: float
     correct: float
     count: float
-    step_times: list[float]  # the device's seconds per step (step_clock: busy)
+    step_times: list[float | None]  # the device's seconds per step (step_clock: busy)
     data_wait_s: float  # time spent waiting for the loader
     seconds: float  # the epoch's training, validation excluded
     device_idle_s: float = 0.0  # the device waiting for the host between steps
@@ -174,7 +174,7 @@ class EpochStats:
 class _Diverged(Exception):
     """A non-finite loss or gradient at ``step``; ``step_times``: the epoch's steps until then."""
 
-    def __init__(self, step: int, epoch: int, loss: float, step_times: list[float]):
+    def __init__(self, step: int, epoch: int, loss: float, step_times: list[float | None]):
         super().__init__(f"loss {loss} at step {step}")
         self.step, self.epoch, self.loss, self.step_times = step, epoch, loss, step_times
 
@@ -224,7 +224,7 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     records = (reporting.EpochRecords(run.metrics_path, os.path.join(workdir, "tensorboard"),
                                       log, monitor=cfg.train.early_stopping.monitor)
                if scope.is_main else None)
-    step_times: list[float] = []
+    step_times: list[float | None] = []
     first_epoch, last_epoch = loop_state.epoch + 1, cfg.train.epochs
     read_ahead: ReadAhead | None = None  # the next epoch's batches, started during validation
     try:
@@ -343,7 +343,7 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
     assert data is not None
     train_files = data.split["train"]
     # Augmentation, class weights / balanced sampling and the memory cache live in the loader.
-    loader = make_loader_config(cfg, train_files)
+    loader = make_loader_config(cfg, train_files, warn=log)
     if cfg.data.balance != "none":
         log(f"data: class balance by {cfg.data.balance}: "
             f"{balance_summary(loader, train_files, cfg.data.classes)}")
@@ -353,7 +353,7 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
 
     built = builder.build(cfg, steps_per_epoch=len(train_files) // cfg.train.batch_size,
                           weights=start_from.weights if start_from else None)
-    log(reporting.layer_table(built.state.params))
+    log(reporting.layer_table(built.state.params, built.layers))
     log(built.describe())
     if start_from is not None:
         log(f"starting from the weights of epoch {start_from.epoch} ({start_from.checkpoint} "
@@ -513,7 +513,8 @@ def early_stopping_update(loop_state: LoopState, epoch: int, value: float, *, mo
     return loop_state, improved, patience > 0 and loop_state.bad_epochs >= patience
 
 
-def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[float], *,
+def finish(run: Run, state: TrainState, loop_state: LoopState,
+           step_times: list[float | None], *,
            resumed: workdir_rules.Start, clock: SessionClock,
            diverged: _Diverged | None = None) -> dict:
     """Test the best weights (or the last, with restore_best off), time inference, and write
@@ -555,9 +556,12 @@ def finish(run: Run, state: TrainState, loop_state: LoopState, step_times: list[
         "compile_time_s": run.train_step.compile_s,
         "step_time_ms": timing.summarize_ms(step_times),
         "step_time_note": "train step only, compilation excluded: the device's time per step "
-                          "(between completions; the loop never waits for a step); this "
+                          "(between completions; the loop never waits for a step); n: this "
                           "session's steps"
-                          + (" (after resume)" if resumed is not workdir_rules.Start.NEW else ""),
+                          + (" (after resume)" if resumed is not workdir_rules.Start.NEW else "")
+                          + "; median, min and max over the timed ones (timed), leaving out each "
+                          "pair of steps whose completions the timing thread saw together (their "
+                          "split unknown)",
         "train_time_s": loop_state.train_time_s,
         "started_at": loop_state.started_at,
         "finished_at": _now(),

@@ -133,7 +133,7 @@ def train_group(cfgs: Sequence[Any], folders: Sequence[str], *, log: Log = print
         split_lib.write_split_csv(os.path.join(folder, "split.csv"), data.split,
                                   cfg0.data.classes)
     train_files = data.split["train"]
-    loader = make_loader_config(cfg0, train_files)
+    loader = make_loader_config(cfg0, train_files, warn=log)
     if len(train_files) < cfg0.train.batch_size:
         raise DataError(f"train.batch_size: {cfg0.train.batch_size} is more than the "
                         f"{len(train_files)} training files")
