@@ -65,8 +65,10 @@ def sign_flip_interval(diffs: Sequence[float], alpha: float = ALPHA,
     k = math.floor(alpha * (len(means) + 1) / 2 + 1e-12)
     if k < 1:
         return float(lo_bound), float(hi_bound)
-    low, high = float(means[k - 1]), float(means[-k])
-    return max(low, lo_bound), min(high, hi_bound)
+    # inside [min d, max d] in exact arithmetic; clipped so that rounding cannot step out
+    low = max(float(means[k - 1]), float(d.min()), lo_bound)
+    high = min(float(means[-k]), float(d.max()), hi_bound)
+    return low, high
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
