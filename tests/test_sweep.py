@@ -127,6 +127,11 @@ def test_overlapping_processes_never_train_one_trial_twice(sweep_file, tmp_path,
     assert [r["status"] for r in _rows(workdir)] == ["pending", "completed", "pending",
                                                      "completed"]
     assert os.listdir(workdir / "claims") == ["000.json"]  # the live one's, untouched
+    # what Ctrl-C now says: the finished trials are kept (a rerun skips them)
+    note = runner.interrupt_note(spec.load_sweep(sweep_file), str(workdir))
+    assert note.startswith(f"2 of 4 trials are finished and kept in {workdir}")
+    assert runner.interrupt_note(spec.load_sweep(sweep_file), str(tmp_path / "none")) == \
+        "nothing was written"
 
 
 def test_a_diverged_and_a_failed_trial_are_recorded_and_the_sweep_goes_on(sweep_file, tmp_path):
@@ -216,14 +221,49 @@ def test_each_ready_sweep_runs_its_first_tiny_trial(name, tmp_path):
     assert result.records[0]["status"] in ("completed", "stopped_early"), result.records[0]
 
 
+def test_an_optimizer_the_workload_rules_out_is_left_out_not_run_on_another_network():
+    from speechmusic_jax.tuning.bases import tiny_base
+
+    base = tiny_base()
+    assert base.model.norm == "batch"
+    sweep = runner.optimizer_sweep(base, ["adamw", "schedule_free_adamw"], budget=1, seeds=1)
+    assert list(sweep.arms) == ["adamw"]
+    assert len(sweep.left_out) == 1 and sweep.left_out[0].startswith(
+        "left out: schedule_free_adamw cannot run on this workload (optimizer.name:")
+    assert sweep.left_out[0] in sweep.describe()
+    assert all(sweep.trial_config(t).model.norm == "batch" for t in sweep.trials())
+    result = runner.collect(sweep, "/nonexistent")
+    assert sweep.left_out[0] in result.markdown() and result.to_json()["left_out"]
+    # on a workload it can run, it runs that workload unchanged, as every other arm does
+    base.model.norm = "layer"
+    sweep = runner.optimizer_sweep(base, ["adamw", "schedule_free_adamw"], budget=1, seeds=1)
+    assert list(sweep.arms) == ["adamw", "schedule_free_adamw"] and not sweep.left_out
+    configs = [sweep.trial_config(t) for t in sweep.trials()]
+    assert {c.model.norm for c in configs} == {"layer"}
+    assert [c.optimizer.schedule for c in configs] == [base.optimizer.schedule, "constant"]
+    base.model.norm = "batch"
+    from speechmusic_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="none can run on this workload"):
+        runner.optimizer_sweep(base, ["schedule_free_adamw"], budget=1, seeds=1)
+
+
 def test_the_command_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     run = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep",
                           "--sweep=experiments/sweeps/optimizers.py:tiny", "--dry_run",
-                          f"--workdir={tmp_path / 'w'}", "--trials=0:3"],
+                          f"--workdir={tmp_path / 'w'}", "--trials=0:3", "--reference=adam"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "trial 002" in run.stdout and "trial 003" not in run.stdout
+    assert run.stdout.startswith("note: optimizers_tiny: a smoke test")  # as train's :tiny
+    assert "reference arm: adam (named)" in run.stdout
+    unknown = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep",
+                              "--sweep=experiments/sweeps/optimizers.py:tiny", "--dry_run",
+                              "--reference=sgd"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert unknown.returncode == 2
+    assert "reference: no arm 'sgd'" in unknown.stderr
     assert not (tmp_path / "w").exists()
     bad = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep",
                           "--sweep=experiments/sweeps/nothing.py"], cwd=REPO, env=env,
