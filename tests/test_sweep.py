@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -271,6 +272,28 @@ def test_the_command_line(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "config error: --sweep: no sweep file experiments/sweeps/nothing.py"]
+
+
+@pytest.mark.slow  # five tiny trials (minutes on a busy 2-core machine): with the soak tests
+def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        blocks = [b for b in re.findall(r"```python\n(.*?)```", f.read(), re.S)
+                  if "compare_optimizers(" in b]
+    assert len(blocks) == 1
+    # "in the repository's folder": its experiments/, and runs/ of its own
+    (tmp_path / "experiments").symlink_to(os.path.join(REPO, "experiments"))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    out = capsys.readouterr().out
+    assert out.count("verdict: ") == 2  # the comparison's table and the sweep's, once each
+    assert out.count("sweep compare_optimizers on synthetic: 4 trials") == 1
+    compared = read_json(str(tmp_path / "runs" / "compare_optimizers" / "results.json"))
+    assert compared["reference_rule"] == "best mean validation accuracy"
+    assert compared["reference_arm"] in ("momentum", "adamw")
+    assert "no claim can be made with 2 seeds" in compared["verdict"]
+    assert (tmp_path / "runs" / "sweeps" / "widths_tiny" / "results.md").exists()
+    assert namespace["result"].counts == {"completed": 1, "pending": 5}
 
 
 def _readme_sweep_commands():

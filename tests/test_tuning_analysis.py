@@ -221,3 +221,35 @@ def test_the_figures_are_drawn(tmp_path):
     result.write(str(tmp_path))
     for name in ("curves.png", "budget.png", "pareto.png", "profile.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def _png_width(path):
+    return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
+def test_pareto_drops_the_parameter_panel_when_every_arm_has_the_same_network(tmp_path):
+    from speechmusic_jax.tuning import plots
+
+    plots.pareto(SweepResult("demo", RECORDS, []), str(tmp_path / "two.png"))
+    same = [dict(r, params_trainable=500) for r in RECORDS]
+    plots.pareto(SweepResult("demo", same, []), str(tmp_path / "one.png"))
+    assert _png_width(tmp_path / "one.png") < 0.6 * _png_width(tmp_path / "two.png")
+
+
+def test_budget_and_curves_mark_the_reference_arm(tmp_path, monkeypatch):
+    from speechmusic_jax.tuning import plots
+
+    labels = []
+    real = plots._save
+
+    def keep_labels(fig, path):
+        labels.extend(t.get_text() for ax in fig.axes if ax.get_legend()
+                      for t in ax.get_legend().get_texts())
+        real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep_labels)
+    plots.budget(SweepResult("demo", RECORDS, []), str(tmp_path / "budget.png"))
+    assert "a (reference)" in labels and "b" in labels
+    labels.clear()
+    plots.budget(SweepResult("demo", RECORDS, [], reference="b"), str(tmp_path / "budget.png"))
+    assert "b (reference)" in labels and "a" in labels
