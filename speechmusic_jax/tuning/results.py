@@ -103,9 +103,13 @@ class SweepResult:
         rows = [["workload", "arm", "done", sel, "test_accuracy", "test_f1_macro",
                  "steps_to_target", "s_to_target", "best point"]]
         multi = len({r["workload"] for r in self.records}) > 1
+        entries = self.comparison()
+        refs = {(e["workload"], e["reference"]) for e in entries}
         for s in self.arms():
-            rows.append([s["workload"], s["arm"], _done(s), _pm(s, sel), _pm(s, "test_accuracy"),
-                         _pm(s, "test_f1_macro"), _ttt(s, "steps_to_target", "{:.0f}"),
+            ref = " (ref)" if (s["workload"], s["arm"]) in refs else ""
+            rows.append([s["workload"], s["arm"] + ref, _done(s), _pm(s, sel),
+                         _pm(s, "test_accuracy"), _pm(s, "test_f1_macro"),
+                         _ttt(s, "steps_to_target", "{:.0f}"),
                          _ttt(s, "seconds_to_target", "{:.1f}"), self._point_text(s)])
         if not multi:
             rows = [r[1:] for r in rows]
@@ -113,7 +117,7 @@ class SweepResult:
         lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                  for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        verdict = self.verdict()
+        verdict = _verdict_text(entries)
         verdict = ("verdict:\n  " + verdict.replace("\n", "\n  ") if "\n" in verdict
                    else f"verdict: {verdict}")
         return "\n".join([*self._smoke(), verdict, *self.left_out, self._heading(), *lines,
@@ -159,10 +163,7 @@ class SweepResult:
 
     def verdict(self) -> str:
         """What the comparison says, in words: one line (per workload)."""
-        entries = self.comparison()
-        multi = len(entries) > 1
-        return "\n".join((f"{e['workload']}: " if multi else "") + e["verdict"]
-                         for e in entries)
+        return _verdict_text(self.comparison())
 
     def _smoke(self) -> list[str]:
         return [f"note: {self.name}: {self.note}"] if self.note else []
@@ -173,7 +174,7 @@ class SweepResult:
         entries = self.comparison()
         refs = {e["workload"]: e["reference"] for e in entries}
         lines = [f"# sweep {self.name}", ""]
-        lines += [f"**Verdict.** {self.verdict()}".replace("\n", "  \n"), ""]
+        lines += [f"**Verdict.** {_verdict_text(entries)}".replace("\n", "  \n"), ""]
         if self.note:
             lines += [f"**Note:** {self.note}.", ""]
         lines += [f"- {line}" for line in self.left_out] + ([""] if self.left_out else [])
@@ -262,7 +263,7 @@ class SweepResult:
         return {"name": self.name, "note": self.note, "left_out": self.left_out,
                 "select": self.select,
                 "target": list(self.target) if self.target else None, "budget": self.budget,
-                "verdict": self.verdict(),
+                "verdict": _verdict_text(entries),
                 # one workload: the arm; several: workload -> arm
                 "reference_arm": next(iter(refs.values()), None) if len(refs) <= 1 else refs,
                 "reference_rule": self.reference_rule(),
@@ -335,6 +336,11 @@ def _ttt(s: dict, metric: str, fmt: str) -> str:
         return "-"
     text = fmt.format(v) if math.isfinite(v) else "inf"
     return f"{text} ({s.get(metric + '_hits', 0)}/{s['seeds']})"
+
+
+def _verdict_text(entries: list[dict]) -> str:
+    multi = len(entries) > 1
+    return "\n".join((f"{e['workload']}: " if multi else "") + e["verdict"] for e in entries)
 
 
 def _pooled(s: dict) -> str:
