@@ -249,6 +249,23 @@ def test_an_optimizer_the_workload_rules_out_is_left_out_not_run_on_another_netw
         runner.optimizer_sweep(base, ["schedule_free_adamw"], budget=1, seeds=1)
 
 
+def test_the_workloads_sweep_covers_presets_times_data_for_profiles():
+    sweep = spec.load_sweep(os.path.join(REPO, "experiments", "sweeps",
+                                         "optimizers_workloads.py"), "tiny")
+    fixed = list(sweep.workloads.values())
+    assert len({f["model.preset"] for f in fixed}) == 2
+    assert len({f["data.synthetic.seed"] for f in fixed}) == 2 and len(fixed) == 4
+    assert sweep.notice.startswith("a smoke test")
+    # records of every workload: the result has a profile (profile.png, results.md)
+    recs = [dict(r, status="completed", val_accuracy=0.9, test_accuracy=0.8,
+                 steps_to_target=10.0 * (1 + r["trial"] % 3), seconds_to_target=1.0)
+            for r in runner.collect(sweep, "/nonexistent").records]
+    result = runner.collect(sweep, "/nonexistent")
+    result.records = recs
+    assert result.profiles()["workloads"] == sorted(sweep.workloads)
+    assert "Performance profiles" in result.markdown()
+
+
 def test_the_command_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     run = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep",
