@@ -135,6 +135,24 @@ def test_overlapping_processes_never_train_one_trial_twice(sweep_file, tmp_path,
         "nothing was written"
 
 
+def test_claims_left_by_a_process_that_is_gone_are_taken_over_in_one_line(tmp_path):
+    from speechmusic_jax.tuning import claims
+
+    (tmp_path / "claims").mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = __import__("socket").gethostname()
+    for index in (*range(5), 7):  # 7: a finished trial's claim, which nobody claims again
+        (tmp_path / "claims" / f"{index:03d}.json").write_text(
+            f'{{"host": "{host}", "pid": {gone.pid}, "started": "now"}}')
+    lines = []
+    with claims.held(str(tmp_path), list(range(5)), lines.append) as got:
+        assert got == [0, 1, 2, 3, 4]
+    assert lines == [f"trials 0..4: took over 5 claims of processes that are gone (the first: "
+                     f"the claim of process {gone.pid}, which is gone)"]
+    assert not (tmp_path / "claims").exists()  # the stale claim of trial 7 cleared too
+
+
 def test_a_diverged_and_a_failed_trial_are_recorded_and_the_sweep_goes_on(sweep_file, tmp_path):
     workdir = tmp_path / "broken"
     sweep = spec.load_sweep(sweep_file, "broken")

@@ -114,6 +114,19 @@ def release(workdir: str, index: int) -> None:
             os.unlink(path)
 
 
+def _clear_stale(workdir: str) -> None:
+    """Remove the claims of processes on this host that are gone (e.g. ended by Ctrl-C while
+    holding a trial that had finished, which nobody claims again)."""
+    folder = os.path.join(workdir, CLAIMS)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            held = _read(path)
+            if name.endswith(".json") and held is not None and _stale(held):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
 @contextlib.contextmanager
 def held(workdir: str, indices: Sequence[int], log: Callable[[str], None]
          ) -> Iterator[list[int]]:
@@ -136,5 +149,6 @@ def held(workdir: str, indices: Sequence[int], log: Callable[[str], None]
     finally:
         for i in got:
             release(workdir, i)
+        _clear_stale(workdir)
         with contextlib.suppress(OSError):  # only when empty: other processes' claims stay
             os.rmdir(os.path.join(workdir, CLAIMS))

@@ -148,7 +148,7 @@ def pareto(result: Any, path: str) -> None:
         ax.set_ylabel("test accuracy (per clip)")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"sweep {result.name}: accuracy against cost (arms: mean ± std over seeds of "
+    fig.suptitle(f"sweep {result.name}: accuracy against cost\n(arms: mean ± std over seeds of "
                  f"each seed's pick)", fontsize=10)
     _save(fig, path)
 
