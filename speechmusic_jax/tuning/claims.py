@@ -114,15 +114,41 @@ def release(workdir: str, index: int) -> None:
             os.unlink(path)
 
 
+def _clear_stale(workdir: str) -> None:
+    """Remove the claims of processes on this host that are gone (e.g. ended by Ctrl-C while
+    holding a trial that had finished, which nobody claims again)."""
+    folder = os.path.join(workdir, CLAIMS)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            held = _read(path)
+            if name.endswith(".json") and held is not None and _stale(held):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
 @contextlib.contextmanager
 def held(workdir: str, indices: Sequence[int], log: Callable[[str], None]
          ) -> Iterator[list[int]]:
-    """Claim ``indices``; yield those this process got; release them on the way out."""
-    got = [i for i in indices if claim(workdir, i, log)]
+    """Claim ``indices``; yield those this process got; release them on the way out. Claims
+    taken over from processes that are gone (e.g. after Ctrl-C) are reported in one line."""
+    taken: list[str] = []
+
+    def note(message: str) -> None:
+        (taken.append if ": took over " in message else log)(message)
+
+    got = [i for i in indices if claim(workdir, i, note)]
+    if len(taken) == 1:
+        log(taken[0])
+    elif taken:
+        first, last = (m.split(":")[0].split()[-1] for m in (taken[0], taken[-1]))
+        log(f"trials {first}..{last}: took over {len(taken)} claims of processes that are gone "
+            f"(the first: {taken[0].split(': took over ', 1)[1]})")
     try:
         yield got
     finally:
         for i in got:
             release(workdir, i)
+        _clear_stale(workdir)
         with contextlib.suppress(OSError):  # only when empty: other processes' claims stay
             os.rmdir(os.path.join(workdir, CLAIMS))
