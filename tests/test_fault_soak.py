@@ -6,11 +6,12 @@
 `train`, `sweep` (two processes sharing one sweep folder), `crossval` (2 folds) and
 `predict --output=FILE` are each run once unkilled (the reference, made in this session), then
 killed with SIGKILL at random moments and rerun on the same folder (or output file) until they
-complete. A kill comes between 2% and 100% of the reference run's duration after the last
-(re)start (or of a later unkilled run's, if shorter: the compilation cache is warm by then), so
-kills land in start-up, training, checkpointing, testing and writing alike; with two sweep
-processes, one of them or both are killed. After SOAK_KILLS_PER_ROUND kills (default 5)
-the command is left to finish, and then:
+complete. A kill comes at a uniformly random moment up to the reference run's duration after the
+last (re)start (or a later unkilled run's, if shorter: the compilation cache is warm by then), but
+not in the first half of the time before the reference's first line of output (Python's imports,
+when nothing is written), so kills land in start-up, training, checkpointing, testing and writing
+alike; with two sweep processes, one of them or both are killed. After SOAK_KILLS_PER_ROUND
+kills (default 5) the command is left to finish, and then:
 
 1. every process exits 0;
 2. the results equal the reference's: metrics and test reports without timing fields
@@ -134,8 +135,9 @@ class Target:
     name = ""
     slots = 1  # processes that run together
 
-    def __init__(self, root, ref_seconds: float):
-        self.root, self.ref_seconds = root, ref_seconds
+    def __init__(self, root, reference: tuple[float, float]):
+        # the reference's duration, and when its first line of output came
+        self.root, (self.ref_seconds, self.first_output) = root, reference
 
     def fresh(self, round_: int) -> None:
         raise NotImplementedError
@@ -214,7 +216,9 @@ def soak(target: Target, seed: int) -> None:
             t0 = time.monotonic()
             in_round = 0
             while in_round < PER_ROUND and kills < wanted:
-                delay = rng.uniform(0.02, 1.0) * target.ref_seconds
+                # not in the first half of the imports: nothing is written before any output
+                delay = rng.uniform(max(0.02 * target.ref_seconds, target.first_output / 2),
+                                    target.ref_seconds)
                 if wait_all(runs, delay):  # it finished first
                     if not in_round:  # an unkilled run, with the compilation cache warm now
                         target.ref_seconds = min(target.ref_seconds, time.monotonic() - t0)
@@ -230,7 +234,7 @@ def soak(target: Target, seed: int) -> None:
                     moments[min(3, int(4 * delay / target.ref_seconds))] += 1
                     doing = runs[i].lines[-1][1][:60] if runs[i].lines else "(no output yet)"
                     print(f"soak: {target.name}: kill {kills} (process {i}) after {delay:.1f}s; "
-                          f"last output: {doing!r}")
+                          f"last line on stdout: {doing!r}")
                 try:
                     target.check_visible(quiet=not any(r.alive() for r in runs))
                 except AssertionError as e:
@@ -263,12 +267,13 @@ def soak(target: Target, seed: int) -> None:
     assert not lost, lost
 
 
-def reference_run(runs: list[Run]) -> float:
-    """Wait for an unkilled reference run; its duration in seconds."""
+def reference_run(runs: list[Run]) -> tuple[float, float]:
+    """Wait for an unkilled reference run: (its duration, when its first output came), in
+    seconds."""
     t0 = time.monotonic()
     for r in runs:
         assert r.wait(1800) == 0, r.stderr[-3000:]
-    return time.monotonic() - t0
+    return time.monotonic() - t0, min((r.lines[0][0] for r in runs if r.lines), default=0.0)
 
 
 # ---- the four commands -------------------------------------------------------------------------
@@ -413,7 +418,7 @@ class Predict(Target):
             write_tone(audio / f"clip{i}.wav", 1.5 + 0.5 * i, 16000, 180.0 * (i + 1))
         self.trained, self.inputs = trained, [str(audio / f"clip{i}.wav") for i in range(6)]
         old = root / "old.csv"
-        assert reference_run([self._run(old, self.inputs[:1])]) > 0
+        reference_run([self._run(old, self.inputs[:1])])
         self.old = old.read_bytes()
         ref = root / "reference.csv"
         super().__init__(root, reference_run([self._run(ref, self.inputs)]))
