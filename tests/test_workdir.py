@@ -132,3 +132,94 @@ def test_atomic_writes_get_the_permissions_of_open(tmp_path):
     mode = stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "b.txt").st_mode) == 0o640
     assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]  # no temporary file left
+
+
+# ---- --overwrite looks at every entry under the folder, not only the top-level names ----------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tiny_run import tiny_run
+
+    return tiny_run(tmp_path_factory)
+
+
+def _copy_run(trained, dest):
+    import shutil
+
+    shutil.copytree(trained, dest, symlinks=True)
+    return dest
+
+
+def _epoch_folder(run):
+    return sorted((run / "checkpoints").glob("epoch_*"))[0]
+
+
+NESTED_USER_FILES = {
+    "eval": lambda run: run / "eval" / "my_notes.txt",
+    "eval_json": lambda run: run / "eval" / "mine.json",
+    "checkpoints": lambda run: run / "checkpoints" / "README.txt",
+    "tensorboard": lambda run: run / "tensorboard" / "notes.txt",
+    "epoch": lambda run: _epoch_folder(run) / "notes.txt",
+    "orbax": lambda run: _epoch_folder(run) / "state" / "README.txt",
+    "folder": lambda run: run / "checkpoints" / "mine" / "a.txt",
+}
+
+
+@pytest.mark.parametrize("where", sorted(NESTED_USER_FILES))
+def test_overwrite_refuses_a_run_with_a_nested_user_file(trained, tmp_path, where):
+    run = _copy_run(trained, tmp_path / "run")
+    planted = NESTED_USER_FILES[where](run)
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_text('{"mine": 1}\n')
+    before = tree(run)
+    with pytest.raises(errors.WorkdirConflict) as e:
+        workdir_rules.remove_run(str(run))
+    rel = os.path.relpath(planted, run)
+    assert (rel if where != "folder" else "checkpoints/mine/") in str(e.value)
+    assert "nothing was deleted" in str(e.value) and "\n" not in str(e.value)
+    assert tree(run) == before
+
+
+def test_overwrite_removes_a_genuine_run_with_its_eval_files_and_temporaries(trained, tmp_path):
+    run = _copy_run(trained, tmp_path / "run")
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / "folder_x-0123abcd.json").write_text(
+        json.dumps({"accuracy": 1.0, "source": "folder:x"}))
+    (run / "eval" / "folder_x-0123abcd.predictions.csv").write_text(
+        "path,label,predicted,confidence,p_speech,p_music,correct\n")
+    (run / "checkpoints" / ".best.json.0a1b2c.tmp").write_text("{")
+    (_epoch_folder(run) / "state.orbax-checkpoint-tmp-1234").mkdir()
+    assert workdir_rules.foreign_entries(str(run)) == []
+    workdir_rules.remove_run(str(run))
+    assert not run.exists()
+
+
+def test_train_cli_overwrite_keeps_nested_user_files(trained, tmp_path):
+    run = _copy_run(trained, tmp_path / "run")
+    for where in ("eval", "checkpoints", "epoch"):
+        path = NESTED_USER_FILES[where](run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine\n")
+    before = tree(run)
+    r = subprocess.run([sys.executable, "-m", "speechmusic_jax.train",
+                        f"--config={REPO}/experiments/default.py:tiny", f"--workdir={run}",
+                        "--overwrite"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=REPO))
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "nothing was deleted" in lines[0], r.stderr
+    assert "eval/my_notes.txt" in lines[0] and "checkpoints/README.txt" in lines[0]
+    assert tree(run) == before
+
+
+def test_crossval_overwrite_refuses_a_fold_with_a_nested_user_file(trained, tiny_config,
+                                                                    tmp_path):
+    from speechmusic_jax import crossval
+
+    _copy_run(trained, tmp_path / "cv" / "fold_0")
+    _copy_run(trained, tmp_path / "cv" / "fold_1")
+    (tmp_path / "cv" / "fold_1" / "checkpoints" / "README.txt").write_text("mine\n")
+    before = tree(tmp_path / "cv")
+    with pytest.raises(errors.WorkdirConflict, match="checkpoints/README.txt"):
+        crossval.run(tiny_config, str(tmp_path / "cv"), 2, overwrite=True, log=lambda _: None)
+    assert tree(tmp_path / "cv") == before
