@@ -223,3 +223,66 @@ def test_crossval_overwrite_refuses_a_fold_with_a_nested_user_file(trained, tiny
     with pytest.raises(errors.WorkdirConflict, match="checkpoints/README.txt"):
         crossval.run(tiny_config, str(tmp_path / "cv"), 2, overwrite=True, log=lambda _: None)
     assert tree(tmp_path / "cv") == before
+
+
+# ---- nothing is written before the inputs are known good ---------------------------------------
+
+def test_a_failed_start_writes_nothing_and_the_corrected_commands_run(tmp_path):
+    """A typo'd manifest, then a bad file in it, then the flag the error suggests: the first two
+    leave no folder behind (and nothing in an empty one), the third trains."""
+    from audio_fixtures import make_manifest_tree, write_bad
+
+    manifest = make_manifest_tree(tmp_path / "corpus", per_class=8)
+    bad = write_bad(tmp_path / "corpus" / "audio", "corrupt")
+    with open(manifest, "a", encoding="utf-8") as f:
+        f.write(f"{os.path.relpath(bad, tmp_path / 'corpus')},speech,fixture,x\n")
+    (tmp_path / "empty").mkdir()
+
+    def train(data, workdir, *flags):
+        return subprocess.run([sys.executable, "-m", "speechmusic_jax.train",
+                               f"--config={REPO}/experiments/default.py:tiny", f"--data={data}",
+                               f"--workdir={workdir}", *flags], capture_output=True, text=True,
+                              timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+
+    typo = f"manifest:{tmp_path / 'corpus' / 'manifst.csv'}"
+    for workdir in (tmp_path / "runs" / "mine", tmp_path / "empty"):
+        r = train(typo, workdir)
+        assert r.returncode not in (0, -9) and "manifst.csv" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "runs").exists() and os.listdir(tmp_path / "empty") == []
+    r = train(f"manifest:{manifest}", tmp_path / "runs" / "mine")
+    assert r.returncode not in (0, -9) and "--data_on_error=skip" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+    r = train(f"manifest:{manifest}", tmp_path / "runs" / "mine", "--data_on_error=skip")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "runs" / "mine" / "config.json", encoding="utf-8") as f:
+        assert json.load(f)["data"]["on_error"] == "skip"
+
+
+def test_fields_that_do_not_change_training_never_make_a_different_config(tmp_path):
+    from speechmusic_jax import config as config_lib
+
+    cfg = config_lib.to_dict(config_lib.base_config())
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    changed = json.loads(json.dumps(cfg))
+    changed["data"].update(on_error="skip", workers=7, prefetch_batches=1, cache="memory")
+    changed["train"]["eval_chunk_mib"] = 0.0
+    changed["note"] = "another note"
+    assert workdir_rules.start(str(tmp_path), changed) is workdir_rules.Start.RESUME
+    changed["data"]["spec"] = "folder:/elsewhere"
+    with pytest.raises(errors.WorkdirConflict, match=r"\(fields: data.spec\)"):
+        workdir_rules.start(str(tmp_path), changed)
+
+
+def test_a_run_resumes_with_a_new_on_error_and_records_it(tiny_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    first = loop.fit(tiny_config, workdir, stop_after=1, log=lambda _: None)
+    assert first["status"] == "interrupted"
+    tiny_config.data.on_error = "skip"
+    tiny_config.data.workers = 1
+    logged = []
+    summary = loop.fit(tiny_config, workdir, log=logged.append)
+    assert summary["status"] in ("completed", "stopped_early")
+    assert "resuming from the checkpoint of epoch 1" in logged
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        data = json.load(f)["data"]
+    assert (data["on_error"], data["workers"]) == ("skip", 1)

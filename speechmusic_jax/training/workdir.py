@@ -2,7 +2,9 @@
 
 ``train`` on a workdir that is absent or empty starts a run; one holding an unfinished run with
 the same config resumes it; a finished run is reported, or continued from its last epoch when
-only ``train.epochs`` changed and grew; anything else is refused with a message.
+only ``train.epochs`` changed and grew; anything else is refused with a message. "The same
+config" ignores the fields that do not change what is trained (``config.RUNTIME_FIELDS``:
+``data.on_error``, the loader's speed settings, ``note``...).
 ``--overwrite`` removes a folder only when it holds nothing but a run of ours (or nothing at all):
 a folder with any file this program did not write is never deleted, whatever the flags.
 """
@@ -70,7 +72,7 @@ def start(workdir: str, cfg_dict: dict) -> Start:
                 "choose another workdir")
         return Start.NEW
     old = read_json(cfg_path) or {}
-    changed = config_lib.diff(old, cfg_dict)
+    changed = config_lib.training_diff(old, cfg_dict)
     more_epochs = (changed == ["train.epochs"]
                    and cfg_dict["train"]["epochs"] > old["train"]["epochs"])
     if changed and not more_epochs:
@@ -144,6 +146,14 @@ def remove_run(workdir: str, kind: str = "run") -> None:
     above, e.g. "epoch" for one checkpoint) for the checkpoints' own pruning."""
     if not os.path.lexists(workdir):
         return
+    check_removable(workdir, kind)
+    shutil.rmtree(workdir)
+
+
+def check_removable(workdir: str, kind: str = "run") -> None:
+    """Raise what :func:`remove_run` would raise for ``workdir``, deleting nothing."""
+    if not os.path.lexists(workdir):
+        return
     if os.path.islink(workdir) or not os.path.isdir(workdir):
         raise WorkdirConflict(f"--workdir {workdir} is not a folder of ours; --overwrite removes "
                               "only a run folder this program wrote. Nothing was deleted.")
@@ -157,7 +167,6 @@ def remove_run(workdir: str, kind: str = "run") -> None:
         raise WorkdirConflict(
             f"--overwrite refused: {workdir} holds files that are not a run of ours ({shown}); "
             "nothing was deleted. Choose another --workdir, or move those files away.")
-    shutil.rmtree(workdir)
 
 
 def read_json(path: str):
