@@ -19,6 +19,7 @@ import shutil
 
 from speechmusic_jax import config as config_lib
 from speechmusic_jax.errors import WorkdirConflict
+from speechmusic_jax.training import reporting
 
 # What a run of ours writes, folder by folder (see README: "What a run leaves"): for each kind
 # of folder, the names of its files and of its subfolders (with their kinds), as regular
@@ -42,11 +43,9 @@ _LAYOUT: dict[str, tuple[str, dict[str, str]]] = {
               {r"d|ocdbt\.process_\d+|array_metadatas|descriptor": "orbax"}),
     "tensorboard": (r"events\.out\.tfevents\..+", {}),
     # evaluate's reports and per-file predictions (trained_run.eval_paths); their content is
-    # checked too, since the names are the user's source specs.
+    # checked too, since the names come from the user's source specs.
     "eval": (r".+\.json|.+\.predictions\.csv", {}),
 }
-# The first line of an evaluate predictions file (training/reporting.py writes it).
-PREDICTIONS_HEAD = "path,label,predicted,confidence,"
 # The top-level sections of every config.json we write.
 _CONFIG_SECTIONS = frozenset({"name", "seed", "data", "model", "train", "optimizer"})
 
@@ -127,8 +126,7 @@ def _content_ours(kind: str, path: str) -> bool:
     if path.endswith(".json"):
         return is_eval_report(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.readline().startswith(PREDICTIONS_HEAD)
+        return reporting.is_predictions_file(path)
     except (OSError, UnicodeDecodeError):
         return False
 
