@@ -5,8 +5,10 @@ the same config resumes it; a finished run is reported, or continued from its la
 only ``train.epochs`` changed and grew; anything else is refused with a message. "The same
 config" ignores the fields that do not change what is trained (``config.RUNTIME_FIELDS``:
 ``data.on_error``, the loader's speed settings, ``note``...).
-``--overwrite`` removes a folder only when it holds nothing but a run of ours (or nothing at all):
-a folder with any file this program did not write is never deleted, whatever the flags.
+``--overwrite`` removes a folder only when everything under it, in every subfolder, is what a run
+of ours writes there (or it is empty): a folder with any file this program did not write is
+never deleted, whatever the flags. :func:`remove_run` is the one deletion of a run or a part of
+one (crossval folds, sweep trials and the checkpoints' own pruning all go through it).
 """
 
 from __future__ import annotations
