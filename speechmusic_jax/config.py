@@ -34,6 +34,17 @@ BALANCES = ("none", "class_weights", "sampler")
 # best epoch, or its last with train.early_stopping.restore_best false); "best"; or "last".
 CHECKPOINTS = ("tested", "best", "last")  # also train.init_from=DIR:tested, DIR:best, DIR:last
 MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max"}
+# Fields that change how a run is carried out or shown, never what it trains: a run folder whose
+# config.json differs from the command's only in these is the same run (train resumes it, or
+# reports it when finished, and records the new values). data.on_error: a run that met a bad file
+# under "error" stopped there, so "skip" (which the error message suggests) continues the same
+# run; the loader's threads, read-ahead and caches change only the speed; eval_chunk_mib gives the
+# same logits with less memory; note is text. (train.epochs, when it grows, extends a finished
+# run: training/workdir.py.) Not here, though they do not touch training either: eval_batch_size
+# (the validation logits, hence early stopping, may differ in their last digits).
+RUNTIME_FIELDS = frozenset({
+    "note", "data.on_error", "data.workers", "data.prefetch_batches", "data.cache",
+    "data.cache_dir", "train.eval_chunk_mib"})
 
 
 def base_config() -> ConfigDict:
@@ -200,6 +211,11 @@ def flat_items(c: ConfigDict, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def to_dict(c: ConfigDict) -> dict:
     """A JSON-ready plain dict (tuples become lists)."""
     return json.loads(c.to_json())
+
+
+def training_diff(a: dict, b: dict) -> list[str]:
+    """The fields of :func:`diff` that change what a run trains (not in RUNTIME_FIELDS)."""
+    return [field for field in diff(a, b) if field not in RUNTIME_FIELDS]
 
 
 def diff(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -11,6 +11,7 @@ ever names a known truth."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -28,7 +29,8 @@ from speechmusic_jax.data import split as split_lib
 from speechmusic_jax.data.pipeline import LoaderConfig, make_loader_config
 from speechmusic_jax.errors import DataError, RunNotFound
 from speechmusic_jax.io_utils import atomic_write_json, check_output, read_json
-from speechmusic_jax.training import breakdown, builder, clip_scoring
+from speechmusic_jax.training import breakdown, builder, clip_scoring, reporting
+from speechmusic_jax.training import workdir as workdir_rules
 from speechmusic_jax.training.checkpoints import Checkpoints
 
 
@@ -109,25 +111,59 @@ def clip_rows(run: LoadedRun, pred: clip_scoring.Predictions) -> list[dict]:
 
 
 def source_name(spec: str) -> str:
-    """A file name for a data spec (``eval/<source>.json``)."""
-    return re.sub(r"[^\w.\-]+", "_", spec).strip("_") or "source"
+    """The file stem of a data spec's evaluation (``eval/<stem>.json``): a readable part (the
+    spec with other characters as ``_``; for a long one, its kind and the end of its path) and 8
+    hex digits of the SHA-256 of the spec with its path made absolute, so that two sources never
+    share a name (``folder:/a/b`` and ``folder:/a_b`` read alike) and one always gets the same."""
+    def clean(text: str) -> str:
+        return re.sub(r"[^\w.\-]+", "_", text).strip("_.")
+
+    try:
+        kind, arg = sources.parse_spec(spec)
+    except ValueError:
+        kind, arg = "", spec
+    readable = clean(spec)
+    if len(readable) > 60:
+        readable = clean(f"{kind or 'source'}_{clean(arg)[-50:]}")
+    readable = readable or "source"
+    if kind and kind not in ("synthetic", "tfds"):
+        arg = os.path.abspath(arg)
+    digest = hashlib.sha256(f"{kind}:{arg}".encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"
+
+
+def eval_paths(workdir: str, spec: str, output: str | None = None) -> tuple[str, str]:
+    """Where evaluate writes the report on ``spec`` and its per-file predictions: ``output``
+    (a .json file) or ``workdir/eval/<source_name>.json``, and beside it the same name ending
+    in ``.predictions.csv``."""
+    report = output or os.path.join(workdir, "eval", f"{source_name(spec)}.json")
+    return report, re.sub(r"\.json$", "", report) + ".predictions.csv"
 
 
 def evaluate_source(run: LoadedRun, spec: str, *, on_error: str = "error",
                     log: Callable[[str], None] = print,
-                    by: Sequence[str] | None = None) -> tuple[dict, str]:
+                    by: Sequence[str] | None = None, output: str | None = None,
+                    overwrite: bool = False) -> tuple[dict, str]:
     """Classify every file of the labelled source ``spec`` with ``run``; write the report (the
     keys of summary.json's ``test``, plus the data errors, the source, the weights' epoch, any
-    overlap with the run's own training or validation files, and under ``by`` the accuracy
-    per value of each column in ``by``: None for the default columns, see
-    :mod:`training.breakdown`) to ``eval/<source>.json``. Returns (report, path). A column the
-    source lacks raises :class:`breakdown.UnknownColumn` before any file is classified."""
+    overlap with the run's own training or validation files, the number of files it got
+    ``wrong`` and the name of its ``predictions_file``, and under ``by`` the accuracy per value
+    of each column in ``by``: None for the default columns, see :mod:`training.breakdown`) to
+    ``eval/<source>.json``, or to ``output``; and beside it the per-file predictions (see
+    :func:`eval_paths`). Returns (report, path). In eval/ an earlier report of ours on the same
+    source is replaced; an ``output`` that exists only with ``overwrite`` and only when it (and
+    its predictions file) is ours; a file of anyone else's, or a folder, never. Both are checked
+    before any work, as is a column the source lacks (:class:`breakdown.UnknownColumn`)."""
     try:
         sources.parse_spec(spec)
     except ValueError as e:
         raise DataError(str(e)) from None
-    path = os.path.join(run.workdir, "eval", f"{source_name(spec)}.json")
-    check_output(path, overwrite=True, ours=_is_eval_report, flag="eval report")
+    path, predictions_path = eval_paths(run.workdir, spec, output)
+    replace = overwrite if output else True
+    check_output(path, overwrite=replace, ours=workdir_rules.is_eval_report,
+                 flag="--output" if output else "eval report")
+    check_output(predictions_path, overwrite=replace, ours=reporting.is_predictions_file,
+                 flag="predictions file")
     scanned = prepare.scan_source(run.cfg.data, spec, on_error, log, merge_duplicates=False,
                                   splitting=False)
     bad_files = prepare.BadFiles(on_error, log, scanned.errors)
@@ -146,16 +182,13 @@ def evaluate_source(run: LoadedRun, spec: str, *, on_error: str = "error",
         f"files of {spec}")
     pred = classify(run, scanned.files, on_bad_file=bad_files)
     report = clip_scoring.report(pred, run.classes)
+    wrong = reporting.write_predictions(predictions_path, pred, run.classes)
     report.update(data_errors=dict(bad_files.counts), source=spec, weights_epoch=run.epoch,
                   overlap_with_training=overlap,
-                  by=breakdown.by_columns(pred, columns, run.classes, explicit=by is not None))
+                  by=breakdown.by_columns(pred, columns, run.classes, explicit=by is not None),
+                  wrong=wrong, predictions_file=os.path.basename(predictions_path))
     atomic_write_json(path, report)
     return report, path
-
-
-def _is_eval_report(path: str) -> bool:
-    report = read_json(path)
-    return isinstance(report, dict) and {"accuracy", "source"} <= set(report)
 
 
 def training_overlap(run: LoadedRun, files: Sequence[sources.AudioFile]) -> dict:

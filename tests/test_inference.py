@@ -390,3 +390,93 @@ def test_short_inputs_are_flagged_and_low_confidence_is_uncertain(run_dir, tmp_p
     r = cli("predict", f"--workdir={run_dir}", "--min_confidence=1.5", noise)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert "--min_confidence must be a probability in [0, 1], got 1.5" in r.stderr
+
+
+# ---- evaluate: per-file predictions, --output, names that cannot collide -----------------------
+
+def _test_manifest(run_dir, path):
+    split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
+    path.write_text("path,label\n" + "".join(
+        f"{f.path},{('speech', 'music')[f.label]}\n" for f in split["test"]))
+    return path
+
+
+def test_evaluate_lists_every_file_and_says_how_many_were_wrong(run_dir, tmp_path):
+    manifest = _test_manifest(run_dir, tmp_path / "test.csv")
+    output = tmp_path / "out" / "report.json"
+    r = cli("evaluate", f"--workdir={run_dir}", f"--data=manifest:{manifest}",
+            f"--output={output}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(output.read_text())
+    listed = tmp_path / "out" / "report.predictions.csv"
+    assert report["predictions_file"] == "report.predictions.csv"
+    assert (f"{report['wrong']} of {report['n_files']} files wrong; every file's prediction "
+            f"(column correct) in {listed}") in r.stdout
+    assert not os.path.exists(os.path.join(
+        run_dir, "eval", f"{trained_run.source_name(f'manifest:{manifest}')}.json"))
+    rows = read_csv(listed)
+    assert list(rows[0]) == ["path", "label", "predicted", "confidence", "p_speech", "p_music",
+                             "correct"]
+    assert len(rows) == report["n_files"]
+    assert sum(row["correct"] == "0" for row in rows) == report["wrong"]
+    assert report["wrong"] == report["n_files"] - round(report["accuracy"] * report["n_files"])
+    saved = {row["path"]: row for row in read_csv(os.path.join(run_dir, "test_predictions.csv"))}
+    for row in rows:  # the weights training tested with: the same answers as its test
+        assert row["correct"] == str(int(row["predicted"] == row["label"]))
+        assert float(row["confidence"]) == max(float(row["p_speech"]), float(row["p_music"]))
+        assert row["predicted"] == saved[row["path"]]["predicted"]
+        assert float(row["p_music"]) == pytest.approx(float(saved[row["path"]]["p_music"]),
+                                                      abs=1e-5)
+
+
+def test_evaluate_output_replaces_only_its_own_report(run_dir, tmp_path):
+    from speechmusic_jax.errors import WorkdirConflict
+
+    manifest = _test_manifest(run_dir, tmp_path / "test.csv")
+    spec = f"manifest:{manifest}"
+    run = trained_run.load_run(run_dir)
+    quiet = lambda _: None  # noqa: E731
+    mine = tmp_path / "report.json"
+    trained_run.evaluate_source(run, spec, log=quiet, output=str(mine))
+    assert (tmp_path / "report.predictions.csv").exists()
+    with pytest.raises(WorkdirConflict, match="exists; pass --overwrite"):
+        trained_run.evaluate_source(run, spec, log=quiet, output=str(mine))
+    trained_run.evaluate_source(run, spec, log=quiet, output=str(mine), overwrite=True)
+    users = tmp_path / "users.json"
+    users.write_text('{"accuracy": 0.5}')
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "theirs.predictions.csv").write_text("my,own,table\n")
+    (tmp_path / "theirs.json").write_text(mine.read_text())  # a report of ours, but ...
+    for target, match in ((users, "not a file this program wrote"),
+                          (tmp_path / "folder.json", "is a folder"),
+                          (tmp_path / "theirs.json", "predictions file.*not a file this")):
+        with pytest.raises(WorkdirConflict, match=match):
+            trained_run.evaluate_source(run, spec, log=quiet, output=str(target),
+                                        overwrite=True)
+    assert users.read_text() == '{"accuracy": 0.5}'
+    assert (tmp_path / "theirs.predictions.csv").read_text() == "my,own,table\n"
+    assert os.listdir(tmp_path / "folder.json") == []
+    r = cli("evaluate", f"--workdir={run_dir}", f"--data={spec}", f"--output={tmp_path}/r.csv")
+    assert r.returncode == 2 and "--output must end in .json" in r.stderr
+
+
+def test_eval_reports_of_sources_with_alike_names_do_not_collide(run_dir, tmp_path):
+    from audio_fixtures import write_class_files
+
+    specs = []
+    for folder in (tmp_path / "a" / "b", tmp_path / "a_b"):
+        for kind in ("speech", "music"):
+            write_class_files(folder / kind, kind, 2, nested=False, seed=len(specs))
+        specs.append(f"folder:{folder}")
+    names = [trained_run.source_name(s) for s in specs]
+    assert names[0] != names[1]
+    assert names[0].rsplit("-", 1)[0] == names[1].rsplit("-", 1)[0]  # alike to read ...
+    assert names[0].rsplit("-", 1)[0].endswith("_a_b")  # ... and readable
+    assert trained_run.source_name(specs[0]) == names[0]  # the same source, the same name
+    run = trained_run.load_run(run_dir)
+    paths = [trained_run.evaluate_source(run, s, log=lambda _: None)[1] for s in specs]
+    assert paths[0] != paths[1]
+    for spec, path in zip(specs, paths, strict=True):
+        with open(path) as f:
+            assert json.load(f)["source"] == spec
+        assert os.path.exists(path[:-len(".json")] + ".predictions.csv")

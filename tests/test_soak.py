@@ -169,7 +169,8 @@ def moment(workdir, last: dict | None) -> str:
                 return "during a pointer write"
             if not entry.startswith("epoch_") or not (folder / entry).is_dir():
                 continue
-            epoch, inner = int(entry.split("_")[1]), os.listdir(folder / entry)
+            epoch = int(entry.split("_")[1].split(".")[0])  # epoch_NNNN or epoch_NNNN.K
+            inner = os.listdir(folder / entry)
             if epoch > last_epoch:
                 if "loop.json" in inner:
                     return "after a checkpoint, before its pointer"

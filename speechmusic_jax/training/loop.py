@@ -36,6 +36,7 @@ import numpy as np
 
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import distributed, parallel, timing
+from speechmusic_jax.data import split as split_lib
 from speechmusic_jax.data.pipeline import (
     LoaderConfig,
     ReadAhead,
@@ -185,7 +186,10 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
         host_memory: str | None = None) -> dict:
     """Train and test ``cfg`` in ``workdir``; return the summary (also in summary.json).
 
-    ``overwrite`` first removes the workdir's run (never a folder holding anything else).
+    ``overwrite`` replaces the workdir's run (never a folder holding anything else): it is
+    checked first and removed only once the new start is known good. Nothing is written (no
+    folder created, config.json included) before the config, the pretrained weights and the
+    data (scanned and split) have been checked: a failed start leaves the workdir as it was.
     ``stop_after`` ends this call after that many epochs as if the process had been stopped
     (checkpoint written, no test, returns ``{"status": "interrupted"}``); the next call resumes.
     It exists for tests and for time-boxed jobs. ``progress`` shows a per-step progress bar
@@ -207,17 +211,16 @@ def fit(cfg: config_lib.ConfigDict, workdir: str, *, log: Log = print,
     # with a checkpoint of its own resumes from that instead.
     start_from = (pretrained.load(cfg, [workdir], scope.mesh)
                   if pretrained.needed(cfg, workdir, overwrite) else None)
-    if overwrite and scope.is_main:
-        workdir_rules.remove_run(workdir)
-    if scope.multiprocess:
-        distributed.barrier("fit-overwrite")
-    begin = workdir_rules.start(workdir, config_lib.to_dict(cfg))
+    if overwrite:  # refused now, deleting nothing; removed by setup once the start is good
+        workdir_rules.check_removable(workdir)
+    begin = (workdir_rules.Start.NEW if overwrite
+             else workdir_rules.start(workdir, config_lib.to_dict(cfg)))
     if scope.multiprocess:  # everyone has read the workdir before process 0 writes to it
         distributed.barrier("fit-start")
     if begin is workdir_rules.Start.FINISHED:
         return report_finished(workdir, cfg, log)
     clock = SessionClock()
-    run = setup(cfg, workdir, log, scope, start_from)
+    run = setup(cfg, workdir, log, scope, start_from, replace=overwrite)
     if host_memory is not None:
         run = dataclasses.replace(run, device={**run.device, "host_memory": host_memory})
     state, loop_state = restore_or_init(run, begin, clock)
@@ -310,10 +313,13 @@ def _quiet(_: str) -> None:
 
 def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
           scope: parallel.Scope | None = None,
-          start_from: pretrained.Pretrained | None = None) -> Run:
+          start_from: pretrained.Pretrained | None = None, *, replace: bool = False) -> Run:
     """Everything before the first epoch: devices, data, model and optimizer, compiled steps.
     ``start_from``: the pretrained weights of ``train.init_from`` (None: initialise with the
-    seed; a resumed run then loads its own checkpoint over them)."""
+    seed; a resumed run then loads its own checkpoint over them). ``replace``: remove the
+    workdir's run (--overwrite) and start afresh. The workdir is written to (config.json,
+    split.csv) only once the data is scanned and split and fits the batch: a start that fails
+    before then leaves it as it was."""
     scope = scope or parallel.global_scope()
     mesh = scope.mesh
     eval_mesh = parallel.local_scope().mesh if scope.multiprocess else mesh
@@ -322,10 +328,7 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
         parallel.check_divisible(cfg.train.eval_batch_size, eval_mesh, "train.eval_batch_size")
     except ValueError as e:
         raise config_lib.ConfigError(str(e)) from None
-    resuming = os.path.exists(os.path.join(workdir, "config.json"))
-    if scope.is_main:
-        os.makedirs(workdir, exist_ok=True)
-        atomic_write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(cfg))
+    resuming = not replace and os.path.exists(os.path.join(workdir, "config.json"))
     if cfg.note:
         log(f"note: {cfg.name}: {cfg.note}")
     device = timing.device_info()
@@ -333,23 +336,31 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
         + (f" over {scope.process_count} processes" if scope.multiprocess else "")
         + f", jax {jax.__version__}")
 
-    # Process 0 scans (making the built-in corpus if needed) and splits first; the others then
-    # read the same split back from split.csv.
-    data = prepare_data(cfg, workdir, log, resume=resuming) if scope.is_main else None
+    # Process 0 scans (making the built-in corpus if needed) and splits first, checks, then writes
+    # the run's config.json and split.csv; the others then read the same split back.
+    data = (prepare_data(cfg, workdir, log, resume=resuming, write=False) if scope.is_main
+            else None)
+    if scope.is_main:
+        _check_batch(cfg, data)
+        if replace:
+            workdir_rules.remove_run(workdir)
+        os.makedirs(workdir, exist_ok=True)
+        atomic_write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(cfg))
+        split_path = os.path.join(workdir, "split.csv")
+        if not (resuming and os.path.exists(split_path)):
+            split_lib.write_split_csv(split_path, data.split, cfg.data.classes)
     if scope.multiprocess:
         distributed.barrier("fit-data")
         if not scope.is_main:
             data = prepare_data(cfg, workdir, log, resume=True)
     assert data is not None
+    _check_batch(cfg, data)
     train_files = data.split["train"]
     # Augmentation, class weights / balanced sampling and the memory cache live in the loader.
     loader = make_loader_config(cfg, train_files, warn=log)
     if cfg.data.balance != "none":
         log(f"data: class balance by {cfg.data.balance}: "
             f"{balance_summary(loader, train_files, cfg.data.classes)}")
-    if len(train_files) < cfg.train.batch_size:
-        raise DataError(f"train.batch_size: {cfg.train.batch_size} is more than the "
-                        f"{len(train_files)} training files")
 
     built = builder.build(cfg, steps_per_epoch=len(train_files) // cfg.train.batch_size,
                           weights=start_from.weights if start_from else None)
@@ -369,6 +380,12 @@ def setup(cfg: config_lib.ConfigDict, workdir: str, log: Log,
                Checkpoints(workdir, mesh if scope.multiprocess else None),
                {**device, "process_count": scope.process_count},
                start_from.record() if start_from else None)
+
+
+def _check_batch(cfg: config_lib.ConfigDict, data: PreparedData) -> None:
+    if len(data.split["train"]) < cfg.train.batch_size:
+        raise DataError(f"train.batch_size: {cfg.train.batch_size} is more than the "
+                        f"{len(data.split['train'])} training files")
 
 
 def restore_or_init(run: Run, begin: workdir_rules.Start,

@@ -18,14 +18,32 @@ from speechmusic_jax.training import clip_scoring, metrics
 Log = Callable[[str], None]
 
 
-def write_predictions(path: str, pred: clip_scoring.Predictions, classes) -> None:
+# The first columns of a per-file predictions file with known labels (test_predictions.csv,
+# evaluate's predictions): then p_<class> for each class, then correct (1 or 0).
+PREDICTIONS_HEAD = ("path", "label", "predicted", "confidence")
+
+
+def write_predictions(path: str, pred: clip_scoring.Predictions, classes) -> int:
+    """One row per file of ``pred`` (labelled): path, label, predicted, confidence (the top
+    probability), p_<class>..., correct; written atomically. Returns how many are wrong."""
     probs = clip_scoring.softmax(pred.clip_logits)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+    w.writerow([*PREDICTIONS_HEAD, *[f"p_{c}" for c in classes], "correct"])
+    wrong = 0
     for f, p in zip(pred.files, probs, strict=True):
-        w.writerow([f.path, classes[f.label], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+        top = int(p.argmax())
+        wrong += top != f.label
+        w.writerow([f.path, classes[f.label], classes[top], f"{p[top]:.6f}",
+                    *[f"{v:.6f}" for v in p], int(top == f.label)])
     atomic_write_text(path, buf.getvalue())
+    return wrong
+
+
+def is_predictions_file(path: str) -> bool:
+    """Does ``path`` start as :func:`write_predictions` writes?"""
+    with open(path, encoding="utf-8") as f:
+        return f.readline().startswith(",".join(PREDICTIONS_HEAD) + ",")
 
 
 class EpochPrinter:
