@@ -132,16 +132,22 @@ def _probabilities(path) -> dict[str, np.ndarray]:
             for r in rows}
 
 
+# |validation loss| differences measured over the tiny experiment's 3 epochs against one process
+# on one device: 8.3e-9 for 2 processes x 2 devices, 5.3e-9 for 4 devices of one process. Before
+# the conv biases that batch norm cancels were frozen (training.optim.without_updates), Adam
+# stepped them on their rounding-noise gradient, which differs with the reduction's split over
+# devices: 2.1e-4 and 1.3e-4 then. The tolerance is 100x above the first, 100x below the second.
+VAL_LOSS_ATOL = 1e-6
+
+
 def _same_training(curve: np.ndarray, reference: np.ndarray) -> None:
-    """Equal loss curves to float tolerance. The training loss of each step is computed before
-    its update and agrees closely; validation sees the weights after many steps, where the
-    biases that precede batch norm (whose gradient is zero but for rounding, which Adam scales
-    up to step size) differ in the rounding of a reduction split over devices."""
+    """Equal loss curves to float tolerance (the reductions split over devices round
+    differently)."""
     assert curve.shape == reference.shape
     np.testing.assert_array_equal(curve[:, 0], reference[:, 0])  # the same epochs
     np.testing.assert_allclose(curve[:, 1], reference[:, 1], rtol=1e-4)  # train loss
     np.testing.assert_allclose(curve[:, 2], reference[:, 2])  # train accuracy
-    np.testing.assert_allclose(curve[:, 3], reference[:, 3], atol=2e-3)  # val loss
+    np.testing.assert_allclose(curve[:, 3], reference[:, 3], atol=VAL_LOSS_ATOL)  # val loss
 
 
 def test_two_processes_train_as_one_agree_on_every_metric_and_resume_after_a_stop(

@@ -23,7 +23,7 @@ import optax
 from jax.sharding import Mesh
 
 from speechmusic_jax import parallel, timing
-from speechmusic_jax.models.conv1d import DropoutRates, build_model, count_params
+from speechmusic_jax.models.conv1d import DropoutRates, build_model, cancelled_by_norm, count_params
 from speechmusic_jax.models.presets import ModelSpec, resolve_spec
 from speechmusic_jax.training import optim
 from speechmusic_jax.training.step import TrainState, init_state, make_eval_step, make_train_step
@@ -85,7 +85,7 @@ def build(cfg, steps_per_epoch: int = 1, weights: tuple[Any, Any] | None = None)
     model_state) to start from instead (a pretrained run's, of the same structure: see
     :mod:`training.pretrained`); the optimizer state is made fresh for them."""
     spec = resolve_spec(cfg.model, len(cfg.data.classes), cfg.data.sample_rate)
-    tx, schedule = optim.from_config(cfg, steps_per_epoch)
+    tx, schedule = optim.from_config(cfg, steps_per_epoch, frozen=cancelled_by_norm(spec))
     graphdef, state = init_state(build_model(spec, cfg.seed, cfg.train.precision), tx)
     if weights is not None:
         params, model_state = (jax.tree.map(lambda like, w: jnp.asarray(w, like.dtype), like,
@@ -260,8 +260,8 @@ def build_group(cfgs, steps_per_epoch: int = 1,
     decay = cfgs[0].optimizer.weight_decay > 0
     moments = [optim.moments_of(c.optimizer) for c in cfgs]
     varied = [k for k in moments[0] if len({m[k] for m in moments}) > 1]
-    txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay, traced_moments=varied)
-           for c in cfgs]
+    txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay, traced_moments=varied,
+                                      frozen=cancelled_by_norm(built.spec)) for c in cfgs]
     states = [TrainState(built.state.params, built.state.model_state,
                          tx.init(built.state.params), built.state.step) for tx in txs]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
