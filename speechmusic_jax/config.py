@@ -52,7 +52,11 @@ def base_config() -> ConfigDict:
     c = ConfigDict()
     c.name = "default"
     c.note = ""  # what the experiment is for, printed at the start and end of a run
-    c.seed = 0
+    c.seed = 0  # the data: the split, the order and crops of the batches, augmentation
+    # the model: its initial weights and dropout masks; None: the value of seed (so a run that
+    # leaves it unset is the run of one seed). Trials that differ only in it train on the same
+    # batches, in one program when grouped (a paired design over initialisations).
+    c.init_seed = config_dict.placeholder(int)
 
     c.data = ConfigDict()
     c.data.spec = "synthetic"
@@ -230,6 +234,14 @@ def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def init_seed(c: Any) -> int:
+    """The seed of a config's initial weights and dropout masks: ``init_seed``, or ``seed`` when
+    it is None (unset; also a config written before the field existed). config.json keeps the
+    field as given (null: the rule), so a run started before it existed resumes unchanged."""
+    value = c.get("init_seed")
+    return int(c["seed"] if value is None else value)
+
+
 def validate(c: ConfigDict) -> None:
     """Raise :class:`ConfigError` naming the first invalid field."""
 
@@ -247,6 +259,8 @@ def validate(c: ConfigDict) -> None:
             raise ConfigError(f"{field}: must be a finite number (got {value!r})")
     need(bool(re.fullmatch(r"[\w.\-]+", c.name)), "name", "use letters, digits, '.', '-', '_'")
     need(isinstance(c.seed, int) and c.seed >= 0, "seed", "must be a non-negative integer")
+    need(c.get("init_seed") is None or (isinstance(c.init_seed, int) and c.init_seed >= 0),
+         "init_seed", "must be a non-negative integer, or None for the value of seed")
     data = c.data
     try:
         parse_spec(data.spec)

@@ -240,3 +240,44 @@ def test_eval_step_counts_the_flops_of_the_whole_batch_when_it_goes_in_chunks(ti
         flops[mib] = (compiled.flops_per_example, "while" in compiled.fn.as_text())
     assert flops[0.0][0] > 0 and flops[0.0][0] == flops[1e-3][0]
     assert not flops[0.0][1] and flops[1e-3][1]
+
+
+def test_init_seed_fixes_the_initial_weights_and_defaults_to_seed(tiny_config):
+    # Unset, init_seed is seed: the initial weights are those the model was built with before
+    # the field existed (build_model seeded with seed). Set, it alone changes them; trials
+    # that differ only in it share a group (the same data, batches and program).
+    from flax import nnx
+
+    from speechmusic_jax import config as config_lib
+    from speechmusic_jax.models.conv1d import build_model
+    from speechmusic_jax.models.presets import resolve_spec
+
+    def params(cfg):
+        return [np.asarray(x) for x in jax.tree.leaves(builder.build(cfg).state.params)]
+
+    tiny_config.seed = 3
+    assert tiny_config.init_seed is None and config_lib.init_seed(tiny_config) == 3
+    spec = resolve_spec(tiny_config.model, 2, tiny_config.data.sample_rate)
+    before = [np.asarray(x) for x in jax.tree.leaves(nnx.state(build_model(spec, 3), nnx.Param))]
+    unset = params(tiny_config)
+    assert all(np.array_equal(a, b) for a, b in zip(unset, before, strict=True))
+    same = tiny_config.copy_and_resolve_references()
+    same.init_seed = 3
+    assert all(np.array_equal(a, b) for a, b in zip(params(same), unset, strict=True))
+    other = tiny_config.copy_and_resolve_references()
+    other.init_seed = 4
+    config_lib.validate(other)
+    assert not all(np.array_equal(a, b) for a, b in zip(params(other), unset, strict=True))
+    assert builder.group_key(other) == builder.group_key(tiny_config)
+    group = builder.build_group([tiny_config, other])  # each trial starts from its own weights
+    for i, want in enumerate((unset, params(other))):
+        got = jax.tree.leaves(group.trial_state(group.state, i).params)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), i
+    moved = tiny_config.copy_and_resolve_references()
+    moved.seed = 4
+    assert builder.group_key(moved) != builder.group_key(tiny_config)
+    # a config written before the field existed (config.json of an older run) reads as seed
+    old = config_lib.to_dict(tiny_config)
+    del old["init_seed"]
+    assert config_lib.init_seed(old) == 3 and config_lib.diff(old, config_lib.to_dict(
+        tiny_config)) == []

@@ -349,6 +349,30 @@ class Conv1DClassifier(nnx.Module):
         return x
 
 
+# The convolutions whose output goes straight into a Norm: the stem's and each block's two.
+_NORMED_CONVS = ("stem", "conv1", "conv2")
+
+
+def cancelled_by_norm(spec: ModelSpec) -> Callable[[tuple], bool] | None:
+    """Which parameters (by pytree path) the network's output does not depend on, or None if
+    none: with batch norm, the bias of each convolution that feeds it (the stem's and every
+    block's). Batch norm subtracts each channel's batch mean, the bias with it, so the bias's
+    gradient is zero but for float rounding (~1e-9), and an adaptive optimizer such as Adam
+    scales that rounding up to full-size steps, which differ between any two programs that sum
+    in another order (a vmapped group, another number of processes). The optimizer leaves
+    these parameters where they are (``optim.without_updates``). Layer and group norm subtract
+    a mean over channels, not each channel's own, so the biases before them do matter."""
+    if spec.norm != "batch":
+        return None
+
+    def cancelled(path: tuple) -> bool:
+        keys = [getattr(e, "key", None) for e in path]
+        keys = [k for k in keys if k is not None]
+        return len(keys) >= 2 and keys[-1] == "bias" and keys[-2] in _NORMED_CONVS
+
+    return cancelled
+
+
 def build_model(spec: ModelSpec, seed: int, precision: str = "float32") -> Conv1DClassifier:
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
     return Conv1DClassifier(spec, rngs=nnx.Rngs(params=seed), dtype=dtype)

@@ -23,7 +23,13 @@ import optax
 from jax.sharding import Mesh
 
 from speechmusic_jax import parallel, timing
-from speechmusic_jax.models.conv1d import DropoutRates, build_model, count_params, layer_order
+from speechmusic_jax.models.conv1d import (
+    DropoutRates,
+    build_model,
+    cancelled_by_norm,
+    count_params,
+    layer_order,
+)
 from speechmusic_jax.models.presets import ModelSpec, resolve_spec
 from speechmusic_jax.training import optim
 from speechmusic_jax.training.step import TrainState, init_state, make_eval_step, make_train_step
@@ -36,7 +42,7 @@ class Built:
     cfg: Any
     spec: ModelSpec
     graphdef: Any
-    state: TrainState  # initial weights (seeded by cfg.seed) and optimizer state; a train step
+    state: TrainState  # initial weights (seeded by init_seed) and optimizer state; a train step
     # donates the state it is given, so copy this one before stepping it where it is reused
     tx: optax.GradientTransformation
     schedule: optax.Schedule
@@ -81,13 +87,16 @@ class Compiled:
 
 def build(cfg, steps_per_epoch: int = 1, weights: tuple[Any, Any] | None = None) -> Built:
     """The model of ``cfg.model`` for ``cfg.data``'s classes and sample rate, initialised with
-    ``cfg.seed``, and the optimizer of ``cfg.optimizer``/``cfg.train`` whose schedule spans
-    ``cfg.train.epochs`` epochs of ``steps_per_epoch`` steps. ``weights``: (params,
-    model_state) to start from instead (a pretrained run's, of the same structure: see
-    :mod:`training.pretrained`); the optimizer state is made fresh for them."""
+    ``cfg.init_seed`` (unset: ``cfg.seed``; ``config.init_seed``), and the optimizer of
+    ``cfg.optimizer``/``cfg.train`` whose schedule spans ``cfg.train.epochs`` epochs of
+    ``steps_per_epoch`` steps. ``weights``: (params, model_state) to start from instead (a
+    pretrained run's, of the same structure: see :mod:`training.pretrained`); the optimizer
+    state is made fresh for them."""
     spec = resolve_spec(cfg.model, len(cfg.data.classes), cfg.data.sample_rate)
-    tx, schedule = optim.from_config(cfg, steps_per_epoch)
-    model = build_model(spec, cfg.seed, cfg.train.precision)
+    tx, schedule = optim.from_config(cfg, steps_per_epoch, frozen=cancelled_by_norm(spec))
+    from speechmusic_jax import config as config_lib
+
+    model = build_model(spec, config_lib.init_seed(cfg), cfg.train.precision)
     layers = tuple(layer_order(model))
     graphdef, state = init_state(model, tx)
     if weights is not None:
@@ -185,8 +194,8 @@ def predictor(built: Built, state: TrainState,
 
 # The config fields a group's trials may differ in: traced inputs of one compiled program (the
 # optimizer's injected hyperparameters, learning rate, weight decay and moments, held in its
-# state; the loss's and the dropout rates, passed to the step as ``hyper``). Every other
-# field, the seed included, is shared.
+# state; the loss's and the dropout rates, passed to the step as ``hyper``), and init_seed (each
+# trial's initial weights are its own). Every other field, the seed included, is shared.
 STEP_TRACED = {"train.label_smoothing": "label_smoothing", "train.l1": "l1", "train.l2": "l2",
                "model.dropout": "dropout", "model.stage_dropout": "stage_dropout"}
 GROUP_TRACED = tuple(f"optimizer.{name}" for name in optim.INJECTED) + tuple(STEP_TRACED)
@@ -195,14 +204,16 @@ GROUP_STRATEGIES = ("vmap", "map")  # one vmapped step, or one trial after anoth
 
 def group_key(cfg) -> str:
     """Trials with equal keys can train as one group: the same config but for the traced
-    hyperparameters (:data:`GROUP_TRACED`; weight decay all zero or all positive) and the
-    name."""
+    hyperparameters (:data:`GROUP_TRACED`; weight decay all zero or all positive), the
+    ``init_seed`` (the initial weights are per trial; the seed, which fixes the data and
+    batches, is shared: a group of init seeds is a paired design) and the name."""
     import json
 
     from speechmusic_jax import config as config_lib
 
     d = config_lib.to_dict(cfg)
     d.pop("name", None)
+    d.pop("init_seed", None)
     for field in GROUP_TRACED:
         section, name = field.split(".")
         d[section] = {k: v for k, v in d[section].items() if k != name}
@@ -228,13 +239,22 @@ def step_hyper(cfgs) -> dict[str, np.ndarray]:
     return out
 
 
+def dropout_key(cfg) -> jax.Array:
+    """The key of a run's dropout masks (folded with the step number at each step): seeded by
+    ``init_seed`` (unset: ``seed``; ``config.init_seed``), as are the initial weights."""
+    from speechmusic_jax import config as config_lib
+
+    return jax.random.key(config_lib.init_seed(cfg))
+
+
 @dataclasses.dataclass(frozen=True)
 class BuiltGroup:
     """Trials that share a model and optimizer family, their states stacked on a leading axis.
 
-    Every trial starts from the same initial weights (the group shares the seed) and differs
-    only in the injected hyperparameters held in its optimizer state, so one compiled step
-    trains them all.
+    Each trial starts from the initial weights its own config builds alone (its
+    ``init_seed``; the group shares the seed, and so the data and batches) and differs in the
+    injected hyperparameters held in its optimizer state, so one compiled step trains them
+    all.
     """
 
     built: Built  # the first trial's network, initial weights and schedule
@@ -263,10 +283,11 @@ def build_group(cfgs, steps_per_epoch: int = 1,
     decay = cfgs[0].optimizer.weight_decay > 0
     moments = [optim.moments_of(c.optimizer) for c in cfgs]
     varied = [k for k in moments[0] if len({m[k] for m in moments}) > 1]
-    txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay, traced_moments=varied)
-           for c in cfgs]
-    states = [TrainState(built.state.params, built.state.model_state,
-                         tx.init(built.state.params), built.state.step) for tx in txs]
+    txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay, traced_moments=varied,
+                                      frozen=cancelled_by_norm(built.spec)) for c in cfgs]
+    inits = [built.state, *(build(c, steps_per_epoch, weights).state for c in cfgs[1:])]
+    states = [TrainState(s.params, s.model_state, tx.init(s.params), s.step)
+              for s, tx in zip(inits, txs, strict=True)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     return BuiltGroup(built, tuple(cfgs), txs[0], stacked, len(cfgs), step_hyper(cfgs))
 

@@ -9,10 +9,9 @@ the step's traced inputs (``group.hyper``), and one compiled step (``vmap`` over
 ``map``: one after another inside the program) takes every trial through the same batch with the
 same dropout key. Every trial of a group therefore sees exactly the batches it would see alone
 (a paired design), and trial i trained in a group equals trial i trained alone to float rounding
-(tests/test_tuning_group.py). One caveat, true of any two runs that sum in a different order
-(alone on another CPU as well): a conv bias that batch norm cancels has a zero gradient but for
-float noise, and Adam's normalised first steps turn that noise into +-lr moves; the training
-loss is unaffected, the running mean (and so the validation loss) moves by ~1e-3.
+(tests/test_tuning_group.py), with Adam and batch norm too: the conv biases that batch norm
+cancels, whose gradient is zero but for rounding noise that Adam would scale up to +-lr steps
+(which moved the validation loss by up to ~1e-3), get no updates (``optim.without_updates``).
 
 Per trial, as ``fit`` does: batch-norm statistics are its own; a non-finite loss or gradient
 freezes it (its update is masked from that step on) and records the step; early stopping stops

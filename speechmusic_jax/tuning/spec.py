@@ -9,8 +9,9 @@
 The trials are every workload x seed x arm x point, numbered in that order (``trials()``): each
 arm gets ``budget`` points of the same search over its space (its own fixed fields, the shared
 axes first, then its own), and every point runs once per seed. Seeds are a repeat axis, never
-tuned: a seed fixes the split, the initial weights, the batches and the dropout keys, so the
-arms of one seed start from the same weights and see the same batches (a paired design).
+tuned: a seed fixes the split, the initial weights, the batches and the dropout keys (the
+weights and dropout keys unless the base sets ``init_seed``), so the arms of one seed start from
+the same weights and see the same batches (a paired design).
 
 A sweep file ``experiments/sweeps/NAME.py`` defines ``get_sweep(arg=None) -> Sweep``; its
 ``:tiny`` variant is what the tests run.
