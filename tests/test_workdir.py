@@ -286,3 +286,20 @@ def test_a_run_resumes_with_a_new_on_error_and_records_it(tiny_config, tmp_path)
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         data = json.load(f)["data"]
     assert (data["on_error"], data["workers"]) == ("skip", 1)
+
+
+def test_a_folder_holding_only_our_temporaries_starts_like_an_empty_one(tmp_path):
+    """A kill during a run's or a sweep's first atomic write leaves ``.NAME.HEX.tmp`` behind
+    (found by the fault soak: the rerun of the same sweep command was refused); the same command
+    must then start, and any other entry still refuses the folder."""
+    from speechmusic_jax.tuning import runner
+
+    for name, check in (("config.json", lambda w: workdir_rules.start(w, {})),
+                        ("sweep.json", lambda w: runner.check_workdir(w, {}))):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / f".{name}.0123456789ab.tmp").write_text("{")
+        check(str(folder))  # no error: starts as in an empty folder
+        (folder / "notes.txt").write_text("mine")
+        with pytest.raises(errors.WorkdirConflict, match=r"not empty .*\['notes.txt'\]"):
+            check(str(folder))

@@ -59,6 +59,15 @@ class Start(enum.Enum):
     EXTEND = "extend"  # a finished run, now asked for more epochs: continue from its last epoch
 
 
+def others(folder: str) -> list[str]:
+    """The entries of ``folder`` (sorted; none when it is absent) other than the temporaries of
+    our atomic writes: a kill in the middle of a run's or a sweep's first write leaves one, and
+    the same command must then start as in an empty folder."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(e for e in os.listdir(folder) if not _TEMPORARY.fullmatch(e))
+
+
 def start(workdir: str, cfg_dict: dict) -> Start:
     """How ``train`` begins in ``workdir`` for the config ``cfg_dict``; WorkdirConflict when it
     must not (a file, a folder of other things, a run of another config)."""
@@ -66,10 +75,10 @@ def start(workdir: str, cfg_dict: dict) -> Start:
         raise WorkdirConflict(f"--workdir {workdir} is a file, not a folder")
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
-        if os.path.isdir(workdir) and os.listdir(workdir):
-            leftovers = sorted(os.listdir(workdir))[:5]
+        leftovers = others(workdir)
+        if leftovers:
             raise WorkdirConflict(
-                f"--workdir {workdir} is not empty and holds no run (found {leftovers}); "
+                f"--workdir {workdir} is not empty and holds no run (found {leftovers[:5]}); "
                 "choose another workdir")
         return Start.NEW
     old = read_json(cfg_path) or {}

@@ -30,6 +30,7 @@ from typing import Any
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import errors
 from speechmusic_jax.io_utils import atomic_write_json, atomic_write_text, read_json
+from speechmusic_jax.training import workdir as workdir_rules
 from speechmusic_jax.tuning import claims
 from speechmusic_jax.tuning import records as records_lib
 from speechmusic_jax.tuning import space as space_lib
@@ -72,10 +73,10 @@ def check_workdir(workdir: str, record: dict) -> None:
         raise errors.WorkdirConflict(f"--workdir {workdir} is a file, not a folder")
     path = os.path.join(workdir, "sweep.json")
     if not os.path.exists(path):
-        if os.path.isdir(workdir) and os.listdir(workdir):
-            found = sorted(os.listdir(workdir))[:5]
+        found = workdir_rules.others(workdir)
+        if found:
             raise errors.WorkdirConflict(f"--workdir {workdir} is not empty and holds no sweep "
-                                         f"(found {found}); choose another workdir")
+                                         f"(found {found[:5]}); choose another workdir")
         return
     try:
         old = read_json(path)
