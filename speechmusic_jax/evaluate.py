@@ -1,8 +1,11 @@
 """Evaluate a trained run's weights (by default those it was tested with) on a labelled data
 source.
 
-    python -m speechmusic_jax.evaluate --workdir=DIR --data=SPEC [--data_on_error=error|skip]
-        [--weights=tested|best|last] [--by=COL[,COL...]]
+    python -m speechmusic_jax.evaluate --model=DIR|pretrained --data=SPEC
+        [--data_on_error=error|skip] [--weights=tested|best|last] [--by=COL[,COL...]]
+
+--model names a run folder, or pretrained for the model shipped in the package (--workdir is
+its older spelling); a shipped model's report goes to --output (its folder is not written to).
 
 Every file of the source is classified (clip level: mean of window logits); the report, with the
 same keys as summary.json's ``test``, is printed and written to DIR/eval/<source>.json. A warning
@@ -24,7 +27,7 @@ def define_flags() -> dict[str, Any]:
     from absl import flags
 
     return {
-        "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
+        **cli.model_flags(),
         **cli.data_flags(on_error_default="error"),
         "weights": cli.weights_flag("to use"),
         "by": flags.DEFINE_list("by", None, "Columns to break the accuracy down by: group or "
@@ -34,14 +37,19 @@ def define_flags() -> dict[str, Any]:
 
 
 def main(flags: dict[str, Any], args: list[str]) -> int:
-    from speechmusic_jax import trained_run
+    from speechmusic_jax import shipped, trained_run
     from speechmusic_jax.training import breakdown, metrics
 
     if args:
         raise cli.UsageError(f"unexpected arguments: {args}")
-    if not flags["workdir"] or not flags["data"]:
-        raise cli.UsageError("--workdir and --data are required")
-    run = trained_run.load_run(flags["workdir"], flags["weights"])
+    model = cli.model_folder(flags)
+    if not flags["data"]:
+        raise cli.UsageError("--data is required")
+    run = trained_run.load_run(model, flags["weights"])
+    if shipped.is_shipped_model(run.workdir) and not flags.get("output"):
+        # a shipped model's folder holds what was shipped, and may be read-only (site-packages)
+        raise cli.UsageError(f"{model} is a shipped model, whose folder is not written to: name "
+                             "the report's file with --output=FILE.json")
     try:
         report, path = trained_run.evaluate_source(run, flags["data"],
                                                    on_error=flags["data_on_error"], log=cli.log,
