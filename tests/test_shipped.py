@@ -135,7 +135,6 @@ def test_missing_model_fails_in_one_line_everywhere(tmp_path):
                            "through models_dir")
 @pytest.mark.parametrize("args", [
     ["speechmusic_jax.predict", "--model=pretrained", "a.wav"],
-    ["speechmusic_jax.export", "--model=pretrained", "--output=never.smj"],
     ["speechmusic_jax.train", "--config=experiments/default.py:tiny", "--workdir=never",
      "--config.train.init_from=pretrained", "--dry_run"],
 ])
@@ -179,12 +178,11 @@ def test_evaluate_never_writes_into_a_shipped_folder(models, data):
 
 
 def test_predict_and_export_read_a_shipped_folder(run, models, recording, tmp_path):
-    rows = {}
-    for name, flag in (("shipped", f"--model={models}"), ("run", f"--workdir={run}")):
-        r = cmd("speechmusic_jax.predict", flag, recording)
-        assert r.returncode == 0, r.stderr[-2000:]
-        rows[name] = r.stdout
-    assert rows["shipped"] == rows["run"] and "speech" in rows["run"]
+    r = cmd("speechmusic_jax.predict", f"--model={models}", recording)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = Classifier.load(run).predict_files([recording])[0]
+    assert r.stdout.splitlines()[1].split(",")[:5] == [
+        str(row[k]) for k in ("path", "duration_s", "short", "predicted", "confidence")]
     r = cmd("speechmusic_jax.predict", f"--model={models}", "--segments", recording)
     assert r.returncode == 0 and r.stdout.startswith("path,start_s,end_s"), r.stderr[-2000:]
     out = tmp_path / "model.smj"
@@ -257,9 +255,7 @@ def test_ship_refuses_what_is_not_a_finished_run(run, models, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_ship_command_usage():
-    r = cmd("speechmusic_jax.ship", "--help")
-    assert r.returncode == 0 and "--train_command" in r.stdout
+def test_ship_command_usage():  # --help: test_newcomer, as for every command
     r = cmd("speechmusic_jax.ship", "--workdir=runs/default")
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "--train_command is required" in lines[0]
