@@ -45,11 +45,11 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
     model = cli.model_folder(flags)
     if not flags["data"]:
         raise cli.UsageError("--data is required")
-    run = trained_run.load_run(model, flags["weights"])
-    if shipped.is_shipped_model(run.workdir) and not flags.get("output"):
+    if shipped.is_shipped_model(shipped.resolve(model)) and not flags.get("output"):
         # a shipped model's folder holds what was shipped, and may be read-only (site-packages)
         raise cli.UsageError(f"{model} is a shipped model, whose folder is not written to: name "
                              "the report's file with --output=FILE.json")
+    run = trained_run.load_run(model, flags["weights"])
     try:
         report, path = trained_run.evaluate_source(run, flags["data"],
                                                    on_error=flags["data_on_error"], log=cli.log,

@@ -135,6 +135,7 @@ def test_missing_model_fails_in_one_line_everywhere(tmp_path):
                            "through models_dir")
 @pytest.mark.parametrize("args", [
     ["speechmusic_jax.predict", "--model=pretrained", "a.wav"],
+    ["speechmusic_jax.evaluate", "--model=pretrained", "--data=synthetic"],
     ["speechmusic_jax.train", "--config=experiments/default.py:tiny", "--workdir=never",
      "--config.train.init_from=pretrained", "--dry_run"],
 ])
