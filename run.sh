@@ -21,6 +21,7 @@ benchmark|time the compiled step (--what=step) or the data loader (--what=data)
 baseline|logistic regression on global audio statistics, on a run's split
 cues|how well simple cues (pauses, level, bandwidth, zeros) alone separate the classes
 export|write a trained model as a portable StableHLO file
+ship|ship a finished run as the package's model (--model=pretrained), with its provenance
 sweep|a hyperparameter sweep or optimizer comparison
 segment_bench|timelines of a trained run: boundary accuracy (--what=accuracy) or speed"
 

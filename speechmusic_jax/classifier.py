@@ -2,7 +2,7 @@
 
     from speechmusic_jax.classifier import Classifier
 
-    clf = Classifier.load("runs/default")
+    clf = Classifier.load("runs/default")  # or "pretrained": the model shipped in the package
     clf.predict(waveform, sample_rate)      # {"duration_s", "short", "predicted", ...}
     clf.predict_files(["a.wav", "music/"])  # one row per file, as `predict` writes them
     clf.segments("talk_show.flac")          # the timeline: merged, smoothed segments
@@ -34,11 +34,12 @@ class Classifier:
         self.batch_size = batch_size or run.cfg.train.eval_batch_size
 
     @classmethod
-    def load(cls, workdir: str, weights: str = "tested",
-             batch_size: int | None = None) -> Classifier:
+    def load(cls, workdir: str, weights: str = "tested", batch_size: int | None = None,
+             models_dir: str | None = None) -> Classifier:
         """The weights of the run in ``workdir`` that it was tested with (``tested``), or its
-        ``best`` or ``last`` checkpoint."""
-        return cls(trained_run.load_run(workdir, weights), batch_size)
+        ``best`` or ``last`` checkpoint. ``Classifier.load("pretrained")``: the model shipped in
+        the package (``models_dir``: a folder written by ``ship`` to use instead)."""
+        return cls(trained_run.load_run(workdir, weights, models_dir), batch_size)
 
     @property
     def classes(self) -> tuple[str, ...]:

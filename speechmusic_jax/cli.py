@@ -77,6 +77,28 @@ def weights_flag(what: str) -> Any:
         "best, or its last with train.early_stopping.restore_best off), best or last.")
 
 
+def model_flags() -> dict[str, Any]:
+    """--model=DIR|pretrained, the trained model a command uses, and --workdir, its older
+    spelling (:func:`model_folder` reads them)."""
+    from absl import flags
+
+    return {
+        "model": flags.DEFINE_string("model", None, "The trained model: a run folder, or "
+                                     "pretrained for the model shipped in the package."),
+        "workdir": flags.DEFINE_string("workdir", None, "A run folder (the same as --model)."),
+    }
+
+
+def model_folder(flags: dict[str, Any]) -> str:
+    """The run folder (or ``pretrained``) named by --model or --workdir: one of them."""
+    model, workdir = flags.get("model"), flags.get("workdir")
+    if model and workdir:
+        raise UsageError("--model and --workdir both name the model: give one")
+    if not (model or workdir):
+        raise UsageError("--model is required: a run folder, or pretrained (the shipped model)")
+    return model or workdir
+
+
 def host_memory_flag() -> Any:
     """--host_memory=keep|release, which every command has (speechmusic_jax/host_memory.py)."""
     from absl import flags

@@ -1,8 +1,12 @@
 """Evaluate a trained run's weights (by default those it was tested with) on a labelled data
 source.
 
-    python -m speechmusic_jax.evaluate --workdir=DIR --data=SPEC [--data_on_error=error|skip]
-        [--weights=tested|best|last] [--by=COL[,COL...]] [--output=FILE.json [--overwrite]]
+    python -m speechmusic_jax.evaluate --model=DIR|pretrained --data=SPEC
+        [--data_on_error=error|skip] [--weights=tested|best|last] [--by=COL[,COL...]]
+        [--output=FILE.json [--overwrite]]
+
+--model names a run folder, or pretrained for the model shipped in the package (--workdir is
+its older spelling); a shipped model's report goes to --output (its folder is not written to).
 
 Every file of the source is classified (clip level: mean of window logits); the report, with the
 same keys as summary.json's ``test``, is printed and written to DIR/eval/<source>.json (<source>:
@@ -31,7 +35,7 @@ def define_flags() -> dict[str, Any]:
     from absl import flags
 
     return {
-        "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
+        **cli.model_flags(),
         **cli.data_flags(on_error_default="error"),
         "weights": cli.weights_flag("to use"),
         "by": flags.DEFINE_list("by", None, "Columns to break the accuracy down by: group or "
@@ -46,17 +50,22 @@ def define_flags() -> dict[str, Any]:
 
 
 def main(flags: dict[str, Any], args: list[str]) -> int:
-    from speechmusic_jax import trained_run
+    from speechmusic_jax import shipped, trained_run
     from speechmusic_jax.training import breakdown, metrics
 
     if args:
         raise cli.UsageError(f"unexpected arguments: {args}")
-    if not flags["workdir"] or not flags["data"]:
-        raise cli.UsageError("--workdir and --data are required")
+    model = cli.model_folder(flags)
+    if not flags["data"]:
+        raise cli.UsageError("--data is required")
     output = flags.get("output")
     if output is not None and not output.endswith(".json"):
         raise cli.UsageError("--output must end in .json")
-    run = trained_run.load_run(flags["workdir"], flags["weights"])
+    if shipped.is_shipped_model(shipped.resolve(model)) and not output:
+        # a shipped model's folder holds what was shipped, and may be read-only (site-packages)
+        raise cli.UsageError(f"{model} is a shipped model, whose folder is not written to: name "
+                             "the report's file with --output=FILE.json")
+    run = trained_run.load_run(model, flags["weights"])
     try:
         report, path = trained_run.evaluate_source(run, flags["data"],
                                                    on_error=flags["data_on_error"], log=cli.log,

@@ -2,7 +2,7 @@
 
 Export (needs the training code):
 
-    python -m speechmusic_jax.export --workdir=DIR --output=FILE [--overwrite]
+    python -m speechmusic_jax.export --model=DIR|pretrained --output=FILE [--overwrite]
         [--weights=tested|best|last] [--platforms=cpu,cuda,tpu]
 
 writes FILE, a zip archive holding ``model.jaxexport`` (the inference function, window ->
@@ -204,7 +204,7 @@ def define_flags() -> dict[str, Any]:
     from speechmusic_jax import cli
 
     return {
-        "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
+        **cli.model_flags(),
         "output": flags.DEFINE_string("output", None, "The file to write (a zip archive)."),
         "overwrite": flags.DEFINE_bool("overwrite", False, "Replace an existing --output that "
                                        "an earlier export wrote."),
@@ -220,13 +220,14 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
 
     if args:
         raise cli.UsageError(f"unexpected arguments: {args}")
-    if not flags["workdir"] or not flags["output"]:
-        raise cli.UsageError("--workdir and --output are required")
+    model = cli.model_folder(flags)
+    if not flags["output"]:
+        raise cli.UsageError("--output is required")
     unknown = sorted(set(flags["platforms"]) - {"cpu", "cuda", "rocm", "tpu"})
     if unknown or not flags["platforms"]:
         raise cli.UsageError(f"--platforms: unknown {unknown} (known: cpu, cuda, rocm, tpu)")
     check_output(flags["output"], overwrite=flags["overwrite"], ours=is_exported_model)
-    run = trained_run.load_run(flags["workdir"], flags["weights"])
+    run = trained_run.load_run(model, flags["weights"])
     try:
         data, meta = export_run(run, tuple(flags["platforms"]))
     except ImportError as e:

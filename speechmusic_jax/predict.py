@@ -1,14 +1,16 @@
 """Classify audio files with a trained run: one row per file, per window, or a timeline.
 
-    python -m speechmusic_jax.predict --workdir=DIR [--segments|--windows]
+    python -m speechmusic_jax.predict --model=DIR|pretrained [--segments|--windows]
         [--output=FILE.csv|.json] [--overwrite] [--plot=FILE.png] [--min_confidence=P] PATH...
 
-PATH is a file or a folder (searched recursively for audio). Without --segments or --windows,
-one decision per file (the mean of its window logits, as in training's evaluation): columns
-path, duration_s, short, predicted, confidence, p_<class>..., error. --windows gives one row per
-window and --segments the merged, smoothed segments of a timeline, both with columns path,
-start_s, end_s, short, predicted, confidence, p_<class>..., error. short is true for a file
-shorter than one window (padded to one: the answer rests on less audio than the model takes).
+--model names a run folder, or pretrained for the model shipped in the package (--workdir is
+its older spelling). PATH is a file or a folder (searched recursively for audio). Without
+--segments or --windows, one decision per file (the mean of its window logits, as in
+training's evaluation): columns path, duration_s, short, predicted, confidence,
+p_<class>..., error. --windows gives one row per window and --segments the merged, smoothed
+segments of a timeline, both with columns path, start_s, end_s, short, predicted, confidence,
+p_<class>..., error. short is true for a file shorter than one window (padded to one: the
+answer rests on less audio than the model takes).
 With --min_confidence=P, a file, window or segment whose confidence is below P is predicted
 "uncertain" instead of being forced into a class. Files are read in blocks (memory stays flat
 with their length) and the windows of many files share batches. A file that cannot be read gets
@@ -45,7 +47,7 @@ def define_flags() -> dict[str, Any]:
     from speechmusic_jax.segments import DEFAULT
 
     return {
-        "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
+        **cli.model_flags(),
         "weights": cli.weights_flag("to use"),
         "segments": flags.DEFINE_bool("segments", False, "A timeline: merged, smoothed segments "
                                       "(start_s, end_s, predicted, confidence) per file."),
@@ -110,8 +112,7 @@ def smoothing_from(flags: dict[str, Any]):
 
 def check_usage(flags: dict[str, Any], args: list[str]) -> None:
     output, plot = flags["output"], flags["plot"]
-    if not flags["workdir"]:
-        raise cli.UsageError("--workdir is required")
+    cli.model_folder(flags)
     if not args:
         raise cli.UsageError("name at least one audio file or folder")
     if output and not output.endswith((".csv", ".json")):
@@ -149,7 +150,7 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    run = trained_run.load_run(flags["workdir"], flags["weights"])
+    run = trained_run.load_run(cli.model_folder(flags), flags["weights"])
     kind = "segments" if flags["segments"] else "windows" if flags["windows"] else "files"
     done = trained_run.predict_paths(
         run, args, rows=kind, hop_seconds=flags["hop_seconds"], smoothing=smoothing,

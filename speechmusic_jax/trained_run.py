@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from speechmusic_jax import config as config_lib
-from speechmusic_jax import portable, streaming
+from speechmusic_jax import portable, shipped, streaming
 from speechmusic_jax import segments as segments_lib
 from speechmusic_jax.data import audio, prepare, sources
 from speechmusic_jax.data import split as split_lib
@@ -66,24 +66,52 @@ def _assign(node: config_lib.ConfigDict, values: dict, prefix: str) -> None:
             node[key] = tuple(value) if isinstance(value, list) else value
 
 
-def load_run(workdir: str, which: str = "tested") -> LoadedRun:
+def load_run(workdir: str, which: str = "tested", models_dir: str | None = None) -> LoadedRun:
     """The config and the weights of the run in ``workdir``: ``tested``, the weights it was
-    tested with (see ``config_lib.CHECKPOINTS``), its ``best`` or its ``last`` checkpoint."""
-    workdir = os.path.abspath(workdir)
+    tested with (see ``config_lib.CHECKPOINTS``), its ``best`` or its ``last`` checkpoint.
+    ``workdir`` may be a shipped model's folder, or ``pretrained`` for the package's
+    (:func:`shipped.resolve`; ``models_dir``: where to look instead of the package)."""
+    return loaded(run_weights(workdir, which, models_dir))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunWeights:
+    cfg: config_lib.ConfigDict
+    workdir: str  # absolute
+    built: builder.Built  # abstract: shapes only
+    checkpoint: str  # "best" or "last": where the weights came from
+    epoch: int
+    params: Any  # the weights to evaluate (averaged ones where the optimizer keeps them)
+    model_state: Any  # the batch-norm statistics
+
+
+def loaded(w: RunWeights) -> LoadedRun:
+    return LoadedRun(w.cfg, w.workdir, w.epoch, make_loader_config(w.cfg, []),
+                     builder.weights_predictor(w.built, w.params, w.model_state))
+
+
+def run_weights(workdir: str, which: str = "tested", models_dir: str | None = None
+                ) -> RunWeights:
+    """What :func:`load_run` loads, the weights themselves included (``ship`` writes them)."""
+    workdir = os.path.abspath(shipped.resolve(workdir, models_dir))
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
         raise RunNotFound(f"--workdir {workdir} holds no run (no config.json)")
     cfg = config_from_json(cfg_path)
+    built = builder.abstract_build(cfg)
+    if shipped.is_shipped_model(workdir):
+        params, model_state, epoch = shipped.load_weights(workdir, which, built.state)
+        checkpoint = shipped.read_provenance(workdir)["run"]["checkpoint"]
+        return RunWeights(cfg, workdir, built, checkpoint, epoch, params, model_state)
     if which == "tested":
         which = config_lib.tested_checkpoint(cfg)
     ckpts = Checkpoints(workdir)
     pointer = ckpts.best() if which == "best" else ckpts.last()
     if pointer is None:
         raise RunNotFound(f"--workdir {workdir} has no {which} checkpoint yet")
-    built = builder.abstract_build(cfg)
     state, _ = ckpts.restore(pointer, built.state)
-    return LoadedRun(cfg, workdir, pointer["epoch"], make_loader_config(cfg, []),
-                     builder.predictor(built, state))
+    return RunWeights(cfg, workdir, built, which, pointer["epoch"],
+                      *builder.eval_weights(built, state))
 
 
 def classify(run: LoadedRun, files: Sequence[sources.AudioFile],

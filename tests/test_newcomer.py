@@ -70,7 +70,9 @@ def test_train_help_says_how_to_see_and_set_fields_and_what_the_star_means():
 @pytest.mark.parametrize("args,needle", [
     (["predict", "--workdir=x"], "name at least one audio file"),
     (["predict", "--workdir=x", "--output=rows.txt", "a.wav"], "--output must end in"),
-    (["evaluate", "--workdir=x"], "--workdir and --data are required"),
+    (["evaluate", "--workdir=x"], "--data is required"),
+    (["evaluate", "--data=synthetic"], "--model is required"),
+    (["predict", "--model=x", "--workdir=y", "a.wav"], "--model and --workdir both"),
     (["baseline"], "--split=PATH/split.csv is required"),
     (["train", TINY, "stray_argument"], "unexpected arguments"),
 ])
@@ -85,7 +87,7 @@ def test_run_sh_lists_every_command_and_refuses_an_unknown_one():
     r = subprocess.run(["bash", "run.sh", "--help"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0
     for command in ("train", "test", "setup", "lint", "list", "evaluate", "predict", "crossval",
-                    "benchmark", "baseline"):
+                    "benchmark", "baseline", "ship"):
         assert f"\n  {command} " in r.stdout, command
     assert "set -euo" not in r.stdout
     bad = subprocess.run(["bash", "run.sh", "trian"], cwd=REPO, capture_output=True, text=True)

@@ -185,8 +185,14 @@ def predictor(built: Built, state: TrainState,
     ``step`` is a compiled eval step (one batch shape); without it, a jitted one that compiles
     for each new batch shape (inference at several batch sizes).
     """
+    return weights_predictor(built, *eval_weights(built, state), step)
+
+
+def weights_predictor(built: Built, params: Any, model_state: Any,
+                      step: Callable | None = None) -> Callable[[Any], jax.Array]:
+    """x -> logits with the weights to evaluate given as they are (``params`` and the batch-norm
+    statistics ``model_state``: a shipped model's, which holds no optimizer state)."""
     fn = step or jax.jit(make_eval_step(built.graphdef, eval_chunk_bytes(built)))
-    params, model_state = eval_weights(built, state)
     return lambda x: fn(params, model_state, x)
 
 
