@@ -179,7 +179,8 @@ def param_mask(mask: str = "kernels"):
     return lambda params: jax.tree_util.tree_map_with_path(lambda p, _: masked(p, mask), params)
 
 
-STEM = ("stem", "stem_norm")  # the model's first block: its conv and that conv's norm
+# the model's first block: its conv, that conv's norm, and the front end's learnable parameters
+STEM = ("frontend", "stem", "stem_norm")
 
 
 def is_stem(path: tuple) -> bool:
