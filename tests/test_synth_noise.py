@@ -75,8 +75,19 @@ def test_a_three_class_run_trains_and_reports_three_classes(tmp_path):
     cfg.data.cache_dir = str(tmp_path / "cache")
     cfg.data.synthetic.clips_per_class = 12
     cfg.train.epochs = 2
-    summary = loop.fit(cfg, str(tmp_path / "run"), log=lambda _: None)
+    workdir = str(tmp_path / "run")
+    summary = loop.fit(cfg, workdir, log=lambda _: None)
     test = summary["test"]
     confusion = np.asarray(test["confusion"])
     assert confusion.shape == (3, 3) and confusion.sum() > 0
     assert set(test["recall"]) >= {"speech", "music", "noise"}
+    # the timeline of a file has a probability per class and may say noise
+    from speechmusic_jax.classifier import Classifier
+
+    clf = Classifier.load(workdir)
+    assert clf.classes == ("speech", "music", "noise")
+    clip = sorted((tmp_path / "cache").glob("synthetic-*/noise/noise_0000.wav"))[0]
+    rows = clf.segments(str(clip))
+    assert rows and {"p_speech", "p_music", "p_noise"} <= set(rows[0])
+    assert all(r["predicted"] in clf.classes for r in rows)
+    assert sum(r[f"p_{c}"] for c in clf.classes for r in rows[:1]) == pytest.approx(1.0, abs=1e-4)

@@ -10,7 +10,9 @@ A clip is one of:
 It then goes through the recording chain of the other classes (:func:`synth_channel.record`:
 room, background, band limits, codec, compression, level), so bandwidth, reverberation and
 level (but near-silence's) do not tell it from them. Near-silence is brought down 20-40 dB
-after the chain: being quiet is what it is.
+after the chain: being quiet is what it is. Against speech and music, noise differs by nature in
+spectral flatness and crest factor (``cues``, CV accuracy about 0.6 on 60 clips per class;
+README, "Shortcut cues"); the other cues stay near chance.
 """
 
 from __future__ import annotations
