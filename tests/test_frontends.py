@@ -186,3 +186,16 @@ def test_frontend_fields_are_validated_by_name(frontend, compression, field):
     c = config_for("tiny", frontend, compression)
     with pytest.raises(ConfigError, match=field):
         validate(c)
+
+
+def test_the_frontend_parameters_count_as_the_stem():
+    """train.stem_lr_scale scales (0: freezes) the learnable front end with the stem."""
+    from speechmusic_jax.training.optim import is_stem
+
+    spec = resolve_spec(config_for("tiny", "leaf", "pcen").model, 2)
+    params = jax.eval_shape(lambda: nnx.state(build_model(spec, 0), nnx.Param))
+    paths = [p for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    front = [p for p in paths if p[0].key == "frontend"]
+    assert len(front) == 7  # centre, sigma, pool_sigma, and PCEN's four
+    assert all(is_stem(p) for p in front)
+    assert not any(is_stem(p) for p in paths if p[0].key in ("stages", "head"))
