@@ -136,9 +136,10 @@ def pcen(energy: jax.Array, *, alpha: jax.Array, delta: jax.Array, root: jax.Arr
     """Per-channel energy normalisation of (batch, frames, channels) energies, LEAF's form:
     ``M[t] = (1 - s) M[t-1] + s E[t]`` with ``M[0] = E[0]``, then
     ``(E / (floor + M)^alpha + delta)^(1/r) - delta^(1/r)``, with ``alpha`` at most 1, ``r`` at
-    least 1 and ``s`` in [0, 1] (per channel)."""
+    least 1, ``s`` in [0, 1] and ``delta`` at least ``floor`` (a learnt delta that went negative
+    would take a root of a negative number), per channel."""
     alpha = jnp.minimum(alpha, 1.0)[None, None]
-    delta = delta[None, None]
+    delta = jnp.maximum(delta, floor)[None, None]
     root = jnp.maximum(root, 1.0)[None, None]
     smooth = jnp.clip(smooth, 0.0, 1.0)[None]
 
