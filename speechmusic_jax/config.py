@@ -120,11 +120,18 @@ def base_config() -> ConfigDict:
     c.model.norm = "batch"
     c.model.dropout = 0.1
     c.model.global_pool = "avg"
-    c.model.frontend = "raw"  # or "logmel": log-mel spectrogram in JAX, mel bands as channels
+    # "raw", "sincnet" (learnable band-pass stem), "logmel" (log-mel spectrogram in JAX, mel
+    # bands as channels) or "leaf" (learnable Gabor filterbank, low-pass and PCEN): see
+    # models/frontends.py. logmel and leaf give frames stft_hop_ms apart: no pool after their
+    # stem unless model.stem_pool is set.
+    c.model.frontend = "raw"
+    # logmel and leaf: "log" or "pcen" (learnable per-channel); default log for logmel, pcen
+    # for leaf
+    c.model.frontend_compression = config_dict.placeholder(str)
     c.model.input_norm = "none"  # or "rms": each window scaled to unit RMS (level-invariant)
-    c.model.n_mels = 64
-    c.model.stft_win_ms = 25.0
-    c.model.stft_hop_ms = 10.0
+    c.model.n_mels = 64  # logmel and leaf: bands (channels); sincnet has model.stem_filters
+    c.model.stft_win_ms = 25.0  # logmel's frames, leaf's filters and low-pass, sincnet's taps
+    c.model.stft_hop_ms = 10.0  # logmel and leaf: the frames' hop
 
     c.train = ConfigDict()
     c.train.epochs = 40

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from speechmusic_jax.models import fused_pool
-from speechmusic_jax.models.frontends import log_mel
+from speechmusic_jax.models.frontends import Leaf, MelFrontend, SincConv, log_mel
 from speechmusic_jax.models.presets import RMS_FLOOR, ModelSpec
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -234,7 +234,8 @@ def dropout(x: jax.Array, rate: Any, key: jax.Array | None, slot: int) -> jax.Ar
 
 
 class Conv1DClassifier(nnx.Module):
-    PARTS = ("stem", "stem_norm", "stages", "hidden", "head")  # network order, for layer_order
+    # network order, for layer_order
+    PARTS = ("frontend", "stem", "stem_norm", "stages", "hidden", "head")
 
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.spec = spec
@@ -243,9 +244,21 @@ class Conv1DClassifier(nnx.Module):
         # training (models/fused_pool.py); float32 only
         self.fusable = (spec.norm == "batch" and spec.activation == "relu" and spec.pool == "max"
                         and jnp.dtype(dtype) == jnp.float32)
-        if spec.frontend == "logmel":  # mel bands in, frames as time: kernel_size, stride 1
+        # the front end's learnable parameters (leaf; logmel with PCEN), if any
+        frontend = None
+        if spec.frontend == "leaf":
+            frontend = Leaf(spec.n_mels, sample_rate=spec.sample_rate, win=spec.stft_win,
+                            hop=spec.stft_hop, compression=spec.frontend_compression)
+        elif spec.frontend == "logmel" and spec.frontend_compression == "pcen":
+            frontend = MelFrontend(spec.n_mels, sample_rate=spec.sample_rate,
+                                   win=spec.stft_win, hop=spec.stft_hop)
+        self.frontend = frontend
+        if spec.frames():  # bands in, frames as time: kernel_size, stride 1
             self.stem = nnx.Conv(spec.n_mels, spec.stem_filters, (spec.kernel_size,),
                                  padding="VALID", dtype=dtype, rngs=rngs)
+        elif spec.frontend == "sincnet":
+            self.stem = SincConv(spec.stem_filters, win=spec.stft_win, stride=spec.stem_stride,
+                                 sample_rate=spec.sample_rate, dtype=dtype)
         else:
             self.stem = nnx.Conv(1, spec.stem_filters, (spec.stem_kernel,),
                                  strides=(spec.stem_stride,), padding="VALID", dtype=dtype,
@@ -325,13 +338,15 @@ class Conv1DClassifier(nnx.Module):
             power = jnp.mean(jnp.square(waveform.astype(jnp.float32)), axis=-1, keepdims=True)
             scale = jax.lax.rsqrt(jnp.maximum(power, RMS_FLOOR**2))
             waveform = (waveform * scale).astype(waveform.dtype)
-        if spec.frontend == "logmel":
+        if self.frontend is not None:
+            x = self.frontend(waveform)
+        elif spec.frontend == "logmel":
             x = log_mel(waveform, sample_rate=spec.sample_rate, win=spec.stft_win,
                         hop=spec.stft_hop, n_mels=spec.n_mels)
         else:
             x = waveform[..., None]
         fuse = train and fused_pooling and self.fusable
-        if fuse and not frozen_stem and spec.stem_pool > 1:
+        if fuse and not frozen_stem and spec.stem_pool > 1 and isinstance(self.stem, nnx.Conv):
             x = conv_norm_relu_pool(self.stem, self.stem_norm, x, spec.stem_pool, mask)
         else:
             x = self.act(self.stem_norm(self.stem(x), train=train and not frozen_stem,

@@ -59,9 +59,12 @@ class Built:
     def describe(self) -> str:
         """One line: the preset, its stem and stages, parameters, optimizer."""
         spec, o = self.spec, self.cfg.optimizer
-        stem = (f"log-mel {spec.n_mels} bands, {spec.stem_filters}/{spec.kernel_size}/1"
-                if spec.frontend == "logmel" else
-                f"{spec.stem_filters}/{spec.stem_kernel}/{spec.stem_stride}")
+        if spec.frames():
+            stem = (f"{spec.frontend} {spec.n_mels} bands ({spec.frontend_compression}), "
+                    f"{spec.stem_filters}/{spec.kernel_size}/1")
+        else:
+            stem = (f"{'sinc ' if spec.frontend == 'sincnet' else ''}{spec.stem_filters}/"
+                    f"{spec.stem_taps()}/{spec.stem_stride}")
         scale = self.cfg.train.stem_lr_scale
         if scale != 1.0:
             stem += ", frozen" if scale == 0 else f", learning rate x{scale:g}"

@@ -211,7 +211,8 @@ def without_updates(tx: optax.GradientTransformation,
     return optax.GradientTransformationExtraArgs(tx.init, update)
 
 
-STEM = ("stem", "stem_norm")  # the model's first block: its conv and that conv's norm
+# the model's first block: its conv, that conv's norm, and the front end's learnable parameters
+STEM = ("frontend", "stem", "stem_norm")
 
 
 def is_stem(path: tuple) -> bool:

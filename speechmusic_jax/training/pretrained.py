@@ -183,7 +183,7 @@ def leaf_name(path: tuple) -> str:
 
 
 # The model's top-level parts in the order the input flows through them.
-_FORWARD = {"stem": 0, "stem_norm": 1, "stages": 2, "hidden": 3, "head": 4}
+_FORWARD = {"frontend": 0, "stem": 1, "stem_norm": 2, "stages": 3, "hidden": 4, "head": 5}
 _VARIABLES = {"kernel": 0, "bias": 1, "scale": 2, "mean": 3, "var": 4}  # within a layer
 
 
