@@ -289,14 +289,14 @@ def _run_alone(trial: Trial, cfg: Any, workdir: str, sweep: Sweep, log: Log,
 
 def _run_group(unit: list[tuple[Trial, Any]], workdir: str, sweep: Sweep, log: Log,
                trial_log: bool, host_memory: str | None, strategy: str) -> None:
-    from speechmusic_jax.tuning import group
+    from speechmusic_jax.training import loop
 
     lines, tlog = _trial_logger(log, trial_log)
     t0 = time.perf_counter()
     folders = [records_lib.trial_dir(workdir, t.index) for t, _ in unit]
     try:
-        group.train_group([c for _, c in unit], folders, log=tlog, strategy=strategy,
-                          host_memory=host_memory)
+        loop.fit([c for _, c in unit], folders, log=tlog, progress=False, strategy=strategy,
+                 host_memory=host_memory)
         for t, _ in unit:
             _clear_failure(workdir, t.index)
     except (KeyboardInterrupt, SystemExit):
