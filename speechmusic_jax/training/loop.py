@@ -564,7 +564,7 @@ def restore_or_init(run: Run, begins: Sequence[workdir_rules.Start],
         loop_state = LoopState(started_at=clock.started_at, init_from=run.init_from)
         last = trial.checkpoints.last() if begin is not workdir_rules.Start.NEW else None
         if last is not None:
-            like = initial if run.stack is None else run.stack.group.trial_state(initial, i)
+            like = initial if run.stack is None else run.stack.trial_state(initial, i)
             restored[i], record = trial.checkpoints.restore(last, like)
             loop_state = LoopState.from_json({"started_at": clock.started_at, **record})
             trial.log(f"resuming from the checkpoint of epoch {loop_state.epoch}")
@@ -806,7 +806,7 @@ def _test(run: Run, state: TrainState, pointers: list[dict | None],
     else:
         initial = run.stack.initial()
         plain = {i: run.trials[i].checkpoints.restore(
-            pointers[i], run.stack.group.trial_state(initial, i))[0] for i in tested}
+            pointers[i], run.stack.trial_state(initial, i))[0] for i in tested}
         state = run.stack.put(run.stack.with_trials(state, plain))
         one = jax.device_put(plain[tested[0]])
     for i in tested:

@@ -75,7 +75,12 @@ class Stack:
     def trial_states(self, state: TrainState) -> list[TrainState]:
         """Every trial's (host) state in a run alone's layout."""
         host = jax.device_get(state)
-        return [self.group.trial_state(host, i) for i in range(self.size)]
+        return [self.trial_state(host, i) for i in range(self.size)]
+
+    def trial_state(self, host: TrainState, i: int) -> TrainState:
+        """Trial ``i`` of a host (numpy) stacked state, in a run alone's layout (arrays, not
+        numpy scalars: what orbax writes and restores)."""
+        return jax.tree.map(np.asarray, self.group.trial_state(host, i))
 
     def with_trials(self, state: TrainState, plain: dict[int, TrainState]) -> TrainState:
         """The stacked (host) ``state`` with the trials of ``plain`` (index -> a run alone's
