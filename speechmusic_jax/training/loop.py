@@ -632,7 +632,8 @@ def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
             if run.stack is None:
                 state, m = step(state, x, y, w, keys)
             else:
-                state, m, on_device = step(state, run.stack.hyper, on_device, x, y, w, keys)
+                state, m, good = step(state, run.stack.hyper, on_device, x, y, w, keys)
+                on_device = run.stack.active(good)  # the trials still training, on the device
             clock.dispatched(m, submitted)
             if pending is not None and not take(pending):
                 pending = None

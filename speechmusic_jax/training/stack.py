@@ -69,8 +69,12 @@ class Stack:
     def put(self, state: TrainState) -> TrainState:
         return parallel.put_trials(state, self.mesh)
 
-    def active(self, mask: np.ndarray) -> jax.Array:
-        return jax.device_put(np.asarray(mask, bool), parallel.trial_sharding(self.mesh))
+    def active(self, mask: np.ndarray | jax.Array) -> jax.Array:
+        """The group step's ``active`` input, placed as the compiled step expects it (a step's
+        own ``good`` output stays on the devices: no wait for the host)."""
+        if isinstance(mask, np.ndarray):
+            mask = np.asarray(mask, bool)
+        return jax.device_put(mask, parallel.trial_sharding(self.mesh))
 
     def trial_states(self, state: TrainState) -> list[TrainState]:
         """Every trial's (host) state in a run alone's layout."""
