@@ -9,7 +9,8 @@ trial that raises anything else is recorded as ``failed`` (``DIR/failed/NNN.json
 next run) and the sweep goes on. ``trials=(START, END)`` runs only those trials, so several
 processes or machines can share one sweep folder without overlap; each writes the results of
 every finished trial it can see. Trials that share the model's shape and the optimizer family
-can instead train together, vmapped (:mod:`speechmusic_jax.tuning.group`).
+can instead train together, vmapped, in ``fit`` with a trial axis (which trials group:
+:mod:`speechmusic_jax.tuning.group`); a killed group resumes like a run alone.
 
 ``DIR`` holds: ``sweep.json`` (the sweep's trials: a rerun with a different sweep is refused),
 ``trials/NNN/``, ``logs/NNN.log`` (each trial's full log), ``results.csv``, ``results.md``,
