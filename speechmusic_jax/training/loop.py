@@ -178,7 +178,10 @@ class Run:
         at its program's step time alone plus the epoch's time outside the group's steps."""
         if self.stack is None:
             return stats.seconds
-        outside = max(0.0, stats.seconds - sum(stats.step_times))
+        timed = [t for t in stats.step_times if t is not None]
+        typical = float(np.median(timed)) if timed else 0.0  # for a step the clock did not time
+        busy = sum(typical if t is None else t for t in stats.step_times)
+        outside = max(0.0, stats.seconds - busy)
         return outside + len(stats.step_times) * self.stack.alone[i].step_s
 
     def score(self, state: TrainState, files: list) -> list[clip_scoring.Predictions]:

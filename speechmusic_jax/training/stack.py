@@ -41,11 +41,12 @@ class Alone:
 
     compile_s: float
     flops_per_example: float | None
-    step_times: list[float]
+    step_times: list[float | None]
 
     @property
     def step_s(self) -> float:
-        return float(np.median(self.step_times))
+        """The median step (steps whose time the clock could not tell apart, None, left out)."""
+        return float(np.median([t for t in self.step_times if t is not None]))
 
 
 @dataclasses.dataclass(frozen=True)
