@@ -110,3 +110,19 @@ def test_a_killed_group_resumes_every_trial_at_its_own_epoch(uninterrupted, tmp_
     assert any("[t1] resuming from the checkpoint of epoch 1" in m for m in logs)
     for done, again in zip(folders, resumed, strict=True):
         assert _results(again) == _results(done)
+
+
+def test_a_diverged_trial_is_frozen_and_reported_while_its_group_goes_on(tiny_config,
+                                                                         tmp_path):
+    tiny_config.train.epochs = 2
+    cfgs = []
+    for lr in (1e-2, 1e30):  # the second's loss is not finite within a few steps
+        c = copy.deepcopy(tiny_config)
+        c.optimizer.learning_rate = lr
+        cfgs.append(c)
+    folders = [str(tmp_path / f"t{i}") for i in range(2)]
+    healthy, diverged = loop.fit(cfgs, folders, log=_quiet, progress=False)
+    assert (healthy["status"], diverged["status"]) == ("completed", "diverged")
+    assert diverged["test"] is None and diverged["diverged_at_step"] >= 1
+    assert healthy["test"] is not None and healthy["epochs_run"] == 2
+    assert set(diverged) == set(healthy) | {"diverged_at_step", "diverged_in_epoch"}

@@ -306,7 +306,7 @@ def fit(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
             if not trained.any():
                 break
             read_ahead = ReadAhead(run.epoch_batches(epoch + 1)) if epoch < last_epoch else None
-            vals = validate(run, state)
+            vals = validate(run, state, trained)
             loops = record_epoch(run, records, state, loops, epoch, stats, vals, trained,
                                  epoch_s=time.perf_counter() - t_epoch, clock=clock)
             going = _active(loops, diverged, epoch + 1).any()
@@ -654,14 +654,17 @@ def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
                              time.perf_counter() - t_epoch, idle, diverged)
 
 
-def validate(run: Run, state: TrainState) -> list[dict]:
+def validate(run: Run, state: TrainState, trained: np.ndarray | None = None) -> list[dict | None]:
     """Per trial, the clip-level report on the validation split (window level under
-    ``window``)."""
-    return [clip_scoring.report(p, run.classes) for p in run.score(state, run.data.split["val"])]
+    ``window``); None for the trials not ``trained`` this epoch (default: all trained; a
+    stack's frozen trial, diverged say, may score non-finite logits)."""
+    preds = run.score(state, run.data.split["val"])
+    return [clip_scoring.report(p, run.classes) if trained is None or trained[i] else None
+            for i, p in enumerate(preds)]
 
 
 def record_epoch(run: Run, records: Sequence[reporting.EpochRecords | None], state: TrainState,
-                 loops: list[LoopState], epoch: int, stats: EpochStats, vals: list[dict],
+                 loops: list[LoopState], epoch: int, stats: EpochStats, vals: list,
                  trained: np.ndarray, *, epoch_s: float,
                  clock: SessionClock) -> list[LoopState]:
     """Write the epoch's records of each ``trained`` trial, then its checkpoint; return the
