@@ -21,6 +21,7 @@ benchmark|time the compiled step (--what=step) or the data loader (--what=data)
 baseline|logistic regression on global audio statistics, on a run's split
 cues|how well simple cues (pauses, level, bandwidth, zeros) alone separate the classes
 export|write a trained model as a portable StableHLO file
+ship|ship a finished run as the package's model (--model=pretrained), with its provenance
 sweep|a hyperparameter sweep or optimizer comparison
 segment_bench|timelines of a trained run: boundary accuracy (--what=accuracy) or speed"
 
@@ -63,8 +64,57 @@ setup() {
   echo "run.sh: set-up done." >&2
 }
 
+# --help of the built-in commands: printed here, without setting up or running anything.
+builtin_help() {
+  case "$1" in
+    setup) cat <<EOF
+usage: ./run.sh setup
+
+Creates the virtualenv $VENV (python -m venv, then pip install -e ".[dev]": the CPU build of JAX
+and the test tools) and records pyproject.toml's hash in it. It does nothing when $VENV is
+there and pyproject.toml is unchanged; every other command sets up the same way first.
+An interrupted set-up is done again by the next command.
+
+environment:
+  PYTHON=python3.12     the interpreter the virtualenv is made from (>= 3.11; default python3)
+  SPEECHMUSIC_VENV=DIR  where the virtualenv goes (default .venv)
+EOF
+    ;;
+    test) cat <<EOF
+usage: ./run.sh test [PYTEST ARGUMENTS]
+
+Runs the test suite with pytest (sets up $VENV first); every argument goes to pytest. Soak
+tests (marked slow) are left out unless you ask for them with -m slow.
+
+  ./run.sh test                                # the whole suite
+  ./run.sh test tests/test_train.py            # one file
+  ./run.sh test tests/test_train.py -k resume  # its tests whose name contains "resume"
+  ./run.sh test -x -q                          # stop at the first failure, terse output
+  ./run.sh test -m slow                        # the soak tests
+
+pytest's own options: $VENV/bin/python -m pytest --help
+EOF
+    ;;
+    lint) cat <<EOF
+usage: ./run.sh lint
+
+Runs ruff check over the project (sets up $VENV first) with the rules in pyproject.toml
+([tool.ruff]). It takes no options; ruff's own (e.g. --fix): $VENV/bin/ruff check --help
+EOF
+    ;;
+  esac
+}
+
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
+case "$cmd" in
+  test | setup | lint)
+    for arg in "$@"; do
+      case "$arg" in
+        -h | --help) builtin_help "$cmd"; exit 0 ;;
+      esac
+    done ;;
+esac
 case "$cmd" in
   "" | -h | --help | help) usage ;;
   setup) setup ;;

@@ -55,9 +55,12 @@ def main(argv: list[str] | None = None) -> dict:
               f"{trial['optimizer.learning_rate']:.3g}) in {trial['workdir']}")
     a, b = optimizers[-1], optimizers[0]
     diff = result.paired(a, b)  # same seeds: same split, initial weights and batches
-    if diff["ci95"]:
-        print(f"{a} - {b}: {diff['mean']:+.3f} test accuracy, 95% CI "
-              f"[{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}] over {diff['n']} seeds")
+    per_seed = ", ".join(f"{d:+.3f}" for d in diff["differences"])
+    print(f"{a} - {b}: {diff['mean']:+.3f} test accuracy (per seed {per_seed}); sign-flip "
+          f"p = {diff['p_value']:.3g}, "
+          + (f"95% interval [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}]" if diff["ci95"]
+             else f"no interval with {diff['n']} seeds (the test needs {diff['min_seeds']})"))
+    print(f"verdict: {result.verdict()}")  # the reference (best on validation) against the rest
     for (_, arm), curve in result.best_of_k().items():  # which optimizer needs less tuning
         print(f"{arm:>10}: expected best validation accuracy after k trials: "
               + ", ".join(f"k={c['k']}: {c['mean']:.3f}" for c in curve))

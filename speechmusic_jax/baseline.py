@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -292,24 +293,38 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str]) -> None:
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def define_flags() -> dict[str, Any]:
     from absl import flags
 
-    del argv
-    fl = flags.FLAGS
-    print(format_report(evaluate_baseline(fl.split, sample_rate=fl.sample_rate, log=print)))
+    return {
+        "split": flags.DEFINE_string("split", None,
+                                     "split.csv with columns path,label,split,group (required)."),
+        "sample_rate": flags.DEFINE_integer("sample_rate", 16000,
+                                            "Rate the audio is resampled to before features."),
+    }
 
 
-def _define_flags() -> None:
-    from absl import flags
+def main(flags: dict[str, Any], args: list[str]) -> int:
+    from speechmusic_jax import cli
+    from speechmusic_jax.errors import DataError
 
-    flags.DEFINE_string("split", None, "split.csv with columns path,label,split,group")
-    flags.DEFINE_integer("sample_rate", 16000, "rate the audio is resampled to before features")
-    flags.mark_flag_as_required("split")
+    if args:
+        raise cli.UsageError(f"unexpected arguments: {args}")
+    if not flags["split"]:
+        raise cli.UsageError("--split=PATH/split.csv is required")
+    try:
+        result = evaluate_baseline(flags["split"], sample_rate=flags["sample_rate"], log=cli.log)
+    except ValueError as e:  # a malformed split CSV
+        raise DataError(str(e)) from None
+    cli.log(format_report(result))
+    return 0
 
 
 if __name__ == "__main__":
-    from absl import app
+    from speechmusic_jax import cli
 
-    _define_flags()
-    app.run(main)
+    cli.run_main(define_flags, main)

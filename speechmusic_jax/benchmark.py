@@ -100,7 +100,7 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
     state = parallel.put_replicated(built.state, mesh)
     compiled = builder.compile_train_step(built, state, mesh)
     step, compile_s = compiled.fn, compiled.compile_s
-    key = jax.random.key(cfg.seed)
+    key = builder.dropout_key(cfg)
     segment = loader.segment
     rng = np.random.default_rng(0)
     batch = parallel.put_batch((

@@ -2,16 +2,17 @@
 
     from speechmusic_jax.classifier import Classifier
 
-    clf = Classifier.load("runs/default")
-    clf.predict(waveform, sample_rate)      # {"duration_s", "predicted", "confidence", "p_..."}
+    clf = Classifier.load("runs/default")  # or "pretrained": the model shipped in the package
+    clf.predict(waveform, sample_rate)      # {"duration_s", "short", "predicted", ...}
     clf.predict_files(["a.wav", "music/"])  # one row per file, as `predict` writes them
     clf.segments("talk_show.flac")          # the timeline: merged, smoothed segments
 
 Rows are plain dicts with the columns of the ``predict`` command's output (``predicted`` is the
-model's decision, ``p_<class>`` its probabilities, ``confidence`` the probability of the
-decision), so they go straight into ``csv.DictWriter`` or ``json.dumps``. Files are read in blocks
-(memory stays flat with their length) and the windows of many files share batches, exactly as in
-the command.
+model's decision, or ``uncertain`` below a ``min_confidence`` given, ``p_<class>`` its
+probabilities, ``confidence`` the probability of the decision, ``short`` whether the recording
+is shorter than one window and was padded), so they go straight into ``csv.DictWriter`` or
+``json.dumps``. Files are read in blocks (memory stays flat with their length) and the windows of
+many files share batches, exactly as in the command.
 """
 
 from __future__ import annotations
@@ -21,15 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from speechmusic_jax import portable, trained_run
 from speechmusic_jax import segments as segments_lib
-from speechmusic_jax import trained_run
-from speechmusic_jax.data import audio
-from speechmusic_jax.data.pipeline import clip_windows
-from speechmusic_jax.training import clip_scoring
-
-# A 2-D waveform is (frames, channels) or (channels, frames): the axis no longer than this and
-# shorter than the other is taken for the channels.
-MAX_CHANNELS = 64
 
 
 class Classifier:
@@ -40,11 +34,12 @@ class Classifier:
         self.batch_size = batch_size or run.cfg.train.eval_batch_size
 
     @classmethod
-    def load(cls, workdir: str, weights: str = "tested",
-             batch_size: int | None = None) -> Classifier:
+    def load(cls, workdir: str, weights: str = "tested", batch_size: int | None = None,
+             models_dir: str | None = None) -> Classifier:
         """The weights of the run in ``workdir`` that it was tested with (``tested``), or its
-        ``best`` or ``last`` checkpoint."""
-        return cls(trained_run.load_run(workdir, weights), batch_size)
+        ``best`` or ``last`` checkpoint. ``Classifier.load("pretrained")``: the model shipped in
+        the package (``models_dir``: a folder written by ``ship`` to use instead)."""
+        return cls(trained_run.load_run(workdir, weights, models_dir), batch_size)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -61,53 +56,30 @@ class Classifier:
 
     # ---------------------------------------------------------------------------- waveforms
 
-    def predict(self, waveform: Any, sample_rate: int) -> dict:
-        """One decision for a whole waveform: ``duration_s, predicted, confidence,
+    def predict(self, waveform: Any, sample_rate: int, *,
+                min_confidence: float | None = None) -> dict:
+        """One decision for a whole waveform: ``duration_s, short, predicted, confidence,
         p_<class>...`` (the mean of its windows' logits, as for a file).
 
         ``waveform``: an array of samples at ``sample_rate``: mono (frames,), or several channels
-        as (frames, channels) or (channels, frames), which are averaged. Floats are taken as they
-        are (full scale 1.0); integers are scaled from their type's full scale. Raises
-        ValueError for an empty, non-finite or silent waveform.
+        as (frames, channels) or (channels, frames) (the axis of at most 64 when the other is
+        longer; a shape that does not say, such as (2, 2), is refused), which are averaged.
+        Floats are taken as they are (full scale 1.0); integer PCM is scaled from its type's
+        full scale (unsigned PCM centred: uint8's 128 is silence). ``short``: the waveform is
+        shorter than one window (padded, as files are). Below ``min_confidence`` the decision is
+        ``uncertain``. Raises ValueError for an ambiguous shape or an empty, non-finite or
+        silent waveform. The exported model's ``predict`` gives the same numbers (one
+        :func:`portable.predict_waveform`).
         """
-        x = self.prepare(waveform, sample_rate)
-        logits = self.window_logits(clip_windows(x, self.run.loader.segment, self.run.loader.hop,
-                                                 self.run.loader.short_clip))
-        probs = clip_scoring.softmax(logits.astype(np.float64).mean(axis=0, keepdims=True))[0]
-        return {"duration_s": round(x.size / self.sample_rate, 3),
-                **trained_run.probability_columns(self.run, probs)}
+        loader = self.run.loader
+        return portable.predict_waveform(
+            self.window_logits, waveform, sample_rate, model_rate=loader.sample_rate,
+            segment=loader.segment, hop=loader.hop, short_clip=loader.short_clip,
+            classes=self.classes, min_confidence=min_confidence)
 
     def prepare(self, waveform: Any, sample_rate: int) -> np.ndarray:
         """``waveform`` as float32 mono at the model's rate (see :meth:`predict`)."""
-        x = np.asarray(waveform)
-        if x.dtype.kind in "iu":
-            half = 2.0 ** (np.iinfo(x.dtype).bits - 1)  # int16: 32768
-            centre = half if x.dtype.kind == "u" else 0.0  # unsigned PCM is offset by half
-            x = (x.astype(np.float64) - centre) / half
-        elif x.dtype.kind != "f":
-            raise ValueError(f"waveform must hold numbers, got dtype {x.dtype}")
-        x = x.astype(np.float32, copy=False)
-        if x.ndim == 2:
-            channels_first = x.shape[0] <= MAX_CHANNELS and x.shape[0] < x.shape[1]
-            x = x.mean(axis=0 if channels_first else 1, dtype=np.float32)
-        elif x.ndim != 1:
-            raise ValueError(f"waveform must be 1-D or 2-D, got shape {x.shape}")
-        if int(sample_rate) <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        if x.size == 0:
-            raise ValueError("waveform is empty")
-        if not np.isfinite(x).all():
-            raise ValueError("waveform contains NaN or Inf samples")
-        if int(sample_rate) != self.sample_rate:
-            import soxr
-
-            x = soxr.resample(x, int(sample_rate), self.sample_rate, quality="HQ")
-            x = np.asarray(x, dtype=np.float32)
-            if x.size == 0:
-                raise ValueError("waveform too short to resample")
-        if float(np.max(np.abs(x))) < audio.SILENCE_PEAK:
-            raise ValueError("waveform is silent (peak below -100 dBFS)")
-        return np.ascontiguousarray(x)
+        return portable.prepare(waveform, sample_rate, self.sample_rate)
 
     def window_logits(self, windows: np.ndarray) -> np.ndarray:
         """(n, segment) float32 windows -> (n, classes) logits, in batches of one size."""
@@ -123,24 +95,34 @@ class Classifier:
 
     # ---------------------------------------------------------------------------- files
 
-    def predict_files(self, paths: Sequence[str], *, on_error: str = "skip") -> list[dict]:
+    def predict_files(self, paths: Sequence[str], *, on_error: str = "skip",
+                      min_confidence: float | None = None) -> list[dict]:
         """One row per audio file under ``paths`` (files, or folders searched recursively):
-        ``path, duration_s, predicted, confidence, p_<class>..., error``. A file that cannot be
-        read gets a row with its ``error`` (``on_error="error"``: raise DataError instead)."""
+        ``path, duration_s, short, predicted, confidence, p_<class>..., error`` (``short``:
+        shorter than one window, padded; ``uncertain`` below ``min_confidence``). A file that
+        cannot be read gets a row with its ``error`` (``on_error="error"``: raise DataError
+        instead)."""
         return trained_run.predict_paths(self.run, paths, on_error=on_error, log=_quiet,
-                                         batch_size=self.batch_size).rows
+                                         batch_size=self.batch_size,
+                                         min_confidence=min_confidence).rows
 
-    def windows(self, path: str, *, hop_seconds: float | None = None) -> list[dict]:
-        """One row per window of ``path``: ``path, start_s, end_s, predicted, confidence,
-        p_<class>..., error`` (hop: the run's evaluation hop unless given)."""
+    def windows(self, path: str, *, hop_seconds: float | None = None,
+                min_confidence: float | None = None) -> list[dict]:
+        """One row per window of ``path``: ``path, start_s, end_s, short, predicted,
+        confidence, p_<class>..., error`` (hop: the run's evaluation hop unless given;
+        ``uncertain`` below ``min_confidence``)."""
         return trained_run.predict_paths(self.run, [path], rows="windows",
                                          hop_seconds=hop_seconds, on_error="error", log=_quiet,
-                                         batch_size=self.batch_size).rows
+                                         batch_size=self.batch_size,
+                                         min_confidence=min_confidence).rows
 
     def segments(self, path: str, *, smoothing: str | segments_lib.Smoothing | None = None,
-                 hop_seconds: float | None = None) -> list[dict]:
-        """The timeline of ``path``: merged, smoothed segments ``path, start_s, end_s,
-        predicted, confidence, p_<class>..., error``, read in blocks (any length).
+                 hop_seconds: float | None = None,
+                 min_confidence: float | None = None) -> list[dict]:
+        """The timeline of ``path``: merged, smoothed segments ``path, start_s, end_s, short,
+        predicted, confidence, p_<class>..., error``, read in blocks (any length); a segment
+        whose confidence is below ``min_confidence`` is ``uncertain`` (uncertain neighbours
+        merged).
 
         ``smoothing``: ``"hmm"`` (the default), ``"median"``, ``"none"``, or a
         :class:`segments.Smoothing` with its parameters; ``hop_seconds`` defaults to a quarter
@@ -152,7 +134,8 @@ class Classifier:
         return trained_run.predict_paths(self.run, [path], rows="segments",
                                          hop_seconds=hop_seconds, smoothing=smoothing,
                                          on_error="error", log=_quiet,
-                                         batch_size=self.batch_size).rows
+                                         batch_size=self.batch_size,
+                                         min_confidence=min_confidence).rows
 
 
 def _quiet(_: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import signal
@@ -52,6 +53,7 @@ def run_main(define: Callable[[], dict[str, Any]],
     holders = define_flags(define)
     memory = host_memory_flag()
     quiet_jax_logs()
+    keep_python_stderr_apart()
     handle_interrupts()
 
     def absl_main(argv: list[str]) -> int:
@@ -73,6 +75,28 @@ def weights_flag(what: str) -> Any:
         "weights", "tested", list(CHECKPOINTS),
         f"Which checkpoint of the run {what}: tested (the weights the run was tested with: its "
         "best, or its last with train.early_stopping.restore_best off), best or last.")
+
+
+def model_flags() -> dict[str, Any]:
+    """--model=DIR|pretrained, the trained model a command uses, and --workdir, its older
+    spelling (:func:`model_folder` reads them)."""
+    from absl import flags
+
+    return {
+        "model": flags.DEFINE_string("model", None, "The trained model: a run folder, or "
+                                     "pretrained for the model shipped in the package."),
+        "workdir": flags.DEFINE_string("workdir", None, "A run folder (the same as --model)."),
+    }
+
+
+def model_folder(flags: dict[str, Any]) -> str:
+    """The run folder (or ``pretrained``) named by --model or --workdir: one of them."""
+    model, workdir = flags.get("model"), flags.get("workdir")
+    if model and workdir:
+        raise UsageError("--model and --workdir both name the model: give one")
+    if not (model or workdir):
+        raise UsageError("--model is required: a run folder, or pretrained (the shipped model)")
+    return model or workdir
 
 
 def host_memory_flag() -> Any:
@@ -230,6 +254,21 @@ def print_help(full: bool = False) -> None:
             print("\n".join(lines))
 
 
+def keep_python_stderr_apart() -> None:
+    """Python's own stderr (error lines, warnings, the progress bar, tracebacks) on a copy of
+    file descriptor 2: while a reader thread points fd 2 at a temporary file to capture the MP3
+    decoder's lines (:func:`speechmusic_jax.data.audio.decoder_messages`), nothing of ours is
+    held back, or lost if the process ends then."""
+    try:
+        fd = os.dup(2)
+    except OSError:  # no stderr at all
+        return
+    old = sys.stderr
+    sys.stderr = io.TextIOWrapper(io.FileIO(fd, "w"), encoding=getattr(old, "encoding", None),
+                                  errors="backslashreplace", line_buffering=True,
+                                  write_through=True)
+
+
 # ------------------------------------------------------------------------------------------------
 # Interrupts: Ctrl-C (SIGINT) or a scheduler's SIGTERM end any command with one true line.
 
@@ -260,8 +299,12 @@ def _interrupted(signum: int, _frame: Any) -> None:
     except Exception as e:  # the message must never fail
         detail = f"could not tell what was kept ({type(e).__name__})"
     sys.stdout.flush()
-    fresh_line = "\n" if os.isatty(2) else ""  # after a progress bar
-    os.write(2, f"{fresh_line}interrupted ({name}): {detail}\n".encode())
+    try:
+        fd = sys.stderr.fileno()  # Python's own (keep_python_stderr_apart)
+    except (AttributeError, OSError, ValueError):
+        fd = 2
+    fresh_line = "\n" if os.isatty(fd) else ""  # after a progress bar
+    os.write(fd, f"{fresh_line}interrupted ({name}): {detail}\n".encode())
     os._exit(128 + signum)
 
 

@@ -34,6 +34,17 @@ BALANCES = ("none", "class_weights", "sampler")
 # best epoch, or its last with train.early_stopping.restore_best false); "best"; or "last".
 CHECKPOINTS = ("tested", "best", "last")  # also train.init_from=DIR:tested, DIR:best, DIR:last
 MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max"}
+# Fields that change how a run is carried out or shown, never what it trains: a run folder whose
+# config.json differs from the command's only in these is the same run (train resumes it, or
+# reports it when finished, and records the new values). data.on_error: a run that met a bad file
+# under "error" stopped there, so "skip" (which the error message suggests) continues the same
+# run; the loader's threads, read-ahead and caches change only the speed; eval_chunk_mib gives the
+# same logits with less memory; note is text. (train.epochs, when it grows, extends a finished
+# run: training/workdir.py.) Not here, though they do not touch training either: eval_batch_size
+# (the validation logits, hence early stopping, may differ in their last digits).
+RUNTIME_FIELDS = frozenset({
+    "note", "data.on_error", "data.workers", "data.prefetch_batches", "data.cache",
+    "data.cache_dir", "train.eval_chunk_mib"})
 
 
 def base_config() -> ConfigDict:
@@ -41,7 +52,11 @@ def base_config() -> ConfigDict:
     c = ConfigDict()
     c.name = "default"
     c.note = ""  # what the experiment is for, printed at the start and end of a run
-    c.seed = 0
+    c.seed = 0  # the data: the split, the order and crops of the batches, augmentation
+    # the model: its initial weights and dropout masks; None: the value of seed (so a run that
+    # leaves it unset is the run of one seed). Trials that differ only in it train on the same
+    # batches, in one program when grouped (a paired design over initialisations).
+    c.init_seed = config_dict.placeholder(int)
 
     c.data = ConfigDict()
     c.data.spec = "synthetic"
@@ -105,11 +120,18 @@ def base_config() -> ConfigDict:
     c.model.norm = "batch"
     c.model.dropout = 0.1
     c.model.global_pool = "avg"
-    c.model.frontend = "raw"  # or "logmel": log-mel spectrogram in JAX, mel bands as channels
+    # "raw", "sincnet" (learnable band-pass stem), "logmel" (log-mel spectrogram in JAX, mel
+    # bands as channels) or "leaf" (learnable Gabor filterbank, low-pass and PCEN): see
+    # models/frontends.py. logmel and leaf give frames stft_hop_ms apart: no pool after their
+    # stem unless model.stem_pool is set.
+    c.model.frontend = "raw"
+    # logmel and leaf: "log" or "pcen" (learnable per-channel); default log for logmel, pcen
+    # for leaf
+    c.model.frontend_compression = config_dict.placeholder(str)
     c.model.input_norm = "none"  # or "rms": each window scaled to unit RMS (level-invariant)
-    c.model.n_mels = 64
-    c.model.stft_win_ms = 25.0
-    c.model.stft_hop_ms = 10.0
+    c.model.n_mels = 64  # logmel and leaf: bands (channels); sincnet has model.stem_filters
+    c.model.stft_win_ms = 25.0  # logmel's frames, leaf's filters and low-pass, sincnet's taps
+    c.model.stft_hop_ms = 10.0  # logmel and leaf: the frames' hop
 
     c.train = ConfigDict()
     c.train.epochs = 40
@@ -202,6 +224,11 @@ def to_dict(c: ConfigDict) -> dict:
     return json.loads(c.to_json())
 
 
+def training_diff(a: dict, b: dict) -> list[str]:
+    """The fields of :func:`diff` that change what a run trains (not in RUNTIME_FIELDS)."""
+    return [field for field in diff(a, b) if field not in RUNTIME_FIELDS]
+
+
 def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Dotted names of fields that differ between two plain config dicts."""
     out = []
@@ -212,6 +239,14 @@ def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             out.append(f"{prefix}{k}")
     return out
+
+
+def init_seed(c: Any) -> int:
+    """The seed of a config's initial weights and dropout masks: ``init_seed``, or ``seed`` when
+    it is None (unset; also a config written before the field existed). config.json keeps the
+    field as given (null: the rule), so a run started before it existed resumes unchanged."""
+    value = c.get("init_seed")
+    return int(c["seed"] if value is None else value)
 
 
 def validate(c: ConfigDict) -> None:
@@ -231,6 +266,8 @@ def validate(c: ConfigDict) -> None:
             raise ConfigError(f"{field}: must be a finite number (got {value!r})")
     need(bool(re.fullmatch(r"[\w.\-]+", c.name)), "name", "use letters, digits, '.', '-', '_'")
     need(isinstance(c.seed, int) and c.seed >= 0, "seed", "must be a non-negative integer")
+    need(c.get("init_seed") is None or (isinstance(c.init_seed, int) and c.init_seed >= 0),
+         "init_seed", "must be a non-negative integer, or None for the value of seed")
     data = c.data
     try:
         parse_spec(data.spec)

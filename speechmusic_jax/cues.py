@@ -256,12 +256,17 @@ def analyse(data_cfg: Any, spec: str, *, on_error: str = "error", sample_rate: i
 
     def measure(f) -> dict[str, float] | None:
         try:
-            info = audio.probe(f.path)
-            x = audio.load(f.path, sample_rate, info=info)
-            return clip_cues(x, sample_rate, audio.exact_zero_share(f.path, info))
+            with audio.decoder_messages(f.path) as messages:
+                info = audio.probe(f.path)
+                x = audio.load(f.path, sample_rate, info=info)
+            with audio.decoder_messages(f.path):  # the same decoding again: the same lines
+                zeros = audio.exact_zero_share(f.path, info)
         except audio.AudioError as e:
             bad(e)  # raises under on_error=error
             return None
+        if messages:
+            log(audio.decoder_warning(f.path, messages))
+        return clip_cues(x, sample_rate, zeros)
 
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         measured = list(pool.map(measure, scanned.files))

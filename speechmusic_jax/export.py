@@ -2,7 +2,7 @@
 
 Export (needs the training code):
 
-    python -m speechmusic_jax.export --workdir=DIR --output=FILE [--overwrite]
+    python -m speechmusic_jax.export --model=DIR|pretrained --output=FILE [--overwrite]
         [--weights=tested|best|last] [--platforms=cpu,cuda,tpu]
 
 writes FILE, a zip archive holding ``model.jaxexport`` (the inference function, window ->
@@ -11,18 +11,20 @@ dimension, lowered for the platforms named) and ``metadata.json`` (classes, samp
 and hop, and how a clip's decision is made).
 
 Load and run (needs only NumPy, JAX and flatbuffers, plus soxr to resample other rates; this
-module imports nothing else of the package at import time, so it can also be copied alone next
-to the model)::
+module imports nothing of the package at import time but :mod:`speechmusic_jax.portable`, the
+preprocessing, windowing and decision that the package itself uses, so the two files can be
+copied together next to the model and run without the package)::
 
     from speechmusic_jax.export import load
     model = load("model.smj")
-    model.predict(waveform, sample_rate)    # {"predicted", "confidence", "p_<class>", ...}
+    model.predict(waveform, sample_rate)    # {"duration_s", "short", "predicted", ...}
     model.logits(windows)                   # (n, segment) float32 -> (n, classes)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import json
 import os
@@ -32,12 +34,30 @@ from typing import Any
 
 import numpy as np
 
+
+def _portable_beside() -> Any:
+    """The portable.py copied next to this file (a copy of this file run without the package)."""
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "portable.py")
+    if not os.path.exists(here):
+        raise ImportError(f"{os.path.basename(__file__)} needs portable.py beside it: copy "
+                          "speechmusic_jax/portable.py with it")
+    spec = importlib.util.spec_from_file_location("speechmusic_jax_portable", here)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if __package__ == "speechmusic_jax":
+    from speechmusic_jax import portable
+else:
+    portable = _portable_beside()
+
 FORMAT = "speechmusic_jax.exported_model"
 FORMAT_VERSION = 1
 MODEL_MEMBER = "model.jaxexport"
 METADATA_MEMBER = "metadata.json"
 PLATFORMS = ("cpu", "cuda", "tpu")
-SILENCE_PEAK = 1e-5  # as in speechmusic_jax.data.audio: a silent recording is refused
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,45 +103,27 @@ class ExportedModel:
 
     def windows(self, waveform: np.ndarray) -> np.ndarray:
         """The evaluation windows of a mono waveform at ``sample_rate``: every ``hop`` samples
-        from 0, the last one aligned to the end; a waveform shorter than a window is padded."""
-        x = np.asarray(waveform, dtype=np.float32)
-        seg, hop = self.segment, self.hop
-        if x.shape[0] < seg:
-            out = np.zeros((1, seg), np.float32)
-            if self.metadata.get("short_clip") == "loop" and x.shape[0]:
-                out[0] = np.tile(x, -(-seg // x.shape[0]))[:seg]
-            else:
-                out[0, : x.shape[0]] = x
-            return out
-        starts = list(range(0, x.shape[0] - seg + 1, hop))
-        if starts[-1] + seg < x.shape[0]:
-            starts.append(x.shape[0] - seg)
-        return np.stack([x[s : s + seg] for s in starts])
+        from 0, the last one aligned to the end; a waveform shorter than a window is padded
+        (``portable.clip_windows``, as in training's evaluation)."""
+        return portable.clip_windows(waveform, self.segment, self.hop,
+                                     self.metadata.get("short_clip", "pad"))
 
-    def predict(self, waveform: Any, sample_rate: int | None = None) -> dict:
-        """One decision for a waveform (mono (frames,) or (frames, channels), float at full
-        scale 1.0): ``duration_s, predicted, confidence, p_<class>...``; the decision is the
-        mean of the windows' logits. Another ``sample_rate`` is resampled (needs soxr)."""
-        x = np.asarray(waveform, dtype=np.float32)
-        if x.ndim == 2:
-            x = x.mean(axis=1, dtype=np.float32)
-        if x.ndim != 1 or x.size == 0 or not np.isfinite(x).all():
-            raise ValueError("waveform must be a non-empty, finite 1-D or (frames, channels) "
-                             "array")
-        rate = self.sample_rate if sample_rate is None else int(sample_rate)
-        if rate != self.sample_rate:
-            import soxr
+    def predict(self, waveform: Any, sample_rate: int | None = None, *,
+                min_confidence: float | None = None) -> dict:
+        """One decision for a waveform, exactly as ``Classifier.predict`` makes it (the same
+        preprocessing, windows and decision: :func:`portable.predict_waveform`):
+        ``duration_s, short, predicted, confidence, p_<class>...``.
 
-            x = np.asarray(soxr.resample(x, rate, self.sample_rate, quality="HQ"), np.float32)
-        if float(np.max(np.abs(x))) < SILENCE_PEAK:
-            raise ValueError("waveform is silent (peak below -100 dBFS)")
-        mean = self.logits(self.windows(x)).astype(np.float64).mean(axis=0)
-        p = np.exp(mean - mean.max())
-        p /= p.sum()
-        k = int(np.argmax(p))
-        return {"duration_s": round(x.size / self.sample_rate, 3),
-                "predicted": self.classes[k], "confidence": round(float(p[k]), 6),
-                **{f"p_{c}": round(float(v), 6) for c, v in zip(self.classes, p, strict=True)}}
+        ``waveform``: samples at ``sample_rate`` (default: the model's), float at full scale 1.0
+        or integer PCM, mono (frames,), (frames, channels) or (channels, frames) when the shape
+        says which; other rates are resampled (needs soxr). ``short``: shorter than one window
+        (padded). Below ``min_confidence`` the decision is ``uncertain``. Raises a one-line
+        ValueError for what cannot be classified (an ambiguous shape, empty, NaN, silent)."""
+        return portable.predict_waveform(
+            self.logits, waveform, self.sample_rate if sample_rate is None else sample_rate,
+            model_rate=self.sample_rate, segment=self.segment, hop=self.hop,
+            short_clip=self.metadata.get("short_clip", "pad"), classes=self.classes,
+            min_confidence=min_confidence)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -178,8 +180,9 @@ def export_run(run: Any, platforms: tuple[str, ...] = PLATFORMS) -> tuple[bytes,
         "segment": loader.segment, "hop": loader.hop,
         "window_seconds": loader.segment / loader.sample_rate,
         "hop_seconds": loader.hop / loader.sample_rate, "short_clip": loader.short_clip,
-        "input": "float32 (batch, segment): mono windows at sample_rate, full scale 1.0; files "
-                 "at other rates are resampled (soxr, HQ), channels averaged",
+        "input": "float32 (batch, segment): mono windows at sample_rate, full scale 1.0 "
+                 "(integer PCM scaled from its type's full scale, unsigned PCM centred); "
+                 "other rates are resampled (soxr, HQ), channels averaged",
         "output": "float32 (batch, classes) logits; a recording's decision is the argmax of the "
                   "mean of its windows' logits (windows every hop samples from 0, the last one "
                   "aligned to the end; a recording shorter than a window padded with zeros)",
@@ -201,7 +204,7 @@ def define_flags() -> dict[str, Any]:
     from speechmusic_jax import cli
 
     return {
-        "workdir": flags.DEFINE_string("workdir", None, "Run folder holding a trained model."),
+        **cli.model_flags(),
         "output": flags.DEFINE_string("output", None, "The file to write (a zip archive)."),
         "overwrite": flags.DEFINE_bool("overwrite", False, "Replace an existing --output that "
                                        "an earlier export wrote."),
@@ -217,13 +220,14 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
 
     if args:
         raise cli.UsageError(f"unexpected arguments: {args}")
-    if not flags["workdir"] or not flags["output"]:
-        raise cli.UsageError("--workdir and --output are required")
+    model = cli.model_folder(flags)
+    if not flags["output"]:
+        raise cli.UsageError("--output is required")
     unknown = sorted(set(flags["platforms"]) - {"cpu", "cuda", "rocm", "tpu"})
     if unknown or not flags["platforms"]:
         raise cli.UsageError(f"--platforms: unknown {unknown} (known: cpu, cuda, rocm, tpu)")
     check_output(flags["output"], overwrite=flags["overwrite"], ours=is_exported_model)
-    run = trained_run.load_run(flags["workdir"], flags["weights"])
+    run = trained_run.load_run(model, flags["weights"])
     try:
         data, meta = export_run(run, tuple(flags["platforms"]))
     except ImportError as e:

@@ -16,8 +16,13 @@ from typing import Any
 from speechmusic_jax.errors import WorkdirConflict
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, exclusive: bool = False) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    ``exclusive``: create ``path`` only if it does not exist (else :class:`FileExistsError`,
+    and nothing is written): the complete temporary file is hard-linked into place, which the
+    file system grants to one writer only, so no reader ever sees it empty or partly written
+    (an exclusive ``open`` would show an empty file until the write)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     # The temporary file is created with mode 0666, which the kernel reduces by the process's
@@ -35,18 +40,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, FileExistsError) and exclusive:
+            raise FileExistsError(e.errno, e.strerror, path) from None
         if isinstance(e, OSError):
             raise with_filename(e, path) from None
         raise
     _fsync_dir(folder)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, exclusive: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), exclusive=exclusive)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -1,10 +1,13 @@
-"""List what exists: python -m speechmusic_jax.list presets|optimizers|schedules|experiments|sources
+"""List what exists: model presets, optimizers, learning-rate schedules, experiment files and
+data sources, one per line with a note.
+
+    python -m speechmusic_jax.list presets|optimizers|schedules|experiments|sources
 """
 
 from __future__ import annotations
 
 import os
-import sys
+from typing import Any
 
 WHAT = ("presets", "optimizers", "schedules", "experiments", "sources")
 
@@ -65,18 +68,21 @@ def _first_doc_line(path: str) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-USAGE = f"usage: python -m speechmusic_jax.list {'|'.join(WHAT)}"
+USAGE = f"python -m speechmusic_jax.list {'|'.join(WHAT)}"
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[1] in ("-h", "--help", "--helpshort", "--helpfull"):
-        print(f"{(__doc__ or '').strip()}\n{USAGE}")
-        return 0
-    if len(argv) != 2 or argv[1] not in WHAT:
-        wrong = "one list at a time" if len(argv) > 2 else f"expected one of {', '.join(WHAT)}"
-        print(f"usage error: {wrong}; {USAGE}", file=sys.stderr)
-        return 2
-    items = rows(argv[1])
+def define_flags() -> dict[str, Any]:
+    return {}  # the list to print is the one argument
+
+
+def main(flags: dict[str, Any], args: list[str]) -> int:
+    from speechmusic_jax import cli
+
+    del flags
+    if len(args) != 1 or args[0] not in WHAT:
+        wrong = "one list at a time" if len(args) > 1 else f"expected one of {', '.join(WHAT)}"
+        raise cli.UsageError(f"{wrong}: {USAGE}")
+    items = rows(args[0])
     width = max(len(k) for k, _ in items)
     for name, note in items:
         print(f"{name:<{width}}  {note}")
@@ -84,4 +90,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from speechmusic_jax import cli
+
+    cli.run_main(define_flags, main)

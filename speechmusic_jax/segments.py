@@ -17,6 +17,8 @@ Smoothing (``method``):
 
 Consecutive windows with the same label merge into one segment; its ``p_<class>`` are the
 time-weighted mean window probabilities over the segment, its ``confidence`` that of the label.
+With a ``min_confidence`` (:func:`abstain`), a segment whose confidence is below it is labelled
+:data:`UNCERTAIN` rather than forced into a class, and uncertain neighbours merge.
 The defaults (:data:`DEFAULT`: hmm, 4 nats; windows every :data:`DEFAULT_HOP_FRACTION` of a
 window) were chosen on validation clips (``python -m speechmusic_jax.segment_bench
 --split=val``): on hour-long recordings alternating 30 s runs of the validation clips of the
@@ -36,6 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 
 METHODS = ("hmm", "median", "none")
+UNCERTAIN = -1  # the label of a segment below min_confidence (named "uncertain" in rows)
 _PROB_FLOOR = 1e-6  # probabilities are floored before the log: one window never vetoes a label
 
 
@@ -143,6 +146,38 @@ def timeline(starts: np.ndarray, probs: np.ndarray, n_samples: int, *, sample_ra
     return merge(labels, np.asarray(probs, dtype=np.float64), edges)
 
 
+def confidence(segment: tuple[float, float, int, np.ndarray]) -> float:
+    """The probability of a segment's label (for an uncertain one, kept by :func:`abstain`)."""
+    label, probs = segment[2], segment[3]
+    return float(segment[4]) if len(segment) > 4 else float(probs[label])
+
+
+def abstain(segments: Sequence[tuple], min_confidence: float | None) -> list[tuple]:
+    """``segments`` (start, end, label, probabilities) with those whose :func:`confidence` is
+    below ``min_confidence`` labelled :data:`UNCERTAIN`; neighbouring uncertain segments merge
+    (time-weighted probabilities and confidence, which stays below ``min_confidence``). An
+    uncertain segment carries its confidence as a fifth element."""
+    if min_confidence is None:
+        return list(segments)
+    out: list[tuple] = []
+    for seg in segments:
+        c = confidence(seg)
+        if c >= min_confidence:
+            out.append(seg)
+            continue
+        s0, s1, _, p = seg[:4]
+        if out and out[-1][2] == UNCERTAIN:
+            t0, t1, _, q, qc = out[-1]
+            a, b = t1 - t0, s1 - s0
+            if a + b <= 0:
+                a = b = 1.0
+            out[-1] = (t0, s1, UNCERTAIN, (q * a + np.asarray(p) * b) / (a + b),
+                       (qc * a + c * b) / (a + b))
+        else:
+            out.append((s0, s1, UNCERTAIN, np.asarray(p, dtype=np.float64), c))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Scoring a timeline against the truth
 
@@ -204,6 +239,7 @@ def plot_png(panels: Sequence[dict], classes: Sequence[str]) -> bytes:
     from matplotlib.patches import Patch
 
     colours = [_COLOURS[k % len(_COLOURS)] for k in range(len(classes))]
+    colours.append("tab:gray")  # colours[UNCERTAIN]
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 1.0 + 2.0 * len(panels)),
                              squeeze=False, constrained_layout=True)
     for ax, panel in zip(axes[:, 0], panels, strict=True):
@@ -224,8 +260,10 @@ def plot_png(panels: Sequence[dict], classes: Sequence[str]) -> bytes:
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time (s)")
     handles = [Patch(color=c, label=f"{name}: window probability (line), segment (band)")
-               for c, name in zip(colours, classes, strict=True)]
-    fig.legend(handles=handles, loc="outside upper right", fontsize=8, ncols=len(classes))
+               for c, name in zip(colours, classes, strict=False)]
+    if any(seg[2] == UNCERTAIN for panel in panels for seg in panel.get("segments", ())):
+        handles.append(Patch(color=colours[UNCERTAIN], label="uncertain (band)"))
+    fig.legend(handles=handles, loc="outside upper right", fontsize=8, ncols=len(handles))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": PLOT_SOFTWARE})
     plt.close(fig)

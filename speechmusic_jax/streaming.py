@@ -3,8 +3,9 @@
 :class:`WindowStream` reads a file block by block (libsndfile), mixes it to mono, resamples it
 with a streaming soxr resampler (the same samples as resampling the whole file at once) and cuts
 windows as the samples arrive, so memory stays flat whatever the length of the recording. The
-windows are those of evaluation (``pipeline.window_starts``): every ``hop`` samples from 0, the
-last one aligned to the end; a recording shorter than a window is padded (or looped) to one.
+windows are those of evaluation (``portable.window_starts``, asked as the samples arrive): every
+``hop`` samples from 0, the last one aligned to the end; a recording shorter than a window is
+padded (or looped) to one.
 
 :func:`run_files` reads the files in a thread, a few blocks ahead, and packs the windows of
 consecutive files into batches of one fixed size (the last one padded), so that many short files
@@ -25,6 +26,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechmusic_jax import portable
 from speechmusic_jax.data import audio
 from speechmusic_jax.errors import AudioError
 
@@ -60,12 +62,13 @@ class WindowStream:
         info = self.info or audio.probe(self.path)
         seg, hop = w.segment, w.hop
         resampler = (None if info.sample_rate == w.sample_rate else soxr.ResampleStream(
-            info.sample_rate, w.sample_rate, 1, dtype="float32", quality="HQ"))
+            info.sample_rate, w.sample_rate, 1, dtype="float32",
+            quality=portable.RESAMPLE_QUALITY))
         block = max(4096, int(w.block_seconds * info.sample_rate))
         buf = np.zeros(0, np.float32)
         buf_pos = 0  # sample index (output rate) of buf[0]
-        next_start = 0
-        last_start = -1
+        next_start = 0  # the next start on the hop grid
+        done = 0  # every start before this has been yielded
         total = 0
         peak = 0.0
         for mono, last in self._blocks(info, block):
@@ -76,28 +79,24 @@ class WindowStream:
                 total += mono.size
                 buf = np.concatenate([buf, mono]) if buf.size else mono
             end = buf_pos + buf.size
-            if next_start + seg <= end:
-                count = (end - seg - next_start) // hop + 1
-                first = next_start - buf_pos
+            starts = portable.window_starts(end, seg, hop, complete=False, since=done)
+            if starts:
                 view = np.lib.stride_tricks.sliding_window_view(buf, seg)
-                x = np.ascontiguousarray(view[first : first + (count - 1) * hop + 1 : hop])
-                starts = next_start + hop * np.arange(count, dtype=np.int64)
-                last_start = int(starts[-1])
-                next_start += count * hop
-                yield starts, x
+                first = starts[0] - buf_pos
+                x = np.ascontiguousarray(view[first : first + (len(starts) - 1) * hop + 1 : hop])
+                next_start, done = starts[-1] + hop, starts[-1] + 1
+                yield np.asarray(starts, np.int64), x
             keep = max(buf_pos, min(next_start, end - seg))
             buf, buf_pos = buf[keep - buf_pos :], keep
         if total == 0:
             raise AudioError(self.path, "empty", "decoded no samples")
-        if peak < audio.SILENCE_PEAK:
+        if peak < portable.SILENCE_PEAK:
             raise AudioError(self.path, "silent", audio._silent_detail(np.asarray([peak])))
-        if total < seg:
-            yield (np.zeros(1, np.int64),
-                   audio.fit_length(buf[:total], seg, w.short_clip)[None].astype(np.float32))
-        elif last_start + seg < total:
-            start = total - seg
-            yield (np.asarray([start], np.int64),
-                   np.ascontiguousarray(buf[start - buf_pos : total - buf_pos])[None])
+        # The end is known: what is left is the window aligned to it, or the one padded window
+        # of a recording shorter than a window.
+        for start in portable.window_starts(total, seg, hop, since=done):
+            yield (np.asarray([start], np.int64), portable.clip_windows(
+                buf[start - buf_pos : total - buf_pos], seg, hop, w.short_clip))
         self.n_samples = total
 
     def _blocks(self, info: audio.AudioInfo, block: int) -> Iterator[tuple[np.ndarray, bool]]:
@@ -119,7 +118,7 @@ class WindowStream:
                                      f"decoding failed ({audio._short(e)})") from None
                 remaining -= data.shape[0]
                 last = data.shape[0] < want or remaining <= 0
-                mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+                mono = portable.mix(data)
                 if not np.isfinite(mono).all():
                     raise AudioError(self.path, "nonfinite", "audio contains NaN or Inf samples")
                 yield np.ascontiguousarray(mono, dtype=np.float32), last

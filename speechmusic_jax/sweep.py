@@ -3,7 +3,7 @@
     python -m speechmusic_jax.sweep --sweep=experiments/sweeps/NAME.py[:ARG] [--workdir=DIR]
         [--trials=START:END] [--mode=auto|alone|grouped|grouped_map] [--data=SPEC]
         [--data_on_error=...] [--set=FIELD=VALUE ...] [--report_only] [--dry_run]
-        [--time_modes] [--verbose] [--num_processes=N --process_id=I]
+        [--reference=ARM] [--time_modes] [--verbose] [--num_processes=N --process_id=I]
 
 Running the same command again skips finished trials and resumes an unfinished one; a diverged
 or failed trial is recorded and the sweep goes on. ``--trials=START:END`` (half-open, like a
@@ -16,7 +16,10 @@ for the others and writes the merged results. Each trial trains on its own proce
 config (the same sweep on another corpus or budget: use another DIR). ``--time_modes`` measures
 the train step of the base config alone and grouped (vmap, map) and prints ms per trial-step.
 Outputs in DIR: results.csv, results.md, results.json, curves.png, budget.png, pareto.png
-(profile.png with several workloads); see speechmusic_jax/tuning/.
+(profile.png with several workloads); see speechmusic_jax/tuning/. results.md and the printed
+table open with a verdict: the reference arm (``--reference=ARM``, else the arm with the best
+mean validation score) against every other, paired over seeds and Holm-corrected. Ctrl-C says
+how many trials are finished and kept; the same command goes on from there.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ def define_flags() -> dict[str, Any]:
         "process_id": flags.DEFINE_integer(
             "process_id", None, "This process's index, 0 .. num_processes-1 (default: "
             "SLURM_PROCID or OMPI_COMM_WORLD_RANK)."),
+        "reference": flags.DEFINE_string(
+            "reference", None, "The arm every other is compared with (default: the arm whose "
+            "seeds' picks have the best mean validation score; never chosen on test)."),
         "verbose": flags.DEFINE_bool("verbose", False, "Show each trial's own log (always in "
                                      "DIR/logs/NNN.log)."),
     }
@@ -91,6 +97,9 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
               "excluded; other load: CPU cores used by other processes meanwhile")
         group.time_modes(sweep.base, log=cli.log)
         return 0
+    if flags.get("reference"):
+        sweep.reference = flags["reference"]
+    sweep.validate()  # an unknown --reference fails here, before any work
     workdir = flags["workdir"] or runner.default_workdir(sweep)
     if flags["dry_run"]:
         trials = sweep.trials()
@@ -111,6 +120,7 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
         share = distributed.process_share(flags.get("num_processes"), flags.get("process_id"))
     except ValueError as e:
         raise cli.UsageError(str(e)) from None
+    cli.on_interrupt(lambda: runner.interrupt_note(sweep, workdir))
     result = runner.run_sweep(sweep, workdir, trials=flags["trials"], mode=flags["mode"],
                               log=cli.log, trial_log=flags["verbose"], share=share,
                               host_memory=flags.get("host_memory"))

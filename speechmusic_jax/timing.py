@@ -65,11 +65,16 @@ def _cost(compiled: Any, key: str) -> float | None:
     return value if value > 0 else None
 
 
-def summarize_ms(seconds: list[float]) -> dict[str, float] | None:
+def summarize_ms(seconds: list[float | None]) -> dict[str, float] | None:
+    """Median, min and max in ms of the steps that were timed (None: a step whose time is not
+    known, see training/step_clock.py); ``n``: every step, ``timed``: those in the figures."""
     if not seconds:
         return None
-    ms = [s * 1e3 for s in seconds]
-    return {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "n": len(ms)}
+    ms = [s * 1e3 for s in seconds if s is not None]
+    if not ms:
+        return {"n": len(seconds), "timed": 0}
+    return {"median": statistics.median(ms), "min": min(ms), "max": max(ms), "n": len(seconds),
+            "timed": len(ms)}
 
 
 def peak_memory() -> tuple[int, str]:

@@ -10,7 +10,9 @@ Every config field can be set on the command line (--config.train.epochs=20,
 as JSON and exits without any work; the defaults are in speechmusic_jax/config.py (base_config).
 
 The epoch table: train_loss and train_acc over the epoch's training crops; val_loss, val_acc and
-val_f1 over the validation clips; lr at the end of the epoch; time_s for training and validation.
+val_f1 over the validation clips; val_win_loss over the validation windows (a crop's unit, which
+the overfitting note compares with train_loss); lr at the end of the epoch; time_s for training
+and validation.
 A `*` marks an epoch that improved the early-stopping monitor (val_loss unless
 train.early_stopping.monitor says otherwise): its weights are the best so far, and the best are
 the ones tested at the end.

@@ -11,6 +11,7 @@ ever names a known truth."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -21,14 +22,15 @@ import jax
 import numpy as np
 
 from speechmusic_jax import config as config_lib
+from speechmusic_jax import portable, shipped, streaming
 from speechmusic_jax import segments as segments_lib
-from speechmusic_jax import streaming
 from speechmusic_jax.data import audio, prepare, sources
 from speechmusic_jax.data import split as split_lib
 from speechmusic_jax.data.pipeline import LoaderConfig, make_loader_config
 from speechmusic_jax.errors import DataError, RunNotFound
 from speechmusic_jax.io_utils import atomic_write_json, check_output, read_json
-from speechmusic_jax.training import breakdown, builder, clip_scoring
+from speechmusic_jax.training import breakdown, builder, clip_scoring, reporting
+from speechmusic_jax.training import workdir as workdir_rules
 from speechmusic_jax.training.checkpoints import Checkpoints
 
 
@@ -64,24 +66,52 @@ def _assign(node: config_lib.ConfigDict, values: dict, prefix: str) -> None:
             node[key] = tuple(value) if isinstance(value, list) else value
 
 
-def load_run(workdir: str, which: str = "tested") -> LoadedRun:
+def load_run(workdir: str, which: str = "tested", models_dir: str | None = None) -> LoadedRun:
     """The config and the weights of the run in ``workdir``: ``tested``, the weights it was
-    tested with (see ``config_lib.CHECKPOINTS``), its ``best`` or its ``last`` checkpoint."""
-    workdir = os.path.abspath(workdir)
+    tested with (see ``config_lib.CHECKPOINTS``), its ``best`` or its ``last`` checkpoint.
+    ``workdir`` may be a shipped model's folder, or ``pretrained`` for the package's
+    (:func:`shipped.resolve`; ``models_dir``: where to look instead of the package)."""
+    return loaded(run_weights(workdir, which, models_dir))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunWeights:
+    cfg: config_lib.ConfigDict
+    workdir: str  # absolute
+    built: builder.Built  # abstract: shapes only
+    checkpoint: str  # "best" or "last": where the weights came from
+    epoch: int
+    params: Any  # the weights to evaluate (averaged ones where the optimizer keeps them)
+    model_state: Any  # the batch-norm statistics
+
+
+def loaded(w: RunWeights) -> LoadedRun:
+    return LoadedRun(w.cfg, w.workdir, w.epoch, make_loader_config(w.cfg, []),
+                     builder.weights_predictor(w.built, w.params, w.model_state))
+
+
+def run_weights(workdir: str, which: str = "tested", models_dir: str | None = None
+                ) -> RunWeights:
+    """What :func:`load_run` loads, the weights themselves included (``ship`` writes them)."""
+    workdir = os.path.abspath(shipped.resolve(workdir, models_dir))
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
         raise RunNotFound(f"--workdir {workdir} holds no run (no config.json)")
     cfg = config_from_json(cfg_path)
+    built = builder.abstract_build(cfg)
+    if shipped.is_shipped_model(workdir):
+        params, model_state, epoch = shipped.load_weights(workdir, which, built.state)
+        checkpoint = shipped.read_provenance(workdir)["run"]["checkpoint"]
+        return RunWeights(cfg, workdir, built, checkpoint, epoch, params, model_state)
     if which == "tested":
         which = config_lib.tested_checkpoint(cfg)
     ckpts = Checkpoints(workdir)
     pointer = ckpts.best() if which == "best" else ckpts.last()
     if pointer is None:
         raise RunNotFound(f"--workdir {workdir} has no {which} checkpoint yet")
-    built = builder.abstract_build(cfg)
     state, _ = ckpts.restore(pointer, built.state)
-    return LoadedRun(cfg, workdir, pointer["epoch"], make_loader_config(cfg, []),
-                     builder.predictor(built, state))
+    return RunWeights(cfg, workdir, built, which, pointer["epoch"],
+                      *builder.eval_weights(built, state))
 
 
 def classify(run: LoadedRun, files: Sequence[sources.AudioFile],
@@ -109,25 +139,59 @@ def clip_rows(run: LoadedRun, pred: clip_scoring.Predictions) -> list[dict]:
 
 
 def source_name(spec: str) -> str:
-    """A file name for a data spec (``eval/<source>.json``)."""
-    return re.sub(r"[^\w.\-]+", "_", spec).strip("_") or "source"
+    """The file stem of a data spec's evaluation (``eval/<stem>.json``): a readable part (the
+    spec with other characters as ``_``; for a long one, its kind and the end of its path) and 8
+    hex digits of the SHA-256 of the spec with its path made absolute, so that two sources never
+    share a name (``folder:/a/b`` and ``folder:/a_b`` read alike) and one always gets the same."""
+    def clean(text: str) -> str:
+        return re.sub(r"[^\w.\-]+", "_", text).strip("_.")
+
+    try:
+        kind, arg = sources.parse_spec(spec)
+    except ValueError:
+        kind, arg = "", spec
+    readable = clean(spec)
+    if len(readable) > 60:
+        readable = clean(f"{kind or 'source'}_{clean(arg)[-50:]}")
+    readable = readable or "source"
+    if kind and kind not in ("synthetic", "tfds"):
+        arg = os.path.abspath(arg)
+    digest = hashlib.sha256(f"{kind}:{arg}".encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"
+
+
+def eval_paths(workdir: str, spec: str, output: str | None = None) -> tuple[str, str]:
+    """Where evaluate writes the report on ``spec`` and its per-file predictions: ``output``
+    (a .json file) or ``workdir/eval/<source_name>.json``, and beside it the same name ending
+    in ``.predictions.csv``."""
+    report = output or os.path.join(workdir, "eval", f"{source_name(spec)}.json")
+    return report, re.sub(r"\.json$", "", report) + ".predictions.csv"
 
 
 def evaluate_source(run: LoadedRun, spec: str, *, on_error: str = "error",
                     log: Callable[[str], None] = print,
-                    by: Sequence[str] | None = None) -> tuple[dict, str]:
+                    by: Sequence[str] | None = None, output: str | None = None,
+                    overwrite: bool = False) -> tuple[dict, str]:
     """Classify every file of the labelled source ``spec`` with ``run``; write the report (the
     keys of summary.json's ``test``, plus the data errors, the source, the weights' epoch, any
-    overlap with the run's own training or validation files, and under ``by`` the accuracy
-    per value of each column in ``by``: None for the default columns, see
-    :mod:`training.breakdown`) to ``eval/<source>.json``. Returns (report, path). A column the
-    source lacks raises :class:`breakdown.UnknownColumn` before any file is classified."""
+    overlap with the run's own training or validation files, the number of files it got
+    ``wrong`` and the name of its ``predictions_file``, and under ``by`` the accuracy per value
+    of each column in ``by``: None for the default columns, see :mod:`training.breakdown`) to
+    ``eval/<source>.json``, or to ``output``; and beside it the per-file predictions (see
+    :func:`eval_paths`). Returns (report, path). In eval/ an earlier report of ours on the same
+    source is replaced; an ``output`` that exists only with ``overwrite`` and only when it (and
+    its predictions file) is ours; a file of anyone else's, or a folder, never. Both are checked
+    before any work, as is a column the source lacks (:class:`breakdown.UnknownColumn`)."""
     try:
         sources.parse_spec(spec)
     except ValueError as e:
         raise DataError(str(e)) from None
-    path = os.path.join(run.workdir, "eval", f"{source_name(spec)}.json")
-    check_output(path, overwrite=True, ours=_is_eval_report, flag="eval report")
+    path, predictions_path = eval_paths(run.workdir, spec, output)
+    replace = overwrite if output else True
+    check_output(path, overwrite=replace, ours=workdir_rules.is_eval_report,
+                 flag="--output" if output else "eval report")
+    check_output(predictions_path, overwrite=replace, ours=reporting.is_predictions_file,
+                 flag="predictions file")
     scanned = prepare.scan_source(run.cfg.data, spec, on_error, log, merge_duplicates=False,
                                   splitting=False)
     bad_files = prepare.BadFiles(on_error, log, scanned.errors)
@@ -146,16 +210,13 @@ def evaluate_source(run: LoadedRun, spec: str, *, on_error: str = "error",
         f"files of {spec}")
     pred = classify(run, scanned.files, on_bad_file=bad_files)
     report = clip_scoring.report(pred, run.classes)
+    wrong = reporting.write_predictions(predictions_path, pred, run.classes)
     report.update(data_errors=dict(bad_files.counts), source=spec, weights_epoch=run.epoch,
                   overlap_with_training=overlap,
-                  by=breakdown.by_columns(pred, columns, run.classes, explicit=by is not None))
+                  by=breakdown.by_columns(pred, columns, run.classes, explicit=by is not None),
+                  wrong=wrong, predictions_file=os.path.basename(predictions_path))
     atomic_write_json(path, report)
     return report, path
-
-
-def _is_eval_report(path: str) -> bool:
-    report = read_json(path)
-    return isinstance(report, dict) and {"accuracy", "source"} <= set(report)
 
 
 def training_overlap(run: LoadedRun, files: Sequence[sources.AudioFile]) -> dict:
@@ -260,13 +321,16 @@ def stream_files(run: LoadedRun, paths: Sequence[str], *, hop_seconds: float | N
                                    on_bad_file=on_bad_file)
 
 
-def probability_columns(run: LoadedRun, probs: np.ndarray | None) -> dict:
-    """``predicted, confidence, p_<class>...`` of class probabilities (all None without)."""
-    if probs is None:
-        return {"predicted": None, "confidence": None, **{f"p_{c}": None for c in run.classes}}
-    k = int(np.argmax(probs))
-    return {"predicted": run.classes[k], "confidence": round(float(probs[k]), 6),
-            **{f"p_{c}": round(float(v), 6) for c, v in zip(run.classes, probs, strict=True)}}
+def probability_columns(run: LoadedRun, probs: np.ndarray | None,
+                        min_confidence: float | None = None, label: int | None = None) -> dict:
+    """``predicted, confidence, p_<class>...`` of class probabilities (all None without);
+    ``uncertain`` below ``min_confidence`` (:func:`portable.decide`)."""
+    return portable.decide(probs, run.classes, min_confidence, label)
+
+
+def is_short(run: LoadedRun, result: streaming.FileResult) -> bool | None:
+    """Whether a file is shorter than one window (padded to one; None for an unread file)."""
+    return None if result.error is not None else bool(result.n_samples < run.loader.segment)
 
 
 def _error_text(result: streaming.FileResult) -> str | None:
@@ -274,51 +338,66 @@ def _error_text(result: streaming.FileResult) -> str | None:
     return None if e is None else f"{e.kind}: {e.detail}"
 
 
-def file_row(run: LoadedRun, result: streaming.FileResult) -> dict:
-    """path, duration_s, predicted, confidence, p_<class>..., error (one decision per file: the
-    mean of its window logits)."""
+def file_row(run: LoadedRun, result: streaming.FileResult,
+             min_confidence: float | None = None) -> dict:
+    """path, duration_s, short, predicted, confidence, p_<class>..., error (one decision per
+    file: the mean of its window logits; ``uncertain`` below ``min_confidence``)."""
     ok = result.error is None
     probs = clip_scoring.softmax(result.clip_logits[None])[0] if ok else None
     return {"path": result.path,
             "duration_s": round(result.duration_s(run.loader.sample_rate), 3) if ok else None,
-            **probability_columns(run, probs), "error": _error_text(result)}
+            "short": is_short(run, result),
+            **probability_columns(run, probs, min_confidence), "error": _error_text(result)}
 
 
-def _span_row(run: LoadedRun, path: str, start_s: float | None, end_s: float | None,
-              probs: np.ndarray | None, error: str | None) -> dict:
-    return {"path": path,
+def _span_row(run: LoadedRun, result: streaming.FileResult, start_s: float | None,
+              end_s: float | None, columns: dict) -> dict:
+    return {"path": result.path,
             "start_s": None if start_s is None else round(start_s, 3),
             "end_s": None if end_s is None else round(end_s, 3),
-            **probability_columns(run, probs), "error": error}
+            "short": is_short(run, result), **columns, "error": _error_text(result)}
 
 
-def window_rows(run: LoadedRun, result: streaming.FileResult) -> list[dict]:
-    """One row per window: path, start_s, end_s, predicted, confidence, p_<class>..., error."""
+def window_rows(run: LoadedRun, result: streaming.FileResult,
+                min_confidence: float | None = None) -> list[dict]:
+    """One row per window: path, start_s, end_s, short, predicted, confidence, p_<class>...,
+    error (``uncertain`` below ``min_confidence``)."""
     if result.error is not None:
-        return [_span_row(run, result.path, None, None, None, _error_text(result))]
+        return [_span_row(run, result, None, None, probability_columns(run, None))]
     sr, seg = run.loader.sample_rate, run.loader.segment
     probs = clip_scoring.softmax(result.logits.astype(np.float64))
-    return [_span_row(run, result.path, s / sr, min(s + seg, result.n_samples) / sr, p, None)
+    return [_span_row(run, result, s / sr, min(s + seg, result.n_samples) / sr,
+                      probability_columns(run, p, min_confidence))
             for s, p in zip(result.starts.tolist(), probs, strict=True)]
 
 
 def timeline(run: LoadedRun, result: streaming.FileResult, hop: int,
-             smoothing: segments_lib.Smoothing = segments_lib.DEFAULT
-             ) -> list[tuple[float, float, int, np.ndarray]]:
-    """The merged, smoothed segments of one file (start_s, end_s, label, probabilities)."""
-    return segments_lib.timeline(result.starts, clip_scoring.softmax(result.logits.astype(
-        np.float64)), result.n_samples, sample_rate=run.loader.sample_rate,
-        segment=run.loader.segment, hop=hop, smoothing=smoothing)
+             smoothing: segments_lib.Smoothing = segments_lib.DEFAULT,
+             min_confidence: float | None = None) -> list[tuple]:
+    """The merged, smoothed segments of one file (start_s, end_s, label, probabilities), those
+    below ``min_confidence`` labelled ``segments.UNCERTAIN`` (:func:`segments.abstain`)."""
+    return segments_lib.abstain(segments_lib.timeline(
+        result.starts, clip_scoring.softmax(result.logits.astype(np.float64)), result.n_samples,
+        sample_rate=run.loader.sample_rate, segment=run.loader.segment, hop=hop,
+        smoothing=smoothing), min_confidence)
 
 
 def segment_rows(run: LoadedRun, result: streaming.FileResult, hop: int,
-                 smoothing: segments_lib.Smoothing = segments_lib.DEFAULT) -> list[dict]:
-    """One row per merged segment: path, start_s, end_s, predicted, confidence, p_<class>...,
-    error."""
+                 smoothing: segments_lib.Smoothing = segments_lib.DEFAULT,
+                 min_confidence: float | None = None) -> list[dict]:
+    """One row per merged segment: path, start_s, end_s, short, predicted, confidence,
+    p_<class>..., error. ``predicted`` is the smoothed label and ``confidence`` its mean
+    probability over the segment; ``uncertain`` below ``min_confidence``."""
     if result.error is not None:
-        return [_span_row(run, result.path, None, None, None, _error_text(result))]
-    return [_span_row(run, result.path, s0, s1, p, None)
-            for s0, s1, _, p in timeline(run, result, hop, smoothing)]
+        return [_span_row(run, result, None, None, probability_columns(run, None))]
+    rows = []
+    for seg in timeline(run, result, hop, smoothing, min_confidence):
+        columns = probability_columns(run, seg[3], label=max(seg[2], 0))
+        if seg[2] == segments_lib.UNCERTAIN:
+            columns.update(predicted=portable.UNCERTAIN,
+                           confidence=round(segments_lib.confidence(seg), 6))
+        rows.append(_span_row(run, result, seg[0], seg[1], columns))
+    return rows
 
 
 @dataclasses.dataclass
@@ -328,19 +407,24 @@ class PathPredictions:
     failed: list[str]  # "path: error" of every file that could not be read
     ignored: int  # non-audio files in the folders searched
     panels: list[dict]  # per file, what a timeline plot draws (only when asked for)
+    short: int = 0  # files shorter than one window (padded to one)
 
 
 def predict_paths(run: LoadedRun, paths: Sequence[str], *, rows: str = "files",
                   hop_seconds: float | None = None,
                   smoothing: segments_lib.Smoothing = segments_lib.DEFAULT,
                   on_error: str = "skip", log: Callable[[str], None] = print,
-                  batch_size: int | None = None, panels: int = 0) -> PathPredictions:
+                  batch_size: int | None = None, panels: int = 0,
+                  min_confidence: float | None = None) -> PathPredictions:
     """Rows for the audio files under ``paths``: one per file (``rows="files"``), per window
     (``"windows"``) or per merged, smoothed segment (``"segments"``). An unreadable file gets one
     row with its ``error`` (or, with ``on_error="error"``, stops everything with a DataError).
+    Every row says whether its file is ``short`` (shorter than one window, padded to one); a
+    file, window or segment whose confidence is below ``min_confidence`` is ``uncertain``.
     ``panels``: keep what a timeline plot needs for the first ``panels`` files."""
     if rows not in ROW_KINDS:
         raise ValueError(f"rows must be one of {ROW_KINDS}, got {rows!r}")
+    min_confidence = portable.check_min_confidence(min_confidence)
     found = collect_paths(paths)
     ignored = f" ({found.ignored} non-audio file(s) in the folders left out)" \
         if found.ignored else ""
@@ -353,26 +437,27 @@ def predict_paths(run: LoadedRun, paths: Sequence[str], *, rows: str = "files",
                                log=log, batch_size=batch_size):
         if result.error is not None:
             out.failed.append(f"{result.path}: {_error_text(result)}")
+        out.short += bool(is_short(run, result))
         if rows == "files":
-            out.rows.append(file_row(run, result))
+            out.rows.append(file_row(run, result, min_confidence))
         elif rows == "windows":
-            out.rows += window_rows(run, result)
+            out.rows += window_rows(run, result, min_confidence)
         else:
-            out.rows += segment_rows(run, result, hop, smoothing)
+            out.rows += segment_rows(run, result, hop, smoothing, min_confidence)
         if len(out.panels) < panels:
-            out.panels.append(_panel(run, result, hop, smoothing))
+            out.panels.append(_panel(run, result, hop, smoothing, min_confidence))
     return out
 
 
 def _panel(run: LoadedRun, result: streaming.FileResult, hop: int,
-           smoothing: segments_lib.Smoothing) -> dict:
+           smoothing: segments_lib.Smoothing, min_confidence: float | None = None) -> dict:
     if result.error is not None:
         return {"path": result.path, "error": _error_text(result)}
     sr, seg = run.loader.sample_rate, run.loader.segment
     return {"path": result.path,
             "edges": segments_lib.cell_edges(result.starts, seg, result.n_samples) / sr,
             "probs": clip_scoring.softmax(result.logits.astype(np.float64)),
-            "segments": timeline(run, result, hop, smoothing)}
+            "segments": timeline(run, result, hop, smoothing, min_confidence)}
 
 
 def is_prediction_file(path: str) -> bool:

@@ -191,3 +191,71 @@ def test_a_text_file_with_an_audio_name_is_unreadable(tmp_path):
         audio.probe(path)
     assert e.value.kind == "unreadable"
     assert str(e.value) == f"{path}: not a readable audio file (Format not recognised)"
+
+
+# The MP3 decoder's stderr lines: captured, and one warning per file.
+MPG123_LINE = (b"[src/libmpg123/layer3.c:INT123_do_layer3():1774] error: part2_3_length (3313) "
+               b"too large for available bit count (2680)\n")
+
+
+def test_decoder_lines_on_fd_2_are_captured_and_the_rest_passed_on(tmp_path, capfd):
+    with audio.decoder_messages(tmp_path / "a.mp3") as lines:
+        os.write(2, MPG123_LINE + b"Note: Trying to resync...\n")  # as the C decoder writes
+        os.write(2, b"another thread's line\n")
+    assert lines == [MPG123_LINE.decode().strip(), "Note: Trying to resync..."]
+    assert capfd.readouterr().err == "another thread's line\n"
+    warning = audio.decoder_warning(tmp_path / "a.mp3", lines)
+    assert "a.mp3" in warning and "reported 2 problem(s)" in warning
+    assert "'error: part2_3_length (3313)" in warning and "\n" not in warning
+    with audio.decoder_messages(tmp_path / "a.wav") as lines:  # not MP3: left alone
+        os.write(2, MPG123_LINE)
+    assert lines == [] and "part2_3_length" in capfd.readouterr().err
+
+
+def test_decoder_lines_of_threads_reading_at_once_go_to_their_own_file(tmp_path, capfd):
+    import concurrent.futures
+    import time
+
+    def read(i: int) -> list[str]:
+        with audio.decoder_messages(tmp_path / f"{i}.mp3") as lines:
+            for _ in range(3):
+                os.write(2, f"Note: file {i}\n".encode())
+                time.sleep(0.001)
+        return lines
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(read, range(8)))
+    assert results == [[f"Note: file {i}"] * 3 for i in range(8)]
+    assert capfd.readouterr().err == ""
+
+
+def _damaged_mp3(path) -> str:
+    """Two seconds of MP3 with 40 bytes of its frames overwritten: mpg123 reports errors
+    (part2_3_length, dequantization, resync) and decodes the rest."""
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, signal("music", 2.0, SR, 1, seed=0), SR, format="MP3",
+             subtype="MPEG_LAYER_III")
+    data = bytearray(buf.getvalue())
+    rng = np.random.default_rng(0)
+    for i in rng.integers(400, len(data) - 100, size=40):
+        data[i] = rng.integers(0, 256)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile without MP3")
+def test_a_damaged_mp3_gives_one_warning_and_no_decoder_lines(tmp_path, capfd):
+    from speechmusic_jax.data.pipeline import AudioReader
+
+    path = _damaged_mp3(tmp_path / "damaged.mp3")
+    warnings: list[str] = []
+    reader = AudioReader(SR, warn=warnings.append)
+    clip = reader.whole(path)
+    for offset in (0.0, 0.5, 1.0):
+        reader.crop(path, offset, SR // 4)
+    assert clip.size > SR  # decoded what it could
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {path}: the MP3 decoder")
+    err = capfd.readouterr().err
+    assert "libmpg123" not in err and "Note:" not in err, err

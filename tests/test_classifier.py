@@ -34,7 +34,9 @@ def test_predict_a_waveform_as_its_file(clf, recordings):
     for path, row in zip(recordings, rows, strict=True):
         wave, rate = sf.read(path, dtype="float32")
         got = clf.predict(wave, rate)
-        assert set(got) == {"duration_s", "predicted", "confidence", "p_speech", "p_music"}
+        assert list(got) == ["duration_s", "short", "predicted", "confidence", "p_speech",
+                             "p_music"]
+        assert got["short"] is False
         assert got["predicted"] == row["predicted"]
         assert got["duration_s"] == row["duration_s"] == 3.3
         assert got["p_music"] == pytest.approx(row["p_music"], abs=2e-6)
@@ -49,7 +51,7 @@ def test_predict_refuses_what_it_cannot_classify(clf):
     for bad, needle in ((np.zeros(0, np.float32), "empty"),
                         (np.full(16000, np.nan, np.float32), "NaN"),
                         (np.zeros(16000, np.float32), "silent"),
-                        (np.ones((2, 2, 100), np.float32), "1-D or 2-D"),
+                        (np.ones((2, 2, 100), np.float32), "frames"),
                         (np.asarray(["a", "b"]), "numbers")):
         with pytest.raises(ValueError, match=needle):
             clf.predict(bad, 16000)
@@ -59,8 +61,9 @@ def test_predict_files_rows_and_errors(clf, recordings, tmp_path):
     bad = write_bad(tmp_path, "corrupt")
     rows = clf.predict_files([recordings[0], bad, recordings[1]])
     assert [r["path"] for r in rows] == [recordings[0], bad, recordings[1]]
-    assert list(rows[0]) == ["path", "duration_s", "predicted", "confidence", "p_speech",
-                             "p_music", "error"]
+    assert list(rows[0]) == ["path", "duration_s", "short", "predicted", "confidence",
+                             "p_speech", "p_music", "error"]
+    assert (rows[0]["short"], rows[1]["short"]) == (False, None)
     assert rows[1]["error"].startswith("unreadable:") and rows[1]["predicted"] is None
     assert rows[0]["error"] is None and rows[0]["p_speech"] + rows[0]["p_music"] == \
         pytest.approx(1, abs=1e-5)
@@ -94,3 +97,18 @@ def test_the_example_runs(clf, recordings, tmp_path):
     timeline = [ln.split() for ln in lines[6:]]
     assert timeline[0][:2] == ["0.00", "-"] and timeline[-1][2] == "3.30"
     assert all(t[4] in ("speech", "music") for t in timeline)
+
+
+def test_a_short_or_unsure_answer_says_so(clf):
+    """Issue 29 part 5: a waveform shorter than a window is padded and flagged ``short``;
+    below ``min_confidence`` the decision is ``uncertain``; a bad threshold is refused."""
+    noise = 0.3 * np.random.default_rng(0).standard_normal(800)  # 0.05 s at 16 kHz
+    got = clf.predict(noise, 16000)
+    assert got["short"] is True and got["duration_s"] == 0.05
+    assert got["predicted"] in clf.classes
+    above = clf.predict(noise, 16000, min_confidence=got["confidence"] + 1e-6)
+    assert above["predicted"] == "uncertain" and above["p_music"] == got["p_music"]
+    assert clf.predict(noise, 16000, min_confidence=0.0)["predicted"] == got["predicted"]
+    for bad in (-0.5, 1.01, float("nan"), "high"):
+        with pytest.raises(ValueError, match="min_confidence must be a probability"):
+            clf.predict(noise, 16000, min_confidence=bad)

@@ -43,6 +43,7 @@ def test_wrong_type_is_refused():
     "field,value,needle",
     [
         ("seed", -1, "seed"),
+        ("init_seed", -1, "init_seed"),
         ("data.spec", "mp3dir:/x", "data.spec"),
         ("data.spec", "folder:", "data.spec"),
         ("data.on_error", "ignore", "data.on_error"),

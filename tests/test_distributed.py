@@ -132,16 +132,22 @@ def _probabilities(path) -> dict[str, np.ndarray]:
             for r in rows}
 
 
+# |validation loss| differences measured over the tiny experiment's 3 epochs against one process
+# on one device: 8.3e-9 for 2 processes x 2 devices, 5.3e-9 for 4 devices of one process. Before
+# the conv biases that batch norm cancels were frozen (training.optim.without_updates), Adam
+# stepped them on their rounding-noise gradient, which differs with the reduction's split over
+# devices: 2.1e-4 and 1.3e-4 then. The tolerance is 100x above the first, 100x below the second.
+VAL_LOSS_ATOL = 1e-6
+
+
 def _same_training(curve: np.ndarray, reference: np.ndarray) -> None:
-    """Equal loss curves to float tolerance. The training loss of each step is computed before
-    its update and agrees closely; validation sees the weights after many steps, where the
-    biases that precede batch norm (whose gradient is zero but for rounding, which Adam scales
-    up to step size) differ in the rounding of a reduction split over devices."""
+    """Equal loss curves to float tolerance (the reductions split over devices round
+    differently)."""
     assert curve.shape == reference.shape
     np.testing.assert_array_equal(curve[:, 0], reference[:, 0])  # the same epochs
     np.testing.assert_allclose(curve[:, 1], reference[:, 1], rtol=1e-4)  # train loss
     np.testing.assert_allclose(curve[:, 2], reference[:, 2])  # train accuracy
-    np.testing.assert_allclose(curve[:, 3], reference[:, 3], atol=2e-3)  # val loss
+    np.testing.assert_allclose(curve[:, 3], reference[:, 3], atol=VAL_LOSS_ATOL)  # val loss
 
 
 def test_two_processes_train_as_one_agree_on_every_metric_and_resume_after_a_stop(
@@ -196,8 +202,9 @@ def test_four_devices_of_one_process_train_as_one(tmp_path, one_process):
 @pytest.mark.slow  # with the soak tests: the suite stays under 15 min
 def test_two_processes_fine_tune_from_a_pretrained_run(tmp_path, tmp_path_factory):
     """train.init_from across processes: each reads the pretrained checkpoint; a frozen stem
-    (train.stem_lr_scale 0) stays bit-identical while the rest trains."""
-    from test_init_from import _weights
+    (train.stem_lr_scale 0) stays bit-identical while the rest trains (but the conv biases
+    that batch norm cancels, which never move)."""
+    from test_init_from import _weights, cancelled
     from tiny_run import tiny_run
 
     source = tiny_run(tmp_path_factory)
@@ -206,8 +213,8 @@ def test_two_processes_fine_tune_from_a_pretrained_run(tmp_path, tmp_path_factor
     assert all(w["summary"]["init_from"]["workdir"] == source for w in two)
     for old, new in zip(_weights(source), _weights(str(tmp_path / "ft"), "last"), strict=True):
         for name in old:
-            stem = name.split(".")[0] in ("stem", "stem_norm")
-            assert np.array_equal(new[name], old[name]) == stem, name
+            kept = name.split(".")[0] in ("stem", "stem_norm") or cancelled(name)
+            assert np.array_equal(new[name], old[name]) == kept, name
 
 
 # ---- a group of trials over a trial axis (a sweep shared by processes: test_sweep.py) ----------

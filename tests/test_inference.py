@@ -121,23 +121,23 @@ def test_predict_files_match_the_test_predictions_of_training(run_dir, tmp_path)
     r = cli("predict", f"--workdir={run_dir}", f"--output={out}", *paths)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = read_csv(out)
-    assert list(rows[0]) == ["path", "duration_s", "predicted", "confidence", "p_speech",
-                             "p_music", "error"]
+    assert list(rows[0]) == ["path", "duration_s", "short", "predicted", "confidence",
+                             "p_speech", "p_music", "error"]
     assert [row["path"] for row in rows] == paths
     saved = {row["path"]: row for row in read_csv(os.path.join(run_dir, "test_predictions.csv"))}
     for row in rows:
         assert row["predicted"] == saved[row["path"]]["predicted"] and row["error"] == ""
         assert float(row["p_music"]) == pytest.approx(float(saved[row["path"]]["p_music"]),
                                                       abs=1e-5)
-        assert float(row["duration_s"]) == 2.0
+        assert float(row["duration_s"]) == 2.0 and row["short"] == "False"
     assert f"predict: {len(paths)} file(s) to classify" in r.stderr
 
 
 def test_predict_windows_and_segments(run_dir, tmp_path):
     split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
     paths = [f.path for f in split["test"][:3]]
-    columns = ["path", "start_s", "end_s", "predicted", "confidence", "p_speech", "p_music",
-               "error"]
+    columns = ["path", "start_s", "end_s", "short", "predicted", "confidence", "p_speech",
+               "p_music", "error"]
     win = tmp_path / "windows.json"
     r = cli("predict", f"--workdir={run_dir}", "--windows", f"--output={win}", paths[0])
     assert r.returncode == 0, r.stderr[-2000:]
@@ -166,17 +166,20 @@ def test_predict_windows_and_segments(run_dir, tmp_path):
 
 def test_predict_names_the_files_it_skips(run_dir, tmp_path):
     """Issue 14 item 8: a file that cannot be read gets a row with its error and a line on
-    stderr; the count announced is the count of rows; the others are classified."""
+    stderr; the count announced is the count of rows; the others are classified. Issue 29:
+    each error is named once, and the exit status is 1 unless failures were allowed
+    (--allow_errors, or --data_on_error=skip given explicitly)."""
     from audio_fixtures import write_bad, write_class_files, write_junk
 
     folder = tmp_path / "mixed"
-    write_class_files(folder, "speech", 3, seconds=1.5)
+    good = write_class_files(folder, "speech", 3, seconds=1.5)
     corrupt = write_bad(folder, "corrupt")
     m4a = write_bad(folder, "unsupported")
     write_junk(folder)  # README.txt, cover.jpg, .DS_Store: not audio, counted apart
     out = tmp_path / "rows.json"
     r = cli("predict", f"--workdir={run_dir}", f"--output={out}", str(folder))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "exit status 1: some files could not be read" in r.stderr
     with open(out) as f:
         rows = json.load(f)
     assert "predict: 5 file(s) to classify (3 non-audio file(s)" in r.stderr
@@ -188,8 +191,13 @@ def test_predict_names_the_files_it_skips(run_dir, tmp_path):
     assert all(row["predicted"] is None and row["p_music"] is None for row in rows
                if row["error"])
     assert f"warning: skipping {corrupt}" in r.stderr and f"warning: skipping {m4a}" in r.stderr
+    assert r.stderr.count("bad_corrupt.wav") == r.stderr.count(os.path.basename(m4a)) == 1
     assert "2 of the 5 file(s) could not be read" in r.stderr
     assert "3 of the 5 file(s) classified" in r.stderr
+    for allowed in ("--allow_errors", "--data_on_error=skip"):
+        r = cli("predict", f"--workdir={run_dir}", allowed, corrupt, good[0])
+        assert r.returncode == 0 and "exit status 1" not in r.stderr, r.stderr[-2000:]
+        assert r.stdout.count("bad_corrupt.wav") == 1 and r.stderr.count("bad_corrupt.wav") == 1
     stopped = cli("predict", f"--workdir={run_dir}", "--data_on_error=error", str(folder))
     lines = [ln for ln in stopped.stderr.splitlines() if ln.startswith("error")]
     assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
@@ -333,3 +341,142 @@ def test_evaluate_breaks_the_accuracy_down_by_manifest_columns(run_dir, tmp_path
     with pytest.raises(cli_lib.UsageError, match="--by: no column 'speaker' in manifest:.*; "
                                                  "available: group, source_package, snr_db"):
         evaluate.main(flags, [])
+
+
+def test_short_inputs_are_flagged_and_low_confidence_is_uncertain(run_dir, tmp_path):
+    """Issue 29 part 5: a 0.05 s white-noise WAV is padded to a window as before, but its row
+    says ``short``; below --min_confidence a file, window or segment is ``uncertain``, never
+    forced into a class (and neighbouring uncertain segments merge)."""
+    import numpy as np
+    from audio_fixtures import signal, write
+
+    noise = write(tmp_path / "noise.wav", 0.3 * np.random.default_rng(0).standard_normal(800),
+                  16000, "PCM_16")
+    clip = write(tmp_path / "clip.flac", signal("music", 2.5, 22050, 2, seed=3), 22050,
+                 "PCM_16")
+    run = trained_run.load_run(run_dir)
+
+    def rows(kind, p=None):
+        return trained_run.predict_paths(run, [noise, clip], rows=kind, log=lambda _: None,
+                                         min_confidence=p).rows
+
+    plain = rows("files")
+    assert [r["short"] for r in plain] == [True, False] and plain[0]["duration_s"] == 0.05
+    assert all(r["predicted"] in run.classes for r in plain)
+    p = sum(r["confidence"] for r in plain) / 2  # between the two files' confidences
+    assert plain[0]["confidence"] != plain[1]["confidence"]
+    for kind in ("files", "windows", "segments"):
+        for threshold in (0.0, p, 1.0):
+            got = rows(kind, threshold)
+            assert all((r["predicted"] == "uncertain") == (r["confidence"] < threshold)
+                       and r["predicted"] in (*run.classes, "uncertain") for r in got), got
+            assert {r["short"] for r in got if r["path"] == noise} == {True}
+            if kind == "segments":  # uncertain neighbours merge; the timeline still tiles
+                for path in (noise, clip):
+                    mine = [r for r in got if r["path"] == path]
+                    assert all(a["predicted"] != b["predicted"] and a["end_s"] == b["start_s"]
+                               for a, b in zip(mine, mine[1:], strict=False))
+    files = rows("files", p)
+    assert sum(r["predicted"] == "uncertain" for r in files) == 1
+    with pytest.raises(ValueError, match="min_confidence must be a probability"):
+        rows("files", 1.5)
+    out = tmp_path / "rows.json"
+    r = cli("predict", f"--workdir={run_dir}", f"--min_confidence={p}", f"--output={out}",
+            noise, clip)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "note: 1 file(s) shorter than one window (1 s) were padded" in r.stderr
+    with open(out) as f:
+        assert json.load(f) == files
+    r = cli("predict", f"--workdir={run_dir}", "--min_confidence=1.5", noise)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "--min_confidence must be a probability in [0, 1], got 1.5" in r.stderr
+
+
+# ---- evaluate: per-file predictions, --output, names that cannot collide -----------------------
+
+def _test_manifest(run_dir, path):
+    split = read_split_csv(os.path.join(run_dir, "split.csv"), ("speech", "music"))
+    path.write_text("path,label\n" + "".join(
+        f"{f.path},{('speech', 'music')[f.label]}\n" for f in split["test"]))
+    return path
+
+
+def test_evaluate_lists_every_file_and_says_how_many_were_wrong(run_dir, tmp_path):
+    manifest = _test_manifest(run_dir, tmp_path / "test.csv")
+    output = tmp_path / "out" / "report.json"
+    r = cli("evaluate", f"--workdir={run_dir}", f"--data=manifest:{manifest}",
+            f"--output={output}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(output.read_text())
+    listed = tmp_path / "out" / "report.predictions.csv"
+    assert report["predictions_file"] == "report.predictions.csv"
+    assert (f"{report['wrong']} of {report['n_files']} files wrong; every file's prediction "
+            f"(column correct) in {listed}") in r.stdout
+    assert not os.path.exists(os.path.join(
+        run_dir, "eval", f"{trained_run.source_name(f'manifest:{manifest}')}.json"))
+    rows = read_csv(listed)
+    assert list(rows[0]) == ["path", "label", "predicted", "confidence", "p_speech", "p_music",
+                             "correct"]
+    assert len(rows) == report["n_files"]
+    assert sum(row["correct"] == "0" for row in rows) == report["wrong"]
+    assert report["wrong"] == report["n_files"] - round(report["accuracy"] * report["n_files"])
+    saved = {row["path"]: row for row in read_csv(os.path.join(run_dir, "test_predictions.csv"))}
+    for row in rows:  # the weights training tested with: the same answers as its test
+        assert row["correct"] == str(int(row["predicted"] == row["label"]))
+        assert float(row["confidence"]) == max(float(row["p_speech"]), float(row["p_music"]))
+        assert row["predicted"] == saved[row["path"]]["predicted"]
+        assert float(row["p_music"]) == pytest.approx(float(saved[row["path"]]["p_music"]),
+                                                      abs=1e-5)
+
+
+def test_evaluate_output_replaces_only_its_own_report(run_dir, tmp_path):
+    from speechmusic_jax.errors import WorkdirConflict
+
+    manifest = _test_manifest(run_dir, tmp_path / "test.csv")
+    spec = f"manifest:{manifest}"
+    run = trained_run.load_run(run_dir)
+    quiet = lambda _: None  # noqa: E731
+    mine = tmp_path / "report.json"
+    trained_run.evaluate_source(run, spec, log=quiet, output=str(mine))
+    assert (tmp_path / "report.predictions.csv").exists()
+    with pytest.raises(WorkdirConflict, match="exists; pass --overwrite"):
+        trained_run.evaluate_source(run, spec, log=quiet, output=str(mine))
+    trained_run.evaluate_source(run, spec, log=quiet, output=str(mine), overwrite=True)
+    users = tmp_path / "users.json"
+    users.write_text('{"accuracy": 0.5}')
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "theirs.predictions.csv").write_text("my,own,table\n")
+    (tmp_path / "theirs.json").write_text(mine.read_text())  # a report of ours, but ...
+    for target, match in ((users, "not a file this program wrote"),
+                          (tmp_path / "folder.json", "is a folder"),
+                          (tmp_path / "theirs.json", "predictions file.*not a file this")):
+        with pytest.raises(WorkdirConflict, match=match):
+            trained_run.evaluate_source(run, spec, log=quiet, output=str(target),
+                                        overwrite=True)
+    assert users.read_text() == '{"accuracy": 0.5}'
+    assert (tmp_path / "theirs.predictions.csv").read_text() == "my,own,table\n"
+    assert os.listdir(tmp_path / "folder.json") == []
+    r = cli("evaluate", f"--workdir={run_dir}", f"--data={spec}", f"--output={tmp_path}/r.csv")
+    assert r.returncode == 2 and "--output must end in .json" in r.stderr
+
+
+def test_eval_reports_of_sources_with_alike_names_do_not_collide(run_dir, tmp_path):
+    from audio_fixtures import write_class_files
+
+    specs = []
+    for folder in (tmp_path / "a" / "b", tmp_path / "a_b"):
+        for kind in ("speech", "music"):
+            write_class_files(folder / kind, kind, 2, nested=False, seed=len(specs))
+        specs.append(f"folder:{folder}")
+    names = [trained_run.source_name(s) for s in specs]
+    assert names[0] != names[1]
+    assert names[0].rsplit("-", 1)[0] == names[1].rsplit("-", 1)[0]  # alike to read ...
+    assert names[0].rsplit("-", 1)[0].endswith("_a_b")  # ... and readable
+    assert trained_run.source_name(specs[0]) == names[0]  # the same source, the same name
+    run = trained_run.load_run(run_dir)
+    paths = [trained_run.evaluate_source(run, s, log=lambda _: None)[1] for s in specs]
+    assert paths[0] != paths[1]
+    for spec, path in zip(specs, paths, strict=True):
+        with open(path) as f:
+            assert json.load(f)["source"] == spec
+        assert os.path.exists(path[:-len(".json")] + ".predictions.csv")

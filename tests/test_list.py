@@ -10,12 +10,12 @@ from speechmusic_jax import list as list_cli
                                          ("schedules", "onecycle"), ("sources", "gtzan"),
                                          ("experiments", "default.py")])
 def test_list_names_what_exists(what, expect, capsys):
-    assert list_cli.main(["list", what]) == 0
+    assert list_cli.main({}, [what]) == 0
     assert expect in capsys.readouterr().out
 
 
 def test_list_presets_shows_published_counts(capsys):
-    list_cli.main(["list", "presets"])
+    list_cli.main({}, ["presets"])
     out = capsys.readouterr().out
     assert "555,010" in out and "24,770" in out
 

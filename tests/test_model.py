@@ -261,8 +261,11 @@ def test_logmel_model_trains_and_states_its_minimum():
     c.model.frontend = "logmel"
     spec = resolve_spec(c.model, 2, sample_rate=16000)
     assert spec.stft_win == 400 and spec.stft_hop == 160
-    # stem pool 4 x stage pool 4 = 16 frames after a kernel-3 stem: 18 frames of 10 ms.
-    assert spec.min_input_length() == 17 * 160 + 400
+    # no pool after the stem over frames (model.stem_pool unset), stage pool 4: 4 frames after
+    # a kernel-3 stem, 6 frames of 10 ms
+    assert spec.stem_pool == 1 and spec.min_input_length() == 5 * 160 + 400
+    c.model.stem_pool = 4  # set explicitly, it is kept: 16 frames after the stem
+    assert resolve_spec(c.model, 2).min_input_length() == 17 * 160 + 400
     tx = optax.adam(1e-3)
     graphdef, state = init_state(build_model(spec, seed=0), tx)
     step = jax.jit(make_train_step(graphdef, tx, num_classes=2))

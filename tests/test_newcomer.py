@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,12 +19,46 @@ def run(*args, **kw):
                           timeout=300, **kw)
 
 
-@pytest.mark.parametrize("module", ["train", "evaluate", "predict", "crossval", "benchmark",
-                                    "list"])
-def test_help_exits_zero_and_shows_usage(module):
-    r = run("-m", f"speechmusic_jax.{module}", "--help")
+BUILT_IN = ("test", "setup", "lint")  # run.sh's own commands; the others are modules
+
+
+def run_sh_commands() -> list[str]:
+    """The commands ``./run.sh --help`` lists."""
+    out = subprocess.run(["bash", "run.sh", "--help"], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    return [ln.split()[0] for ln in out.split("commands:\n", 1)[1].splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize("command", [c for c in run_sh_commands() if c not in BUILT_IN])
+def test_help_of_every_module_command_exits_zero_in_one_format_and_runs_nothing(command,
+                                                                               tmp_path):
+    r = subprocess.run([sys.executable, "-m", f"speechmusic_jax.{command}", "--help"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"python -m speechmusic_jax.{module}" in r.stdout
+    assert f"python -m speechmusic_jax.{command}" in r.stdout  # the usage, from the docstring
+    assert "\nflags:\n" in r.stdout and "--host_memory" in r.stdout, r.stdout  # cli.print_help
+    assert r.stderr == "" and list(tmp_path.iterdir()) == []  # nothing ran, nothing written
+
+
+@pytest.mark.parametrize("command", BUILT_IN)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_run_sh_help_of_a_built_in_command_prints_help_and_runs_nothing(command, flag, tmp_path):
+    # A scratch copy with no virtualenv and an interpreter that leaves a mark when called:
+    # setting up, testing or linting would create the virtualenv or call it.
+    for name in ("run.sh", "pyproject.toml"):
+        shutil.copy(os.path.join(REPO, name), tmp_path / name)
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\ntouch {tmp_path}/python-was-called\nexit 1\n")
+    python.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(python), "SPEECHMUSIC_VENV": str(tmp_path / "venv")}
+    args = ["tests/test_train.py", "-k", "resume", flag] if command == "test" else [flag]
+    r = subprocess.run(["bash", "run.sh", command, *args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: ./run.sh {command}") and r.stderr == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pyproject.toml", "python", "run.sh"]
+    if command == "test":
+        assert "./run.sh test tests/test_train.py -k resume" in r.stdout
 
 
 def test_train_help_says_how_to_see_and_set_fields_and_what_the_star_means():
@@ -35,7 +70,10 @@ def test_train_help_says_how_to_see_and_set_fields_and_what_the_star_means():
 @pytest.mark.parametrize("args,needle", [
     (["predict", "--workdir=x"], "name at least one audio file"),
     (["predict", "--workdir=x", "--output=rows.txt", "a.wav"], "--output must end in"),
-    (["evaluate", "--workdir=x"], "--workdir and --data are required"),
+    (["evaluate", "--workdir=x"], "--data is required"),
+    (["evaluate", "--data=synthetic"], "--model is required"),
+    (["predict", "--model=x", "--workdir=y", "a.wav"], "--model and --workdir both"),
+    (["baseline"], "--split=PATH/split.csv is required"),
     (["train", TINY, "stray_argument"], "unexpected arguments"),
 ])
 def test_usage_errors_are_one_line_and_exit_two(args, needle):
@@ -49,7 +87,7 @@ def test_run_sh_lists_every_command_and_refuses_an_unknown_one():
     r = subprocess.run(["bash", "run.sh", "--help"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0
     for command in ("train", "test", "setup", "lint", "list", "evaluate", "predict", "crossval",
-                    "benchmark", "baseline"):
+                    "benchmark", "baseline", "ship"):
         assert f"\n  {command} " in r.stdout, command
     assert "set -euo" not in r.stdout
     bad = subprocess.run(["bash", "run.sh", "trian"], cwd=REPO, capture_output=True, text=True)

@@ -94,8 +94,8 @@ def localise(words, tiny_run, tmp):
         name, _, value = arg.partition("=")
         if name == "--workdir":
             value = tiny_run if value == "runs/default" else str(tmp / "work")
-        elif name == "--config.train.init_from":  # the pretrained run: the tiny one
-            value = tiny_run
+        elif name in ("--model", "--config.train.init_from"):  # a run or the shipped model:
+            value = tiny_run  # the tiny run stands for both
         elif name == "--data" and ":" in value:
             kind = value.split(":")[0]
             value = f"{kind}:{makers[kind](tmp / kind, per_class=12)}"

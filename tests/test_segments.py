@@ -126,3 +126,17 @@ def test_the_alternating_recording_of_segment_bench(tmp_path):
     for t0, t1, label in truth:  # every sample of a run comes from its class's clips
         run = x[int(round(t0 * rate)) : int(round(t1 * rate))]
         assert (run > 0).all() if label == 0 else (run < 0).all()
+
+
+def test_segments_below_min_confidence_are_uncertain_and_merge():
+    p = lambda a: np.asarray([a, 1 - a])  # noqa: E731
+    segs = [(0.0, 2.0, 0, p(0.9)), (2.0, 3.0, 1, p(0.4)), (3.0, 4.0, 0, p(0.55)),
+            (4.0, 6.0, 1, p(0.2))]
+    assert segments.abstain(segs, None) == segs
+    got = segments.abstain(segs, 0.7)
+    assert [(s[0], s[1], s[2]) for s in got] == [(0.0, 2.0, 0), (2.0, 4.0, segments.UNCERTAIN),
+                                                 (4.0, 6.0, 1)]
+    merged = got[1]  # 1 s at music 0.6 and 1 s at speech 0.55: time-weighted
+    np.testing.assert_allclose(merged[3], [0.475, 0.525])
+    assert segments.confidence(merged) == pytest.approx(0.575) and 0.575 < 0.7
+    assert [s[2] for s in segments.abstain(segs, 1.0)] == [segments.UNCERTAIN]

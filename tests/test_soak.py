@@ -52,14 +52,15 @@ def test_every_kill_point_then_resume(reference, tmp_path):  # noqa: F811
 
 
 class Run:
-    """`train` in a subprocess; its stdout lines with the time each arrived."""
+    """A command (`train` unless ``module`` says) in a subprocess; its stdout lines with the time
+    each arrived. ``base``: the flags before ``--workdir`` (the soak run's, for `train`)."""
 
-    def __init__(self, workdir, *flags: str):
+    def __init__(self, workdir, *flags: str, module: str = "speechmusic_jax.train",
+                 base: tuple[str, ...] | list[str] = tuple(FLAGS)):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "speechmusic_jax.train", *FLAGS, f"--workdir={workdir}",
-             *flags], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+            [sys.executable, "-m", module, *base, f"--workdir={workdir}", *flags], cwd=REPO,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.start = time.monotonic()
         self.lines: list[tuple[float, str]] = []
         self.stderr = ""
@@ -83,6 +84,9 @@ class Run:
         for t in self._threads:
             t.join()
         return rc
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)  # our own child, by its pid
@@ -165,7 +169,8 @@ def moment(workdir, last: dict | None) -> str:
                 return "during a pointer write"
             if not entry.startswith("epoch_") or not (folder / entry).is_dir():
                 continue
-            epoch, inner = int(entry.split("_")[1]), os.listdir(folder / entry)
+            epoch = int(entry.split("_")[1].split(".")[0])  # epoch_NNNN or epoch_NNNN.K
+            inner = os.listdir(folder / entry)
             if epoch > last_epoch:
                 if "loop.json" in inner:
                     return "after a checkpoint, before its pointer"

@@ -491,3 +491,53 @@ def test_fused_pooling_switch_gives_the_same_step(monkeypatch):
     for a, b in zip(jax.tree.leaves(s_fused.model_state), jax.tree.leaves(s_plain.model_state),
                     strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_conv_biases_that_batch_norm_cancels_never_move(tiny_config, norm):
+    # A conv bias in front of batch norm has a gradient that is 0 but for float rounding, which
+    # Adam's normalised steps would turn into full-size moves; the builder's optimizer gives
+    # those biases no updates, whatever else decays or is penalised (here: weight decay and an
+    # L2 penalty on every parameter). The optimizer state keeps the plain chain's layout.
+    # Before layer norm, whose mean is over channels, the biases matter and train.
+    from speechmusic_jax import parallel
+    from speechmusic_jax.models.conv1d import cancelled_by_norm
+    from speechmusic_jax.training import builder
+
+    tiny_config.model.norm = norm
+    tiny_config.model.dropout = 0.0
+    tiny_config.optimizer.weight_decay_mask = "all"
+    tiny_config.train.l2 = 1e-3
+    built = builder.build(tiny_config, steps_per_epoch=4)
+    plain = optim.make_optimizer("adamw", optax.constant_schedule(1e-2), weight_decay=0.1)
+    assert jax.tree.structure(built.state.opt_state) == jax.tree.structure(
+        plain.init(built.state.params))
+    cancelled = cancelled_by_norm(built.spec) or (lambda path: False)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(
+        built.state.params) if cancelled(p)]
+    assert len(paths) == (2 if norm == "batch" else 0), paths  # the stem's and the block's
+    x, y = (jnp.asarray(a) for a in generic_batch(8, built.segment))
+    batch = (x.astype(jnp.float32), y, jnp.ones(8, jnp.float32))
+
+    def loss(params):
+        model = nnx.merge(built.graphdef, params, built.state.model_state, copy=True)
+        logits = model(batch[0], train=True)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grads = jax.grad(loss)(built.state.params)
+    mesh = parallel.make_mesh()
+    step = builder.compile_train_step(built, built.state, mesh).fn
+    state = parallel.put_replicated(built.state, mesh)
+    start = jax.tree.map(np.asarray, built.state.params)
+    for _ in range(4):
+        state, _ = step(state, *batch, jax.random.key(0))
+    moved = {jax.tree_util.keystr(p): not np.array_equal(a, b) for (p, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(start), jax.tree.leaves(state.params), strict=True)}
+    norm_of_all = float(optax.tree.norm(grads))
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        name = jax.tree_util.keystr(path)
+        if cancelled(path):
+            assert float(jnp.abs(g).max()) < 1e-5 * norm_of_all, name  # rounding only
+            assert not moved[name], name
+        else:
+            assert moved[name], name

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -127,6 +128,29 @@ def test_overlapping_processes_never_train_one_trial_twice(sweep_file, tmp_path,
     assert [r["status"] for r in _rows(workdir)] == ["pending", "completed", "pending",
                                                      "completed"]
     assert os.listdir(workdir / "claims") == ["000.json"]  # the live one's, untouched
+    # what Ctrl-C now says: the finished trials are kept (a rerun skips them)
+    note = runner.interrupt_note(spec.load_sweep(sweep_file), str(workdir))
+    assert note.startswith(f"2 of 4 trials are finished and kept in {workdir}")
+    assert runner.interrupt_note(spec.load_sweep(sweep_file), str(tmp_path / "none")) == \
+        "nothing was written"
+
+
+def test_claims_left_by_a_process_that_is_gone_are_taken_over_in_one_line(tmp_path):
+    from speechmusic_jax.tuning import claims
+
+    (tmp_path / "claims").mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = __import__("socket").gethostname()
+    for index in (*range(5), 7):  # 7: a finished trial's claim, which nobody claims again
+        (tmp_path / "claims" / f"{index:03d}.json").write_text(
+            f'{{"host": "{host}", "pid": {gone.pid}, "started": "now"}}')
+    lines = []
+    with claims.held(str(tmp_path), list(range(5)), lines.append) as got:
+        assert got == [0, 1, 2, 3, 4]
+    assert lines == [f"trials 0..4: took over 5 claims of processes that are gone (the first: "
+                     f"the claim of process {gone.pid}, which is gone)"]
+    assert not (tmp_path / "claims").exists()  # the stale claim of trial 7 cleared too
 
 
 def test_a_diverged_and_a_failed_trial_are_recorded_and_the_sweep_goes_on(sweep_file, tmp_path):
@@ -216,14 +240,66 @@ def test_each_ready_sweep_runs_its_first_tiny_trial(name, tmp_path):
     assert result.records[0]["status"] in ("completed", "stopped_early"), result.records[0]
 
 
+def test_an_optimizer_the_workload_rules_out_is_left_out_not_run_on_another_network():
+    from speechmusic_jax.tuning.bases import tiny_base
+
+    base = tiny_base()
+    assert base.model.norm == "batch"
+    sweep = runner.optimizer_sweep(base, ["adamw", "schedule_free_adamw"], budget=1, seeds=1)
+    assert list(sweep.arms) == ["adamw"]
+    assert len(sweep.left_out) == 1 and sweep.left_out[0].startswith(
+        "left out: schedule_free_adamw cannot run on this workload (optimizer.name:")
+    assert sweep.left_out[0] in sweep.describe()
+    assert all(sweep.trial_config(t).model.norm == "batch" for t in sweep.trials())
+    result = runner.collect(sweep, "/nonexistent")
+    assert sweep.left_out[0] in result.markdown() and result.to_json()["left_out"]
+    # on a workload it can run, it runs that workload unchanged, as every other arm does
+    base.model.norm = "layer"
+    sweep = runner.optimizer_sweep(base, ["adamw", "schedule_free_adamw"], budget=1, seeds=1)
+    assert list(sweep.arms) == ["adamw", "schedule_free_adamw"] and not sweep.left_out
+    configs = [sweep.trial_config(t) for t in sweep.trials()]
+    assert {c.model.norm for c in configs} == {"layer"}
+    assert [c.optimizer.schedule for c in configs] == [base.optimizer.schedule, "constant"]
+    base.model.norm = "batch"
+    from speechmusic_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="none can run on this workload"):
+        runner.optimizer_sweep(base, ["schedule_free_adamw"], budget=1, seeds=1)
+
+
+def test_the_workloads_sweep_covers_presets_times_data_for_profiles():
+    sweep = spec.load_sweep(os.path.join(REPO, "experiments", "sweeps",
+                                         "optimizers_workloads.py"), "tiny")
+    fixed = list(sweep.workloads.values())
+    assert len({f["model.preset"] for f in fixed}) == 2
+    assert len({f["data.synthetic.seed"] for f in fixed}) == 2 and len(fixed) == 4
+    assert sweep.notice.startswith("a smoke test")
+    # records of every workload: the result has a profile (profile.png, results.md)
+    recs = [dict(r, status="completed", val_accuracy=0.9, test_accuracy=0.8,
+                 steps_to_target=10.0 * (1 + r["trial"] % 3), seconds_to_target=1.0)
+            for r in runner.collect(sweep, "/nonexistent").records]
+    result = runner.collect(sweep, "/nonexistent")
+    result.records = recs
+    assert result.profiles()["workloads"] == sorted(sweep.workloads)
+    assert "Performance profiles" in result.markdown()
+
+
 def test_the_command_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     run = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep",
                           "--sweep=experiments/sweeps/optimizers.py:tiny", "--dry_run",
-                          f"--workdir={tmp_path / 'w'}", "--trials=0:3"],
+                          f"--workdir={tmp_path / 'w'}", "--trials=0:3", "--reference=adam"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "trial 002" in run.stdout and "trial 003" not in run.stdout
+    assert run.stdout.startswith("note: optimizers_tiny: a smoke test")  # as train's :tiny
+    assert "reference arm: adam (named)" in run.stdout
+    unknown = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep",
+                              "--sweep=experiments/sweeps/optimizers.py:tiny", "--dry_run",
+                              "--reference=sgd"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert unknown.returncode == 2
+    assert "reference: no arm 'sgd'" in unknown.stderr
     assert not (tmp_path / "w").exists()
     bad = subprocess.run([sys.executable, "-m", "speechmusic_jax.sweep",
                           "--sweep=experiments/sweeps/nothing.py"], cwd=REPO, env=env,
@@ -231,6 +307,28 @@ def test_the_command_line(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "config error: --sweep: no sweep file experiments/sweeps/nothing.py"]
+
+
+@pytest.mark.slow  # five tiny trials (minutes on a busy 2-core machine): with the soak tests
+def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        blocks = [b for b in re.findall(r"```python\n(.*?)```", f.read(), re.S)
+                  if "compare_optimizers(" in b]
+    assert len(blocks) == 1
+    # "in the repository's folder": its experiments/, and runs/ of its own
+    (tmp_path / "experiments").symlink_to(os.path.join(REPO, "experiments"))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    out = capsys.readouterr().out
+    assert out.count("verdict: ") == 2  # the comparison's table and the sweep's, once each
+    assert out.count("sweep compare_optimizers on synthetic: 4 trials") == 1
+    compared = read_json(str(tmp_path / "runs" / "compare_optimizers" / "results.json"))
+    assert compared["reference_rule"] == "best mean validation accuracy"
+    assert compared["reference_arm"] in ("momentum", "adamw")
+    assert "no claim can be made with 2 seeds" in compared["verdict"]
+    assert (tmp_path / "runs" / "sweeps" / "widths_tiny" / "results.md").exists()
+    assert namespace["result"].counts == {"completed": 1, "pending": 5}
 
 
 def _readme_sweep_commands():

@@ -63,15 +63,86 @@ def test_time_to_target_from_epoch_rows():
     assert records.time_to_target(loss_rows, ("val_loss", 0.3), 5, 8) == (10.0, 2.0)
 
 
-def test_paired_difference_pairs_by_seed_with_a_t_interval():
+def test_paired_difference_pairs_by_seed_with_an_exact_test():
     p = analysis.paired_difference(RECORDS, "a", "b")
     # picks: a -> 0.80, 0.84, 0.70; b -> 0.75 (seed 0), 0.79 (seed 1), 0.77 (seed 2)
     diffs = [0.80 - 0.75, 0.84 - 0.79, 0.70 - 0.77]
     assert p["differences"] == pytest.approx(diffs)
-    m = sum(diffs) / 3
-    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / 2)
-    half = 4.303 * sd / math.sqrt(3)
-    assert p["mean"] == pytest.approx(m) and p["ci95"] == pytest.approx((m - half, m + half))
+    assert p["mean"] == pytest.approx(sum(diffs) / 3)
+    # sign patterns of (+.05, +.05, -.07) with a sum at least 0.03: (+,+,-) and (+,+,+)... of 8
+    assert p["p_value"] == pytest.approx(1.0)
+    # 3 seeds: the test can never reject (its smallest p is 2/8), so no interval is given
+    assert p["min_seeds"] == 6 and p["ci"] is None and p["ci95"] is None
+
+
+def _seeds(n, diffs_a, diffs_b):
+    """Three arms over n seeds, one point each: val and test accuracy per seed."""
+    out = []
+    for seed in range(n):
+        for arm, (val, test) in (("ref", (0.90, 0.80)), ("up", diffs_a[seed]),
+                                 ("down", diffs_b[seed])):
+            out.append(rec(len(out), arm, seed, 0, val, test))
+    return out
+
+
+def test_the_reference_is_chosen_on_validation_never_on_test():
+    rng = random.Random(0)
+    for _ in range(20):
+        n = 4
+        recs = _seeds(n, [(0.85, 0.9)] * n, [(0.80, 0.95)] * n)
+        for r in recs:  # random validation scores; the test scores are then shuffled
+            r["val_accuracy"] = round(rng.uniform(0.5, 1.0), 3)
+        expected = analysis.reference_arm(analysis.summarize(recs, "val_accuracy"),
+                                          "val_accuracy")
+        means = {arm: sum(r["val_accuracy"] for r in recs if r["arm"] == arm) / n
+                 for arm in ("ref", "up", "down")}
+        assert expected == max(means, key=means.get)
+        tests = [r["test_accuracy"] for r in recs]
+        for _ in range(5):
+            rng.shuffle(tests)
+            shuffled = [dict(r, test_accuracy=t) for r, t in zip(recs, tests, strict=True)]
+            result = SweepResult("demo", shuffled, [])
+            assert result.to_json()["reference_arm"] == expected
+            assert result.to_json()["reference_rule"] == "best mean validation accuracy"
+    named = SweepResult("demo", recs, [], reference="down").to_json()
+    assert (named["reference_arm"], named["reference_rule"]) == ("down", "named by the user")
+    with pytest.raises(ValueError, match="no arm 'nope'"):
+        SweepResult("demo", recs, [], reference="nope").verdict()
+
+
+def test_no_interval_leaves_the_possible_range():
+    rng = random.Random(1)
+    for n in (3, 6, 7, 9, 12):
+        for _ in range(10):
+            recs = _seeds(n, [(0.80, rng.choice((0.0, 1.0))) for _ in range(n)],
+                          [(0.70, rng.random()) for _ in range(n)])
+            for p in SweepResult("demo", recs, []).paired_table():
+                assert p["ci"] is None if n < p["min_seeds"] else p["ci"] is not None
+                if p["ci"]:
+                    assert -1.0 <= p["ci"][0] <= p["ci"][1] <= 1.0
+                    assert min(p["differences"]) <= p["ci"][0]
+                    assert p["ci"][1] <= max(p["differences"])
+
+
+def test_the_verdict_names_the_arms_that_differ_after_holm():
+    n = 8  # two comparisons: the test needs 7 seeds
+    better = [(0.85, 0.80 + 0.05 + 0.01 * s) for s in range(n)]  # higher test on every seed
+    same = [(0.80, 0.80 + (0.02 if s % 2 else -0.02)) for s in range(n)]
+    result = SweepResult("demo", _seeds(n, better, same), [])
+    entry = result.comparison()[0]
+    assert entry["reference"] == "ref"
+    up, down = entry["comparisons"]
+    assert up["differs"] and up["p_holm"] == pytest.approx(2 * 2 / 2 ** n)
+    assert not down["differs"] and down["p_holm"] == 1.0
+    assert up["ci"][0] > 0 and up["ci_level"] == pytest.approx(1 - 0.05 / 2)
+    text = result.verdict()
+    assert text.startswith("ref has the best validation accuracy; up (+0.085, p = 0.0156) has "
+                           "higher test accuracy than ref at 95 % (Holm-corrected, 8 seeds)")
+    assert "the other 1 do not differ" in text
+    assert result.markdown().split("\n")[2].startswith("**Verdict.** ref has the best")
+    assert result.table().startswith("verdict: ref has the best")
+    few = SweepResult("demo", _seeds(3, better[:3], same[:3]), []).verdict()
+    assert "no claim can be made with 3 seeds" in few and "at least 7" in few
 
 
 def test_expected_best_of_k_is_the_exact_bootstrap_expectation():
@@ -150,3 +221,35 @@ def test_the_figures_are_drawn(tmp_path):
     result.write(str(tmp_path))
     for name in ("curves.png", "budget.png", "pareto.png", "profile.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def _png_width(path):
+    return int.from_bytes(path.read_bytes()[16:20], "big")
+
+
+def test_pareto_drops_the_parameter_panel_when_every_arm_has_the_same_network(tmp_path):
+    from speechmusic_jax.tuning import plots
+
+    plots.pareto(SweepResult("demo", RECORDS, []), str(tmp_path / "two.png"))
+    same = [dict(r, params_trainable=500) for r in RECORDS]
+    plots.pareto(SweepResult("demo", same, []), str(tmp_path / "one.png"))
+    assert _png_width(tmp_path / "one.png") < 0.6 * _png_width(tmp_path / "two.png")
+
+
+def test_budget_and_curves_mark_the_reference_arm(tmp_path, monkeypatch):
+    from speechmusic_jax.tuning import plots
+
+    labels = []
+    real = plots._save
+
+    def keep_labels(fig, path):
+        labels.extend(t.get_text() for ax in fig.axes if ax.get_legend()
+                      for t in ax.get_legend().get_texts())
+        real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep_labels)
+    plots.budget(SweepResult("demo", RECORDS, []), str(tmp_path / "budget.png"))
+    assert "a (reference)" in labels and "b" in labels
+    labels.clear()
+    plots.budget(SweepResult("demo", RECORDS, [], reference="b"), str(tmp_path / "budget.png"))
+    assert "b (reference)" in labels and "a" in labels

@@ -30,12 +30,52 @@ def _leaves_close(a, b, rtol=2e-4, atol=2e-5):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
-def _bias_before_batch_norm(path) -> bool:
-    """A conv bias that batch norm cancels: its gradient is zero but for float noise, which
-    Adam's first steps (update ~ lr * sign(g)) blow up to +-lr; the network's output does not
-    depend on it, so it is left out of the comparison of weights."""
-    keys = [str(getattr(p, "key", getattr(p, "idx", ""))) for p in path]
-    return "bias" in keys and any(k in ("stem", "conv1", "conv2") for k in keys)
+def _grouped_and_alone_val_loss(cfg, steps: int = 12) -> tuple[float, float]:
+    """Trial 0 of a vmapped group of two (learning rates 1e-2 and 2e-2) and the same trial
+    alone, trained ``steps`` steps on the same batches and keys: their validation losses (the
+    mean cross-entropy of 16 held-out rows in inference mode, running statistics included)."""
+    from speechmusic_jax.training.step import cross_entropy
+
+    cfgs = _configs(cfg, [(1e-2, 1e-4), (2e-2, 1e-4)])
+    mesh = parallel.make_mesh()
+    g = builder.build_group(cfgs, steps_per_epoch=steps)
+    states = parallel.put_replicated(g.state, mesh)
+    group_step = builder.compile_group_train_step(g, states, mesh).fn
+    built = builder.build(cfgs[0], steps_per_epoch=steps)
+    step = builder.compile_train_step(built, built.state, mesh).fn
+    state = parallel.put_replicated(built.state, mesh)
+    x, y = generic_batch(8 * steps + 16, built.segment)
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
+    key = jax.random.key(cfg.seed)
+    for k in range(steps):
+        batch = (x[8 * k:8 * k + 8], y[8 * k:8 * k + 8], jnp.ones(8, jnp.float32))
+        state, _ = step(state, *batch, key)
+        states, _, _ = group_step(states, g.hyper, np.ones(2, bool), *batch,
+                                  jnp.stack([key] * 2))
+
+    def val_loss(s) -> float:
+        logits = builder.predictor(built, s)(x[-16:])
+        return float(cross_entropy(logits, y[-16:], 0.0, 2).mean())
+
+    return val_loss(g.trial_state(states, 0)), val_loss(state)
+
+
+# The float noise between a trial grouped and alone, Adam(W) with batch norm (the defaults), 12
+# steps of the tiny model, |validation loss grouped - alone| over seeds 0-3 (2-core AMD EPYC,
+# /tmp script calling _grouped_and_alone_val_loss): 3.0e-8 to 3.3e-7 now that the conv biases
+# batch norm cancels get no updates; 7.2e-4 to 2.5e-3 when Adam still stepped them on their
+# rounding-noise gradient (training.optim.without_updates). The tolerance is 6x the first's
+# largest and 360x below the second's smallest.
+GROUPED_VS_ALONE_VAL_LOSS = 2e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_trial_grouped_equals_it_alone_with_adam_and_batch_norm(tiny_config, seed):
+    tiny_config.seed = seed
+    assert (tiny_config.optimizer.name, tiny_config.model.norm) == ("adamw", "batch")
+    tiny_config.model.dropout = 0.0
+    grouped, alone = _grouped_and_alone_val_loss(tiny_config)
+    assert abs(grouped - alone) <= GROUPED_VS_ALONE_VAL_LOSS, (grouped, alone)
 
 
 @pytest.mark.parametrize("strategy, norm", [("vmap", "batch"), ("vmap", "none"),
@@ -81,14 +121,10 @@ def test_a_group_step_is_each_trial_step_and_freezes_a_diverged_trial(tiny_confi
         mine = jax.tree_util.tree_leaves_with_path(jax.tree.map(lambda a, i=i: a[i],
                                                                 states.params))
         theirs = jax.tree.leaves(alone[i].params)
-        compared = 0
+        # every weight, the conv biases batch norm cancels included (they stay where they are)
         for (path, a), b in zip(mine, theirs, strict=True):
-            if norm == "batch" and _bias_before_batch_norm(path):
-                continue
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6,
                                        err_msg=jax.tree_util.keystr(path))
-            compared += 1
-        assert compared >= 6
     assert np.isfinite(np.concatenate([np.ravel(x) for x in jax.tree.leaves(
         jax.tree.map(lambda a: a[2], states.params))])).all()
 
@@ -168,12 +204,8 @@ def test_group_keys_separate_what_cannot_share_a_program(tiny_config):
 def test_trials_trained_in_a_group_equal_trials_trained_alone(tiny_config, tmp_path, optimizer,
                                                               norm):
     """The equivalence the sweep relies on, end to end: per-epoch records, early stopping,
-    the tested weights' report and the checkpoint, grouped (vmapped) against fit.
-
-    (Adam with batch norm is left to the step test above: the conv biases batch norm cancels
-    have a zero gradient but for float noise, which Adam's normalised steps amplify to +-lr in
-    any two runs that sum differently, alone or grouped; through the running mean this moves
-    the validation loss by ~1e-3.)"""
+    the tested weights' report and the checkpoint, grouped (vmapped) against fit. (Adam with
+    batch norm, the defaults: test_a_trial_grouped_equals_it_alone_with_adam_and_batch_norm.)"""
     tiny_config.optimizer.name = optimizer
     tiny_config.model.norm = norm
     tiny_config.train.epochs = 5

@@ -132,3 +132,174 @@ def test_atomic_writes_get_the_permissions_of_open(tmp_path):
     mode = stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "b.txt").st_mode) == 0o640
     assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]  # no temporary file left
+
+
+# ---- --overwrite looks at every entry under the folder, not only the top-level names ----------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tiny_run import tiny_run
+
+    return tiny_run(tmp_path_factory)
+
+
+def _copy_run(trained, dest):
+    import shutil
+
+    shutil.copytree(trained, dest, symlinks=True)
+    return dest
+
+
+def _epoch_folder(run):
+    return sorted((run / "checkpoints").glob("epoch_*"))[0]
+
+
+NESTED_USER_FILES = {
+    "eval": lambda run: run / "eval" / "my_notes.txt",
+    "eval_json": lambda run: run / "eval" / "mine.json",
+    "checkpoints": lambda run: run / "checkpoints" / "README.txt",
+    "tensorboard": lambda run: run / "tensorboard" / "notes.txt",
+    "epoch": lambda run: _epoch_folder(run) / "notes.txt",
+    "orbax": lambda run: _epoch_folder(run) / "state" / "README.txt",
+    "folder": lambda run: run / "checkpoints" / "mine" / "a.txt",
+}
+
+
+@pytest.mark.parametrize("where", sorted(NESTED_USER_FILES))
+def test_overwrite_refuses_a_run_with_a_nested_user_file(trained, tmp_path, where):
+    run = _copy_run(trained, tmp_path / "run")
+    planted = NESTED_USER_FILES[where](run)
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_text('{"mine": 1}\n')
+    before = tree(run)
+    with pytest.raises(errors.WorkdirConflict) as e:
+        workdir_rules.remove_run(str(run))
+    rel = os.path.relpath(planted, run)
+    assert (rel if where != "folder" else "checkpoints/mine/") in str(e.value)
+    assert "nothing was deleted" in str(e.value) and "\n" not in str(e.value)
+    assert tree(run) == before
+
+
+def test_overwrite_removes_a_genuine_run_with_its_eval_files_and_temporaries(trained, tmp_path):
+    run = _copy_run(trained, tmp_path / "run")
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / "folder_x-0123abcd.json").write_text(
+        json.dumps({"accuracy": 1.0, "source": "folder:x"}))
+    (run / "eval" / "folder_x-0123abcd.predictions.csv").write_text(
+        "path,label,predicted,confidence,p_speech,p_music,correct\n")
+    (run / "checkpoints" / ".best.json.0a1b2c.tmp").write_text("{")
+    (_epoch_folder(run) / "state.orbax-checkpoint-tmp-1234").mkdir()
+    assert workdir_rules.foreign_entries(str(run)) == []
+    workdir_rules.remove_run(str(run))
+    assert not run.exists()
+
+
+def test_train_cli_overwrite_keeps_nested_user_files(trained, tmp_path):
+    run = _copy_run(trained, tmp_path / "run")
+    for where in ("eval", "checkpoints", "epoch"):
+        path = NESTED_USER_FILES[where](run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine\n")
+    before = tree(run)
+    r = subprocess.run([sys.executable, "-m", "speechmusic_jax.train",
+                        f"--config={REPO}/experiments/default.py:tiny", f"--workdir={run}",
+                        "--overwrite"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=REPO))
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "nothing was deleted" in lines[0], r.stderr
+    assert "eval/my_notes.txt" in lines[0] and "checkpoints/README.txt" in lines[0]
+    assert tree(run) == before
+
+
+def test_crossval_overwrite_refuses_a_fold_with_a_nested_user_file(trained, tiny_config,
+                                                                    tmp_path):
+    from speechmusic_jax import crossval
+
+    _copy_run(trained, tmp_path / "cv" / "fold_0")
+    _copy_run(trained, tmp_path / "cv" / "fold_1")
+    (tmp_path / "cv" / "fold_1" / "checkpoints" / "README.txt").write_text("mine\n")
+    before = tree(tmp_path / "cv")
+    with pytest.raises(errors.WorkdirConflict, match="checkpoints/README.txt"):
+        crossval.run(tiny_config, str(tmp_path / "cv"), 2, overwrite=True, log=lambda _: None)
+    assert tree(tmp_path / "cv") == before
+
+
+# ---- nothing is written before the inputs are known good ---------------------------------------
+
+def test_a_failed_start_writes_nothing_and_the_corrected_commands_run(tmp_path):
+    """A typo'd manifest, then a bad file in it, then the flag the error suggests: the first two
+    leave no folder behind (and nothing in an empty one), the third trains."""
+    from audio_fixtures import make_manifest_tree, write_bad
+
+    manifest = make_manifest_tree(tmp_path / "corpus", per_class=8)
+    bad = write_bad(tmp_path / "corpus" / "audio", "corrupt")
+    with open(manifest, "a", encoding="utf-8") as f:
+        f.write(f"{os.path.relpath(bad, tmp_path / 'corpus')},speech,fixture,x\n")
+    (tmp_path / "empty").mkdir()
+
+    def train(data, workdir, *flags):
+        return subprocess.run([sys.executable, "-m", "speechmusic_jax.train",
+                               f"--config={REPO}/experiments/default.py:tiny", f"--data={data}",
+                               f"--workdir={workdir}", *flags], capture_output=True, text=True,
+                              timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+
+    typo = f"manifest:{tmp_path / 'corpus' / 'manifst.csv'}"
+    for workdir in (tmp_path / "runs" / "mine", tmp_path / "empty"):
+        r = train(typo, workdir)
+        assert r.returncode not in (0, -9) and "manifst.csv" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "runs").exists() and os.listdir(tmp_path / "empty") == []
+    r = train(f"manifest:{manifest}", tmp_path / "runs" / "mine")
+    assert r.returncode not in (0, -9) and "--data_on_error=skip" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+    r = train(f"manifest:{manifest}", tmp_path / "runs" / "mine", "--data_on_error=skip")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "runs" / "mine" / "config.json", encoding="utf-8") as f:
+        assert json.load(f)["data"]["on_error"] == "skip"
+
+
+def test_fields_that_do_not_change_training_never_make_a_different_config(tmp_path):
+    from speechmusic_jax import config as config_lib
+
+    cfg = config_lib.to_dict(config_lib.base_config())
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    changed = json.loads(json.dumps(cfg))
+    changed["data"].update(on_error="skip", workers=7, prefetch_batches=1, cache="memory")
+    changed["train"]["eval_chunk_mib"] = 0.0
+    changed["note"] = "another note"
+    assert workdir_rules.start(str(tmp_path), changed) is workdir_rules.Start.RESUME
+    changed["data"]["spec"] = "folder:/elsewhere"
+    with pytest.raises(errors.WorkdirConflict, match=r"\(fields: data.spec\)"):
+        workdir_rules.start(str(tmp_path), changed)
+
+
+def test_a_run_resumes_with_a_new_on_error_and_records_it(tiny_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    first = loop.fit(tiny_config, workdir, stop_after=1, log=lambda _: None)
+    assert first["status"] == "interrupted"
+    tiny_config.data.on_error = "skip"
+    tiny_config.data.workers = 1
+    logged = []
+    summary = loop.fit(tiny_config, workdir, log=logged.append)
+    assert summary["status"] in ("completed", "stopped_early")
+    assert "resuming from the checkpoint of epoch 1" in logged
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        data = json.load(f)["data"]
+    assert (data["on_error"], data["workers"]) == ("skip", 1)
+
+
+def test_a_folder_holding_only_our_temporaries_starts_like_an_empty_one(tmp_path):
+    """A kill during a run's or a sweep's first atomic write leaves ``.NAME.HEX.tmp`` behind
+    (found by the fault soak: the rerun of the same sweep command was refused); the same command
+    must then start, and any other entry still refuses the folder."""
+    from speechmusic_jax.tuning import runner
+
+    for name, check in (("config.json", lambda w: workdir_rules.start(w, {})),
+                        ("sweep.json", lambda w: runner.check_workdir(w, {}))):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / f".{name}.0123456789ab.tmp").write_text("{")
+        check(str(folder))  # no error: starts as in an empty folder
+        (folder / "notes.txt").write_text("mine")
+        with pytest.raises(errors.WorkdirConflict, match=r"not empty .*\['notes.txt'\]"):
+            check(str(folder))

@@ -1,30 +1,58 @@
-"""Raw waveform against a log-mel front end (computed in JAX), the learning rate tuned for each.
+"""Front ends x augmentations: raw waveform, SincNet, log-mel (log or PCEN) and LEAF.
 
-The log-mel arm runs the same stages over mel frames (64 bands, 25 ms windows, 10 ms hop): its
-stem is a kernel_size conv over frames instead of the strided conv over samples, and since
-frames come at 100 per second (the raw stem's output at 500 to 2000 per second) it pools less:
-no pool after the stem, 2 after each stage.
+Every front end (models/frontends.py) on the default experiment's network (``m6_mid``) and
+corpus, each with three augmentation settings, the ones that decide transfer to real audio
+(README, "Shortcut cues and augmentation"):
+- ``none``: no augmentation;
+- ``noise``: coloured background noise only (0-30 dB SNR, white/pink/brown), as the default's;
+- ``default``: the default experiment's set: noise, random low-pass and high-pass (band
+  limits), gain and shortened pauses.
+The frame front ends (logmel, leaf) need no pool after their stem (frames are 10 ms apart) and
+fit the 2 s crop as they are. No tuning: the default experiment's learning rate, 3 seeds.
 
-    --sweep=experiments/sweeps/frontend.py          m5_mid raw vs log-mel; 4 points x 3 seeds
-    --sweep=experiments/sweeps/frontend.py:tiny     m5_small raw vs log-mel; 1 point x 2 seeds
+    --sweep=experiments/sweeps/frontend.py          5 front ends x 3 augmentations x 3 seeds
+    --sweep=experiments/sweeps/frontend.py:tiny     5 front ends x none/default, tiny base, 1 seed
 """
 
-from speechmusic_jax.tuning import Sweep, loguniform
-from speechmusic_jax.tuning.bases import sweep_base, tiny_base
+from speechmusic_jax.config import base_config, load_experiment
+from speechmusic_jax.tuning import Sweep
+from speechmusic_jax.tuning.bases import tiny_base
+
+FRONTENDS = {
+    "raw": {"model.frontend": "raw"},
+    "sincnet": {"model.frontend": "sincnet"},
+    "logmel": {"model.frontend": "logmel", "model.frontend_compression": "log"},
+    "logmel_pcen": {"model.frontend": "logmel", "model.frontend_compression": "pcen"},
+    "leaf": {"model.frontend": "leaf", "model.frontend_compression": "pcen"},
+}
+
+
+def augmentations(default) -> dict[str, dict]:
+    """The augmentation arms as overrides of the base's ``data.augment`` (``default``: the
+    default experiment's, whose every field each arm sets)."""
+    off = {f"data.augment.{k}": v for k, v in base_config().data.augment.items()}
+    noise = dict(off)
+    for k in ("noise_prob", "noise_colours", "noise_snr_db"):
+        noise[f"data.augment.{k}"] = default[k]
+    return {"none": off, "noise": noise,
+            "default": {f"data.augment.{k}": v for k, v in default.items()}}
 
 
 def get_sweep(arg=None):
+    from speechmusic_jax.cli import default_experiment
+
+    default = load_experiment(default_experiment())
     if arg == "tiny":
-        base, budget, seeds, target = tiny_base(), 1, (0, 1), 0.8
+        base, seeds, target = tiny_base(), (0,), 0.8
+        augs = {k: v for k, v in augmentations(default.data.augment).items() if k != "noise"}
     elif not arg:
-        base, budget, seeds, target = sweep_base(), 4, (0, 1, 2), 0.95
+        base, seeds, target = default, (0, 1, 2), 0.95
+        augs = augmentations(default.data.augment)
     else:
         raise ValueError(f"experiments/sweeps/frontend.py: unknown variant {arg!r} "
                          "(known: tiny)")
-    arms = {"raw": {"model.frontend": "raw"},
-            "logmel": {"model.frontend": "logmel", "model.stem_pool": 1,
-                       "model.stage_pool": (2, 2, 2)}}
-    return Sweep(name="frontend" + ("_tiny" if arg else ""), base=base, arms=arms,
-                 space={"optimizer.learning_rate": loguniform(1e-3, 1e-2)}, budget=budget,
-                 seeds=seeds, target=("val_accuracy", target),
-                 description="Raw waveform against log-mel front end.")
+    arms = {f"{fe}+{aug}": {**fe_over, **aug_over}
+            for fe, fe_over in FRONTENDS.items() for aug, aug_over in augs.items()}
+    return Sweep(name="frontend" + ("_tiny" if arg else ""), base=base, arms=arms, space={},
+                 budget=1, seeds=seeds, target=("val_accuracy", target),
+                 description="Front ends x augmentations, on the default experiment.")

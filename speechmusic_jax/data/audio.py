@@ -6,22 +6,32 @@ wrong with it, and whose ``kind`` is a short tag that the pipeline counts in ``d
 
 Kinds: ``missing``, ``empty`` (0 bytes or 0 frames), ``unreadable`` (not audio, corrupt, or a
 decoding error), ``unsupported_format`` (an audio container libsndfile cannot read, e.g. .m4a),
-``nonfinite`` (NaN or Inf samples), ``silent`` (no sample above :data:`SILENCE_PEAK`).
+``nonfinite`` (NaN or Inf samples), ``silent`` (no sample above :data:`SILENCE_PEAK`, defined in
+:mod:`speechmusic_jax.portable`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
 import os
 import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from speechmusic_jax.errors import AudioError
+
+# The silence threshold, mixing, resampling and fitting a clip to a window length are defined
+# once, in speechmusic_jax.portable (which the exported model's loader shares).
+from speechmusic_jax.portable import SILENCE_PEAK, mix, resample
+from speechmusic_jax.portable import fit_length as fit_length
 
 # Extensions that libsndfile reads. Files with other extensions in a corpus tree are not audio to
 # us (a README or a cover image next to the audio is not an error; it is counted and left out).
@@ -34,8 +44,6 @@ AUDIO_EXTENSIONS = frozenset(
 UNSUPPORTED_AUDIO_EXTENSIONS = frozenset(
     {".m4a", ".mp4", ".aac", ".wma", ".webm", ".amr", ".3gp", ".ape", ".mka", ".ac3", ".ra"}
 )
-# A file whose peak stays below this (-100 dBFS) is "silent". One 16-bit LSB (3.05e-5) is above it.
-SILENCE_PEAK = 1e-5
 # Resampling context read on each side of a crop, in output samples' worth of source samples
 # (scaled by the rate ratio when downsampling): longer than soxr's HQ filter, so a resampled crop
 # equals the same samples of the resampled whole file (to ~1e-6) instead of having edge ramps.
@@ -173,8 +181,7 @@ def load(
         raise AudioError(path, "nonfinite", "audio contains NaN or Inf samples")
     if sr != sample_rate:
         n = mono.size
-        mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32, copy=False)
-        mono = mono[drop:]
+        mono = resample(mono, sr, sample_rate)[drop:]
         if mono.size == 0:
             raise AudioError(path, "empty", f"too short: {n} sample(s) at {sr} Hz leave none at "
                                             f"{sample_rate} Hz")
@@ -257,21 +264,58 @@ def content_hash(info: AudioInfo) -> str:
     return h.hexdigest()
 
 
-def fit_length(x: np.ndarray, length: int, mode: str = "pad") -> np.ndarray:
-    """``x`` cut or extended to ``length`` samples; ``mode`` is ``pad`` (zeros) or ``loop``."""
-    if length <= 0:
-        raise ValueError(f"length must be positive, got {length}")
-    if mode not in ("pad", "loop"):
-        raise ValueError(f"mode must be 'pad' or 'loop', got {mode!r}")
-    n = x.shape[0]
-    if n >= length:
-        return x[:length]
-    if mode == "loop" and n > 0:
-        reps = -(-length // n)
-        return np.tile(x, reps)[:length]
-    out = np.zeros(length, dtype=x.dtype)
-    out[:n] = x
-    return out
+# Only one thread at a time may point the process's stderr (fd 2) elsewhere: this lock
+# serialises the reads of MP3 files (whose decoder writes to fd 2), not the others.
+_STDERR_REDIRECT = threading.RLock()  # re-entrant: a nested capture is harmless
+# What mpg123 (libsndfile's MP3 decoder) writes: "[src/libmpg123/layer3.c:...] error: ...",
+# "Note: Illegal Audio-MPEG-Header ...", "Note: Trying to resync...", "Warning: ...".
+_DECODER_LINE = re.compile(r"^(\[[^\]]*\.c:[^\]]*\]|Note: |Warning: |Error: )")
+
+
+@contextlib.contextmanager
+def decoder_messages(path: str | os.PathLike) -> Iterator[list[str]]:
+    """Capture what libsndfile's MP3 decoder writes to stderr while the block reads ``path``.
+
+    The decoder (mpg123) reports damaged frames by writing lines to file descriptor 2 and
+    carries on; they would reach the terminal raw. For an .mp3 file, fd 2 points at a temporary
+    file for the block's duration (under a process-wide lock: reads run in threads) and the list
+    yielded holds the decoder's lines once the block ends; anything else written to fd 2 in that
+    time (another thread's output) is passed on to stderr. Other formats read as they are, in
+    parallel, and their list stays empty. The caller turns the lines into one warning per file
+    (:func:`decoder_warning`)."""
+    lines: list[str] = []
+    if os.path.splitext(os.fspath(path))[1].lower() != ".mp3":
+        yield lines
+        return
+    with _STDERR_REDIRECT, tempfile.TemporaryFile() as captured:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(captured.fileno(), 2)
+            yield lines
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            other = []
+            for line in text.splitlines(keepends=True):
+                (lines if _DECODER_LINE.match(line) else other).append(line)
+            lines[:] = [ln.strip() for ln in lines]
+            if other:
+                os.write(2, "".join(other).encode())
+
+
+def decoder_warning(path: str | os.PathLike, lines: list[str]) -> str:
+    """The one warning for a file whose decoder reported problems (:func:`decoder_messages`)."""
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    example = re.sub(r"^\[[^\]]*\]\s*", "", (errors or lines)[0])
+    return (f"warning: {os.fspath(path)}: the MP3 decoder reported {len(lines)} problem(s) "
+            f"({len(errors)} error(s), e.g. {example!r}) and decoded what it could: the file "
+            "is used, but may hold glitches or gaps")
 
 
 def _read_raw(path: str, start: int, stop: int) -> np.ndarray:
@@ -286,10 +330,7 @@ def _read_raw(path: str, start: int, stop: int) -> np.ndarray:
 
 
 def _read_mono(path: str, start: int, stop: int) -> np.ndarray:
-    data = _read_raw(path, start, stop)
-    if data.shape[1] == 1:
-        return data[:, 0]
-    return data.mean(axis=1, dtype=np.float32)
+    return mix(_read_raw(path, start, stop))
 
 
 def _silent_detail(x: np.ndarray) -> str:

@@ -17,8 +17,8 @@ decoded. For a training file that is its first crop: the whole file is then deco
 by block at its own rate, to check it; later crops read only their part (libsndfile seeks).
 
 Evaluation: every clip is covered by windows of ``segment`` samples (hop ``hop``; the last window
-is aligned to the clip's end), and the clip's logits are the mean of its windows' logits. No
-augmentation.
+is aligned to the clip's end: :func:`portable.window_starts`, which every inference path shares),
+and the clip's logits are the mean of its windows' logits. No augmentation.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -42,6 +43,8 @@ from speechmusic_jax.data.augment import (
     shorten_pauses,
 )
 from speechmusic_jax.data.sources import AudioFile
+from speechmusic_jax.portable import clip_windows
+from speechmusic_jax.portable import window_starts as window_starts
 
 BALANCES = ("none", "class_weights", "sampler")
 CACHES = ("none", "memory")
@@ -60,14 +63,18 @@ class AudioReader:
     Remembers each file's header, which files have had their samples checked, and which failed
     (a failed file raises the same :class:`audio.AudioError` again without being re-read). With
     ``cache="memory"`` it keeps every decoded clip (float32 mono at ``sample_rate``) and cuts
-    crops from memory.
+    crops from memory. What a decoder reports about a damaged file that it still decodes
+    (:func:`audio.decoder_messages`) becomes one line to ``warn`` per file (default: stderr).
     """
 
-    def __init__(self, sample_rate: int, cache: str = "none"):
+    def __init__(self, sample_rate: int, cache: str = "none",
+                 warn: Callable[[str], None] | None = None):
         if cache not in CACHES:
             raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
         self.sample_rate = sample_rate
         self.cache = cache
+        self.warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._warned: set[str] = set()
         self._lock = threading.Lock()
         self._infos: dict[str, audio.AudioInfo] = {}
         self._checked: set[str] = set()
@@ -125,11 +132,19 @@ class AudioReader:
 
     def _guard(self, path: str, fn: Callable[[], Any]) -> Any:
         try:
-            return fn()
+            with audio.decoder_messages(path) as messages:
+                out = fn()
         except audio.AudioError as e:
             with self._lock:
                 self._bad.setdefault(path, e)
             raise
+        if messages:
+            with self._lock:
+                first = path not in self._warned
+                self._warned.add(path)
+            if first:
+                self.warn(audio.decoder_warning(path, messages))
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,9 +179,10 @@ def class_weights(labels: Sequence[int], num_classes: int) -> tuple[float, ...]:
     return tuple(float(n / (present * c)) if c else 0.0 for c in counts)
 
 
-def make_loader_config(cfg: Any, train_files: Sequence[AudioFile]) -> LoaderConfig:
+def make_loader_config(cfg: Any, train_files: Sequence[AudioFile],
+                       warn: Callable[[str], None] | None = None) -> LoaderConfig:
     """The run's LoaderConfig from the config (``cfg.data``, ``cfg.train``) and its training files
-    (which set the class weights)."""
+    (which set the class weights); ``warn``: where the reader's warnings go (stderr without)."""
     data_cfg = cfg.data
     segment = int(round(data_cfg.segment_seconds * data_cfg.sample_rate))
     hop = int(round((data_cfg.eval_hop_seconds or data_cfg.segment_seconds) * data_cfg.sample_rate))
@@ -178,7 +194,8 @@ def make_loader_config(cfg: Any, train_files: Sequence[AudioFile]) -> LoaderConf
         batch_size=cfg.train.batch_size, short_clip=data_cfg.short_clip,
         workers=data_cfg.workers, prefetch_batches=data_cfg.prefetch_batches,
         cache=data_cfg.cache, augment=AugmentConfig.from_config(data_cfg.augment),
-        balance=data_cfg.balance, class_weights=weights)
+        balance=data_cfg.balance, class_weights=weights,
+        reader=AudioReader(data_cfg.sample_rate, data_cfg.cache, warn))
 
 
 def balance_summary(cfg: LoaderConfig, train_files: Sequence[AudioFile],
@@ -412,23 +429,6 @@ class ReadAhead:
         close = getattr(self._it, "close", None)
         if close is not None:
             close()
-
-
-def window_starts(n_samples: int, segment: int, hop: int) -> list[int]:
-    """Start offsets of windows covering ``n_samples``; the last window ends at the clip's end."""
-    if n_samples <= segment:
-        return [0]
-    starts = list(range(0, n_samples - segment + 1, hop))
-    if starts[-1] + segment < n_samples:
-        starts.append(n_samples - segment)
-    return starts
-
-
-def clip_windows(x: np.ndarray, segment: int, hop: int, short_clip: str = "pad") -> np.ndarray:
-    """(windows, segment) float32 covering the whole clip ``x``."""
-    if x.shape[0] < segment:
-        return audio.fit_length(x, segment, short_clip)[None]
-    return np.stack([x[s : s + segment] for s in window_starts(x.shape[0], segment, hop)])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,8 +80,9 @@ def list_source(data_cfg, spec: str, on_error: str, log: Log, *,
 
     def synthetic_dir() -> str:
         corpus = data_cfg.synthetic
+        noise = "noise" in (c.lower() for c in data_cfg.classes)
         return str(ensure_corpus(SyntheticSpec(corpus.clips_per_class, corpus.seconds,
-                                               corpus.sample_rate, corpus.seed),
+                                               corpus.sample_rate, corpus.seed, noise=noise),
                                  cache_root, log=log))
 
     listing = sources.list_files(spec, tuple(data_cfg.classes), group_regex=data_cfg.group_regex,
@@ -141,8 +142,11 @@ def _merge_duplicates(scanned, classes, on_error: str, errors: collections.Count
     return files
 
 
-def prepare_data(cfg, workdir: str, log: Log, *, resume: bool) -> PreparedData:
-    """Scan the config's source and split it (or, resuming, read the run's split.csv back)."""
+def prepare_data(cfg, workdir: str, log: Log, *, resume: bool,
+                 write: bool = True) -> PreparedData:
+    """Scan the config's source and split it (or, resuming, read the run's split.csv back).
+    A new split is written to the workdir's split.csv, unless ``write`` is false (the caller
+    then writes it with :func:`split.write_split_csv` once the start is known good)."""
     data_cfg = cfg.data
     t0 = time.perf_counter()
     scanned = scan_source(data_cfg, data_cfg.spec, data_cfg.on_error, log)
@@ -156,7 +160,8 @@ def prepare_data(cfg, workdir: str, log: Log, *, resume: bool) -> PreparedData:
         split = split_lib.split_files(scanned.files, data_cfg.split, cfg.seed,
                                       folds=data_cfg.folds, fold=data_cfg.fold,
                                       classes=tuple(data_cfg.classes))
-        split_lib.write_split_csv(split_path, split, data_cfg.classes)
+        if write:
+            split_lib.write_split_csv(split_path, split, data_cfg.classes)
     log(f"data: {data_cfg.spec}: {len(scanned.files)} files scanned in "
         f"{time.perf_counter() - t0:.1f}s; {split_lib.describe(split, data_cfg.classes)}")
     for name in ("train", "val"):

@@ -35,6 +35,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from speechmusic_jax.data import audio
 from speechmusic_jax.errors import DataError
@@ -506,9 +507,16 @@ def _bad_files_message(bad: Sequence[audio.AudioError]) -> str:
 
 def _probe_or_error(f: AudioFile) -> audio.AudioInfo | audio.AudioError:
     try:
-        return audio.probe(f.path)
+        return _quietly(lambda: audio.probe(f.path), f.path)
     except audio.AudioError as e:
         return e
+
+
+def _quietly(read: Callable[[], Any], path: str) -> Any:
+    """``read()`` with the MP3 decoder's stderr lines about ``path`` captured and dropped: a
+    file that is used is read again by the pipeline's reader, which warns about it once."""
+    with audio.decoder_messages(path):
+        return read()
 
 
 def find_duplicates(
@@ -522,13 +530,13 @@ def find_duplicates(
     """
     def key(item: tuple[AudioFile, audio.AudioInfo]) -> str | None:
         try:
-            return audio.fingerprint(item[1])
+            return _quietly(lambda: audio.fingerprint(item[1]), item[1].path)
         except audio.AudioError:
             return None
 
     def full(item: tuple[AudioFile, audio.AudioInfo]) -> str | None:
         try:
-            return audio.content_hash(item[1])
+            return _quietly(lambda: audio.content_hash(item[1]), item[1].path)
         except audio.AudioError:
             return None
 

@@ -7,6 +7,7 @@ version is a new folder, so no stale cache is ever reused)::
 
     speech/speech_0000.wav ...   16-bit PCM mono
     music/music_0000.wav ...
+    noise/noise_0000.wav ...     only where asked (SyntheticSpec.noise: data.classes names noise)
     manifest.csv                 columns path,label,group (path relative to the manifest)
     COMPLETE                     written last; its presence marks a finished corpus
 
@@ -17,6 +18,9 @@ voice, eight styles with and without drums, keys, tempi, rests); both then go th
 recording chain, :mod:`synth_channel` (room, noise of many kinds at 0-30 dB SNR, telephone to
 full band, codec damage, hum and whine, clipping, level), so that level, bandwidth, noise,
 steady tones and silence do not tell the classes apart: temporal and spectral structure does.
+A third class, ``noise`` (:mod:`synth_noise`: coloured and environmental noise, hum,
+near-silence, through the same chain), is made where ``data.classes`` names it; it changes
+neither the two classes' clips nor their corpus's folder.
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ import numpy as np
 import soundfile as sf
 
 from speechmusic_jax.data.synth_music import music_clip
+from speechmusic_jax.data.synth_noise import noise_clip
 from speechmusic_jax.data.synth_speech import speech_clip
 
 GENERATOR_VERSION: int = 3
 
 LABELS: tuple[str, ...] = ("speech", "music")
-_CLASS_ID = {"speech": 0, "music": 1}
+NOISE = "noise"  # the optional third class (synth_noise)
+_CLASS_ID = {"speech": 0, "music": 1, NOISE: 2}
 _MANIFEST = "manifest.csv"
 _COMPLETE = "COMPLETE"
 _PARALLEL_FROM = 64  # clips; smaller corpora are made in-process (starting workers costs ~1 s)
@@ -58,6 +64,19 @@ class SyntheticSpec:
     seconds: float = 4.0
     sample_rate: int = 16000
     seed: int = 0
+    noise: bool = False  # also a third class, noise (data.classes names "noise")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (*LABELS, NOISE) if self.noise else LABELS
+
+    def identity(self) -> dict:
+        """What names the corpus (its cache key and COMPLETE file): the fields, ``noise`` only
+        where it is on, so two-class corpora keep the key and bytes they had before it."""
+        fields = dataclasses.asdict(self)
+        if not self.noise:
+            del fields["noise"]
+        return fields
 
     def __post_init__(self) -> None:
         # Canonical types, so that SyntheticSpec(seconds=4) and seconds=4.0 name the same corpus.
@@ -65,6 +84,7 @@ class SyntheticSpec:
         object.__setattr__(self, "seconds", float(self.seconds))
         object.__setattr__(self, "sample_rate", int(self.sample_rate))
         object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "noise", bool(self.noise))
         if self.clips_per_class < 1:
             raise ValueError(f"clips_per_class must be >= 1, got {self.clips_per_class}")
         if not self.seconds > 0 or not np.isfinite(self.seconds):
@@ -81,7 +101,7 @@ class SyntheticSpec:
 
 
 def _spec_key(spec: SyntheticSpec) -> str:
-    fields = {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(spec)}
+    fields = {"generator_version": GENERATOR_VERSION, **spec.identity()}
     return json.dumps(fields, sort_keys=True)
 
 
@@ -149,8 +169,8 @@ def _rename_into_place(tmp: pathlib.Path, final: pathlib.Path) -> bool:
 
 
 def _generate_into(spec: SyntheticSpec, out: pathlib.Path, say: Callable[[str], None]) -> None:
-    jobs = [(label, i) for label in LABELS for i in range(spec.clips_per_class)]
-    for label in LABELS:
+    jobs = [(label, i) for label in spec.labels for i in range(spec.clips_per_class)]
+    for label in spec.labels:
         (out / label).mkdir()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = min(cpus or 1, 8) if len(jobs) >= _PARALLEL_FROM else 1
@@ -166,13 +186,13 @@ def _generate_into(spec: SyntheticSpec, out: pathlib.Path, say: Callable[[str], 
     writer.writerow(("path", "label", "group"))
     writer.writerows(rows)
     (out / _MANIFEST).write_text(buf.getvalue(), encoding="utf-8")
-    info = {"generator_version": GENERATOR_VERSION, **dataclasses.asdict(spec), "clips": len(rows)}
+    info = {"generator_version": GENERATOR_VERSION, **spec.identity(), "clips": len(rows)}
     (out / _COMPLETE).write_text(json.dumps(info, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _write_clip(task: tuple[SyntheticSpec, str, str, int]) -> tuple[str, str, str]:
     spec, out, label, i = task
-    make = speech_clip if label == "speech" else music_clip
+    make = {"speech": speech_clip, "music": music_clip, NOISE: noise_clip}[label]
     name = f"{label}_{i:04d}"
     x = make(clip_rng(spec.seed, label, i), spec.seconds, spec.sample_rate)
     _write_wav(pathlib.Path(out) / label / f"{name}.wav", x, spec.sample_rate)

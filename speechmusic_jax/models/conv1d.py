@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from speechmusic_jax.models import fused_pool
-from speechmusic_jax.models.frontends import log_mel
+from speechmusic_jax.models.frontends import Leaf, MelFrontend, SincConv, log_mel
 from speechmusic_jax.models.presets import RMS_FLOOR, ModelSpec
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -37,6 +37,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 class Norm(nnx.Module):
     """Batch, layer or group normalisation over channels, or nothing."""
+
+    PARTS = ("layer",)  # network order, for layer_order
 
     def __init__(self, kind: str, channels: int, *, dtype, rngs: nnx.Rngs):
         self.kind = kind
@@ -114,6 +116,8 @@ def conv_norm_relu_pool(conv: nnx.Conv, norm: Norm, x: jax.Array, pool: int,
 
 class ConvBlock(nnx.Module):
     """conv -> norm -> activation; with ``residual``, two of them plus a (projected) skip."""
+
+    PARTS = ("conv1", "norm1", "conv2", "norm2", "proj")  # network order, for layer_order
 
     def __init__(self, cin: int, cout: int, spec: ModelSpec, *, kernel: int, stride: int = 1,
                  dilation: int = 1, dtype, rngs: nnx.Rngs):
@@ -230,6 +234,9 @@ def dropout(x: jax.Array, rate: Any, key: jax.Array | None, slot: int) -> jax.Ar
 
 
 class Conv1DClassifier(nnx.Module):
+    # network order, for layer_order
+    PARTS = ("frontend", "stem", "stem_norm", "stages", "hidden", "head")
+
     def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.spec = spec
         self.act = ACTIVATIONS[spec.activation]
@@ -237,9 +244,21 @@ class Conv1DClassifier(nnx.Module):
         # training (models/fused_pool.py); float32 only
         self.fusable = (spec.norm == "batch" and spec.activation == "relu" and spec.pool == "max"
                         and jnp.dtype(dtype) == jnp.float32)
-        if spec.frontend == "logmel":  # mel bands in, frames as time: kernel_size, stride 1
+        # the front end's learnable parameters (leaf; logmel with PCEN), if any
+        frontend = None
+        if spec.frontend == "leaf":
+            frontend = Leaf(spec.n_mels, sample_rate=spec.sample_rate, win=spec.stft_win,
+                            hop=spec.stft_hop, compression=spec.frontend_compression)
+        elif spec.frontend == "logmel" and spec.frontend_compression == "pcen":
+            frontend = MelFrontend(spec.n_mels, sample_rate=spec.sample_rate,
+                                   win=spec.stft_win, hop=spec.stft_hop)
+        self.frontend = frontend
+        if spec.frames():  # bands in, frames as time: kernel_size, stride 1
             self.stem = nnx.Conv(spec.n_mels, spec.stem_filters, (spec.kernel_size,),
                                  padding="VALID", dtype=dtype, rngs=rngs)
+        elif spec.frontend == "sincnet":
+            self.stem = SincConv(spec.stem_filters, win=spec.stft_win, stride=spec.stem_stride,
+                                 sample_rate=spec.sample_rate, dtype=dtype)
         else:
             self.stem = nnx.Conv(1, spec.stem_filters, (spec.stem_kernel,),
                                  strides=(spec.stem_stride,), padding="VALID", dtype=dtype,
@@ -319,13 +338,15 @@ class Conv1DClassifier(nnx.Module):
             power = jnp.mean(jnp.square(waveform.astype(jnp.float32)), axis=-1, keepdims=True)
             scale = jax.lax.rsqrt(jnp.maximum(power, RMS_FLOOR**2))
             waveform = (waveform * scale).astype(waveform.dtype)
-        if spec.frontend == "logmel":
+        if self.frontend is not None:
+            x = self.frontend(waveform)
+        elif spec.frontend == "logmel":
             x = log_mel(waveform, sample_rate=spec.sample_rate, win=spec.stft_win,
                         hop=spec.stft_hop, n_mels=spec.n_mels)
         else:
             x = waveform[..., None]
         fuse = train and fused_pooling and self.fusable
-        if fuse and not frozen_stem and spec.stem_pool > 1:
+        if fuse and not frozen_stem and spec.stem_pool > 1 and isinstance(self.stem, nnx.Conv):
             x = conv_norm_relu_pool(self.stem, self.stem_norm, x, spec.stem_pool, mask)
         else:
             x = self.act(self.stem_norm(self.stem(x), train=train and not frozen_stem,
@@ -343,9 +364,49 @@ class Conv1DClassifier(nnx.Module):
         return x
 
 
+# The convolutions whose output goes straight into a Norm: the stem's and each block's two.
+_NORMED_CONVS = ("stem", "conv1", "conv2")
+
+
+def cancelled_by_norm(spec: ModelSpec) -> Callable[[tuple], bool] | None:
+    """Which parameters (by pytree path) the network's output does not depend on, or None if
+    none: with batch norm, the bias of each convolution that feeds it (the stem's and every
+    block's). Batch norm subtracts each channel's batch mean, the bias with it, so the bias's
+    gradient is zero but for float rounding (~1e-9), and an adaptive optimizer such as Adam
+    scales that rounding up to full-size steps, which differ between any two programs that sum
+    in another order (a vmapped group, another number of processes). The optimizer leaves
+    these parameters where they are (``optim.without_updates``). Layer and group norm subtract
+    a mean over channels, not each channel's own, so the biases before them do matter."""
+    if spec.norm != "batch":
+        return None
+
+    def cancelled(path: tuple) -> bool:
+        keys = [getattr(e, "key", None) for e in path]
+        keys = [k for k in keys if k is not None]
+        return len(keys) >= 2 and keys[-1] == "bias" and keys[-2] in _NORMED_CONVS
+
+    return cancelled
+
+
 def build_model(spec: ModelSpec, seed: int, precision: str = "float32") -> Conv1DClassifier:
     dtype = jnp.bfloat16 if precision == "bfloat16" else jnp.float32
     return Conv1DClassifier(spec, rngs=nnx.Rngs(params=seed), dtype=dtype)
+
+
+def layer_order(module: nnx.Module, prefix: str = "") -> list[str]:
+    """The dotted path of every layer (a module that holds parameters) in the order data flows
+    through them: stem first, head last. ``nnx.state`` sorts its keys by name (``head`` before
+    ``stem``, ``stages.10`` before ``stages.2``), and so does a model made by ``nnx.merge``; the
+    order here comes from each of our modules' ``PARTS`` and from the lists' indices."""
+    own = [prefix] if any(isinstance(v, nnx.Param) for v in vars(module).values()) else []
+    if isinstance(module, nnx.List):
+        children = [(str(i), child) for i, child in enumerate(module)]
+    else:
+        children = [(name, getattr(module, name, None)) for name in getattr(module, "PARTS", ())]
+    for name, child in children:
+        if isinstance(child, nnx.Module):
+            own += layer_order(child, f"{prefix}.{name}" if prefix else name)
+    return own
 
 
 def count_params(state: nnx.State) -> int:

@@ -13,6 +13,13 @@ from typing import Any
 
 from ml_collections import config_dict
 
+from speechmusic_jax.models.frontends import (
+    COMPRESSIONS,
+    DEFAULT_COMPRESSION,
+    FRAME_FRONTENDS,
+    FRONTENDS,
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -36,12 +43,22 @@ class ModelSpec:
     norm: str = "batch"
     dropout: float = 0.0
     global_pool: str = "avg"
-    frontend: str = "raw"  # or "logmel"
+    frontend: str = "raw"  # or "sincnet", "logmel", "leaf" (models/frontends.py)
+    frontend_compression: str = "none"  # logmel and leaf: "log" or "pcen"
     input_norm: str = "none"  # or "rms": every window divided by its RMS (level-free)
     sample_rate: int = 16000
     n_mels: int = 64
-    stft_win: int = 400  # samples
-    stft_hop: int = 160  # samples
+    stft_win: int = 400  # samples: logmel's frame, leaf's filters and low-pass, sincnet's taps
+    stft_hop: int = 160  # samples: logmel's and leaf's frames
+
+    def frames(self) -> bool:
+        """True where the front end gives frames (``stft_hop`` apart) and the stem runs over
+        them with stride 1."""
+        return self.frontend in FRAME_FRONTENDS
+
+    def stem_taps(self) -> int:
+        """The stem conv's taps on the waveform (raw and sincnet)."""
+        return self.stft_win if self.frontend == "sincnet" else self.stem_kernel
 
     def per_stage(self, name: str, default: int) -> tuple[int, ...]:
         values = getattr(self, name)
@@ -54,10 +71,10 @@ class ModelSpec:
                                               strict=True))):
             need = (need * max(1, pool) - 1) * stride + 1  # SAME convs: ceil(length / stride)
         need *= max(1, self.stem_pool)
-        if self.frontend == "logmel":  # the stem runs over frames: kernel_size, stride 1
+        if self.frames():  # the stem runs over frames: kernel_size, stride 1
             frames = need - 1 + self.kernel_size
             return (frames - 1) * self.stft_hop + self.stft_win
-        return (need - 1) * self.stem_stride + self.stem_kernel
+        return (need - 1) * self.stem_stride + self.stem_taps()
 
     def receptive_field(self) -> int:
         """How many input samples one time step of the last stage depends on (before the
@@ -65,11 +82,13 @@ class ModelSpec:
         d widens it by (k - 1) * d input steps of its own spacing, and every pool p by p - 1;
         strides and pools multiply that spacing. A residual block's skip path is never wider
         than its two convs, so it does not count."""
-        if self.frontend == "logmel":  # a frame hears stft_win samples; frames are stft_hop apart
+        if self.frames():  # a frame hears stft_win samples; frames are stft_hop apart
             field, step = self.stft_win, self.stft_hop
+            if self.frontend == "leaf":  # the low-pass of stft_win taps over filters as wide
+                field += self.stft_win - 1
             field += (self.kernel_size - 1) * step  # the stem: kernel_size frames, stride 1
         else:
-            field, step = self.stem_kernel, self.stem_stride
+            field, step = self.stem_taps(), self.stem_stride
         field += (max(1, self.stem_pool) - 1) * step
         step *= max(1, self.stem_pool)
         convs_per_block = 2 if self.residual else 1
@@ -184,21 +203,35 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
         raise ValueError(f"model.pool: must be 'max' or 'avg', got {model.pool!r}")
     if not 0.0 <= model.stage_dropout < 1.0:
         raise ValueError(f"model.stage_dropout: must be in [0, 1), got {model.stage_dropout}")
-    if model.frontend not in ("raw", "logmel"):
-        raise ValueError(f"model.frontend: must be 'raw' or 'logmel', got {model.frontend!r}")
+    if model.frontend not in FRONTENDS:
+        raise ValueError(f"model.frontend: must be one of {FRONTENDS}, got {model.frontend!r}")
+    compression = model.frontend_compression
+    if compression is not None and model.frontend not in FRAME_FRONTENDS:
+        raise ValueError(f"model.frontend_compression: applies to the frontends "
+                         f"{FRAME_FRONTENDS} only, not {model.frontend!r}")
+    if compression is not None and compression not in COMPRESSIONS:
+        raise ValueError(f"model.frontend_compression: must be one of {COMPRESSIONS}, "
+                         f"got {compression!r}")
+    compression = compression or DEFAULT_COMPRESSION.get(model.frontend, "none")
+    if model.frontend in FRAME_FRONTENDS and model.stem_pool is None:
+        # Frames are already stft_hop samples apart (10 ms: more than the raw stems' stride x
+        # pool of 64 samples at most): no pool after the stem unless model.stem_pool says so,
+        # so that every preset's stages fit the default 2 s crop.
+        fields["stem_pool"] = 1
     if model.input_norm not in INPUT_NORMS:
         raise ValueError(f"model.input_norm: must be one of {INPUT_NORMS}, "
                          f"got {model.input_norm!r}")
     win = int(round(model.stft_win_ms * sample_rate / 1000))
     hop = int(round(model.stft_hop_ms * sample_rate / 1000))
-    if model.frontend == "logmel" and (win < 16 or hop < 1 or hop > win):
+    if model.frontend != "raw" and (win < 16 or hop < 1 or hop > win):
         raise ValueError(f"model.stft_win_ms/stft_hop_ms: need a window of at least 16 samples "
                          f"and 1 <= hop <= window (got {win} and {hop} samples)")
-    if model.frontend == "logmel" and not 1 <= model.n_mels <= win // 2:
+    if model.frontend in FRAME_FRONTENDS and not 1 <= model.n_mels <= win // 2:
         raise ValueError(f"model.n_mels: must be between 1 and {win // 2}, got {model.n_mels}")
     return ModelSpec(
         num_classes=num_classes,
         frontend=model.frontend,
+        frontend_compression=compression,
         input_norm=model.input_norm,
         sample_rate=sample_rate,
         n_mels=model.n_mels,

@@ -23,7 +23,13 @@ import optax
 from jax.sharding import Mesh
 
 from speechmusic_jax import parallel, timing
-from speechmusic_jax.models.conv1d import DropoutRates, build_model, count_params
+from speechmusic_jax.models.conv1d import (
+    DropoutRates,
+    build_model,
+    cancelled_by_norm,
+    count_params,
+    layer_order,
+)
 from speechmusic_jax.models.presets import ModelSpec, resolve_spec
 from speechmusic_jax.training import optim
 from speechmusic_jax.training.step import TrainState, init_state, make_eval_step, make_train_step
@@ -36,13 +42,14 @@ class Built:
     cfg: Any
     spec: ModelSpec
     graphdef: Any
-    state: TrainState  # initial weights (seeded by cfg.seed) and optimizer state; a train step
+    state: TrainState  # initial weights (seeded by init_seed) and optimizer state; a train step
     # donates the state it is given, so copy this one before stepping it where it is reused
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     steps_per_epoch: int
     params_trainable: int
     params_total: int  # trainable and the rest (batch-norm statistics)
+    layers: tuple[str, ...] = ()  # the model's layers in network order (conv1d.layer_order)
 
     @property
     def segment(self) -> int:
@@ -52,9 +59,12 @@ class Built:
     def describe(self) -> str:
         """One line: the preset, its stem and stages, parameters, optimizer."""
         spec, o = self.spec, self.cfg.optimizer
-        stem = (f"log-mel {spec.n_mels} bands, {spec.stem_filters}/{spec.kernel_size}/1"
-                if spec.frontend == "logmel" else
-                f"{spec.stem_filters}/{spec.stem_kernel}/{spec.stem_stride}")
+        if spec.frames():
+            stem = (f"{spec.frontend} {spec.n_mels} bands ({spec.frontend_compression}), "
+                    f"{spec.stem_filters}/{spec.kernel_size}/1")
+        else:
+            stem = (f"{'sinc ' if spec.frontend == 'sincnet' else ''}{spec.stem_filters}/"
+                    f"{spec.stem_taps()}/{spec.stem_stride}")
         scale = self.cfg.train.stem_lr_scale
         if scale != 1.0:
             stem += ", frozen" if scale == 0 else f", learning rate x{scale:g}"
@@ -80,13 +90,18 @@ class Compiled:
 
 def build(cfg, steps_per_epoch: int = 1, weights: tuple[Any, Any] | None = None) -> Built:
     """The model of ``cfg.model`` for ``cfg.data``'s classes and sample rate, initialised with
-    ``cfg.seed``, and the optimizer of ``cfg.optimizer``/``cfg.train`` whose schedule spans
-    ``cfg.train.epochs`` epochs of ``steps_per_epoch`` steps. ``weights``: (params,
-    model_state) to start from instead (a pretrained run's, of the same structure: see
-    :mod:`training.pretrained`); the optimizer state is made fresh for them."""
+    ``cfg.init_seed`` (unset: ``cfg.seed``; ``config.init_seed``), and the optimizer of
+    ``cfg.optimizer``/``cfg.train`` whose schedule spans ``cfg.train.epochs`` epochs of
+    ``steps_per_epoch`` steps. ``weights``: (params, model_state) to start from instead (a
+    pretrained run's, of the same structure: see :mod:`training.pretrained`); the optimizer
+    state is made fresh for them."""
     spec = resolve_spec(cfg.model, len(cfg.data.classes), cfg.data.sample_rate)
-    tx, schedule = optim.from_config(cfg, steps_per_epoch)
-    graphdef, state = init_state(build_model(spec, cfg.seed, cfg.train.precision), tx)
+    tx, schedule = optim.from_config(cfg, steps_per_epoch, frozen=cancelled_by_norm(spec))
+    from speechmusic_jax import config as config_lib
+
+    model = build_model(spec, config_lib.init_seed(cfg), cfg.train.precision)
+    layers = tuple(layer_order(model))
+    graphdef, state = init_state(model, tx)
     if weights is not None:
         params, model_state = (jax.tree.map(lambda like, w: jnp.asarray(w, like.dtype), like,
                                             given)
@@ -95,7 +110,7 @@ def build(cfg, steps_per_epoch: int = 1, weights: tuple[Any, Any] | None = None)
         state = TrainState(params, model_state, tx.init(params), state.step)
     trainable = count_params(state.params)
     return Built(cfg, spec, graphdef, state, tx, schedule, steps_per_epoch, trainable,
-                 trainable + count_params(state.model_state))
+                 trainable + count_params(state.model_state), layers)
 
 
 def abstract_build(cfg) -> Built:
@@ -173,8 +188,14 @@ def predictor(built: Built, state: TrainState,
     ``step`` is a compiled eval step (one batch shape); without it, a jitted one that compiles
     for each new batch shape (inference at several batch sizes).
     """
+    return weights_predictor(built, *eval_weights(built, state), step)
+
+
+def weights_predictor(built: Built, params: Any, model_state: Any,
+                      step: Callable | None = None) -> Callable[[Any], jax.Array]:
+    """x -> logits with the weights to evaluate given as they are (``params`` and the batch-norm
+    statistics ``model_state``: a shipped model's, which holds no optimizer state)."""
     fn = step or jax.jit(make_eval_step(built.graphdef, eval_chunk_bytes(built)))
-    params, model_state = eval_weights(built, state)
     return lambda x: fn(params, model_state, x)
 
 
@@ -182,8 +203,8 @@ def predictor(built: Built, state: TrainState,
 
 # The config fields a group's trials may differ in: traced inputs of one compiled program (the
 # optimizer's injected hyperparameters, learning rate, weight decay and moments, held in its
-# state; the loss's and the dropout rates, passed to the step as ``hyper``). Every other
-# field, the seed included, is shared.
+# state; the loss's and the dropout rates, passed to the step as ``hyper``), and init_seed (each
+# trial's initial weights are its own). Every other field, the seed included, is shared.
 STEP_TRACED = {"train.label_smoothing": "label_smoothing", "train.l1": "l1", "train.l2": "l2",
                "model.dropout": "dropout", "model.stage_dropout": "stage_dropout"}
 GROUP_TRACED = tuple(f"optimizer.{name}" for name in optim.INJECTED) + tuple(STEP_TRACED)
@@ -192,14 +213,16 @@ GROUP_STRATEGIES = ("vmap", "map")  # one vmapped step, or one trial after anoth
 
 def group_key(cfg) -> str:
     """Trials with equal keys can train as one group: the same config but for the traced
-    hyperparameters (:data:`GROUP_TRACED`; weight decay all zero or all positive) and the
-    name."""
+    hyperparameters (:data:`GROUP_TRACED`; weight decay all zero or all positive), the
+    ``init_seed`` (the initial weights are per trial; the seed, which fixes the data and
+    batches, is shared: a group of init seeds is a paired design) and the name."""
     import json
 
     from speechmusic_jax import config as config_lib
 
     d = config_lib.to_dict(cfg)
     d.pop("name", None)
+    d.pop("init_seed", None)
     for field in GROUP_TRACED:
         section, name = field.split(".")
         d[section] = {k: v for k, v in d[section].items() if k != name}
@@ -226,8 +249,11 @@ def step_hyper(cfgs) -> dict[str, np.ndarray]:
 
 
 def dropout_key(cfg) -> jax.Array:
-    """The key of a run's dropout masks (folded with the step number at each step)."""
-    return jax.random.key(cfg.seed)
+    """The key of a run's dropout masks (folded with the step number at each step): seeded by
+    ``init_seed`` (unset: ``seed``; ``config.init_seed``), as are the initial weights."""
+    from speechmusic_jax import config as config_lib
+
+    return jax.random.key(config_lib.init_seed(cfg))
 
 
 def alone_program(cfg) -> tuple:
@@ -242,9 +268,10 @@ def alone_program(cfg) -> tuple:
 class BuiltGroup:
     """Trials that share a model and optimizer family, their states stacked on a leading axis.
 
-    Each trial's initial weights are those its own config builds alone (``builts``); the
-    trials differ in the injected hyperparameters held in their optimizer states and in the
-    step's traced inputs (``hyper``), so one compiled step trains them all.
+    Each trial's initial weights are those its own config builds alone (``builts``: its
+    ``init_seed``; the group shares the seed, and so the data and batches); the trials differ
+    in the injected hyperparameters held in their optimizer states and in the step's traced
+    inputs (``hyper``), so one compiled step trains them all.
     """
 
     built: Built  # the first trial's network, initial weights and schedule
@@ -294,8 +321,9 @@ def build_group(cfgs, steps_per_epoch: int = 1,
     decay = cfgs[0].optimizer.weight_decay > 0
     moments = [optim.moments_of(c.optimizer) for c in cfgs]
     varied = [k for k in moments[0] if len({m[k] for m in moments}) > 1]
-    txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay, traced_moments=varied)
-           for c in cfgs]
+    txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay, traced_moments=varied,
+                                      frozen=cancelled_by_norm(b.spec))
+           for c, b in zip(cfgs, builts, strict=True)]
     states = [TrainState(b.state.params, b.state.model_state, tx.init(b.state.params),
                          b.state.step) for b, tx in zip(builts, txs, strict=True)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)

@@ -9,7 +9,12 @@ Layout under ``workdir/checkpoints``::
 A checkpoint directory counts only once a pointer names it, and a pointer is replaced atomically
 after orbax has finished (orbax itself writes into a temporary directory and renames it). So a
 process killed mid-save leaves the previous pointers, which still name complete checkpoints.
-Directories that no pointer names are removed after each save.
+Directories that no pointer names are removed after each save; a directory that a pointer names
+is never removed or written over. A kill between the two pointer writes leaves best.json naming
+``epoch_N`` while last.json names an earlier epoch; the resumed run saves epoch N again, into
+``epoch_N.1`` (the next free ``epoch_N.K``), so the checkpoint best.json names stays whole until
+both pointers have moved on (tests/test_checkpoints.py kills a save at every step to prove it).
+Every removal goes through :func:`workdir.remove_run`, which deletes only what a save writes.
 
 A save that fails for lack of space (or any other storage error) raises :class:`OSError` naming
 the folder, removes what it wrote, and leaves the earlier checkpoints and pointers as they were.
@@ -26,6 +31,7 @@ checkpoint written by any number of processes or devices loads anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -37,7 +43,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from speechmusic_jax import distributed
+from speechmusic_jax.errors import WorkdirConflict
 from speechmusic_jax.io_utils import atomic_write_json
+from speechmusic_jax.training import workdir as workdir_rules
 
 
 class Checkpoints:
@@ -74,13 +82,13 @@ class Checkpoints:
     def save(self, epoch: int, state: Any, loop: dict, *, best: dict | None = None) -> None:
         """Save ``state`` as epoch ``epoch``; make it the last (and, with ``best``, the best).
         ``state``: device arrays (global ones across processes) or host arrays."""
-        name = f"epoch_{epoch:04d}"
+        name = self._free_name(epoch)  # from the pointers alone: the same in every process
         folder = os.path.join(self.dir, name)
         if not self.multiprocess:
             state = jax.device_get(state)
         if self.is_main:
-            if os.path.exists(folder):
-                shutil.rmtree(folder)
+            if os.path.lexists(folder):  # an earlier save's, that no pointer names (a kill)
+                workdir_rules.remove_run(folder, "epoch")
             os.makedirs(self.dir, exist_ok=True)
             self._check_space(state, folder)
         self._sync(f"checkpoint-{epoch}-start")
@@ -95,8 +103,9 @@ class Checkpoints:
             if self.is_main:
                 atomic_write_json(os.path.join(folder, "loop.json"), loop)
         except Exception as e:
-            if self.is_main:
-                shutil.rmtree(folder, ignore_errors=True)  # incomplete: free the space it took
+            if self.is_main:  # incomplete: free the space it took
+                with contextlib.suppress(OSError, WorkdirConflict):
+                    workdir_rules.remove_run(folder, "epoch")
             translated = storage_error(e, folder)
             if translated is None:
                 raise
@@ -108,6 +117,22 @@ class Checkpoints:
             atomic_write_json(os.path.join(self.dir, "last.json"), {"epoch": epoch, "dir": name})
             self._prune()
         self._sync(f"checkpoint-{epoch}-done")  # the pointers name it everywhere
+
+    def _named(self) -> set[str]:
+        """The directories the pointers on disk name, complete or not."""
+        named = set()
+        for which in ("last", "best"):
+            pointer = workdir_rules.read_json(os.path.join(self.dir, f"{which}.json"))
+            if isinstance(pointer, dict) and isinstance(pointer.get("dir"), str):
+                named.add(pointer["dir"])
+        return named
+
+    def _free_name(self, epoch: int) -> str:
+        """``epoch_NNNN``, or ``epoch_NNNN.K`` (the first K >= 1) when a pointer names that."""
+        named, name, k = self._named(), f"epoch_{epoch:04d}", 0
+        while (f"{name}.{k}" if k else name) in named:
+            k += 1
+        return f"{name}.{k}" if k else name
 
     def _sync(self, name: str) -> None:
         if self.multiprocess:
@@ -139,11 +164,13 @@ class Checkpoints:
                    for d, _, files in os.walk(folder) for f in files)
 
     def _prune(self) -> None:
-        keep = {p["dir"] for p in (self.last(), self.best()) if p}
+        """Remove the checkpoints no pointer names (one holding a file of the user's stays)."""
+        keep = self._named()
         for entry in os.listdir(self.dir):
             path = os.path.join(self.dir, entry)
             if entry.startswith("epoch_") and entry not in keep and os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(OSError, WorkdirConflict):
+                    workdir_rules.remove_run(path, "epoch")
 
 
 def _on(leaf: Any, sharding: jax.sharding.Sharding) -> Any:

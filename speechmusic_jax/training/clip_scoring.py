@@ -19,6 +19,7 @@ import numpy as np
 from speechmusic_jax.data import audio
 from speechmusic_jax.data.pipeline import LoaderConfig, eval_batches
 from speechmusic_jax.data.sources import AudioFile
+from speechmusic_jax.portable import softmax
 from speechmusic_jax.training import metrics
 
 
@@ -93,12 +94,6 @@ def assemble(files: Sequence[AudioFile], window_logits: np.ndarray,
     labels = np.asarray([files[i].label for i in clip], dtype=np.int32)
     position = np.searchsorted(present, clip)
     return Predictions(kept, clip_logits, logits, labels, position.astype(np.int32))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def mean_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -231,7 +231,7 @@ class EpochStats:
     loss_sum: np.ndarray  # (trials,)
     correct: np.ndarray  # (trials,)
     count: np.ndarray  # (trials,)
-    step_times: list[float]  # the device's seconds per step (step_clock: busy)
+    step_times: list[float | None]  # the device's seconds per step (step_clock: busy)
     data_wait_s: float  # time spent waiting for the loader
     seconds: float  # the epoch's training, validation excluded
     device_idle_s: float = 0.0  # the device waiting for the host between steps
@@ -257,7 +257,10 @@ def fit(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
     stack (``strategy``: vmap or map; ``trial_axis``: see ``parallel.group_mesh``) and return
     their summaries; a trial that diverges is reported so, where one alone raises.
 
-    ``overwrite`` first removes the workdir's run (never a folder holding anything else).
+    ``overwrite`` replaces the workdir's run (never a folder holding anything else): it is
+    checked first and removed only once the new start is known good. Nothing is written (no
+    folder created, config.json included) before the config, the pretrained weights and the
+    data (scanned and split) have been checked: a failed start leaves the workdir as it was.
     ``stop_after`` ends this call after that many epochs as if the process had been stopped
     (checkpoint written, no test, returns ``{"status": "interrupted"}``); the next call resumes.
     It exists for tests and for time-boxed jobs. ``progress`` shows a per-step progress bar
@@ -280,14 +283,15 @@ def fit(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
                                 host_memory=host_memory, strategy=strategy,
                                 trial_axis=trial_axis)
     clock = SessionClock()
-    run = setup(cfgs, workdirs, log, scope, start_from, strategy=strategy, trial_axis=trial_axis)
+    run = setup(cfgs, workdirs, log, scope, start_from, replace=overwrite, strategy=strategy,
+                trial_axis=trial_axis)
     if host_memory is not None:
         run = dataclasses.replace(run, device={**run.device, "host_memory": host_memory})
     state, loops = restore_or_init(run, begins, clock)
     records = [reporting.EpochRecords(t.metrics_path, os.path.join(t.workdir, "tensorboard"),
                                       t.log, monitor=t.cfg.train.early_stopping.monitor)
                if scope.is_main else None for t in run.trials]
-    step_times: list[float] = []
+    step_times: list[float | None] = []
     diverged: dict[int, Divergence] = {}
     last_epoch = cfgs[0].train.epochs
     first_epoch = min([lp.epoch + 1 for lp in loops if not lp.stopped_early] or [last_epoch + 1])
@@ -353,7 +357,8 @@ def _check_scope(cfgs: list, scope: parallel.Scope | None) -> parallel.Scope:
 
 def _begin(cfgs: list, workdirs: list[str], scope: parallel.Scope,
            overwrite: bool) -> tuple[list[workdir_rules.Start], pretrained.Pretrained | None]:
-    """How each trial begins (``workdir.start``), after ``overwrite`` removed their runs, and
+    """How each trial begins (``workdir.start``; NEW for all with ``overwrite``, whose runs are
+    only checked here, deleting nothing, and removed by ``setup`` once the start is good), and
     the pretrained weights of ``train.init_from`` (checked and read before anything is written
     or deleted; a run with a checkpoint of its own resumes from that instead; the trials of a
     stack share ``train.init_from``, part of the group key)."""
@@ -361,13 +366,12 @@ def _begin(cfgs: list, workdirs: list[str], scope: parallel.Scope,
                   if any(pretrained.needed(c, w, overwrite) for c, w in zip(cfgs, workdirs,
                                                                           strict=True))
                   else None)
-    if overwrite and scope.is_main:
+    if overwrite:  # refused now, deleting nothing; removed by setup once the start is good
         for w in workdirs:
-            workdir_rules.remove_run(w)
-    if scope.multiprocess:
-        distributed.barrier("fit-overwrite")
-    begins = [workdir_rules.start(w, config_lib.to_dict(c)) for c, w in zip(cfgs, workdirs,
-                                                                           strict=True)]
+            workdir_rules.check_removable(w)
+    begins = [workdir_rules.Start.NEW if overwrite
+              else workdir_rules.start(w, config_lib.to_dict(c))
+              for c, w in zip(cfgs, workdirs, strict=True)]
     if scope.multiprocess:  # everyone has read the workdir before process 0 writes to it
         distributed.barrier("fit-start")
     return begins, start_from
@@ -463,12 +467,15 @@ def _quiet(_: str) -> None:
 
 def setup(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
           workdir: str | Sequence[str], log: Log, scope: parallel.Scope | None = None,
-          start_from: pretrained.Pretrained | None = None, *, strategy: str = "vmap",
-          trial_axis: int | None = None) -> Run:
+          start_from: pretrained.Pretrained | None = None, *, replace: bool = False,
+          strategy: str = "vmap", trial_axis: int | None = None) -> Run:
     """Everything before the first epoch: devices, data, model and optimizer, compiled steps.
     ``start_from``: the pretrained weights of ``train.init_from`` (None: initialise with the
-    seed; a resumed run then loads its own checkpoint over them). Several configs and
-    workdirs: a stack of trials (see ``fit``)."""
+    seed; a resumed run then loads its own checkpoint over them). ``replace``: remove each
+    workdir's run (--overwrite) and start afresh. The workdirs are written to (config.json,
+    split.csv) only once the data is scanned and split and fits the batch: a start that fails
+    before then leaves them as they were. Several configs and workdirs: a stack of trials (see
+    ``fit``)."""
     cfgs, workdirs = _trial_lists(cfg, workdir)
     cfg, workdir = cfgs[0], workdirs[0]
     scope = scope or parallel.global_scope()
@@ -482,11 +489,7 @@ def setup(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
         parallel.check_divisible(cfg.train.eval_batch_size, eval_mesh, "train.eval_batch_size")
     except ValueError as e:
         raise config_lib.ConfigError(str(e)) from None
-    resuming = os.path.exists(os.path.join(workdir, "config.json"))
-    if scope.is_main:
-        for c, w in zip(cfgs, workdirs, strict=True):
-            os.makedirs(w, exist_ok=True)
-            atomic_write_json(os.path.join(w, "config.json"), config_lib.to_dict(c))
+    resuming = not replace and os.path.exists(os.path.join(workdir, "config.json"))
     if cfg.note:
         log(f"note: {cfg.name}: {cfg.note}")
     device = timing.device_info()
@@ -494,25 +497,26 @@ def setup(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
         + (f" over {scope.process_count} processes" if scope.multiprocess else "")
         + f", jax {jax.__version__}")
 
-    # Process 0 scans (making the built-in corpus if needed) and splits first; the others then
-    # read the same split back from split.csv.
-    data = prepare_data(cfg, workdir, log, resume=resuming) if scope.is_main else None
+    # Process 0 scans (making the built-in corpus if needed) and splits first, checks, then writes
+    # the run's config.json and split.csv; the others then read the same split back.
+    data = (prepare_data(cfg, workdir, log, resume=resuming, write=False) if scope.is_main
+            else None)
+    if scope.is_main:
+        _check_batch(cfg, data)
+        for c, w in zip(cfgs, workdirs, strict=True):  # a stack's trials share the split
+            _write_start(c, w, data, replace=replace)
     if scope.multiprocess:
         distributed.barrier("fit-data")
         if not scope.is_main:
             data = prepare_data(cfg, workdir, log, resume=True)
     assert data is not None
-    for w in workdirs[1:]:  # a stack's trials share the split (the seed is in the group key)
-        split_lib.write_split_csv(os.path.join(w, "split.csv"), data.split, cfg.data.classes)
+    _check_batch(cfg, data)
     train_files = data.split["train"]
     # Augmentation, class weights / balanced sampling and the memory cache live in the loader.
-    loader = make_loader_config(cfg, train_files)
+    loader = make_loader_config(cfg, train_files, warn=log)
     if cfg.data.balance != "none":
         log(f"data: class balance by {cfg.data.balance}: "
             f"{balance_summary(loader, train_files, cfg.data.classes)}")
-    if len(train_files) < cfg.train.batch_size:
-        raise DataError(f"train.batch_size: {cfg.train.batch_size} is more than the "
-                        f"{len(train_files)} training files")
 
     steps_per_epoch = len(train_files) // cfg.train.batch_size
     weights = start_from.weights if start_from else None
@@ -520,7 +524,7 @@ def setup(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
                              trial_axis=trial_axis, log=log) if len(cfgs) > 1 else None)
     built = (builder.build(cfg, steps_per_epoch=steps_per_epoch, weights=weights)
              if stack is None else stack.group.built)
-    log(reporting.layer_table(built.state.params))
+    log(reporting.layer_table(built.state.params, built.layers))
     log(built.describe() + ("" if stack is None else " (the first trial's)"))
     if start_from is not None:
         log(f"starting from the weights of epoch {start_from.epoch} ({start_from.checkpoint} "
@@ -553,6 +557,26 @@ def setup(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
 
 def _prefixed(log: Log, name: str) -> Log:
     return lambda message: log(f"[{name}] {message}")
+
+
+def _check_batch(cfg: config_lib.ConfigDict, data: PreparedData) -> None:
+    if len(data.split["train"]) < cfg.train.batch_size:
+        raise DataError(f"train.batch_size: {cfg.train.batch_size} is more than the "
+                        f"{len(data.split['train'])} training files")
+
+
+def _write_start(cfg: config_lib.ConfigDict, workdir: str, data: PreparedData, *,
+                 replace: bool) -> None:
+    """A trial's config.json and (unless it resumes with one) split.csv, once the start is
+    known good; ``replace`` first removes its old run (--overwrite)."""
+    resuming = not replace and os.path.exists(os.path.join(workdir, "config.json"))
+    if replace:
+        workdir_rules.remove_run(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    atomic_write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(cfg))
+    split_path = os.path.join(workdir, "split.csv")
+    if not (resuming and os.path.exists(split_path)):
+        split_lib.write_split_csv(split_path, data.split, cfg.data.classes)
 
 
 def restore_or_init(run: Run, begins: Sequence[workdir_rules.Start],
@@ -739,7 +763,8 @@ def early_stopping_update(loop_state: LoopState, epoch: int, value: float, *, mo
     return loop_state, improved, patience > 0 and loop_state.bad_epochs >= patience
 
 
-def finish(run: Run, state: TrainState, loops: list[LoopState], step_times: list[float], *,
+def finish(run: Run, state: TrainState, loops: list[LoopState],
+           step_times: list[float | None], *,
            resumed: Sequence[workdir_rules.Start], clock: SessionClock,
            diverged: dict[int, Divergence]) -> list[dict]:
     """Test each trial's best weights (or the last, with restore_best off), time inference,
@@ -762,6 +787,7 @@ def finish(run: Run, state: TrainState, loops: list[LoopState], step_times: list
             "tested_epoch": pointer["epoch"] if d is None else None,
             "epochs_run": loop_state.epoch,
             "seed": trial.cfg.seed,
+            "init_seed": config_lib.init_seed(trial.cfg),
             "init_from": loop_state.init_from,
             "test": tests[i],
             "params_trainable": trial.built.params_trainable,
@@ -834,7 +860,7 @@ def _test(run: Run, state: TrainState, pointers: list[dict | None],
     return tests, _inference_speed(run, one)
 
 
-def _step_figures(run: Run, i: int, step_times: list[float],
+def _step_figures(run: Run, i: int, step_times: list[float | None],
                   resumed: workdir_rules.Start) -> dict:
     """The train step's FLOPs, compile time and step times of trial ``i``: alone, its own; in
     a stack, those of its program alone (compiled and timed before the group trained)."""
@@ -845,7 +871,10 @@ def _step_figures(run: Run, i: int, step_times: list[float],
                 "step_time_ms": timing.summarize_ms(step_times),
                 "step_time_note": "train step only, compilation excluded: the device's time per "
                                   "step (between completions; the loop never waits for a "
-                                  "step); this session's steps" + after}
+                                  "step); n: this session's steps" + after
+                                  + "; median, min and max over the timed ones (timed), leaving "
+                                  "out each pair of steps whose completions the timing thread "
+                                  "saw together (their split unknown)"}
     alone = run.stack.alone[i]
     return {"train_step_flops_per_example": alone.flops_per_example,
             "compile_time_s": alone.compile_s,
@@ -857,7 +886,8 @@ def _step_figures(run: Run, i: int, step_times: list[float],
                               "step: grouped.step_time_ms_group)" + after}
 
 
-def _grouped(run: Run, i: int, loop_state: LoopState, step_times: list[float]) -> dict:
+def _grouped(run: Run, i: int, loop_state: LoopState,
+             step_times: list[float | None]) -> dict:
     """A grouped trial's ``grouped`` entry: its group, and the group's own times."""
     assert run.stack is not None
     return {"size": run.size, "mode": run.stack.strategy, "index": i,

@@ -15,6 +15,11 @@ schedule); the others (sgd, adam, rmsprop, ...) add wd * w to the gradient befor
 (*coupled*, an L2 penalty seen by the adaptive scaling). Either way it applies only where the mask
 says (kernels by default: biases and normalisation scales are never decayed), and ``summary.json``
 records which. An L1/L2 penalty in the loss is a separate knob (``train.l1``, ``train.l2``).
+
+Parameters that the network's output does not depend on (``frozen``: with batch norm, the biases
+of the convolutions that feed it; ``models.conv1d.cancelled_by_norm``) get no updates at all,
+from any optimizer, weight decay included (:func:`without_updates`): their gradient is zero but
+for float rounding, which an adaptive optimizer would scale up to full-size steps.
 """
 
 from __future__ import annotations
@@ -103,8 +108,9 @@ SCHEDULES: dict[str, str] = {
 MASKS: dict[str, str] = {
     "kernels": "convolution and dense kernels only (biases and normalisation parameters excluded)",
     "kernels_biases": "kernels and the biases of convolutions and dense layers (normalisation "
-                      "parameters excluded)",
-    "all": "every trainable parameter",
+                      "parameters and the conv biases batch norm cancels excluded)",
+    "all": "every trainable parameter but the conv biases batch norm cancels (which get no "
+           "updates at all)",
 }
 
 
@@ -174,12 +180,39 @@ def masked(path: tuple, mask: str) -> bool:
     raise ValueError(f"unknown mask {mask!r}; known: {sorted(MASKS)}")
 
 
-def param_mask(mask: str = "kernels"):
-    """An optax mask function: params -> pytree of bools (see MASKS)."""
-    return lambda params: jax.tree_util.tree_map_with_path(lambda p, _: masked(p, mask), params)
+Frozen = Callable[[tuple], bool] | None  # the parameters (by path) that get no updates
 
 
-STEM = ("stem", "stem_norm")  # the model's first block: its conv and that conv's norm
+def param_mask(mask: str = "kernels", frozen: Frozen = None):
+    """An optax mask function: params -> pytree of bools (see MASKS), False where ``frozen``
+    (parameters that get no updates are not decayed either)."""
+    return lambda params: jax.tree_util.tree_map_with_path(
+        lambda p, _: masked(p, mask) and not (frozen and frozen(p)), params)
+
+
+def without_updates(tx: optax.GradientTransformation,
+                    frozen: Frozen) -> optax.GradientTransformation:
+    """``tx`` that leaves the parameters ``frozen`` marks (a function of a pytree path) exactly
+    where they are: their gradients are zeroed before ``tx`` sees them (so they add nothing to
+    a clipped global norm, and Adam's moments for them stay 0) and their updates after it. The
+    state is ``tx``'s own, leaf for leaf: a checkpoint of ``tx`` restores into this one."""
+    if frozen is None:
+        return tx
+    tx = optax.with_extra_args_support(tx)
+
+    def zero(tree: Any) -> Any:
+        return jax.tree_util.tree_map_with_path(
+            lambda p, u: jnp.zeros_like(u) if frozen(p) else u, tree)
+
+    def update(updates: Any, state: Any, params: Any = None, **extra: Any) -> tuple[Any, Any]:
+        updates, state = tx.update(zero(updates), state, params, **extra)
+        return zero(updates), state
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+# the model's first block: its conv, that conv's norm, and the front end's learnable parameters
+STEM = ("frontend", "stem", "stem_norm")
 
 
 def is_stem(path: tuple) -> bool:
@@ -268,6 +301,7 @@ def make_optimizer(
     moments: dict[str, float] | None = None,
     stem_lr_scale: float = 1.0,
     ema_decay: float | None = None,
+    frozen: Frozen = None,
 ) -> optax.GradientTransformation:
     """The optimizer chain described at the top of this module.
 
@@ -277,19 +311,21 @@ def make_optimizer(
     ``stem_lr_scale``: the stem's learning rate relative to the rest (:func:`with_stem_rate`).
     ``ema_decay`` (None: none) keeps a moving average of the weights with this decay per step
     (:func:`param_ema`; :func:`ema_decay_per_step` for a window in epochs), which
-    :func:`eval_params` returns.
+    :func:`eval_params` returns. ``frozen`` (a function of a parameter's pytree path; None:
+    none) marks the parameters that get no updates (:func:`without_updates`).
     """
     return _chain(name, schedule, weight_decay, decay=weight_decay > 0,
                   weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
                   plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch,
-                  moments=moments or {}, stem_lr_scale=stem_lr_scale, ema_decay=ema_decay)
+                  moments=moments or {}, stem_lr_scale=stem_lr_scale, ema_decay=ema_decay,
+                  frozen=frozen)
 
 
 def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: bool,
            weight_decay_mask: str, grad_clip_norm: float, plateau_epochs: int,
            steps_per_epoch: int, moments: dict[str, Any],
-           stem_lr_scale: float = 1.0,
-           ema_decay: float | None = None) -> optax.GradientTransformation:
+           stem_lr_scale: float = 1.0, ema_decay: float | None = None,
+           frozen: Frozen = None) -> optax.GradientTransformation:
     """The chain of :func:`make_optimizer`; ``decay`` says whether the decay steps are in it, so
     that ``weight_decay`` (and the schedule's peak) may be traced values (see
     :func:`make_injected_optimizer`)."""
@@ -306,15 +342,14 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
     parts = []
     if grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(grad_clip_norm))
+    mask = param_mask(weight_decay_mask, frozen)
     if name in SCHEDULE_FREE:
         inner = [OPTIMIZERS[name][0]()]
         if decay:
-            inner.append(optax.add_decayed_weights(weight_decay,
-                                                   mask=param_mask(weight_decay_mask)))
+            inner.append(optax.add_decayed_weights(weight_decay, mask=mask))
         inner.append(optax.scale_by_learning_rate(schedule))
         parts.append(optax.contrib.schedule_free(optax.chain(*inner), learning_rate=schedule))
-        return optax.chain(*parts)
-    mask = param_mask(weight_decay_mask)
+        return without_updates(optax.chain(*parts), frozen)
     if decay and name not in DECOUPLED | TRUST_RATIO:
         parts.append(optax.add_decayed_weights(weight_decay, mask=mask))  # g + wd * w
     if name in TRUST_RATIO:
@@ -330,7 +365,7 @@ def _chain(name: str, schedule: optax.Schedule, weight_decay: Any, *, decay: boo
         parts.append(optax.contrib.reduce_on_plateau(
             factor=0.3, patience=plateau_epochs, accumulation_size=max(1, steps_per_epoch)))
     parts.append(optax.scale_by_schedule(schedule))
-    tx = with_stem_rate(optax.chain(*parts), stem_lr_scale)
+    tx = without_updates(with_stem_rate(optax.chain(*parts), stem_lr_scale), frozen)
     return tx if ema_decay is None else optax.chain(tx, param_ema(ema_decay))
 
 
@@ -356,6 +391,7 @@ def make_injected_optimizer(
     traced_moments: Sequence[str] = (),
     stem_lr_scale: float = 1.0,
     ema_decay: float | None = None,
+    frozen: Frozen = None,
 ) -> optax.GradientTransformation:
     """The chain of :func:`make_optimizer` with the peak learning rate, the weight decay and the
     ``traced_moments`` of the optimizer's moments (``b1``/``b2``/``momentum``; values
@@ -381,7 +417,7 @@ def make_injected_optimizer(
                       weight_decay_mask=weight_decay_mask, grad_clip_norm=grad_clip_norm,
                       plateau_epochs=plateau_epochs, steps_per_epoch=steps_per_epoch,
                       moments={k: given[k] for k in moments}, stem_lr_scale=stem_lr_scale,
-                      ema_decay=ema_decay)
+                      ema_decay=ema_decay, frozen=frozen)
 
     return optax.inject_hyperparams(factory)(
         learning_rate=learning_rate, weight_decay=weight_decay,
@@ -389,9 +425,10 @@ def make_injected_optimizer(
 
 
 def injected_from_config(cfg: Any, steps_per_epoch: int, *, decay: bool | None = None,
-                         traced_moments: Sequence[str] = ()) -> optax.GradientTransformation:
+                         traced_moments: Sequence[str] = (),
+                         frozen: Frozen = None) -> optax.GradientTransformation:
     """:func:`make_injected_optimizer` for a run's config (``decay``: default, the config's
-    weight decay is positive)."""
+    weight decay is positive; ``frozen``: see :func:`make_optimizer`)."""
     o, t = cfg.optimizer, cfg.train
     return make_injected_optimizer(
         o.name, o.schedule, t.epochs * steps_per_epoch,
@@ -401,7 +438,7 @@ def injected_from_config(cfg: Any, steps_per_epoch: int, *, decay: bool | None =
         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
         steps_per_epoch=steps_per_epoch, moments=moments_of(o), traced_moments=traced_moments,
         stem_lr_scale=t.stem_lr_scale,
-        ema_decay=ema_decay_per_step(t.ema_epochs, steps_per_epoch))
+        ema_decay=ema_decay_per_step(t.ema_epochs, steps_per_epoch), frozen=frozen)
 
 
 def eval_params(name: str, opt_state: Any, params: Any) -> Any:
@@ -435,9 +472,10 @@ def _find(tree: Any, kind: type) -> Any:
     return None
 
 
-def from_config(cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransformation,
-                                                         optax.Schedule]:
-    """The optimizer and schedule of a run's config (``optimizer.*``, ``train.*``)."""
+def from_config(cfg: Any, steps_per_epoch: int, frozen: Frozen = None
+                ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer and schedule of a run's config (``optimizer.*``, ``train.*``); ``frozen``:
+    the parameters that get no updates (see :func:`make_optimizer`)."""
     o, t = cfg.optimizer, cfg.train
     schedule = make_schedule(o.schedule, o.learning_rate, t.epochs * steps_per_epoch,
                              int(round(o.warmup_epochs * steps_per_epoch)))
@@ -446,5 +484,6 @@ def from_config(cfg: Any, steps_per_epoch: int) -> tuple[optax.GradientTransform
                         plateau_epochs=o.plateau_patience if o.schedule == "plateau" else 0,
                         steps_per_epoch=steps_per_epoch, moments=moments_of(o),
                         stem_lr_scale=t.stem_lr_scale,
-                        ema_decay=ema_decay_per_step(t.ema_epochs, steps_per_epoch))
+                        ema_decay=ema_decay_per_step(t.ema_epochs, steps_per_epoch),
+                        frozen=frozen)
     return tx, schedule

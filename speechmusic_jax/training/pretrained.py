@@ -1,6 +1,7 @@
 """Starting a run from a finished run's weights: ``train.init_from`` (fine-tuning).
 
-``train.init_from=DIR`` (or ``DIR:tested``) takes the weights the run in ``DIR`` was tested
+``train.init_from=DIR`` (or ``DIR:tested``; ``pretrained``: the model shipped in the package,
+:mod:`speechmusic_jax.shipped`) takes the weights the run in ``DIR`` was tested
 with (its best checkpoint, or its last where it had ``train.early_stopping.restore_best`` off),
 ``DIR:best`` its best checkpoint, ``DIR:last`` its last. Only the weights are taken, the
 parameters and the batch-norm statistics; the optimizer state, the step counter, the schedule
@@ -25,9 +26,9 @@ import jax
 import numpy as np
 
 from speechmusic_jax import config as config_lib
-from speechmusic_jax import parallel
+from speechmusic_jax import parallel, shipped
 from speechmusic_jax.config import parse_init_from, tested_checkpoint
-from speechmusic_jax.errors import ConfigError
+from speechmusic_jax.errors import ConfigError, RunNotFound
 from speechmusic_jax.training import builder
 from speechmusic_jax.training.checkpoints import Checkpoints
 
@@ -65,38 +66,50 @@ def needed(cfg: config_lib.ConfigDict, workdir: str, overwrite: bool = False) ->
     return overwrite or Checkpoints.pointer(os.path.join(workdir, "checkpoints"), "last") is None
 
 
-def check(cfg: config_lib.ConfigDict, workdirs: Sequence[str] = ()) -> str:
+def check(cfg: config_lib.ConfigDict, workdirs: Sequence[str] = (),
+          models_dir: str | None = None) -> str:
     """Everything :func:`load` checks, without reading the weights (``train --dry_run``):
     raise :class:`ConfigError` if the run named by ``cfg.train.init_from`` does not fit
     ``cfg``, else return a line saying which checkpoint a run would start from."""
-    folder, which, pointer, _, _ = _locate(cfg, workdirs)
+    folder, which, pointer, _, _ = _locate(cfg, workdirs, models_dir)
     return (f"{FIELD}: the {which} checkpoint (epoch {int(pointer['epoch'])}) of the run in "
             f"{folder} fits this config")
 
 
 def load(cfg: config_lib.ConfigDict, workdirs: Sequence[str] = (),
-         mesh: jax.sharding.Mesh | None = None) -> Pretrained:
+         mesh: jax.sharding.Mesh | None = None, models_dir: str | None = None) -> Pretrained:
     """Check that the run named by ``cfg.train.init_from`` fits ``cfg`` and take its weights.
     ``workdirs``: the folders of the new run (or runs) (none may be the pretrained run's);
     ``mesh``: the devices of a run over several processes (each reads the checkpoint, as on
-    resume)."""
-    folder, which, pointer, source, target = _locate(cfg, workdirs)
-    multiprocess = mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1
-    state, _ = Checkpoints(folder, mesh if multiprocess else None).restore(pointer, source.state)
-    params, model_state = builder.eval_weights(source, state)  # what the run was tested with
-    params = _in_layout(parallel.to_host(params), target.state.params)
-    model_state = _in_layout(parallel.to_host(model_state), target.state.model_state)
+    resume); ``models_dir``: where ``pretrained`` names a shipped model (default: the
+    package's, :func:`shipped.resolve`)."""
+    folder, which, pointer, source, target = _locate(cfg, workdirs, models_dir)
+    if shipped.is_shipped_model(folder):  # the tested weights alone, read by every process
+        try:
+            params, model_state, _ = shipped.load_weights(folder, which, source.state)
+        except RunNotFound as e:
+            raise ConfigError(f"{FIELD}: {e}") from None
+    else:
+        multiprocess = mesh is not None and len({d.process_index for d in mesh.devices.flat}) > 1
+        state, _ = Checkpoints(folder, mesh if multiprocess else None).restore(pointer,
+                                                                               source.state)
+        params, model_state = builder.eval_weights(source, state)  # what it was tested with
+    params = in_layout(parallel.to_host(params), target.state.params)
+    model_state = in_layout(parallel.to_host(model_state), target.state.model_state)
     return Pretrained(folder, which, int(pointer["epoch"]), params, model_state)
 
 
-def _locate(cfg: config_lib.ConfigDict, workdirs: Sequence[str]
+def _locate(cfg: config_lib.ConfigDict, workdirs: Sequence[str], models_dir: str | None = None
             ) -> tuple[str, str, dict, builder.Built, builder.Built]:
     """The pretrained run's folder, which checkpoint, its pointer, and both models built
     abstractly, once every check has passed."""
     from speechmusic_jax.trained_run import config_from_json
 
     folder, which = parse_init_from(cfg.train.init_from)
-    folder = os.path.abspath(folder)
+    try:
+        folder = os.path.abspath(shipped.resolve(folder, models_dir))
+    except RunNotFound as e:
+        raise ConfigError(f"{FIELD}: {e}") from None
     if any(os.path.realpath(folder) == os.path.realpath(w) for w in workdirs):
         raise ConfigError(f"{FIELD}: {folder} is this run's own workdir; name the finished run "
                           "to start from, and train in another folder")
@@ -109,7 +122,15 @@ def _locate(cfg: config_lib.ConfigDict, workdirs: Sequence[str]
         raise ConfigError(f"{FIELD}: cannot read {cfg_path}: {e}") from None
     if which == "tested":
         which = tested_checkpoint(source_cfg)
-    pointer = Checkpoints.pointer(os.path.join(folder, "checkpoints"), which)
+    if shipped.is_shipped_model(folder):
+        run = shipped.read_provenance(folder)["run"]
+        if which != run["checkpoint"]:
+            raise ConfigError(f"{FIELD}: {folder} is a shipped model: it holds only the weights "
+                              f"its run was tested with (its {run['checkpoint']} checkpoint), "
+                              f"not its {which} one")
+        pointer = {"epoch": run["epoch"]}
+    else:
+        pointer = Checkpoints.pointer(os.path.join(folder, "checkpoints"), which)
     if pointer is None:
         raise ConfigError(f"{FIELD}: the run in {folder} has no {which} checkpoint (it has not "
                           "finished an epoch)")
@@ -162,7 +183,7 @@ def leaf_name(path: tuple) -> str:
 
 
 # The model's top-level parts in the order the input flows through them.
-_FORWARD = {"stem": 0, "stem_norm": 1, "stages": 2, "hidden": 3, "head": 4}
+_FORWARD = {"frontend": 0, "stem": 1, "stem_norm": 2, "stages": 3, "hidden": 4, "head": 5}
 _VARIABLES = {"kernel": 0, "bias": 1, "scale": 2, "mean": 3, "var": 4}  # within a layer
 
 
@@ -180,7 +201,7 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     return {name: shapes[name] for name in sorted(shapes, key=_forward_order)}
 
 
-def _in_layout(values: Any, like: Any) -> Any:
+def in_layout(values: Any, like: Any) -> Any:
     """``values`` (host arrays, checked to have ``like``'s names and shapes) in the pytree
     layout of ``like`` and its dtypes."""
     by_name = {leaf_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(values)}

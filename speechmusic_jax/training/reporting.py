@@ -7,7 +7,7 @@ import csv
 import io
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -18,19 +18,41 @@ from speechmusic_jax.training import clip_scoring, metrics
 Log = Callable[[str], None]
 
 
-def write_predictions(path: str, pred: clip_scoring.Predictions, classes) -> None:
+# The first columns of a per-file predictions file with known labels (test_predictions.csv,
+# evaluate's predictions): then p_<class> for each class, then correct (1 or 0).
+PREDICTIONS_HEAD = ("path", "label", "predicted", "confidence")
+
+
+def write_predictions(path: str, pred: clip_scoring.Predictions, classes) -> int:
+    """One row per file of ``pred`` (labelled): path, label, predicted, confidence (the top
+    probability), p_<class>..., correct; written atomically. Returns how many are wrong."""
     probs = clip_scoring.softmax(pred.clip_logits)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+    w.writerow([*PREDICTIONS_HEAD, *[f"p_{c}" for c in classes], "correct"])
+    wrong = 0
     for f, p in zip(pred.files, probs, strict=True):
-        w.writerow([f.path, classes[f.label], classes[int(p.argmax())], *[f"{v:.6f}" for v in p]])
+        top = int(p.argmax())
+        wrong += top != f.label
+        w.writerow([f.path, classes[f.label], classes[top], f"{p[top]:.6f}",
+                    *[f"{v:.6f}" for v in p], int(top == f.label)])
     atomic_write_text(path, buf.getvalue())
+    return wrong
+
+
+def is_predictions_file(path: str) -> bool:
+    """Does ``path`` start as :func:`write_predictions` writes?"""
+    with open(path, encoding="utf-8") as f:
+        return f.readline().startswith(",".join(PREDICTIONS_HEAD) + ",")
 
 
 class EpochPrinter:
-    HEAD = (f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} {'val_acc':>8} "
-            f"{'val_f1':>7} {'lr':>9} {'time_s':>7}")
+    """The epoch table. Validation loss is shown per clip (``val_loss``: what early stopping
+    watches) and per window (``val_win_loss``: the unit of ``train_loss``, a crop, which the
+    overfitting note compares it with)."""
+
+    HEAD = (f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} "
+            f"{'val_win_loss':>12} {'val_acc':>8} {'val_f1':>7} {'lr':>9} {'time_s':>7}")
 
     def __init__(self, log: Log, monitor: str = "val_loss"):
         self.log = log
@@ -39,13 +61,16 @@ class EpochPrinter:
 
     def row(self, r: dict, improved: bool) -> None:
         if not self.started:
-            self.log(f"(* marks an epoch that improved {self.monitor}: the best weights so far)")
+            self.log(f"(* marks an epoch that improved {self.monitor}: the best weights so far; "
+                     "val_loss is per clip, val_win_loss per window)")
             self.log(self.HEAD)
             self.started = True
+        window = r.get("val_window_loss")  # absent in rows of older runs
+        window_text = f"{window:>12.4f}" if window is not None else f"{'-':>12}"
         self.log(f"{r['epoch']:>5} {r['train_loss']:>10.4f} {r['train_accuracy']:>9.4f} "
-                 f"{r['val_loss']:>9.4f} {r['val_accuracy']:>8.4f} {r['val_f1']:>7.4f} "
-                 f"{r['learning_rate']:>9.2e} {r['epoch_time_s']:>7.2f}" + ("  *" if improved
-                                                                            else ""))
+                 f"{r['val_loss']:>9.4f} {window_text} {r['val_accuracy']:>8.4f} "
+                 f"{r['val_f1']:>7.4f} {r['learning_rate']:>9.2e} {r['epoch_time_s']:>7.2f}"
+                 + ("  *" if improved else ""))
 
 
 def format_summary(s: dict, classes) -> str:
@@ -65,11 +90,17 @@ def format_summary(s: dict, classes) -> str:
                      f"windows, macro F1 {win['f1']['macro']:.4f}")
     st = s.get("step_time_ms") or {}
     inf = s.get("inference") or {}
+    if st.get("median") is not None:
+        steps = (f"{st['timed']} of {st['n']} steps timed, " if st.get("timed", st["n"]) < st["n"]
+                 else "")
+        step_text = (f"median step time: {st['median']:.2f} ms (min {st['min']:.2f}, max "
+                     f"{st['max']:.2f}; {steps}")
+    else:
+        step_text = "step time: not measured ("
     lines += [
         f"trainable parameters: {s['params_trainable']:,}",
-        f"training time: {s['train_time_s']:.1f}s; median step time: "
-        f"{st.get('median', float('nan')):.2f} ms (min {st.get('min', float('nan')):.2f}, "
-        f"max {st.get('max', float('nan')):.2f}; compile {s['compile_time_s']:.2f}s excluded"
+        f"training time: {s['train_time_s']:.1f}s; {step_text}compile "
+        f"{s['compile_time_s']:.2f}s excluded"
         + (f"; host memory: {s['host_memory']}" if s.get("host_memory") else "") + ")",
     ]
     if s.get("flops_per_example"):
@@ -86,14 +117,18 @@ def format_summary(s: dict, classes) -> str:
 
 
 
-def layer_table(params: Any) -> str:
-    """One line per layer: its path, parameter shapes and count; a total at the end."""
+def layer_table(params: Any, order: Sequence[str] = ()) -> str:
+    """One line per layer: its path, parameter shapes and count; a total at the end. ``order``:
+    the layers' paths in network order (``conv1d.layer_order``); without it, or for a layer it
+    does not name, the order of ``params`` (sorted by name)."""
     rows: dict[str, list] = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         keys = [str(getattr(k, "key", getattr(k, "idx", ""))) for k in path]
         keys = [k for k in keys if k and k != "value"]
         layer, name = ".".join(keys[:-1]), keys[-1]
         rows.setdefault(layer, []).append((name, tuple(leaf.shape), int(leaf.size)))
+    rank = {layer: i for i, layer in enumerate(order)}
+    rows = dict(sorted(rows.items(), key=lambda kv: rank.get(kv[0], len(rank))))  # stable
     width = max((len(k) for k in rows), default=5)
     lines = [f"{'layer':<{width}}  {'parameters':>10}  shapes"]
     total = 0
@@ -133,7 +168,9 @@ class OverfitWatch:
 
     Both losses are the plain cross-entropy of one crop or window (``train_loss`` and
     ``val_window_loss``), so the comparison is of like with like; rows without the window loss
-    (from older runs) fall back to the clip-level ``val_loss``."""
+    (from older runs) fall back to the clip-level ``val_loss``. The note quotes the columns of
+    the epoch table it refers to: the per-window loss (``val_win_loss``) it watches and, beside
+    it, the per-clip ``val_loss``."""
 
     def __init__(self, log: Log, epochs: int = 3):
         self.log = log
@@ -152,7 +189,8 @@ class OverfitWatch:
             start_epoch, start_val = self.since
             if self._val(row) < start_val:
                 self.since = None
-                self.log(f"note: validation loss is back to {self._val(row):.4f} (below "
+                what = "per window" if "val_window_loss" in row else "per clip"
+                self.log(f"note: validation loss {what} is back to {self._val(row):.4f} (below "
                          f"{start_val:.4f} of epoch {start_epoch}): the overfitting noted then "
                          "has ended")
                 return True
@@ -165,8 +203,14 @@ class OverfitWatch:
         rising = all(b > a for a, b in zip(val, val[1:], strict=False))
         if rising and train[-1] < train[0]:
             self.since = (recent[0]["epoch"], val[0])
-            self.log(f"note: validation loss (per window) has risen for {self.epochs} epochs "
-                     f"({val[0]:.4f} -> {val[-1]:.4f}) while training loss fell "
+            if all("val_window_loss" in r for r in recent):
+                what = "per window (val_win_loss)"
+                clip = (f"; per clip, val_loss: {recent[0]['val_loss']:.4f} -> "
+                        f"{recent[-1]['val_loss']:.4f}")
+            else:  # rows of an older run: the clip-level loss only
+                what, clip = "per clip (val_loss)", ""
+            self.log(f"note: validation loss {what} has risen for {self.epochs} epochs "
+                     f"({val[0]:.4f} -> {val[-1]:.4f}{clip}) while training loss fell "
                      f"({train[0]:.4f} -> {train[-1]:.4f}): the model may be overfitting (or its "
                      "batch-norm statistics still settling); consider more dropout, weight "
                      "decay, augmentation, or early stopping. Said once; another note says when "

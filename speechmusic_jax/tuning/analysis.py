@@ -8,8 +8,17 @@ keeps its place in the budget and ranks last.
 * Time to target (AlgoPerf's external tuning): per seed, the fastest of the arm's trials to reach
   the validation target; the arm's figure is the median over seeds; a miss is infinity (so an arm
   that misses on more than half of the seeds scores infinity).
+* The reference arm: the arm whose picks have the best mean validation score (``select``), or
+  one the user names; never chosen on test scores, which would bias every comparison with it
+  (the winner's curse).
 * Paired difference of two arms: per seed, pick minus pick (same split, same initial weights,
-  same batches), mean with a Student-t 95% interval over seeds.
+  same batches); the exact sign-flip permutation test over seeds and the interval that inverts
+  it (:mod:`speechmusic_jax.tuning.stats`: inside [-1, 1] for accuracies by construction).
+  Each arm against the reference is one of m comparisons per workload: p-values Holm-adjusted,
+  intervals at the Bonferroni level 1 - 0.05/m (they hold together); with fewer seeds than the
+  test needs to reject at that level at all, no claim is made and no interval is given.
+* Per-arm test accuracy: mean ± std over seeds, and a Wilson interval over the test clips of
+  the picks pooled (clip-level noise only: the seeds' spread shows the rest).
 * Expected best of k: the expected validation score of the best of k trials drawn at random
   (with replacement) from the arm's trial pool, computed exactly (Dodge et al. 2019, "Show your
   work"), with its standard deviation; k = 1 .. budget. An arm whose curve rises slowly needs
@@ -27,15 +36,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from speechmusic_jax import config as config_lib
-
-# Two-sided 95% Student-t quantiles by degrees of freedom (1 .. 30); the normal 1.96 beyond.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t975(df: int) -> float:
-    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
+from speechmusic_jax.tuning import stats
 
 
 def lower_is_better(metric: str) -> bool:
@@ -117,6 +118,11 @@ def arm_summary(records: Sequence[dict], select: str) -> dict[str, Any]:
     for metric in (select, "val_accuracy", "test_accuracy", "test_f1_macro"):
         m, s, n = mean_std(value(r, metric) for r in chosen.values())
         out[f"{metric}_mean"], out[f"{metric}_std"] = m, s
+    pooled = stats.pooled_wilson([r.get("test_accuracy") if ok(r) else None
+                                  for r in chosen.values()],
+                                 [r.get("test_clips") or 0 for r in chosen.values()])
+    out["test_accuracy_pooled"], out["test_accuracy_wilson95"], out["test_clips"] = (
+        pooled if pooled else (None, None, 0))
     for metric in ("steps_to_target", "seconds_to_target"):
         per_seed = _fastest_per_seed(done, metric)
         out[metric] = median_with_inf(list(per_seed.values()))
@@ -155,9 +161,13 @@ def summarize(records: Sequence[dict], select: str) -> list[dict]:
 
 def paired_difference(records: Sequence[dict], arm_a: str, arm_b: str, *,
                       metric: str = "test_accuracy", select: str = "val_accuracy",
-                      workload: str = "") -> dict[str, Any]:
-    """Arm a minus arm b on ``metric`` of each seed's pick, paired by seed: mean, sample std,
-    n, and a Student-t 95% interval (None with fewer than two seeds)."""
+                      workload: str = "", comparisons: int = 1,
+                      alpha: float = stats.ALPHA) -> dict[str, Any]:
+    """Arm a minus arm b on ``metric`` of each seed's pick, paired by seed: the per-seed
+    differences, their mean and sample std, the sign-flip test's ``p_value`` and, as one of
+    ``comparisons`` comparisons, the interval at level 1 - alpha/comparisons (``ci``; None with
+    fewer seeds than ``min_seeds``, where the test could never reject; ``ci95`` is the same
+    interval when ``comparisons`` is 1)."""
     a = picks([r for r in records if r["arm"] == arm_a and r["workload"] == workload
                and r["status"] not in ("pending", "failed")], select)
     b = picks([r for r in records if r["arm"] == arm_b and r["workload"] == workload
@@ -166,12 +176,105 @@ def paired_difference(records: Sequence[dict], arm_a: str, arm_b: str, *,
     diffs = [value(a[s], metric) - value(b[s], metric) for s in seeds]
     finite = [d for d in diffs if math.isfinite(d)]
     m, s, n = mean_std(finite)
-    ci = None
-    if n >= 2 and m is not None and s is not None:
-        half = t975(n - 1) * s / math.sqrt(n)
-        ci = (m - half, m + half)
+    need = stats.min_seeds(comparisons, alpha)
+    bounded = metric.endswith(("accuracy", "f1", "_f1_macro"))
+    bounds = (-1.0, 1.0) if bounded else (-math.inf, math.inf)
+    ci = (stats.sign_flip_interval(finite, alpha / comparisons, bounds) if n >= need
+          else None)
     return {"a": arm_a, "b": arm_b, "metric": metric, "workload": workload, "seeds": seeds,
-            "differences": diffs, "mean": m, "std": s, "n": n, "ci95": ci}
+            "differences": diffs, "mean": m, "std": s, "n": n,
+            "p_value": stats.sign_flip_pvalue(finite) if n else None,
+            "min_seeds": need, "ci": ci, "ci_level": 1 - alpha / comparisons,
+            "ci95": ci if comparisons == 1 else None}
+
+
+SELECT_WORDS = {"val_accuracy": "validation accuracy", "val_loss": "validation loss",
+                "val_f1": "validation macro F1"}
+
+
+def select_words(select: str) -> str:
+    return SELECT_WORDS.get(select, select)
+
+
+def reference_arm(summaries: Sequence[dict], select: str) -> str | None:
+    """The arm (of one workload's summaries) whose seeds' picks have the best mean validation
+    score ``select``; the first such arm on a tie; None when no arm has a score. Test scores
+    play no part."""
+    scored = [s for s in summaries if s.get(f"{select}_mean") is not None]
+    if not scored:
+        return None
+    sign = 1.0 if lower_is_better(select) else -1.0
+    return min(enumerate(scored), key=lambda t: (sign * t[1][f"{select}_mean"], t[0]))[1]["arm"]
+
+
+def compare_to_reference(records: Sequence[dict], select: str, *, reference: str | None = None,
+                         metric: str = "test_accuracy", alpha: float = stats.ALPHA
+                         ) -> list[dict[str, Any]]:
+    """Per workload: the reference arm (``reference`` if given, else by ``reference_arm``), how
+    it was chosen, every other arm against it (``paired_difference`` with ``p_holm``, the
+    Holm-adjusted p-value over the workload's comparisons, and ``differs``), and the verdict."""
+    out = []
+    summaries = summarize(records, select)
+    for workload in dict.fromkeys(s["workload"] for s in summaries):
+        arms = [s for s in summaries if s["workload"] == workload]
+        ref = reference if reference is not None else reference_arm(arms, select)
+        rule = "named by the user" if reference is not None else f"best mean {select_words(select)}"
+        if ref is not None and ref not in {s["arm"] for s in arms}:
+            raise ValueError(f"reference: no arm {ref!r} (arms: {[s['arm'] for s in arms]})")
+        others = [s["arm"] for s in arms if s["arm"] != ref and s["seeds"]] if ref else []
+        pairs = [paired_difference(records, arm, ref, metric=metric, select=select,
+                                   workload=workload, comparisons=len(others), alpha=alpha)
+                 for arm in others]
+        adjusted = stats.holm([p["p_value"] if p["p_value"] is not None else 1.0
+                               for p in pairs])
+        for p, q in zip(pairs, adjusted, strict=True):
+            p["p_holm"] = q
+            p["differs"] = p["n"] >= p["min_seeds"] and q <= alpha
+        ref_summary = next((s for s in arms if s["arm"] == ref), None)
+        entry = {"workload": workload, "reference": ref, "rule": rule, "metric": metric,
+                 "alpha": alpha, "comparisons": pairs}
+        entry["verdict"] = verdict(entry, ref_summary, select)
+        out.append(entry)
+    return out
+
+
+def verdict(entry: dict, ref_summary: dict | None, select: str) -> str:
+    """One workload's comparison in words: which arm is the reference and why, and which arms
+    differ from it on the test metric (or why no claim can be made)."""
+    ref, pairs = entry["reference"], entry["comparisons"]
+    what = entry["metric"].replace("_", " ")
+    level = f"{100 * (1 - entry['alpha']):g} %"
+    if ref is None:
+        return "no arm has a finished trial yet: nothing to compare"
+    if entry["rule"] == "named by the user":
+        head = f"{ref} is the reference (named by the user)"
+    else:
+        head = f"{ref} has the best {select_words(select)}"
+    if not pairs:
+        return f"{head}; no other arm to compare it with"
+    seeds = min(p["n"] for p in pairs)
+    need = pairs[0]["min_seeds"]
+    if seeds < need:
+        return (f"{head}; no claim can be made with {seeds} seed{'s' * (seeds != 1)} about "
+                f"how the other arms differ from it in {what}: a paired sign-flip test over "
+                f"seeds needs at least {need} to reach {level} (Holm-corrected over "
+                f"{len(pairs)} comparison{'s' * (len(pairs) != 1)}); run more seeds to "
+                "separate them")
+    better = [p for p in pairs if p["differs"] and p["mean"] > 0]
+    worse = [p for p in pairs if p["differs"] and p["mean"] < 0]
+    corrected = f"at {level} (Holm-corrected, {seeds} seeds)"
+    if not better and not worse:
+        return (f"{head}; no arm differs from it in {what} {corrected}: run more seeds to "
+                "separate them")
+    parts = []
+    for group, word in ((worse, "lower"), (better, "higher")):
+        if group:
+            parts.append(", ".join(f"{p['a']} ({p['mean']:+.3f}, p = {p['p_holm']:.3g})"
+                                   for p in group) + f" {'has' if len(group) == 1 else 'have'} "
+                         f"{word} {what} than {ref}")
+    rest = len(pairs) - len(better) - len(worse)
+    tail = f"; the other {rest} do not differ from it" if rest else ""
+    return f"{head}; {' and '.join(parts)} {corrected}{tail}"
 
 
 def expected_best_of_k(values: Sequence[float], k: int, *,

@@ -4,7 +4,8 @@
 (every trial trains the same number of steps; the best epoch by validation loss is still the one
 tested). ``tiny_base()``: a small corpus (48 clips per class of 2 s, 1 s crops) and the small M5
 for 6 epochs of 8 steps: a few seconds per trial on a CPU, still a task on which settings can be
-told apart; every sweep's ``:tiny`` variant uses it.
+told apart; every sweep's ``:tiny`` variant uses it, and its note (printed at a sweep's start
+and end and in results.md, as ``train`` does for a ``:tiny`` experiment) says it is a smoke test.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def tiny_base(name: str = "sweep_tiny"):
     c.train.eval_batch_size = 16
     c.train.early_stopping.patience = 0
     c.optimizer.warmup_epochs = 0.0
+    c.note = ("a smoke test of the sweep in minutes (small corpus, small M5, 6 epochs): its "
+              "numbers say nothing about which setting is better")
     return c
 
 

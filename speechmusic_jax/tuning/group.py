@@ -11,10 +11,9 @@ a killed group resumes. Here: whether to group (:func:`choose_mode`), how to spl
 into groups (:func:`plan`), and a timing of the modes (:func:`time_modes`).
 
 Trial i trained in a group equals trial i trained alone to float rounding
-(tests/test_tuning_group.py). One caveat, true of any two runs that sum in a different order
-(alone on another CPU as well): a conv bias that batch norm cancels has a zero gradient but for
-float noise, and Adam's normalised first steps turn that noise into +-lr moves; the training
-loss is unaffected, the running mean (and so the validation loss) moves by ~1e-3.
+(tests/test_tuning_group.py), with Adam and batch norm too: the conv biases that batch norm
+cancels, whose gradient is zero but for rounding noise that Adam would scale up to +-lr steps
+(which moved the validation loss by up to ~1e-3), get no updates (``optim.without_updates``).
 """
 
 from __future__ import annotations

@@ -36,11 +36,23 @@ def _label(workload: str, arm: str, multi: bool) -> str:
     return f"{workload}/{arm}" if multi else arm
 
 
+def _references(result: Any) -> set[tuple[str, str]]:
+    """(workload, arm) of each workload's reference arm (the one the others are compared with)."""
+    return {(e["workload"], e["reference"]) for e in result.comparison()
+            if e["reference"] is not None}
+
+
+def _style(key: tuple[str, str], refs: set[tuple[str, str]]) -> dict:
+    """A reference arm's line: thicker, on top, and named so in the legend."""
+    return {"lw": 3.0, "zorder": 3} if key in refs else {"lw": 1.3, "zorder": 2}
+
+
 def curves(result: Any, path: str) -> None:
     """Validation accuracy and loss (per clip) against training steps, for each arm's best
     trial, overlaid."""
     plt = _pyplot()
     best = result.best()
+    refs = _references(result)
     multi = len({w for w, _ in best}) > 1
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for (workload, arm), rec in best.items():
@@ -49,9 +61,11 @@ def curves(result: Any, path: str) -> None:
             continue
         spe = rec.get("steps_per_epoch") or 1
         steps = [r["epoch"] * spe for r in rows]
-        label = f"{_label(workload, arm, multi)} (trial {rec['trial']})"
+        label = (f"{_label(workload, arm, multi)} (trial {rec['trial']})"
+                 + (", reference" if (workload, arm) in refs else ""))
         for ax, key in zip(axes, ("val_accuracy", "val_loss"), strict=True):
-            ax.plot(steps, [r[key] for r in rows], "o-", ms=3, label=label)
+            ax.plot(steps, [r[key] for r in rows], "o-", ms=3, label=label,
+                    **_style((workload, arm), refs))
     if result.target and result.target[0] in ("val_accuracy", "val_loss"):
         ax = axes[0] if result.target[0] == "val_accuracy" else axes[1]
         ax.axhline(result.target[1], color="grey", ls=":", lw=1, label="target")
@@ -70,13 +84,16 @@ def budget(result: Any, path: str) -> None:
     """Expected best validation score after k trials (mean ± std), per arm."""
     plt = _pyplot()
     curves_ = result.best_of_k()
+    refs = _references(result)
     multi = len({w for w, _ in curves_}) > 1
     fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
     for (workload, arm), cs in curves_.items():
         ks = [c["k"] for c in cs]
         m = [c["mean"] for c in cs]
         s = [c["std"] for c in cs]
-        line, = ax.plot(ks, m, "o-", ms=4, label=_label(workload, arm, multi))
+        label = _label(workload, arm, multi) + (" (reference)" if (workload, arm) in refs
+                                                 else "")
+        line, = ax.plot(ks, m, "o-", ms=4, label=label, **_style((workload, arm), refs))
         ax.fill_between(ks, [a - b for a, b in zip(m, s, strict=True)],
                         [a + b for a, b in zip(m, s, strict=True)], color=line.get_color(),
                         alpha=0.15)
@@ -92,14 +109,19 @@ def budget(result: Any, path: str) -> None:
 
 def pareto(result: Any, path: str) -> None:
     """Test accuracy of each arm's picks (mean ± std over seeds) against trainable parameters
-    and against training time per trial; every finished trial faint behind; the Pareto front of
-    the arms marked."""
+    (left out when every arm has the same count) and against training time per trial; every
+    finished trial faint behind; the Pareto front of the arms marked."""
     plt = _pyplot()
     summaries = [s for s in result.arms() if s.get("test_accuracy_mean") is not None]
     multi = len({s["workload"] for s in summaries}) > 1
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for ax, cost, xlabel in ((axes[0], "params_trainable", "trainable parameters"),
-                             (axes[1], "train_time_s_mean", "training time per trial (s)")):
+    panels = [("params_trainable", "trainable parameters"),
+              ("train_time_s_mean", "training time per trial (s)")]
+    if len({s.get("params_trainable") for s in summaries}) <= 1:
+        panels = panels[1:]  # every arm the same network: parameters tell them nothing apart
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 0.5, 4.2),
+                             constrained_layout=True, squeeze=False)
+    axes = axes[0]
+    for ax, (cost, xlabel) in zip(axes, panels, strict=True):
         trial_cost = "params_trainable" if cost == "params_trainable" else "train_time_s"
         done = [r for r in result.records if analysis.ok(r) and r.get(trial_cost)
                 and r.get("test_accuracy") is not None]
@@ -125,8 +147,8 @@ def pareto(result: Any, path: str) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (per clip)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"sweep {result.name}: accuracy against cost (arms: mean ± std over seeds of "
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"sweep {result.name}: accuracy against cost\n(arms: mean ± std over seeds of "
                  f"each seed's pick)", fontsize=10)
     _save(fig, path)
 

@@ -23,7 +23,7 @@ FINISHED = ("completed", "stopped_early", "diverged")
 # results.csv: these columns, with the swept fields after ``status``.
 LEADING = ("trial", "workload", "arm", "optimizer", "seed", "status")
 TRAILING = ("best_epoch", "epochs_run", "val_accuracy", "val_loss", "val_f1", "test_accuracy",
-            "test_f1_macro", "steps_to_target", "seconds_to_target", "train_time_s",
+            "test_f1_macro", "test_clips", "steps_to_target", "seconds_to_target", "train_time_s",
             "step_time_ms", "compile_time_s", "params_trainable", "flops_per_example", "mode",
             "group_size", "group_train_time_s", "diverged_at_step", "error")
 
@@ -110,6 +110,7 @@ def trial_record(trial: Trial, workdir: str, target: tuple[str, float] | None,
         val_f1=row.get("val_f1") if row else None,
         test_accuracy=test.get("accuracy"),
         test_f1_macro=(test.get("f1") or {}).get("macro"),
+        test_clips=test.get("n_files"),
         steps_to_target=steps, seconds_to_target=seconds,
         # a grouped trial's: what it would take alone (its steps at its program's step time
         # measured alone); its group's wall time of training: group_train_time_s

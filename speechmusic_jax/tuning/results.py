@@ -3,9 +3,11 @@
 ``SweepResult`` is what ``run_sweep`` and ``compare_optimizers`` return. Its ``records`` are plain
 dicts (one per trial, the columns of results.csv), so callers filter and aggregate them as they
 like; ``arms()`` gives the per-arm summary (see :mod:`speechmusic_jax.tuning.analysis` for how
-each figure is computed), ``best()`` each arm's best trial, ``paired()`` a paired difference,
-``best_of_k()`` the budget curves, and ``write(folder)`` writes results.csv, results.md,
-results.json and the figures.
+each figure is computed), ``best()`` each arm's best trial, ``comparison()`` the reference arm
+(chosen on validation, or ``reference`` when the user names one) with every other arm against
+it, ``verdict()`` what that says in words, ``paired()`` one paired difference, ``best_of_k()``
+the budget curves, and ``write(folder)`` writes results.csv, results.md, results.json and the
+figures. results.md and ``table()`` start with the verdict.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from speechmusic_jax.io_utils import (
     check_output,
     read_json,
 )
-from speechmusic_jax.tuning import analysis, space
+from speechmusic_jax.tuning import analysis, space, stats
 from speechmusic_jax.tuning.records import LEADING, TRAILING
 
 Log = Callable[[str], None]
@@ -40,6 +42,9 @@ class SweepResult:
     budget: int | None = None  # points per arm
     description: str = ""
     data: str = ""  # the base config's data.spec
+    reference: str | None = None  # the arm every other is compared with; None: by validation
+    note: str = ""  # what the sweep is for (a smoke test says so), shown first
+    left_out: list[str] = dataclasses.field(default_factory=list)  # arms left out, one line each
 
     def filter(self, predicate: Callable[[dict], bool] | None = None, **equal: Any
                ) -> SweepResult:
@@ -98,9 +103,13 @@ class SweepResult:
         rows = [["workload", "arm", "done", sel, "test_accuracy", "test_f1_macro",
                  "steps_to_target", "s_to_target", "best point"]]
         multi = len({r["workload"] for r in self.records}) > 1
+        entries = self.comparison()
+        refs = {(e["workload"], e["reference"]) for e in entries}
         for s in self.arms():
-            rows.append([s["workload"], s["arm"], _done(s), _pm(s, sel), _pm(s, "test_accuracy"),
-                         _pm(s, "test_f1_macro"), _ttt(s, "steps_to_target", "{:.0f}"),
+            ref = " (ref)" if (s["workload"], s["arm"]) in refs else ""
+            rows.append([s["workload"], s["arm"] + ref, _done(s), _pm(s, sel),
+                         _pm(s, "test_accuracy"), _pm(s, "test_f1_macro"),
+                         _ttt(s, "steps_to_target", "{:.0f}"),
                          _ttt(s, "seconds_to_target", "{:.1f}"), self._point_text(s)])
         if not multi:
             rows = [r[1:] for r in rows]
@@ -108,7 +117,11 @@ class SweepResult:
         lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                  for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join([self._heading(), *lines, *self._notes()])
+        verdict = _verdict_text(entries)
+        verdict = ("verdict:\n  " + verdict.replace("\n", "\n  ") if "\n" in verdict
+                   else f"verdict: {verdict}")
+        return "\n".join([*self._smoke(), verdict, *self.left_out, self._heading(), *lines,
+                          *self._notes(), *self._smoke()])
 
     def _heading(self) -> str:
         c = self.counts
@@ -140,34 +153,49 @@ class SweepResult:
         tuned = [f for f in self.swept if f in rec and _is_tuned(self.records, s, f)]
         return ", ".join(f"{f.split('.')[-1]}={space.short(rec[f])}" for f in tuned) or "-"
 
-    def paired_table(self, reference: str | None = None, metric: str = "test_accuracy"
-                     ) -> list[dict]:
-        """Each arm against ``reference`` (default: the arm with the best mean ``metric``) per
-        workload."""
-        out = []
-        summaries = self.arms()
-        for workload in dict.fromkeys(s["workload"] for s in summaries):
-            arms = [s for s in summaries if s["workload"] == workload]
-            ref = reference or max(arms, key=lambda s: s.get(f"{metric}_mean") or -math.inf)["arm"]
-            for s in arms:
-                if s["arm"] != ref:
-                    out.append(self.paired(s["arm"], ref, metric, workload))
-        return out
+    def comparison(self, metric: str = "test_accuracy") -> list[dict]:
+        """Per workload: the reference arm, how it was chosen, each other arm against it
+        (paired over seeds, Holm-corrected) and the verdict (see analysis.compare_to_reference)."""
+        return analysis.compare_to_reference(self.records, self.select,
+                                             reference=self.reference, metric=metric)
+
+    def paired_table(self, metric: str = "test_accuracy") -> list[dict]:
+        """Each arm against the reference, per workload (the comparisons of ``comparison()``)."""
+        return [p for entry in self.comparison(metric) for p in entry["comparisons"]]
+
+    def reference_rule(self) -> str:
+        return ("named by the user" if self.reference is not None
+                else f"best mean {analysis.select_words(self.select)}")
+
+    def verdict(self) -> str:
+        """What the comparison says, in words: one line (per workload)."""
+        return _verdict_text(self.comparison())
+
+    def _smoke(self) -> list[str]:
+        return [f"note: {self.name}: {self.note}"] if self.note else []
 
     def markdown(self) -> str:
         sel = self.select
         multi = len({r["workload"] for r in self.records}) > 1
+        entries = self.comparison()
+        refs = {e["workload"]: e["reference"] for e in entries}
         lines = [f"# sweep {self.name}", ""]
+        lines += [f"**Verdict.** {_verdict_text(entries)}".replace("\n", "  \n"), ""]
+        if self.note:
+            lines += [f"**Note:** {self.note}.", ""]
+        lines += [f"- {line}" for line in self.left_out] + ([""] if self.left_out else [])
         if self.description:
             lines += [self.description, ""]
         lines += [self._heading(), "", "## Per arm", ""]
         head = (["workload"] if multi else []) + [
-            "arm", "trials done", f"{sel} (pick)", "test accuracy", "test macro F1",
+            "arm", "trials done", f"{sel} (pick)", "test accuracy",
+            "test accuracy, pooled clips (95% Wilson)", "test macro F1",
             "steps to target", "seconds to target", "params", "train s / trial", "best point"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for s in self.arms():
+            ref = " (reference)" if refs.get(s["workload"]) == s["arm"] else ""
             cells = ([s["workload"]] if multi else []) + [
-                s["arm"], _done(s), _pm(s, sel), _pm(s, "test_accuracy"),
+                s["arm"] + ref, _done(s), _pm(s, sel), _pm(s, "test_accuracy"), _pooled(s),
                 _pm(s, "test_f1_macro"), _ttt(s, "steps_to_target", "{:.0f}"),
                 _ttt(s, "seconds_to_target", "{:.1f}"),
                 f"{s['params_trainable']:,}" if s.get("params_trainable") else "-",
@@ -175,17 +203,32 @@ class SweepResult:
                 self._point_text(s)]
             lines.append("| " + " | ".join(cells) + " |")
         lines += [""] + [f"- {n}" for n in self._notes()]
-        pairs = self.paired_table()
+        pairs = [p for e in entries for p in e["comparisons"]]
         if pairs:
-            lines += ["", "## Paired differences in test accuracy (same seeds: same split, "
-                      "initial weights and batches)", "",
+            m = {e["workload"]: len(e["comparisons"]) for e in entries}
+            lines += ["", "## Paired differences in test accuracy against the reference (same "
+                      "seeds: same split, initial weights and batches)", "",
                       "| " + ("workload | " if multi else "") + "arm − reference | mean | "
-                      "95% CI (t) | seeds |", "|" + "---|" * (5 if multi else 4)]
+                      "per-seed differences | p (Holm) | interval | seeds |",
+                      "|" + "---|" * (7 if multi else 6)]
             for p in pairs:
-                ci = (f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]" if p["ci95"] else "-")
                 mean = f"{p['mean']:+.3f}" if p["mean"] is not None else "-"
+                per_seed = " ".join(f"{d:+.3f}" for d in p["differences"]) or "-"
+                pv = f"{p['p_holm']:.3g}" if p["p_value"] is not None else "-"
                 lines.append("| " + (f"{p['workload']} | " if multi else "")
-                             + f"{p['a']} − {p['b']} | {mean} | {ci} | {p['n']} |")
+                             + f"{p['a']} − {p['b']} | {mean} | {per_seed} | {pv} | "
+                             f"{_interval(p)} | {p['n']} |")
+            need = {e["workload"]: next((p["min_seeds"] for p in e["comparisons"]), None)
+                    for e in entries}
+            lines += ["", f"- Reference: {self.reference_rule()} (never a test score, which "
+                      "would favour it in every comparison). p: the exact paired sign-flip "
+                      "permutation test over seeds, Holm-corrected over the "
+                      + _per_workload(m, "comparison(s)") + "; interval: the one that inverts "
+                      "that test at the Bonferroni level 1 − 0.05/m (the intervals hold "
+                      "together), always inside [−1, 1]. A difference is called at p (Holm) "
+                      "≤ 0.05; with fewer seeds than the test needs to reach 0.05/m at all ("
+                      + _per_workload(need, "seeds") + "), no claim is made and no interval "
+                      "is given."]
         curves = self.best_of_k()
         if curves:
             ks = sorted({c["k"] for cs in curves.values() for c in cs})
@@ -221,10 +264,27 @@ class SweepResult:
         return buf.getvalue()
 
     def to_json(self) -> dict:
-        return {"name": self.name, "select": self.select,
+        entries = self.comparison()
+        refs = {e["workload"]: e["reference"] for e in entries}
+        return {"name": self.name, "note": self.note, "left_out": self.left_out,
+                "select": self.select,
                 "target": list(self.target) if self.target else None, "budget": self.budget,
+                "verdict": _verdict_text(entries),
+                # one workload: the arm; several: workload -> arm
+                "reference_arm": next(iter(refs.values()), None) if len(refs) <= 1 else refs,
+                "reference_rule": self.reference_rule(),
+                "interval_correction": {
+                    "method": "holm-bonferroni", "alpha": stats.ALPHA,
+                    "test": "exact paired sign-flip permutation test over seeds",
+                    "p_values": "Holm-adjusted over each workload's comparisons with the "
+                                "reference",
+                    "intervals": "inverting the test at the Bonferroni level 1 - alpha/m "
+                                 "(simultaneous); none below min_seeds",
+                    "comparisons": {e["workload"]: len(e["comparisons"]) for e in entries},
+                    "min_seeds": {e["workload"]: stats.min_seeds(len(e["comparisons"]))
+                                  for e in entries}},
                 "counts": self.counts, "arms": [_finite(s) for s in self.arms()],
-                "paired": [_finite(p) for p in self.paired_table()],
+                "paired": [_finite(p) for e in entries for p in e["comparisons"]],
                 "best_of_k": [{"workload": w, "arm": a, "curve": _finite(c)}
                               for (w, a), c in self.best_of_k().items()],
                 "profiles": _finite(self.profiles()),
@@ -282,6 +342,30 @@ def _ttt(s: dict, metric: str, fmt: str) -> str:
         return "-"
     text = fmt.format(v) if math.isfinite(v) else "inf"
     return f"{text} ({s.get(metric + '_hits', 0)}/{s['seeds']})"
+
+
+def _verdict_text(entries: list[dict]) -> str:
+    multi = len(entries) > 1
+    return "\n".join((f"{e['workload']}: " if multi else "") + e["verdict"] for e in entries)
+
+
+def _pooled(s: dict) -> str:
+    if s.get("test_accuracy_pooled") is None:
+        return "-"
+    lo, hi = s["test_accuracy_wilson95"]
+    return f"{s['test_accuracy_pooled']:.3f} [{lo:.3f}, {hi:.3f}] of {s['test_clips']}"
+
+
+def _interval(p: dict) -> str:
+    if p["ci"] is None:
+        return f"no claim with {p['n']} seeds" if p["n"] else "-"
+    return f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] ({100 * p['ci_level']:.3g}%)"
+
+
+def _per_workload(values: dict, unit: str) -> str:
+    if len(values) == 1:
+        return f"{next(iter(values.values()))} {unit}"
+    return ", ".join(f"{w}: {v}" for w, v in values.items()) + f" {unit}"
 
 
 def _cmp(metric: str) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import errors
 from speechmusic_jax.io_utils import atomic_write_json, atomic_write_text, read_json
+from speechmusic_jax.training import workdir as workdir_rules
 from speechmusic_jax.tuning import claims
 from speechmusic_jax.tuning import records as records_lib
 from speechmusic_jax.tuning import space as space_lib
@@ -73,10 +74,10 @@ def check_workdir(workdir: str, record: dict) -> None:
         raise errors.WorkdirConflict(f"--workdir {workdir} is a file, not a folder")
     path = os.path.join(workdir, "sweep.json")
     if not os.path.exists(path):
-        if os.path.isdir(workdir) and os.listdir(workdir):
-            found = sorted(os.listdir(workdir))[:5]
+        found = workdir_rules.others(workdir)
+        if found:
             raise errors.WorkdirConflict(f"--workdir {workdir} is not empty and holds no sweep "
-                                         f"(found {found}); choose another workdir")
+                                         f"(found {found[:5]}); choose another workdir")
         return
     try:
         old = read_json(path)
@@ -118,7 +119,8 @@ def collect(sweep: Sweep, workdir: str, trials: Sequence[Trial] | None = None) -
                                      fields) for t in trials]
     budget = len(sweep.arm_points(next(iter(sweep.arms))))
     return SweepResult(sweep.name, recs, fields, sweep.select, sweep.target, budget,
-                       sweep.description, sweep.base.data.spec)
+                       sweep.description, sweep.base.data.spec, reference=sweep.reference,
+                       note=sweep.notice, left_out=list(sweep.left_out))
 
 
 def run_sweep(sweep: Sweep, workdir: str | None = None, *,
@@ -401,39 +403,55 @@ def optimizer_space(name: str, lr_range: tuple[float, float] | None = None,
     return axes
 
 
-def optimizer_arms(names: Sequence[str], base: Any) -> dict[str, dict]:
-    """One arm per optimizer; schedule-free AdamW gets the constant schedule it needs (and layer
-    norm where the base uses batch norm)."""
+def optimizer_arms(names: Sequence[str], base: Any) -> tuple[dict[str, dict], list[str]]:
+    """(arms, left_out): one arm per optimizer that can train ``base`` as it is, and one line for
+    each that cannot. The workload (network, data, loss) is the same for every arm; only the
+    optimizer's own settings differ (schedule-free AdamW brings the constant schedule it
+    replaces). An optimizer that the workload rules out (schedule-free AdamW with batch norm,
+    whose running statistics would not match its averaged weights) is left out and said so,
+    never run on a changed network: that would confound the optimizer with the architecture."""
     from speechmusic_jax.training import optim
 
-    arms = {}
+    config_lib.validate(base)  # an invalid base is the user's error, not an arm's
+    arms, left_out = {}, []
     for name in names:
         fixed: dict[str, Any] = {"optimizer.name": name}
         if name in optim.SCHEDULE_FREE:
             fixed["optimizer.schedule"] = "constant"
-            if base.model.norm == "batch":
-                fixed["model.norm"] = "layer"
+        try:
+            config_lib.validate(space_lib.apply(base, fixed))
+        except config_lib.ConfigError as e:
+            left_out.append(f"left out: {name} cannot run on this workload ({e})")
+            continue
         arms[name] = fixed
-    return arms
+    return arms, left_out
 
 
 def optimizer_sweep(base: Any, optimizers: Sequence[str], *, budget: int = 8,
                     seeds: int | Sequence[int] = 3, target: tuple[str, float] | None = None,
                     search: str = "halton", name: str = "compare_optimizers",
                     lr_ranges: dict[str, tuple[float, float]] | None = None,
-                    search_seed: int = 0, mode: str = "auto") -> Sweep:
+                    search_seed: int = 0, mode: str = "auto",
+                    reference: str | None = None) -> Sweep:
     """The sweep :func:`compare_optimizers` runs (also what experiments/sweeps/optimizers.py
-    builds): every optimizer an arm with the same budget of the same kind of search."""
+    builds): every optimizer an arm with the same budget of the same kind of search, on the same
+    workload (an optimizer that cannot run on it is left out, see ``optimizer_arms``).
+    ``reference``: the arm to compare the others with (default: the best on validation)."""
     if len(set(optimizers)) != len(optimizers) or not optimizers:
         raise config_lib.ConfigError(f"optimizers: need distinct names (got {list(optimizers)})")
     lr_ranges = lr_ranges or {}
     seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+    arms, left_out = optimizer_arms(optimizers, base)
+    if not arms:
+        raise config_lib.ConfigError("optimizers: none can run on this workload: "
+                                     + "; ".join(left_out))
     return Sweep(
-        name=name, base=copy.deepcopy(base), arms=optimizer_arms(optimizers, base),
-        arm_space={o: optimizer_space(o, lr_ranges.get(o)) for o in optimizers},
+        name=name, base=copy.deepcopy(base), arms=arms, left_out=left_out,
+        reference=reference,
+        arm_space={o: optimizer_space(o, lr_ranges.get(o)) for o in arms},
         search=search, budget=budget, seeds=seeds, target=target, search_seed=search_seed,
         mode=mode,
-        description=(f"Optimizers {', '.join(optimizers)}: each tuned with {budget} "
+        description=(f"Optimizers {', '.join(arms)}: each tuned with {budget} "
                      f"{'Halton' if search == 'halton' else search} "
                      "points (learning rate log-uniform over its range; weight decay "
                      "log-uniform for the decoupled and trust-ratio ones), each point run with "
@@ -445,18 +463,37 @@ def compare_optimizers(base_config: Any, optimizers: Sequence[str], *, budget: i
                        workdir: str | None = None, search: str = "halton",
                        lr_ranges: dict[str, tuple[float, float]] | None = None,
                        mode: str | None = None, log: Log = print,
-                       name: str = "compare_optimizers", **kwargs: Any) -> SweepResult:
+                       name: str = "compare_optimizers", reference: str | None = None,
+                       **kwargs: Any) -> SweepResult:
     """Compare ``optimizers`` on ``base_config`` fairly: the same tuning budget of the same kind
-    of search space for each, the same seeds (split, initial weights, batches) for all; returns
-    the per-trial records with per-arm summaries (see :class:`SweepResult`).
+    of search space for each, the same seeds (split, initial weights, batches) for all, in
+    ``workdir`` (default ``runs/sweeps/NAME`` under the current folder); logs the verdict and
+    the per-arm table at the end and returns the per-trial records with per-arm summaries (see
+    :class:`SweepResult`). ``reference``: the arm the others are compared with (default: the
+    one with the best mean validation score).
 
-        result = compare_optimizers(cfg, ["sgd", "adam", "adamw", "lion"], budget=8, seeds=3,
-                                    target=("val_accuracy", 0.9))
-        print(result.table()); result.arms(); result.best(); result.paired("adamw", "sgd")
+        cfg = load_experiment("experiments/default.py")
+        result = compare_optimizers(cfg, ["momentum", "adam", "adamw", "lion"], budget=8,
+                                    seeds=3, target=("val_accuracy", 0.9), workdir="runs/opt")
+        result.verdict(); result.arms(); result.best(); result.paired("adamw", "momentum")
     """
     sweep = optimizer_sweep(base_config, optimizers, budget=budget, seeds=seeds, target=target,
-                            search=search, name=name, lr_ranges=lr_ranges)
+                            search=search, name=name, lr_ranges=lr_ranges, reference=reference)
     return run_sweep(sweep, workdir, mode=mode, log=log, **kwargs)
+
+
+def interrupt_note(sweep: Sweep, workdir: str) -> str:
+    """What an interrupt leaves of the sweep in ``workdir``, in one clause (read from the
+    files, so it is true whatever was running)."""
+    workdir = os.path.abspath(workdir)
+    if not os.path.exists(os.path.join(workdir, "sweep.json")):
+        return "nothing was written"
+    trials = sweep.trials()
+    done = sum(records_lib.finished_summary(records_lib.trial_dir(workdir, t.index)) is not None
+               for t in trials)
+    return (f"{done} of {len(trials)} trials are finished and kept in {workdir}; the same "
+            "command skips them and resumes the rest (a trial that was training, from its last "
+            "checkpoint)")
 
 
 def replace(sweep: Sweep, **changes: Any) -> Sweep:

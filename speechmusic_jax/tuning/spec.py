@@ -9,8 +9,9 @@
 The trials are every workload x seed x arm x point, numbered in that order (``trials()``): each
 arm gets ``budget`` points of the same search over its space (its own fixed fields, the shared
 axes first, then its own), and every point runs once per seed. Seeds are a repeat axis, never
-tuned: a seed fixes the split, the initial weights, the batches and the dropout keys, so the
-arms of one seed start from the same weights and see the same batches (a paired design).
+tuned: a seed fixes the split, the initial weights, the batches and the dropout keys (the
+weights and dropout keys unless the base sets ``init_seed``), so the arms of one seed start from
+the same weights and see the same batches (a paired design).
 
 A sweep file ``experiments/sweeps/NAME.py`` defines ``get_sweep(arg=None) -> Sweep``; its
 ``:tiny`` variant is what the tests run.
@@ -81,6 +82,16 @@ class Sweep:
     mode: str = "auto"  # alone (fit per trial), grouped (vmapped), grouped_map (lax.map), auto
     select: str = "val_accuracy"  # the validation metric that picks an arm's best trial
     description: str = ""
+    # The arm every other is compared with; None: the arm with the best mean validation score.
+    # Analysis only: changing it never refuses a sweep folder.
+    reference: str | None = None
+    note: str = ""  # what the sweep is for (default: the base config's note, e.g. a smoke test)
+    left_out: Sequence[str] = ()  # one line per arm left out because it cannot run the workload
+
+    @property
+    def notice(self) -> str:
+        """The sweep's note, else its base config's (``:tiny`` bases say they are smoke tests)."""
+        return self.note or str(self.base.get("note", "") or "")
 
     def arm_axes(self, arm: str) -> dict[str, space_lib.Dist]:
         """The arm's search space: the shared axes, then its own."""
@@ -113,6 +124,9 @@ class Sweep:
                 if not _NAME.fullmatch(name):
                     raise ConfigError(f"{where}: {kind} name {name!r}: use letters, digits and "
                                       "'.-_=,+'")
+        if self.reference is not None and self.reference not in self.arms:
+            raise ConfigError(f"{where}: reference: no arm {self.reference!r} (arms: "
+                              f"{list(self.arms)})")
         unknown = set(self.arm_space) - set(self.arms)
         if unknown:
             raise ConfigError(f"{where}: arm_space names arms that do not exist: "
@@ -181,7 +195,8 @@ class Sweep:
         return cfg
 
     def describe(self) -> str:
-        lines = [f"sweep {self.name}: {len(self.arms)} arm(s) x {len(list(self.seeds))} seed(s)"
+        lines = [f"note: {self.name}: {self.notice}"] if self.notice else []
+        lines += [f"sweep {self.name}: {len(self.arms)} arm(s) x {len(list(self.seeds))} seed(s)"
                  + (f" x {len(self.workloads)} workloads" if self.workloads else "")
                  + f"; {self.search} search, budget {len(self.arm_points(next(iter(self.arms))))}"
                  f" per arm; seeds {list(self.seeds)}"]
@@ -189,11 +204,14 @@ class Sweep:
             metric, value = self.target
             lines.append(f"target: {metric} {'<=' if lower_is_better(metric) else '>='} "
                          f"{value:g}")
+        if self.reference is not None:
+            lines.append(f"reference arm: {self.reference} (named)")
         for arm, fixed in self.arms.items():
             own = ", ".join(f"{k}={space_lib.short(v)}" for k, v in fixed.items())
             lines.append(f"  arm {arm}: {own or '(base)'}; tunes "
                          + (space_lib.describe(self.arm_axes(arm)) if self.points is None
                             else f"{len(self.points)} given points"))
+        lines += list(self.left_out)
         return "\n".join(lines)
 
     def record(self) -> dict:

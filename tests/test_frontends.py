@@ -1,0 +1,201 @@
+"""The learnable front ends (models/frontends.py): each starts as a mel filterbank, checked
+against numpy constructions; every preset x front end fits the default crop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from speechmusic_jax.config import base_config, validate
+from speechmusic_jax.errors import ConfigError
+from speechmusic_jax.models import frontends as fe
+from speechmusic_jax.models.conv1d import build_model
+from speechmusic_jax.models.presets import PRESETS, resolve_spec
+
+SR, WIN, HOP = 16000, 400, 160
+
+
+def response(kernels: np.ndarray, n_fft: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """|frequency response| (bins, filters) of (taps, filters) kernels, and the bins in Hz."""
+    return np.abs(np.fft.fft(kernels, n_fft, axis=0))[:n_fft // 2 + 1], \
+        np.arange(n_fft // 2 + 1) * SR / n_fft
+
+
+def test_sinc_kernels_equal_a_numpy_windowed_sinc_and_pass_the_mel_centres():
+    n = 40
+    low, band = fe.sinc_init(n, SR, WIN)
+    got = np.asarray(fe.sinc_kernels(jnp.asarray(low), jnp.asarray(band), sample_rate=SR,
+                                     win=WIN))
+    t = np.arange(WIN) - (WIN - 1) / 2
+    want = np.empty((WIN, n))
+    for i in range(n):
+        f1, f2 = low[i] / SR, min(low[i] / SR + band[i] / SR, 0.5)
+        bp = np.sin(2 * np.pi * f2 * t) / (np.pi * t) - np.sin(2 * np.pi * f1 * t) / (np.pi * t)
+        want[:, i] = bp * np.hamming(WIN) / (2 * (f2 - f1))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    lower, centre, upper = fe.mel_bands(n, SR)
+    mag, hz = response(got)
+    peak = hz[mag.argmax(axis=0)]
+    # each pass band is the mel triangle's half-maximum span: the response peaks inside it
+    # (give or take the window's resolution) and passes the mel centre at near-peak gain
+    res = 2 * SR / WIN
+    assert ((peak >= low - res) & (peak <= low + band + res)).all()
+    at_centre = mag[np.abs(hz[:, None] - centre[None]).argmin(axis=0), np.arange(n)]
+    wide = band > 2 * res
+    assert wide.sum() >= n // 3
+    assert (at_centre[wide] > 0.7 * mag.max(axis=0)[wide]).all()
+
+
+def test_gabor_filters_peak_at_the_mel_centres_with_the_mel_widths():
+    n = 40
+    centre, sigma = fe.gabor_init(n, SR, WIN)
+    kernels = np.asarray(fe.gabor_kernels(jnp.asarray(centre), jnp.asarray(sigma), win=WIN))
+    t = np.arange(WIN) - (WIN - 1) / 2
+    want = (np.exp(-0.5 * (t[:, None] / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+            * np.exp(1j * centre * t[:, None]))
+    np.testing.assert_allclose(kernels, want, rtol=1e-4, atol=1e-6)
+    lower, mel_centre, upper = fe.mel_bands(n, SR)
+    mag, hz = response(kernels)
+    assert np.abs(hz[mag.argmax(axis=0)] - mel_centre).max() <= SR / 8192
+    # where the window holds the filter's +-3 sigma, the half-maximum width is the mel
+    # triangle's (upper - lower) / 2, within 5 %
+    free = 6 * sigma <= WIN
+    assert free.sum() > n // 2
+    half = mag >= mag.max(axis=0) / 2
+    width = half.sum(axis=0) * SR / 8192
+    np.testing.assert_allclose(width[free], ((upper - lower) / 2)[free], rtol=0.05)
+
+
+def numpy_pcen(e, alpha, delta, root, smooth, floor=1e-6):
+    m = np.empty_like(e)
+    m[:, 0] = e[:, 0]
+    for t in range(1, e.shape[1]):
+        m[:, t] = (1 - smooth) * m[:, t - 1] + smooth * e[:, t]
+    return (e / (floor + m) ** alpha + delta) ** (1 / root) - delta ** (1 / root)
+
+
+def test_pcen_equals_a_numpy_pcen_per_channel():
+    rng = np.random.default_rng(0)
+    e = rng.exponential(size=(2, 50, 3)).astype(np.float64) * 10
+    params = dict(alpha=np.array([0.96, 0.5, 0.8]), delta=np.array([2.0, 1.0, 0.5]),
+                  root=np.array([2.0, 3.0, 1.5]), smooth=np.array([0.04, 0.2, 0.5]))
+    got = fe.pcen(jnp.asarray(e, jnp.float32), **{k: jnp.asarray(v, jnp.float32)
+                                                   for k, v in params.items()})
+    np.testing.assert_allclose(np.asarray(got), numpy_pcen(e, **params), rtol=1e-4, atol=1e-5)
+    module = fe.PCEN(3)  # initialised with LEAF's values in every channel
+    init = {k: np.full(3, v) for k, v in fe.PCEN_INIT.items()}
+    np.testing.assert_allclose(np.asarray(module(jnp.asarray(e, jnp.float32))),
+                               numpy_pcen(e, **init), rtol=1e-4, atol=1e-5)
+
+
+def test_leaf_energies_equal_a_direct_numpy_filter_and_pool():
+    n, win, hop = 4, 64, 16
+    x = np.random.default_rng(1).standard_normal((2, 300)).astype(np.float32)
+    leaf = fe.Leaf(n, sample_rate=SR, win=win, hop=hop, compression="pcen")
+    got = np.asarray(leaf.energies(jnp.asarray(x)))
+    kernels = np.asarray(fe.gabor_kernels(leaf.centre[...], leaf.sigma[...], win=win))
+    lowpass = np.asarray(fe.gaussian_windows(leaf.pool_sigma[...], win=win))
+    frames = fe.frame_count(300, win, hop)
+    want = np.empty((2, frames, n))
+    for b in range(2):
+        padded = np.pad(x[b], (win // 2, win - 1 - win // 2))
+        for c in range(n):
+            y = np.array([padded[i:i + win] @ kernels[:, c] for i in range(300)])
+            power = np.abs(y) ** 2
+            want[b, :, c] = [power[f * hop:f * hop + win] @ lowpass[:, c] for f in range(frames)]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(leaf(jnp.asarray(x))),
+                               numpy_pcen(want, **{k: np.full(n, v)
+                                                   for k, v in fe.PCEN_INIT.items()}),
+                               rtol=1e-3, atol=1e-5)
+
+
+def test_logmel_with_pcen_compresses_the_mel_energies():
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 4000)), jnp.float32)
+    front = fe.MelFrontend(40, sample_rate=SR, win=WIN, hop=HOP)
+    power = np.asarray(fe.mel_power(x, sample_rate=SR, win=WIN, hop=HOP, n_mels=40), np.float64)
+    np.testing.assert_allclose(np.asarray(front(x)), numpy_pcen(
+        power, **{k: np.full(40, v) for k, v in fe.PCEN_INIT.items()}), rtol=1e-3, atol=1e-5)
+
+
+FRONTENDS = [("raw", None), ("sincnet", None), ("logmel", "log"), ("logmel", "pcen"),
+             ("leaf", "pcen"), ("leaf", "log")]
+
+
+def config_for(preset, frontend, compression):
+    c = base_config()
+    c.model.preset, c.model.frontend, c.model.frontend_compression = preset, frontend, compression
+    return c
+
+
+def test_every_preset_fits_the_default_crop_with_every_frontend():
+    """Every preset whose raw network takes the default crop takes it with every front end
+    (the frame front ends pool less after their stem); the networks of the default preset
+    and of tiny build and run on it (shapes only)."""
+    crop = int(round(base_config().data.segment_seconds * SR))
+    for preset in PRESETS:
+        raw = resolve_spec(config_for(preset, "raw", None).model, 2)
+        if raw.min_input_length() > crop:  # samplecnn: 3.7 s whatever the front end
+            assert preset == "samplecnn"
+            continue
+        for frontend, compression in FRONTENDS:
+            spec = resolve_spec(config_for(preset, frontend, compression).model, 2)
+            assert spec.min_input_length() <= crop, (preset, frontend)
+            if preset not in ("tiny", "m6_mid") or frontend == "raw":
+                continue
+            out = jax.eval_shape(lambda spec=spec: build_model(spec, 0)(
+                jnp.zeros((2, crop)), train=True, rngs=nnx.Rngs(dropout=0)))
+            assert out.shape == (2, 2), (preset, frontend)
+            # the stated minimum is the real one: one step at the end, none a sample shorter
+            for length, steps in ((spec.min_input_length(), 1), (spec.min_input_length() - 1, 0)):
+                out = jax.eval_shape(lambda spec=spec, n=length: build_model(spec, 0).frames(
+                    jnp.zeros((1, n))))
+                assert out.shape[1] == steps, (preset, frontend, length)
+
+
+@pytest.mark.parametrize("frontend,compression", [("sincnet", None), ("leaf", "pcen"),
+                                                  ("logmel", "pcen")])
+def test_a_learnable_frontend_trains_one_step(frontend, compression):
+    from speechmusic_jax.training.step import init_state, make_train_step
+
+    spec = resolve_spec(config_for("tiny", frontend, compression).model, 2)
+    tx = optax.adam(1e-2)
+    model = build_model(spec, seed=0)
+    part = model.stem if frontend == "sincnet" else model.frontend
+    before = jax.tree.map(np.asarray, nnx.state(part, nnx.Param))
+    graphdef, state = init_state(model, tx)
+    step = jax.jit(make_train_step(graphdef, tx, num_classes=2))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4000)), jnp.float32)
+    state, m = step(state, x, jnp.array([0, 1]), jnp.ones(2), jax.random.key(0))
+    assert np.isfinite(float(m["loss_sum"]))
+    name = "stem" if frontend == "sincnet" else "frontend"
+    after = jax.tree.map(np.asarray, state.params[name])
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(before),
+                                                    jax.tree.leaves(after), strict=True)]
+    assert all(moved)  # every front-end parameter is learnt
+
+
+@pytest.mark.parametrize("frontend,compression,field", [
+    ("raw", "pcen", "model.frontend_compression"),
+    ("sincnet", "log", "model.frontend_compression"),
+    ("logmel", "sqrt", "model.frontend_compression"),
+    ("gammatone", None, "model.frontend")])
+def test_frontend_fields_are_validated_by_name(frontend, compression, field):
+    c = config_for("tiny", frontend, compression)
+    with pytest.raises(ConfigError, match=field):
+        validate(c)
+
+
+def test_the_frontend_parameters_count_as_the_stem():
+    """train.stem_lr_scale scales (0: freezes) the learnable front end with the stem."""
+    from speechmusic_jax.training.optim import is_stem
+
+    spec = resolve_spec(config_for("tiny", "leaf", "pcen").model, 2)
+    params = jax.eval_shape(lambda: nnx.state(build_model(spec, 0), nnx.Param))
+    paths = [p for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    front = [p for p in paths if p[0].key == "frontend"]
+    assert len(front) == 7  # centre, sigma, pool_sigma, and PCEN's four
+    assert all(is_stem(p) for p in front)
+    assert not any(is_stem(p) for p in paths if p[0].key in ("stages", "head"))
