@@ -126,3 +126,25 @@ def test_a_diverged_trial_is_frozen_and_reported_while_its_group_goes_on(tiny_co
     assert diverged["test"] is None and diverged["diverged_at_step"] >= 1
     assert healthy["test"] is not None and healthy["epochs_run"] == 2
     assert set(diverged) == set(healthy) | {"diverged_at_step", "diverged_in_epoch"}
+
+
+def test_a_stack_with_overwrite_that_fails_its_data_check_leaves_every_trial_folder(tiny_config,
+                                                                                     tmp_path):
+    # --overwrite only checks the trials' runs up front; they are removed once the data is
+    # known good, so a batch larger than the training split deletes and writes nothing.
+    from speechmusic_jax.config import to_dict
+    from speechmusic_jax.errors import DataError
+    from speechmusic_jax.io_utils import atomic_write_json
+
+    cfgs = _trials(tiny_config)
+    folders = [tmp_path / f"t{i}" for i in range(2)]
+    for folder, c in zip(folders, cfgs, strict=True):  # an earlier start's config.json
+        folder.mkdir()
+        atomic_write_json(str(folder / "config.json"), to_dict(c))
+    before = [(f / "config.json").read_bytes() for f in folders]
+    for c in cfgs:
+        c.train.batch_size = 4096
+    with pytest.raises(DataError, match="train.batch_size"):
+        loop.fit(cfgs, [str(f) for f in folders], log=_quiet, progress=False, overwrite=True)
+    assert [(f / "config.json").read_bytes() for f in folders] == before
+    assert [sorted(os.listdir(f)) for f in folders] == [["config.json"]] * 2
