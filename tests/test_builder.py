@@ -41,13 +41,13 @@ def test_train_step_parts_run_alone(tiny_config, tmp_path):
     logs = []
     run = loop.setup(tiny_config, str(tmp_path / "run"), logs.append)
     clock = loop.SessionClock()
-    state, loop_state = loop.restore_or_init(run, loop.workdir_rules.Start.NEW, clock)
-    assert loop_state == loop.LoopState(started_at=clock.started_at)
+    state, loops = loop.restore_or_init(run, [loop.workdir_rules.Start.NEW], clock)
+    assert loops == [loop.LoopState(started_at=clock.started_at)]
     state, stats = loop.train_epoch(run, state, 1, run.epoch_batches(1))
     assert len(stats.step_times) == run.built.steps_per_epoch
-    assert stats.count == run.built.steps_per_epoch * tiny_config.train.batch_size
-    assert 0 < stats.loss_sum / stats.count < 10
-    val = loop.validate(run, state)
+    assert stats.count[0] == run.built.steps_per_epoch * tiny_config.train.batch_size
+    assert 0 < stats.loss_sum[0] / stats.count[0] < 10
+    (val,) = loop.validate(run, state)
     assert val["n_files"] == len(run.data.split["val"])
     assert np.isfinite(val["loss"]) and np.isfinite(val["window"]["loss"])
     assert any(m.startswith("compiled train step") for m in logs)
@@ -59,7 +59,7 @@ def test_the_loop_fetches_each_steps_metrics_after_dispatching_the_next(tiny_con
     always has work queued; the last step's metrics are read after the loop."""
     events = []
     run = loop.setup(tiny_config, str(tmp_path / "run"), lambda _: None)
-    state, _ = loop.restore_or_init(run, loop.workdir_rules.Start.NEW, loop.SessionClock())
+    state, _ = loop.restore_or_init(run, [loop.workdir_rules.Start.NEW], loop.SessionClock())
     step_for = loop.Run.step_for
 
     def recording_step_for(self, weight, state):

@@ -224,13 +224,13 @@ GROUP_ON_TWO_DEVICES = """
 import json, os, sys
 from speechmusic_jax.config import load_experiment
 from speechmusic_jax.io_utils import read_jsonl
-from speechmusic_jax.tuning import group
+from speechmusic_jax.training import loop
 cfg = load_experiment(os.path.join(sys.argv[1], "experiments", "default.py"), "tiny")
 other = cfg.copy_and_resolve_references()
 other.optimizer.learning_rate = 2 * cfg.optimizer.learning_rate
 lines = []
 folders = [os.path.join(sys.argv[2], str(i)) for i in range(2)]
-group.train_group([cfg, other], folders, log=lines.append, trial_axis=2, host_memory="release")
+loop.fit([cfg, other], folders, log=lines.append, trial_axis=2, host_memory="release")
 print(json.dumps({"log": [l for l in lines if "trials split" in l],
                   "rows": [read_jsonl(os.path.join(f, "metrics.jsonl")) for f in folders],
                   "host_memory": [json.load(open(os.path.join(f, "summary.json")))["host_memory"]

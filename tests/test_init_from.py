@@ -64,7 +64,7 @@ def test_the_first_weights_are_the_pretrained_tested_ones(tiny_config, source, t
     cfg.seed = 7  # another seed would initialise other weights
     start = pretrained.load(cfg, [str(tmp_path / "run")])
     run = loop.setup(cfg, str(tmp_path / "run"), _quiet, start_from=start)
-    state, loop_state = loop.restore_or_init(run, Start.NEW, loop.SessionClock())
+    state, (loop_state,) = loop.restore_or_init(run, [Start.NEW], loop.SessionClock())
     which = _tested(source)
     assert which == "last"  # the default experiment's choice
     tested = Checkpoints.pointer(os.path.join(source, "checkpoints"), which)
@@ -260,8 +260,6 @@ def test_crossval_starts_every_fold_from_the_pretrained_weights(tiny_config, sou
 @pytest.mark.slow  # suite time; run with -m slow
 def test_a_grouped_sweep_starts_every_trial_from_the_pretrained_weights(tiny_config, source,
                                                                         tmp_path):
-    from speechmusic_jax.tuning import group
-
     cfgs = []
     for lr in (1e-2, 3e-3):
         c = _fine_tune(tiny_config.copy_and_resolve_references(), source)
@@ -269,7 +267,7 @@ def test_a_grouped_sweep_starts_every_trial_from_the_pretrained_weights(tiny_con
         c.optimizer.learning_rate = lr
         cfgs.append(c)
     folders = [str(tmp_path / f"trial_{i}") for i in range(2)]
-    summaries = group.train_group(cfgs, folders, log=_quiet)
+    summaries = loop.fit(cfgs, folders, log=_quiet)
     before = _weights(source)
     for summary, folder in zip(summaries, folders, strict=True):
         assert summary["init_from"]["workdir"] == source

@@ -163,6 +163,7 @@ def test_run_records_seed_config_and_versions(reference):
     cfg = tiny_config()
     assert read_json(workdir / "config.json") == to_dict(cfg)
     assert summary["seed"] == cfg.seed
+    assert summary["init_seed"] == cfg.seed  # unset: the effective init_seed is seed
     assert set(summary["versions"]) >= {"python", "jax", "jaxlib", "flax", "optax"}
     import jax
 

@@ -50,7 +50,8 @@ def _grouped_and_alone_val_loss(cfg, steps: int = 12) -> tuple[float, float]:
     for k in range(steps):
         batch = (x[8 * k:8 * k + 8], y[8 * k:8 * k + 8], jnp.ones(8, jnp.float32))
         state, _ = step(state, *batch, key)
-        states, _, _ = group_step(states, g.hyper, np.ones(2, bool), *batch, key)
+        states, _, _ = group_step(states, g.hyper, np.ones(2, bool), *batch,
+                                  jnp.stack([key] * 2))
 
     def val_loss(s) -> float:
         logits = builder.predictor(built, s)(x[-16:])
@@ -107,7 +108,7 @@ def test_a_group_step_is_each_trial_step_and_freezes_a_diverged_trial(tiny_confi
     frozen_at, group_losses = None, []
     for k in range(5):
         before = jax.tree.map(lambda a: np.asarray(a[2]), states.params)
-        states, m, good = step(states, g.hyper, active, *batch, key)
+        states, m, good = step(states, g.hyper, active, *batch, jnp.stack([key] * 3))
         good = np.asarray(good)
         group_losses.append(np.asarray(m["loss_sum"][:2]))
         if not good[2] and frozen_at is None:  # frozen at the step that went bad
@@ -156,7 +157,7 @@ def test_a_group_varies_the_moments_loss_and_dropout_hyperparameters_per_trial(t
     key = jax.random.key(0)
     group_losses = []
     for _ in range(4):
-        states, m, _ = step(states, g.hyper, np.ones(2, bool), *batch, key)
+        states, m, _ = step(states, g.hyper, np.ones(2, bool), *batch, jnp.stack([key] * 2))
         group_losses.append(np.asarray(m["grad_norm"]))
     for i, c in enumerate(cfgs):
         built = builder.build(c, steps_per_epoch=4)
@@ -212,7 +213,7 @@ def test_trials_trained_in_a_group_equal_trials_trained_alone(tiny_config, tmp_p
     tiny_config.train.early_stopping.min_delta = 0.01  # the slow trial stops early
     cfgs = _configs(tiny_config, [(1e-1, 1e-4), (2e-2, 1e-3), (1e-4, 1e-4)])
     folders = [str(tmp_path / f"g{i}") for i in range(3)]
-    summaries = group.train_group(cfgs, folders, log=lambda m: None)
+    summaries = loop.fit(cfgs, folders, log=lambda m: None, progress=False)
     if optimizer == "adamw":  # per-trial early stopping: the trials stop at different epochs
         assert len({x["epochs_run"] for x in summaries}) > 1
     for i, cfg in enumerate(cfgs):
@@ -263,5 +264,6 @@ def test_a_group_step_equals_each_trial_step_on_a_multi_stage_model(tiny_config)
     s = parallel.put_replicated(built.state, mesh)
     for _ in range(4):
         s, m = fn(s, *batch, key)
-        states, mg, _ = step(states, g.hyper, np.ones(2, bool), *batch, key)
+        states, mg, _ = step(states, g.hyper, np.ones(2, bool), *batch,
+                             jnp.stack([key] * 2))
         assert float(mg["loss_sum"][1]) == pytest.approx(float(m["loss_sum"]), rel=1e-5)

@@ -256,14 +256,22 @@ def dropout_key(cfg) -> jax.Array:
     return jax.random.key(config_lib.init_seed(cfg))
 
 
+def alone_program(cfg) -> tuple:
+    """What decides the program a trial of a group would compile alone, beyond what the
+    group shares: which of the step's traced hyperparameters are zero (a zero term is left out
+    of the program). Trials with equal values compile programs of the same arithmetic alone
+    (the learning rate and the like are constants in them), so one timing serves them all."""
+    return tuple(float(_field(cfg, field)) == 0 for field in STEP_TRACED)
+
+
 @dataclasses.dataclass(frozen=True)
 class BuiltGroup:
     """Trials that share a model and optimizer family, their states stacked on a leading axis.
 
-    Each trial starts from the initial weights its own config builds alone (its
-    ``init_seed``; the group shares the seed, and so the data and batches) and differs in the
-    injected hyperparameters held in its optimizer state, so one compiled step trains them
-    all.
+    Each trial's initial weights are those its own config builds alone (``builts``: its
+    ``init_seed``; the group shares the seed, and so the data and batches); the trials differ
+    in the injected hyperparameters held in their optimizer states and in the step's traced
+    inputs (``hyper``), so one compiled step trains them all.
     """
 
     built: Built  # the first trial's network, initial weights and schedule
@@ -272,6 +280,7 @@ class BuiltGroup:
     state: TrainState  # stacked: every leaf has a leading axis of size ``size``
     size: int
     hyper: dict  # step_hyper(cfgs): the step's traced hyperparameters, (size,) each
+    builts: tuple = ()  # each trial's own build (its initial weights and schedule)
 
     def trial_state(self, state: TrainState, i: int) -> TrainState:
         """Trial ``i``'s state in the plain optimizer's layout (what ``build`` makes), from a
@@ -279,26 +288,52 @@ class BuiltGroup:
         one = jax.tree.map(lambda a: a[i], state)
         return TrainState(one.params, one.model_state, one.opt_state.inner_state, one.step)
 
+    def with_trial(self, state: TrainState, i: int, plain: TrainState) -> TrainState:
+        """The stacked (host) ``state`` with trial ``i`` replaced by ``plain`` (the layout of
+        ``trial_state``, e.g. a checkpoint of the trial): the inverse of ``trial_state``. The
+        injected hyperparameters are the trial's own (they never change) and the injected
+        chain's step count is the trial's step."""
+        opt = state.opt_state
+        count = np.asarray(plain.step, np.asarray(opt.count).dtype)
+        one = TrainState(plain.params, plain.model_state,
+                         opt._replace(count=count, hyperparams=jax.tree.map(
+                             lambda a: a[i], opt.hyperparams), inner_state=plain.opt_state),
+                         plain.step)
+
+        def put(stacked: Any, leaf: Any) -> np.ndarray:
+            out = np.array(stacked)
+            out[i] = np.asarray(leaf)
+            return out
+
+        return jax.tree.map(put, state, one)
+
 
 def build_group(cfgs, steps_per_epoch: int = 1,
                 weights: tuple[Any, Any] | None = None) -> BuiltGroup:
     """The group of ``cfgs`` (equal :func:`group_key`): one network, one injected optimizer,
-    the trials' states stacked; ``weights``: as in :func:`build`."""
+    the trials' states stacked, each trial's weights initialised by its own config;
+    ``weights``: as in :func:`build`."""
     keys = {group_key(c) for c in cfgs}
     if len(keys) != 1:
         raise ValueError("build_group: the configs differ in more than the traced "
                          f"hyperparameters {GROUP_TRACED}")
-    built = build(cfgs[0], steps_per_epoch, weights)
+    builts = tuple(build(c, steps_per_epoch, weights) for c in cfgs)
     decay = cfgs[0].optimizer.weight_decay > 0
     moments = [optim.moments_of(c.optimizer) for c in cfgs]
     varied = [k for k in moments[0] if len({m[k] for m in moments}) > 1]
     txs = [optim.injected_from_config(c, steps_per_epoch, decay=decay, traced_moments=varied,
-                                      frozen=cancelled_by_norm(built.spec)) for c in cfgs]
-    inits = [built.state, *(build(c, steps_per_epoch, weights).state for c in cfgs[1:])]
-    states = [TrainState(s.params, s.model_state, tx.init(s.params), s.step)
-              for s, tx in zip(inits, txs, strict=True)]
+                                      frozen=cancelled_by_norm(b.spec))
+           for c, b in zip(cfgs, builts, strict=True)]
+    states = [TrainState(b.state.params, b.state.model_state, tx.init(b.state.params),
+                         b.state.step) for b, tx in zip(builts, txs, strict=True)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
-    return BuiltGroup(built, tuple(cfgs), txs[0], stacked, len(cfgs), step_hyper(cfgs))
+    return BuiltGroup(builts[0], tuple(cfgs), txs[0], stacked, len(cfgs), step_hyper(cfgs),
+                      builts)
+
+
+def group_keys(cfgs) -> jax.Array:
+    """The trials' dropout keys (:func:`dropout_key`), stacked: the group step's ``keys``."""
+    return jnp.stack([dropout_key(c) for c in cfgs])
 
 
 def describe_trials(cfgs) -> str:
@@ -316,10 +351,12 @@ def describe_trials(cfgs) -> str:
 
 def group_train_step_fn(group: BuiltGroup, padded: bool = False,
                         strategy: str = "vmap") -> Callable:
-    """(states, hyper, active, x, y, weight, key) -> (states, metrics, good): every trial's
-    train step on the same batch and key, with its own ``hyper`` (``group.hyper``: the traced
-    loss and dropout hyperparameters); a trial not ``active``, or whose loss or gradient is
-    not finite, keeps its state (frozen); ``good`` says which trials stepped. ``strategy``:
+    """(states, hyper, active, x, y, weight, keys) -> (states, metrics, good): every trial's
+    train step on the same batch, with its own dropout key (``keys``: :func:`group_keys`)
+    and ``hyper`` (``group.hyper``: the traced loss and dropout hyperparameters); a trial not
+    ``active``, or whose loss or gradient is not finite, keeps its state (frozen); ``good``
+    says which trials stepped (the next step's ``active``, so a trial freezes on the device
+    at the step that went wrong, without the host looking). ``strategy``:
     ``vmap`` (one batched program) or ``map`` (the trials one after another inside one
     program)."""
     if strategy not in GROUP_STRATEGIES:
@@ -342,13 +379,13 @@ def group_train_step_fn(group: BuiltGroup, padded: bool = False,
         return step(state, x, y, weight, key)
 
     def group_step(states: TrainState, hyper: dict, active: jax.Array, x: jax.Array,
-                   y: jax.Array, weight: jax.Array, key: jax.Array):
+                   y: jax.Array, weight: jax.Array, keys: jax.Array):
         if strategy == "vmap":
-            new, metrics = jax.vmap(trial_step, in_axes=(0, 0, None, None, None, None))(
-                states, hyper, x, y, weight, key)
+            new, metrics = jax.vmap(trial_step, in_axes=(0, 0, None, None, None, 0))(
+                states, hyper, x, y, weight, keys)
         else:
-            new, metrics = jax.lax.map(lambda sh: trial_step(*sh, x, y, weight, key),
-                                       (states, hyper))
+            new, metrics = jax.lax.map(lambda shk: trial_step(shk[0], shk[1], x, y, weight,
+                                                              shk[2]), (states, hyper, keys))
         good = active & jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(metrics["grad_norm"])
 
         def keep(a, b):
@@ -372,9 +409,9 @@ def compile_group_train_step(group: BuiltGroup, state: TrainState, mesh: Mesh,
              jax.ShapeDtypeStruct((batch_size,), jnp.float32, sharding=shard))
     hyper = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trials)
              for k, v in group.hyper.items()}
+    keys = jax.device_put(group_keys(group.cfgs), trials)
     fn, seconds, flops = timing.compile_ahead(group_train_step_fn(group, padded, strategy),
-                                              state, hyper, *specs, jax.random.key(0),
-                                              donate_argnums=(0,))
+                                              state, hyper, *specs, keys, donate_argnums=(0,))
     return Compiled(fn, seconds, flops, batch_size)
 
 

@@ -25,7 +25,7 @@ LEADING = ("trial", "workload", "arm", "optimizer", "seed", "status")
 TRAILING = ("best_epoch", "epochs_run", "val_accuracy", "val_loss", "val_f1", "test_accuracy",
             "test_f1_macro", "test_clips", "steps_to_target", "seconds_to_target", "train_time_s",
             "step_time_ms", "compile_time_s", "params_trainable", "flops_per_example", "mode",
-            "group_size", "diverged_at_step", "error")
+            "group_size", "group_train_time_s", "diverged_at_step", "error")
 
 
 def trial_dir(workdir: str, index: int) -> str:
@@ -112,13 +112,15 @@ def trial_record(trial: Trial, workdir: str, target: tuple[str, float] | None,
         test_f1_macro=(test.get("f1") or {}).get("macro"),
         test_clips=test.get("n_files"),
         steps_to_target=steps, seconds_to_target=seconds,
+        # a grouped trial's: what it would take alone (its steps at its program's step time
+        # measured alone); its group's wall time of training: group_train_time_s
         train_time_s=summary.get("train_time_s"),
-        # a grouped step trains the whole group: a trial's share is the step over the group size
-        step_time_ms=(step_ms / grouped.get("size", 1)) if step_ms is not None else None,
+        step_time_ms=step_ms,
         compile_time_s=summary.get("compile_time_s"),
         params_trainable=summary.get("params_trainable"),
         flops_per_example=summary.get("flops_per_example"),
         mode=grouped.get("mode", "alone"), group_size=grouped.get("size", 1),
+        group_train_time_s=grouped.get("train_time_s_group"),
         diverged_at_step=summary.get("diverged_at_step"),
         steps_per_epoch=steps_per_epoch)
     return _fill(rec)

@@ -137,6 +137,12 @@ class SweepResult:
                          f"{self.target[1]:g}): per seed the arm's fastest trial, median over "
                          "seeds (hits/seeds); training steps and seconds, validation and "
                          "compilation excluded; inf: missed.")
+        if any(r.get("mode") not in (None, "alone") for r in self.records):
+            notes.append("grouped trials (trained together in one program): their seconds "
+                         "(to target, train s / trial; train_time_s and step_time_ms in "
+                         "results.csv) are what each would take alone: its own steps at its "
+                         "program's step time measured alone, plus the epoch's data waits; "
+                         "the group's wall time of training is group_train_time_s.")
         return notes
 
     def _point_text(self, s: dict) -> str:

@@ -9,7 +9,8 @@ trial that raises anything else is recorded as ``failed`` (``DIR/failed/NNN.json
 next run) and the sweep goes on. ``trials=(START, END)`` runs only those trials, so several
 processes or machines can share one sweep folder without overlap; each writes the results of
 every finished trial it can see. Trials that share the model's shape and the optimizer family
-can instead train together, vmapped (:mod:`speechmusic_jax.tuning.group`).
+can instead train together, vmapped, in ``fit`` with a trial axis (which trials group:
+:mod:`speechmusic_jax.tuning.group`); a killed group resumes like a run alone.
 
 ``DIR`` holds: ``sweep.json`` (the sweep's trials: a rerun with a different sweep is refused),
 ``trials/NNN/``, ``logs/NNN.log`` (each trial's full log), ``results.csv``, ``results.md``,
@@ -291,14 +292,14 @@ def _run_alone(trial: Trial, cfg: Any, workdir: str, sweep: Sweep, log: Log,
 
 def _run_group(unit: list[tuple[Trial, Any]], workdir: str, sweep: Sweep, log: Log,
                trial_log: bool, host_memory: str | None, strategy: str) -> None:
-    from speechmusic_jax.tuning import group
+    from speechmusic_jax.training import loop
 
     lines, tlog = _trial_logger(log, trial_log)
     t0 = time.perf_counter()
     folders = [records_lib.trial_dir(workdir, t.index) for t, _ in unit]
     try:
-        group.train_group([c for _, c in unit], folders, log=tlog, strategy=strategy,
-                          host_memory=host_memory)
+        loop.fit([c for _, c in unit], folders, log=tlog, progress=False, strategy=strategy,
+                 host_memory=host_memory)
         for t, _ in unit:
             _clear_failure(workdir, t.index)
     except (KeyboardInterrupt, SystemExit):
