@@ -10,7 +10,7 @@ STAMP="$VENV/.pyproject.sha256"
 
 # name|what it does (each a python -m speechmusic_jax.NAME module, except test, setup and lint)
 COMMANDS="train|train and test an experiment (first use: sets up .venv)
-test|the test suite (soak tests excluded)
+test|the test suite (slow-marked tests excluded)
 setup|set up .venv only
 lint|ruff over the project
 list|what exists: presets, optimizers, schedules, experiments, sources
@@ -83,14 +83,15 @@ EOF
     test) cat <<EOF
 usage: ./run.sh test [PYTEST ARGUMENTS]
 
-Runs the test suite with pytest (sets up $VENV first); every argument goes to pytest. Soak
-tests (marked slow) are left out unless you ask for them with -m slow.
+Runs the test suite with pytest (sets up $VENV first); every argument goes to pytest. Tests
+marked slow (soaks, and the costlier variants of parametrized families: each family keeps a
+variant in the suite) are left out unless you ask for them with -m slow.
 
   ./run.sh test                                # the whole suite
   ./run.sh test tests/test_train.py            # one file
   ./run.sh test tests/test_train.py -k resume  # its tests whose name contains "resume"
   ./run.sh test -x -q                          # stop at the first failure, terse output
-  ./run.sh test -m slow                        # the soak tests
+  ./run.sh test -m slow                        # the slow-marked tests only
 
 pytest's own options: $VENV/bin/python -m pytest --help
 EOF

@@ -66,7 +66,10 @@ def test_every_preset_has_a_published_count():
     assert PUBLISHED["m5"] == 555_010 and PUBLISHED["m5_small"] == 24_770
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+# The deepest presets build slowly on a CPU (m34_res ~10 s): they are counted under -m slow.
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow)
+                                    if p in ("m11", "m18", "m34_res") else p
+                                    for p in sorted(PRESETS)])
 def test_parameter_counts_match_published_tables(preset):
     model = build_model(spec_of(preset), seed=0)
     assert count_params(nnx.state(model, nnx.Param)) == PUBLISHED[preset]
@@ -367,8 +370,9 @@ def _grads_and_stats(spec, x, mask, fuse):
     ({}, 4001, None),  # the stem's output length not a multiple of its pool
     ({}, 4000, [True, False, True, True, False]),  # masked rows
     ({}, 4000, [False] * 5),  # no real row: statistics of every row, running ones kept
-    ({"stage_filters": (8, 12), "stage_repeats": (2, 1), "stage_pool": (3, 2),
-      "stage_stride": (1, 2), "stage_dilation": (2, 1)}, 6000, [True, True, False, True, True]),
+    pytest.param({"stage_filters": (8, 12), "stage_repeats": (2, 1), "stage_pool": (3, 2),
+                  "stage_stride": (1, 2), "stage_dilation": (2, 1)}, 6000,
+                 [True, True, False, True, True], marks=pytest.mark.slow),  # ~15 s alone
 ])
 def test_fused_conv_norm_relu_pool_is_the_plain_model(overrides, length, mask):
     # The training pass's conv -> batch norm -> ReLU -> max-pool runs as one op with a

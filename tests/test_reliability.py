@@ -229,6 +229,7 @@ def kill_and_resume(workdir, kills, reference) -> None:
     assert epochs(workdir) == epochs(reference[0])
 
 
+@pytest.mark.slow  # ~20 s alone; tests/test_checkpoints.py kills at every step of a save
 def test_kills_during_an_epoch_a_checkpoint_and_a_metrics_write_then_train_resumes(
         reference, tmp_path):
     kill_and_resume(tmp_path / "run", KILLS_FAST, reference)

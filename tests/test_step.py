@@ -493,7 +493,7 @@ def test_fused_pooling_switch_gives_the_same_step(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("norm", ["batch", "layer"])
+@pytest.mark.parametrize("norm", ["batch", pytest.param("layer", marks=pytest.mark.slow)])
 def test_conv_biases_that_batch_norm_cancels_never_move(tiny_config, norm):
     # A conv bias in front of batch norm has a gradient that is 0 but for float rounding, which
     # Adam's normalised steps would turn into full-size moves; the builder's optimizer gives

@@ -61,6 +61,7 @@ def _mtimes(workdir):
             for name in sorted(os.listdir(os.path.join(workdir, "trials")))}
 
 
+@pytest.mark.slow  # ~25 s alone; test_overlapping_processes_never_train_one_trial_twice stays fast
 def test_two_processes_share_a_sweep_and_a_rerun_trains_nothing(sweep_file, tmp_path, capsys):
     # Two processes (as on two machines: --num_processes/--process_id, or srun) share the
     # folder: each trains its share, every trial exactly once, and process 0 merges.
@@ -231,7 +232,13 @@ SWEEPS = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "experiments", "sw
                 if f.endswith(".py"))
 
 
-@pytest.mark.parametrize("name", SWEEPS)
+# The suite runs the optimizer comparisons' first trials; the other ready sweeps (each a tiny
+# train of a config that tests/test_tuning_space.py already builds) run under -m slow.
+FAST_SWEEPS = {"optimizers", "optimizers_workloads"}
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_SWEEPS else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in SWEEPS])
 def test_each_ready_sweep_runs_its_first_tiny_trial(name, tmp_path):
     sweep = spec.load_sweep(os.path.join(REPO, "experiments", "sweeps", f"{name}.py"), "tiny")
     sweep.base.train.epochs = 2  # the trial as its sweep defines it, for fewer epochs

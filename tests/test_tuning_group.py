@@ -78,7 +78,8 @@ def test_a_trial_grouped_equals_it_alone_with_adam_and_batch_norm(tiny_config, s
     assert abs(grouped - alone) <= GROUPED_VS_ALONE_VAL_LOSS, (grouped, alone)
 
 
-@pytest.mark.parametrize("strategy, norm", [("vmap", "batch"), ("vmap", "none"),
+@pytest.mark.parametrize("strategy, norm", [("vmap", "batch"),
+                                            pytest.param("vmap", "none", marks=pytest.mark.slow),
                                             ("map", "batch")])
 def test_a_group_step_is_each_trial_step_and_freezes_a_diverged_trial(tiny_config, strategy,
                                                                       norm):
@@ -129,6 +130,7 @@ def test_a_group_step_is_each_trial_step_and_freezes_a_diverged_trial(tiny_confi
         jax.tree.map(lambda a: a[2], states.params))])).all()
 
 
+@pytest.mark.slow  # ~20 s alone; the learning rate and weight decay vary per trial in the suite
 def test_a_group_varies_the_moments_loss_and_dropout_hyperparameters_per_trial(tiny_config):
     # Adam's betas (in the optimizer state), label smoothing, L1, L2 and both dropout rates
     # (step inputs) are traced per trial (each trial's own values, 0 and defaults included), so

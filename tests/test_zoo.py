@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # residual blocks) and SampleCNN (the slowest, 3.7 s crops) run with the soak tests only
 # (pytest -m slow), to keep the suite short; every preset is still built and counted by
 # tests/test_model.py, and the residual path trains in the suite on the tiny model below.
-SLOW = {"m11", "m18", "m34_res", "samplecnn"}
+SLOW = {"m11", "m18", "m34_res", "samplecnn", "m3", "m5", "m5_mid", "m5_small"}
 
 
 @pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW else p
