@@ -167,20 +167,28 @@ def tiny_run(tmp_path_factory):
     return make(tmp_path_factory)
 
 
-def _signature(command) -> tuple:
-    _, module, args, env = command
-    return module, tuple(sorted(a.split("=")[0] for a in args)), env
+# Suite time: a command whose flag names are all in an earlier command of the suite (the same
+# command, other values: every flag and field is checked above) runs with the soak tests
+# (-m slow), as does every but the first command of a module that takes long; -m slow runs all.
+HEAVY = ("crossval", "benchmark", "segment_bench", "ship")
+
+
+def _params(modules):
+    fast: dict[str, list[set]] = {}
+    for command in doc_commands():
+        _, module, args, _ = command
+        if module not in modules:
+            continue
+        names = {a.split("=")[0] for a in args if a.startswith("-")}
+        earlier = fast.setdefault(module, [])
+        slow = any(names <= seen for seen in earlier) or (module in HEAVY and bool(earlier))
+        if not slow:
+            earlier.append(names)
+        yield pytest.param(command, marks=[pytest.mark.slow] if slow else [], id=_id(command))
 
 
 def _dry_runs():
-    """One dry run per (command, flag names) in the suite; the others, which differ only in
-    values (every flag is checked above), with the soak tests (-m slow): suite time."""
-    seen = set()
-    for command in doc_commands():
-        if command[1] in DRY_RUN:
-            slow = _signature(command) in seen
-            seen.add(_signature(command))
-            yield pytest.param(command, marks=[pytest.mark.slow] if slow else [], id=_id(command))
+    return _params(DRY_RUN)
 
 
 @pytest.mark.parametrize("command", list(_dry_runs()))
@@ -274,31 +282,13 @@ def localise(module, words, tiny_run, tmp):
     return args
 
 
-def _slow_reason(module, args) -> str | None:
-    if module == "benchmark" and "--compare=torch" in args:
-        return "PyTorch twin: .ci/bench.sh's environment"
-    return None
-
-
 def _runnable():
-    """Every other command; one per (command, flag names) in the suite, the others of a
-    command that takes long (crossval, benchmark, segment_bench) with the soak tests (-m slow):
-    suite time."""
-    seen, slow_seen = set(), set()
-    for command in doc_commands():
-        doc, module, args, env = command
-        if module in BUILT_IN or module in DRY_RUN:
-            continue
-        key = _signature(command)
-        marks = [pytest.mark.slow] if key in seen else []  # the same flags, other values
-        seen.add(key)
-        if module in ("crossval", "benchmark", "segment_bench"):
-            if module in slow_seen:
-                marks.append(pytest.mark.slow)
-            slow_seen.add(module)
-        if _slow_reason(module, args):
-            marks.append(pytest.mark.slow)
-        yield pytest.param(command, marks=marks, id=_id(command))
+    modules = {m for _, m, _, _ in doc_commands()} - set(BUILT_IN) - set(DRY_RUN)
+    for param in _params(modules):
+        _, module, args, _ = param.values[0]
+        if module == "benchmark" and "--compare=torch" in args:  # .ci/bench.sh's environment
+            param = pytest.param(*param.values, marks=[pytest.mark.slow], id=param.id)
+        yield param
 
 
 @pytest.mark.parametrize("command", list(_runnable()))
