@@ -7,10 +7,10 @@ Every number in the page is read from what the runs wrote: the first of ``--runs
 headline (test scores from its summary.json, model size, FLOPs, step and training time, memory,
 inference speed); with several runs, one row each (the zoo); every run's ``eval/*.json``
 (``evaluate`` reports, e.g. of real-audio sets) gives the transfer table; each ``--benchmarks``
-JSON (``benchmark --output``: ``--what=step``, ``--what=data`` or ``--compare=torch``) a table
-of its own. Each table is stamped with the commit, date and CPU that its source records (a run
-records the commit in ``summary.json``'s ``versions``; an older run did not, and the table says
-so).
+JSON (``benchmark --output``: ``--what=step``, ``--what=data`` or ``--compare=torch``; or
+``segment_bench --what=accuracy --output``: timeline accuracy) a table of its own. Each
+table is stamped with the commit, date and CPU that its source records (a run records the
+commit in ``summary.json``'s ``versions``; an older run did not, and the table says so).
 
 ``--output`` is written atomically and begins with a marker line; a file that lacks it (one
 this command did not write) is never replaced. ``--readme`` also puts the headline table into
@@ -89,9 +89,12 @@ def read_benchmark(path: str) -> dict:
         result = read_json(path)
     except (OSError, ValueError) as e:
         raise ReportError(f"--benchmarks: {path} cannot be read: {e}") from None
-    if not isinstance(result, dict) or result.get("what") not in ("step", "data", "compare"):
-        raise ReportError(f"--benchmarks: {path} is not a benchmark --output JSON (no 'what' of "
-                          "step, data or compare)")
+    if isinstance(result, dict) and "true_changes" in result and "results" in result:
+        result = {**result, "what": "timeline"}  # segment_bench --what=accuracy --output
+    if not isinstance(result, dict) or result.get("what") not in ("step", "data", "compare",
+                                                                  "timeline"):
+        raise ReportError(f"--benchmarks: {path} is neither a benchmark --output JSON (no 'what' "
+                          "of step, data or compare) nor a segment_bench --what=accuracy one")
     return {**result, "_path": path, "_mtime": os.path.getmtime(path)}
 
 
@@ -229,7 +232,37 @@ def transfer_table(runs: Sequence[Run]) -> list[str]:
                   rows)
 
 
+def timeline_section(b: dict) -> list[str]:
+    """segment_bench --what=accuracy: predict --segments' default smoothing (and none, for
+    reference) at every hop, on a recording of alternating held-back clips."""
+    from speechmusic_jax import segments
+    from speechmusic_jax.io_utils import read_json
+
+    default = segments.Smoothing()
+    shown = ("none", f"hmm, penalty {default.switch_penalty:g}")
+    try:
+        run = read_json(os.path.join(b["workdir"], "summary.json"))
+    except (OSError, ValueError, KeyError):
+        run = {}
+    name = os.path.basename(b["_path"])
+    head = (f"`{name}`: run `{b.get('workdir')}`, {b.get('minutes')} min of alternating "
+            f"{b.get('run_seconds')} s runs of its `{b.get('split')}` clips, "
+            f"{b.get('true_changes')} changes of class; the run's "
+            f"{_stamp(run, 'trained ' + _date(run.get('finished_at')))}; measured "
+            f"{_date(None, b['_mtime'])}.")
+    rows = [[_num(r.get("hop_s"), "g"), str(r.get("smoothing")),
+             _num(r.get("time_accuracy"), ".4f"), f"{r.get('within_tolerance')}/{r.get('true')}",
+             _num(r.get("median_error_s"), ".2f"), _num(r.get("max_error_s"), ".2f"),
+             str(r.get("spurious"))]
+            for r in b.get("results", []) if r.get("smoothing") in shown]
+    return [head, ""] + _table(["hop (s)", "smoothing", "time labelled right",
+                                "changes found within 1 s", "median error (s)",
+                                "max error (s)", "spurious changes"], rows)
+
+
 def benchmark_section(b: dict) -> list[str]:
+    if b["what"] == "timeline":
+        return timeline_section(b)
     name = os.path.basename(b["_path"])
     stamp = _stamp(b, _date(b.get("created"), b["_mtime"]))
     head = (f"`{name}`: `{b.get('preset')}`, {b.get('precision', 'float32')}, host memory "
@@ -288,8 +321,9 @@ def render(runs: Sequence[Run], benchmarks: Sequence[dict], command: str) -> str
                   "of its windows' logits; the machine does not change these scores.", "",
                   *transfer_table(runs), ""]
     if benchmarks:
-        lines += ["## Benchmarks", "",
-                  "Compilation excluded; see [benchmarks.md](benchmarks.md) for the method.", ""]
+        lines += ["## Benchmarks and timelines", "",
+                  "Timings exclude compilation; see [benchmarks.md](benchmarks.md) for the "
+                  "method and [using-a-model.md](using-a-model.md) for timelines.", ""]
         for b in benchmarks:
             lines += [*benchmark_section(b), ""]
     return "\n".join(lines)
@@ -360,7 +394,8 @@ def define_flags() -> dict[str, Any]:
         "runs": flags.DEFINE_list("runs", None, "Run folders, comma-separated; the first is the "
                                   "headline (the default experiment's run)."),
         "benchmarks": flags.DEFINE_list("benchmarks", [], "JSON files that benchmark --output "
-                                        "wrote (--what=step, --what=data, --compare=torch)."),
+                                        "wrote (--what=step, --what=data, --compare=torch), or "
+                                        "segment_bench --what=accuracy --output (timelines)."),
         "output": flags.DEFINE_string("output", os.path.join("docs", "results.md"),
                                       "The page to write; one this command wrote before is "
                                       "replaced, any other file never."),

@@ -96,6 +96,28 @@ def test_report_writes_every_table_from_the_runs_records(runs, step_json, tmp_pa
     assert f"--runs={first},{second} --benchmarks={step_json} --output={out}" in page
 
 
+def test_report_reads_segment_bench_timeline_accuracy(runs, tmp_path):
+    from speechmusic_jax import segment_bench
+    from speechmusic_jax.io_utils import atomic_write_json
+
+    first, _ = runs
+    result = segment_bench.accuracy(first, "test", 0.5, 10.0, [0.5], 0, log=lambda _: None)
+    path = tmp_path / "timeline.json"
+    atomic_write_json(path, result)
+    page = report.write_report([first], str(tmp_path / "r.md"), benchmarks=[str(path)])
+    section = page.split("## Benchmarks and timelines")[1]
+    shown = [r for r in result["results"] if r["smoothing"] in ("none", "hmm, penalty 4")]
+    assert len(shown) == 2  # predict --segments' default smoothing, and none for reference
+    for r in shown:
+        assert (f"| 0.5 | {r['smoothing']} | {r['time_accuracy']:.4f} | "
+                f"{r['within_tolerance']}/{r['true']} |") in section
+    assert "penalty 0.5 |" not in section and f"commit `{_head_commit()[:7]}" in section
+    other = tmp_path / "other.json"
+    other.write_text('{"results": []}')
+    with pytest.raises(report.ReportError, match="neither a benchmark"):
+        report.write_report([first], str(tmp_path / "r.md"), benchmarks=[str(other)])
+
+
 def test_report_replaces_its_own_page_and_never_another_file(runs, tmp_path):
     first, _ = runs
     mine = tmp_path / "notes.md"
