@@ -20,6 +20,22 @@ BUILT_IN = ("test", "setup", "lint")  # run.sh's own commands
 DRY_RUN = ("train", "sweep")  # checked with --dry_run: a real one trains for minutes
 
 
+def _command(line: str):
+    """(module, arguments, environment) of a command line, or None when it is not ours."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError:  # an inline span cut mid-quote
+        return None
+    env = []
+    while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+        env.append(tuple(words.pop(0).split("=", 1)))
+    if words[:1] == ["./run.sh"] and len(words) > 1:
+        return words[1], tuple(words[2:]), tuple(env)
+    if words[:2] == ["python", "-m"] and len(words) > 2 and words[2].startswith("speechmusic_jax."):
+        return words[2].split(".", 1)[1], tuple(words[3:]), tuple(env)
+    return None
+
+
 @functools.cache
 def doc_commands() -> tuple[tuple[str, str, tuple[str, ...], tuple[tuple[str, str], ...]], ...]:
     """(doc, module, arguments, environment) of every command line in a ```bash block: lines
@@ -30,14 +46,24 @@ def doc_commands() -> tuple[tuple[str, str, tuple[str, ...], tuple[tuple[str, st
             text = f.read()
         for block in re.findall(r"```bash\n(.*?)```", text, re.S):
             for line in block.replace("\\\n", " ").splitlines():
-                words = shlex.split(line, comments=True)
-                env = []
-                while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
-                    env.append(tuple(words.pop(0).split("=", 1)))
-                if words[:1] == ["./run.sh"] and len(words) > 1:
-                    out.append((doc, words[1], tuple(words[2:]), tuple(env)))
-                elif words[:2] == ["python", "-m"] and words[2].startswith("speechmusic_jax."):
-                    out.append((doc, words[2].split(".", 1)[1], tuple(words[3:]), tuple(env)))
+                command = _command(line)
+                if command is not None:
+                    out.append((doc, *command))
+    return tuple(out)
+
+
+@functools.cache
+def inline_commands() -> tuple[tuple[str, str, tuple[str, ...], tuple], ...]:
+    """The commands written in running text (`./run.sh ...`, `python -m speechmusic_jax....`),
+    in the docs and BUILD.md: checked for their flags, not run."""
+    out = []
+    for doc in [*DOCS, "BUILD.md"]:
+        with open(os.path.join(REPO, doc), encoding="utf-8") as f:
+            text = re.sub(r"```.*?```", "", f.read(), flags=re.S).replace("\n", " ")
+        for span in re.findall(r"`((?:\./run\.sh|python -m speechmusic_jax\.)[^`]+)`", text):
+            command = _command(span)
+            if command is not None and re.fullmatch(r"[a-z_]+", command[0]):  # not COMMAND
+                out.append((doc, *command))
     return tuple(out)
 
 
@@ -95,7 +121,8 @@ print(json.dumps(out))
 def module_flags():
     """Every module command's flags (absl's own and --host_memory included), read in one
     process by defining each command's flags in turn."""
-    modules = sorted({m for _, m, _, _ in doc_commands() if m not in BUILT_IN})
+    modules = sorted({m for _, m, _, _ in doc_commands() + inline_commands()
+                      if m not in BUILT_IN})
     r = subprocess.run([sys.executable, "-c", _FLAGS_SCRIPT, *modules], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -117,7 +144,7 @@ def test_every_flag_in_the_docs_exists(module_flags):
 
     cfg = config_lib.load_experiment(os.path.join(REPO, "experiments", "default.py"), None)
     missing = []
-    for doc, module, args, _ in doc_commands():
+    for doc, module, args, _ in doc_commands() + inline_commands():
         if module in BUILT_IN:
             continue
         assert module in module_flags, f"{doc}: no command {module}"
