@@ -329,3 +329,26 @@ def test_doc_command_runs(command, tiny_run, tmp_path):
                        env={**os.environ, **dict(env)})
     assert r.returncode == 0, f"{doc}: {module} {args}\n{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------- Python blocks
+
+
+def test_every_python_block_parses_and_imports_what_exists():
+    """The ```python blocks (run whole where they are cheap: test_sweep runs docs/sweeps.md's)
+    name only modules and functions the package has."""
+    import ast
+    import importlib
+
+    blocks = 0
+    for doc in DOCS:
+        with open(os.path.join(REPO, doc), encoding="utf-8") as f:
+            for block in re.findall(r"```python\n(.*?)```", f.read(), re.S):
+                blocks += 1
+                tree = ast.parse(block, filename=doc)
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.ImportFrom) and node.module.startswith("speechmusic"):
+                        module = importlib.import_module(node.module)
+                        for alias in node.names:
+                            assert hasattr(module, alias.name), f"{doc}: {node.module}.{alias.name}"
+    assert blocks >= 3
