@@ -352,3 +352,17 @@ def test_every_python_block_parses_and_imports_what_exists():
                         for alias in node.names:
                             assert hasattr(module, alias.name), f"{doc}: {node.module}.{alias.name}"
     assert blocks >= 3
+
+
+def test_every_config_field_the_docs_name_exists():
+    from speechmusic_jax import config as config_lib
+
+    cfg = config_lib.load_experiment(os.path.join(REPO, "experiments", "default.py"), None)
+    missing = []
+    for doc in DOCS:
+        with open(os.path.join(REPO, doc), encoding="utf-8") as f:
+            text = f.read()
+        for field in re.findall(r"`((?:model|train|data|optimizer)\.[a-z_.0-9]+)", text):
+            if not _config_has(cfg, field.rstrip(".")):
+                missing.append(f"{doc}: {field}")
+    assert not missing, "fields the docs name that the config lacks:\n" + "\n".join(missing)
