@@ -69,6 +69,13 @@ def read_run(folder: str) -> Run:
         except (OSError, ValueError) as e:
             raise ReportError(f"--runs: {path} cannot be read: {e}") from None
 
+    from speechmusic_jax import shipped
+
+    where = shipped.PACKAGE_DIR if folder == shipped.NAME else folder
+    if shipped.is_shipped_model(where):  # its provenance holds scores, not the run's records
+        came_from = (shipped.read_provenance(where).get("run") or {}).get("workdir")
+        raise ReportError(f"--runs: {folder} is a shipped model; name the run it was shipped "
+                          f"from ({came_from}), whose records the tables need")
     summary = json_of(os.path.join(folder, "summary.json"))
     if not isinstance(summary, dict) or not isinstance(summary.get("test"), dict):
         raise ReportError(f"--runs: {folder}/summary.json holds no test scores (status "

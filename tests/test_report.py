@@ -4,6 +4,7 @@ only over a page of its own; and the package version that runs and exports recor
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -132,6 +133,13 @@ def test_report_replaces_its_own_page_and_never_another_file(runs, tmp_path):
     assert "| ROC-AUC |" in page.read_text() and "| edited |" not in page.read_text()
     with pytest.raises(report.ReportError, match="no summary.json"):
         report.write_report([str(tmp_path)], str(page))
+    from speechmusic_jax.ship import ship_run
+
+    model = tmp_path / "shipped"
+    ship_run(first, str(model), train_command="tiny", command="test", log=lambda _: None)
+    with pytest.raises(report.ReportError, match=re.escape(
+            f"shipped model; name the run it was shipped from ({first})")):
+        report.write_report([str(model)], str(page))
 
 
 def test_report_puts_the_same_table_between_the_readme_markers_only(runs, tmp_path):
