@@ -94,8 +94,8 @@ def ship_run(workdir: str, output: str, *, train_command: str, command: str,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": commit,
         "uncommitted_changes": dirty,
-        "commit_note": "the checkout's commit when the model was shipped (a run does not record "
-                       "its own)",
+        "commit_note": "the checkout's commit when the model was shipped; the run's own, where "
+                       "it recorded one, is run.versions.speechmusic_jax_commit",
         "train_command": train_command,
         "ship_command": command,
         "run": {"workdir": workdir, "name": weights.cfg.name, "checkpoint": weights.checkpoint,
