@@ -23,6 +23,7 @@ cues|how well simple cues (pauses, level, bandwidth, zeros) alone separate the c
 export|write a trained model as a portable StableHLO file
 ship|ship a finished run as the package's model (--model=pretrained), with its provenance
 sweep|a hyperparameter sweep or optimizer comparison
+report|write docs/results.md (and the README's table) from run folders and benchmark JSONs
 segment_bench|timelines of a trained run: boundary accuracy (--what=accuracy) or speed"
 
 usage() {

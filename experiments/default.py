@@ -1,13 +1,13 @@
 """The default experiment: an M5-style net with a fourth stage on the built-in synthetic corpus.
 
 1,000 clips per class of the version-3 corpus, with training augmentations that break the cues
-real recordings carry and the corpus does not teach (README, "Shortcut cues and
-augmentation"): coloured background noise at 0-30 dB SNR, a random low-pass and high-pass,
+real recordings carry and the corpus does not teach (docs/data.md and
+docs/experiments.md): coloured background noise at 0-30 dB SNR, a random low-pass and high-pass,
 gain, and long pauses shortened. The network is ``m6_mid``: ``m5_mid`` (the base config's) with
 one more stage, so that one output frame hears 0.60 s of audio instead of 0.22 s.
 
-Both choices are for real audio, measured on the harder 3 s windows of real recordings (README,
-"Results on the built-in corpus"; seeds 0-2 on one machine, the mean window accuracy): 0.872
+Both choices are for real audio, measured on the harder 3 s windows of real recordings
+(CHANGELOG.md, 2026-12-01; seeds 0-2 on one machine, the mean window accuracy): 0.872
 with ``m5_mid`` and 400 clips, 0.895 with ``m6_mid``, and 0.904 with ``m6_mid`` and 1,000 clips,
 each seed at 0.900 or above (seeds 3 and 4: 0.878 and 0.904). The larger corpus takes about a
 minute to generate and trains 2.5 times as many steps: a first run, set-up included, took 5.5
@@ -18,7 +18,7 @@ the last epoch (``train.early_stopping.restore_best`` off). The validation clips
 and nearly all right after a few epochs, so their loss says little about real audio, and the
 epoch where it is lowest is a lottery: over seeds 0-4, the weights of that epoch scored
 0.723-0.920 on real clips (seed 0's lowest validation loss came at epoch 19), the last epoch's
-0.902-0.938 (README, "Results on the built-in corpus"; this paragraph's and the next one's
+0.902-0.938 (CHANGELOG.md, 2026-12-01; this paragraph's and the next one's
 figures were measured with ``m5_mid`` and 400 clips, the default until 2026-12-01). Likewise,
 with early stopping (patience 8), runs of this config that stopped at epoch 19-28 scored
 0.83-0.90 on real clips, and the same seeds trained to the end 0.90-0.92.

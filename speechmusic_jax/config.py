@@ -159,7 +159,7 @@ def base_config() -> ConfigDict:
     # the optimizer, schedule and early stopping start afresh. "": initialise with the seed.
     c.train.init_from = ""
     # Multiplies the learning rate of the stem (the first conv and its norm); 0 freezes it:
-    # its parameters and batch-norm statistics stay as they were (see README: fine-tuning).
+    # its parameters and batch-norm statistics stay as they were (docs/experiments.md: fine-tuning).
     c.train.stem_lr_scale = 1.0
     # > 0: evaluate (validate, test, serve, fine-tune from) an exponential moving average of the
     # weights over about this many epochs (decay per step 1 - 1 / (epochs * steps per epoch));

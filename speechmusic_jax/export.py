@@ -8,7 +8,7 @@ Export (needs the training code):
 writes FILE, a zip archive holding ``model.jaxexport`` (the inference function, window ->
 logits, serialised with ``jax.export``: StableHLO with the weights inside and a symbolic batch
 dimension, lowered for the platforms named) and ``metadata.json`` (classes, sample rate, window
-and hop, and how a clip's decision is made).
+and hop, how a clip's decision is made, and the speechmusic_jax version and commit that wrote it).
 
 Load and run (needs only NumPy, JAX and flatbuffers, plus soxr to resample other rates; this
 module imports nothing of the package at import time but :mod:`speechmusic_jax.portable`, the
@@ -165,6 +165,8 @@ def export_run(run: Any, platforms: tuple[str, ...] = PLATFORMS) -> tuple[bytes,
     import jax.numpy as jnp
     from jax import export as jax_export
 
+    from speechmusic_jax.provenance import code_version
+
     loader = run.loader
     (batch,) = jax_export.symbolic_shape("batch")
     try:
@@ -188,7 +190,7 @@ def export_run(run: Any, platforms: tuple[str, ...] = PLATFORMS) -> tuple[bytes,
                   "aligned to the end; a recording shorter than a window padded with zeros)",
         "platforms": list(exported.platforms), "model_preset": run.cfg.model.preset,
         "weights_epoch": run.epoch, "run": os.path.basename(run.workdir.rstrip(os.sep)),
-        "jax_version": jax.__version__,
+        "jax_version": jax.__version__, **code_version(),
         "serialization_version": getattr(exported, "calling_convention_version", None),
     }
     buf = io.BytesIO()

@@ -5,7 +5,7 @@ at the end. glibc's malloc serves requests above 32 MiB with a fresh ``mmap`` an
 the OS on ``free``, so each step touches its buffers for the first time and the kernel zeroes
 every 4 KiB page on that touch: about 190,000 page faults (760 MiB) per paper-M5 train step.
 Without them the paper M5's step took 23 % less time and the default experiment's 18 % less
-(benchmarks/README.md). ``keep`` asks glibc to serve large buffers from its heap and not to trim
+(docs/benchmarks.md). ``keep`` asks glibc to serve large buffers from its heap and not to trim
 it, so the next step reuses the same pages. The process's resident memory then stays at its peak
 instead of falling between steps.
 

@@ -26,12 +26,12 @@ import platform
 import secrets
 import shlex
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from speechmusic_jax import cli
+from speechmusic_jax.provenance import git_commit
 
 
 def check_output_folder(folder: str, overwrite: bool) -> None:
@@ -53,24 +53,6 @@ def check_output_folder(folder: str, overwrite: bool) -> None:
     if not overwrite:
         raise WorkdirConflict(f"--output={folder} holds a shipped model; pass --overwrite to "
                               "replace it")
-
-
-def git_commit(repo: str) -> tuple[str | None, bool | None]:
-    """(HEAD's commit, whether the checkout has uncommitted changes) of ``repo``; (None, None)
-    where it is not a git checkout (an installed package)."""
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
-                                  timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return None, None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return commit, None if status is None else bool(status)
 
 
 def ship_run(workdir: str, output: str, *, train_command: str, command: str,
@@ -106,14 +88,14 @@ def ship_run(workdir: str, output: str, *, train_command: str, command: str,
                           f"its summary.json's test scores are of epoch "
                           f"{summary.get('tested_epoch')}; they must be the same weights")
     blob = shipped.weights_bytes(weights.params, weights.model_state)
-    commit, dirty = git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    commit, dirty = git_commit()
     provenance = {
         "format": shipped.FORMAT, "format_version": shipped.FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": commit,
         "uncommitted_changes": dirty,
-        "commit_note": "the checkout's commit when the model was shipped (a run does not record "
-                       "its own)",
+        "commit_note": "the checkout's commit when the model was shipped; the run's own, where "
+                       "it recorded one, is run.versions.speechmusic_jax_commit",
         "train_command": train_command,
         "ship_command": command,
         "run": {"workdir": workdir, "name": weights.cfg.name, "checkpoint": weights.checkpoint,

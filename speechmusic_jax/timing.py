@@ -193,10 +193,13 @@ def now() -> float:
     return time.perf_counter()
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, str | None]:
     import flax
     import jaxlib
     import optax
 
+    from speechmusic_jax.provenance import code_version
+
     return {"python": platform.python_version(), "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__}
+            "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            **code_version()}

@@ -265,8 +265,8 @@ def test_ship_command_usage():  # --help: test_newcomer, as for every command
 # ------------------------------------------------------------------------------ the real one
 
 NOT_SHIPPED = ("no model is shipped in speechmusic_jax/pretrained yet: the lead trains the "
-               "default experiment and runs ./run.sh ship at the end of the session (README: "
-               "'The shipped model'); this test then runs")
+               "default experiment and runs ./run.sh ship at the end of the session "
+               "(docs/using-a-model.md: 'The shipped model'); this test then runs")
 
 
 @pytest.mark.skipif(not shipped.is_shipped_model(shipped.PACKAGE_DIR), reason=NOT_SHIPPED)

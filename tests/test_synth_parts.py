@@ -103,8 +103,8 @@ def test_sung_voice_holds_steady_notes():
 
 
 def test_simple_cues_do_not_separate_the_classes():
-    """The promise of versions 2 and 3, on a small sample: no single cue of the README's table
-    separates speech from music well. (The full corpus's table is in the README.)"""
+    """The promise of versions 2 and 3, on a small sample: no single cue of docs/data.md's table
+    separates speech from music well. (The full corpus's table is in docs/data.md.)"""
     values = {name: [] for name in cues.CUES}
     labels = []
     for label, make in (("speech", synthetic.speech_clip), ("music", synthetic.music_clip)):

@@ -2,7 +2,7 @@
 
 Every front end (models/frontends.py) on the default experiment's network (``m6_mid``) and
 corpus, each with three augmentation settings, the ones that decide transfer to real audio
-(README, "Shortcut cues and augmentation"):
+(docs/data.md, "Shortcut cues"; docs/experiments.md, "Augmentation"):
 - ``none``: no augmentation;
 - ``noise``: coloured background noise only (0-30 dB SNR, white/pink/brown), as the default's;
 - ``default``: the default experiment's set: noise, random low-pass and high-pass (band

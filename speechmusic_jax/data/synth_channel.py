@@ -1,7 +1,7 @@
 """The recording chain of the synthetic corpus: the same random conditions for both classes.
 
 Whatever a clip is, it goes through the same distributions of room, background, channel and
-level, so that none of them tells speech from music (the README's cue table measures this):
+level, so that none of them tells speech from music (docs/data.md's cue table measures this):
 
 - room: dry (close microphone) or a synthetic room response with RT60 0.15-1.2 s;
 - background at 0-30 dB SNR: white to brown noise (any slope), mains hum with harmonics, slowly

@@ -12,7 +12,7 @@ room, background, band limits, codec, compression, level), so bandwidth, reverbe
 level (but near-silence's) do not tell it from them. Near-silence is brought down 20-40 dB
 after the chain: being quiet is what it is. Against speech and music, noise differs by nature in
 spectral flatness and crest factor (``cues``, CV accuracy about 0.6 on 60 clips per class;
-README, "Shortcut cues"); the other cues stay near chance.
+docs/data.md, "Shortcut cues"); the other cues stay near chance.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from speechmusic_jax import config as config_lib
 from speechmusic_jax.errors import WorkdirConflict
 from speechmusic_jax.training import reporting
 
-# What a run of ours writes, folder by folder (see README: "What a run leaves"): for each kind
-# of folder, the names of its files and of its subfolders (with their kinds), as regular
+# What a run of ours writes, folder by folder (docs/experiments.md: "What a run leaves"): for
+# each kind of folder, the names of its files and of its subfolders (with their kinds), as regular
 # expressions over the whole name. Every folder may also hold the temporaries of atomic writes
 # (".NAME.*.tmp") that a kill leaves behind. --overwrite deletes a folder only when every entry
 # anywhere under it matches; a user's checkpoints/README.txt or eval/notes.txt stops it.

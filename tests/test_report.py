@@ -1,0 +1,203 @@
+"""The report command: docs/results.md's tables from tiny run folders and a benchmark JSON, written
+only over a page of its own; and the package version that runs and exports record."""
+
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+
+import pytest
+from audio_fixtures import make_folder_tree
+from tiny_run import REPO, tiny_run
+
+import speechmusic_jax
+from speechmusic_jax import report
+from speechmusic_jax.errors import WorkdirConflict
+from speechmusic_jax.io_utils import read_json
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def runs(run, tmp_path_factory):
+    """The tiny run, evaluated on a labelled folder (its eval/ report), and a copy of it under
+    another name with another model name in its records, standing for a second run of a zoo."""
+    from speechmusic_jax import trained_run
+
+    root = tmp_path_factory.mktemp("report_runs")
+    first = root / "tiny_a"
+    shutil.copytree(run, first)
+    data = "folder:" + make_folder_tree(root / "labelled", per_class=2)
+    trained_run.evaluate_source(trained_run.load_run(str(first)), data, log=lambda _: None)
+    second = root / "tiny_b"
+    shutil.copytree(first, second)
+    shutil.rmtree(second / "eval")
+    config = read_json(second / "config.json")
+    config["model"]["preset"] = "other_preset"
+    (second / "config.json").write_text(json.dumps(config))
+    return str(first), str(second)
+
+
+@pytest.fixture(scope="module")
+def step_json(tmp_path_factory):
+    from speechmusic_jax import benchmark
+    from speechmusic_jax.config import load_experiment
+
+    cfg = load_experiment(os.path.join(REPO, "experiments", "default.py"), "tiny")
+    path = str(tmp_path_factory.mktemp("bench") / "step.json")
+    benchmark.run("step", cfg, {"batch_sizes": [8], "steps": 3, "devices": None},
+                  log=lambda _: None, output=path)
+    return path
+
+
+def _head_commit() -> str:
+    return subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_report_writes_every_table_from_the_runs_records(runs, step_json, tmp_path):
+    first, second = runs
+    out = tmp_path / "docs" / "results.md"
+    page = report.write_report([first, second], str(out), benchmarks=[step_json])
+    assert out.read_text() == page + "\n" and page.startswith(report.MARKER + "\n")
+    summary = read_json(os.path.join(first, "summary.json"))
+    test = summary["test"]
+    lo, hi = test["accuracy_ci95"]
+    headline = f"| test clip accuracy (95% CI) | {test['accuracy']:.3f} ({lo:.3f}-{hi:.3f})"
+    assert headline in page
+    assert f"| trainable parameters | {summary['params_trainable']:,} |" in page
+    assert f"{summary['step_time_ms']['median']:.1f} ms" in page
+    # stamped with the run's own records: its commit, date and CPU
+    assert f"commit `{_head_commit()[:7]}" in page
+    assert summary["finished_at"].replace("T", " ").replace("+00:00", " UTC") in page
+    assert f'"{summary["cpu_model"]}"' in page
+    assert "Note: a smoke test" in page  # a tiny run says its numbers mean nothing
+    # the zoo: one row per run, in order
+    zoo = page.split("## Every run")[1].split("##")[0]
+    assert zoo.index("`tiny`") < zoo.index("`other_preset`")
+    # transfer: the first run's evaluate report; the second has none
+    evals = os.listdir(os.path.join(first, "eval"))
+    source = read_json(os.path.join(first, "eval", next(e for e in evals
+                                                         if e.endswith(".json"))))["source"]
+    transfer = page.split("## Transfer")[1].split("##")[0]
+    assert f"| `{os.path.normpath(first)}` | `{source}` |" in transfer
+    assert os.path.normpath(second) not in transfer
+    # the benchmark's own figures
+    bench = read_json(step_json)
+    assert f"{bench['results'][0]['step_ms']['median']:.2f} ms" in page.split("## Benchmarks")[1]
+    # and how to regenerate it, verbatim
+    assert f"--runs={first},{second} --benchmarks={step_json} --output={out}" in page
+
+
+def test_report_reads_segment_bench_timeline_accuracy(runs, tmp_path):
+    from speechmusic_jax import segment_bench
+    from speechmusic_jax.io_utils import atomic_write_json
+
+    first, _ = runs
+    result = segment_bench.accuracy(first, "test", 0.5, 10.0, [0.5], 0, log=lambda _: None)
+    path = tmp_path / "timeline.json"
+    atomic_write_json(path, result)
+    page = report.write_report([first], str(tmp_path / "r.md"), benchmarks=[str(path)])
+    section = page.split("## Benchmarks and timelines")[1]
+    shown = [r for r in result["results"] if r["smoothing"] in ("none", "hmm, penalty 4")]
+    assert len(shown) == 2  # predict --segments' default smoothing, and none for reference
+    for r in shown:
+        assert (f"| 0.5 | {r['smoothing']} | {r['time_accuracy']:.4f} | "
+                f"{r['within_tolerance']}/{r['true']} |") in section
+    assert "penalty 0.5 |" not in section and f"commit `{_head_commit()[:7]}" in section
+    other = tmp_path / "other.json"
+    other.write_text('{"results": []}')
+    with pytest.raises(report.ReportError, match="neither a benchmark"):
+        report.write_report([first], str(tmp_path / "r.md"), benchmarks=[str(other)])
+
+
+def test_report_replaces_its_own_page_and_never_another_file(runs, tmp_path):
+    first, _ = runs
+    mine = tmp_path / "notes.md"
+    mine.write_text("my notes\n")
+    with pytest.raises(WorkdirConflict, match="not a file this program wrote"):
+        report.write_report([first], str(mine))
+    assert mine.read_text() == "my notes\n"
+    page = tmp_path / "results.md"
+    report.write_report([first], str(page))
+    page.write_text(page.read_text().replace("| ROC-AUC |", "| edited |"))
+    report.write_report([first], str(page))  # its own: replaced
+    assert "| ROC-AUC |" in page.read_text() and "| edited |" not in page.read_text()
+    with pytest.raises(report.ReportError, match="no summary.json"):
+        report.write_report([str(tmp_path)], str(page))
+    from speechmusic_jax.ship import ship_run
+
+    model = tmp_path / "shipped"
+    ship_run(first, str(model), train_command="tiny", command="test", log=lambda _: None)
+    with pytest.raises(report.ReportError, match=re.escape(
+            f"shipped model; name the run it was shipped from ({first})")):
+        report.write_report([str(model)], str(page))
+
+
+def test_report_puts_the_same_table_between_the_readme_markers_only(runs, tmp_path):
+    first, _ = runs
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{report.README_BEGIN}\nold table\n"
+                      f"{report.README_END}\nafter\n")
+    page = report.write_report([first], str(tmp_path / "results.md"), readme=str(readme))
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n") and text.endswith("\nafter\n")
+    block = text.split(report.README_BEGIN + "\n")[1].split("\n" + report.README_END)[0]
+    assert "old table" not in block and block in page  # one table, two places
+    no_markers = tmp_path / "OTHER.md"
+    no_markers.write_text("# no markers\n")
+    with pytest.raises(report.ReportError, match="must hold the lines"):
+        report.write_report([first], str(tmp_path / "fresh.md"), readme=str(no_markers))
+    assert no_markers.read_text() == "# no markers\n"
+    assert not (tmp_path / "fresh.md").exists()  # nothing written when the README is refused
+
+
+def test_report_command_line(runs, tmp_path):
+    first, _ = runs
+    out = tmp_path / "r.md"
+    ok = subprocess.run([sys.executable, "-m", "speechmusic_jax.report", f"--runs={first}",
+                         f"--output={out}"], cwd=REPO, capture_output=True, text=True,
+                        timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert out.read_text().startswith(report.MARKER)
+    bad = subprocess.run([sys.executable, "-m", "speechmusic_jax.report",
+                          f"--runs={tmp_path / 'nothing'}", f"--output={out}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert bad.returncode == 2 and len(lines) == 1 and "no summary.json" in lines[0]
+
+
+# ------------------------------------------------------------------------------- the version
+
+
+def test_version_is_single_sourced_and_installed():
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)
+    assert "version" in project["project"]["dynamic"] and "version" not in project["project"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "speechmusic_jax.__version__"}
+    assert speechmusic_jax.__version__ == importlib.metadata.version("speechmusic_jax")
+
+
+def test_summary_and_export_record_the_version_and_commit(run, tmp_path):
+    from speechmusic_jax import export, trained_run
+
+    versions = read_json(os.path.join(run, "summary.json"))["versions"]
+    assert versions["speechmusic_jax"] == speechmusic_jax.__version__
+    assert versions["speechmusic_jax_commit"].removesuffix("-dirty") == _head_commit()
+    blob, meta = export.export_run(trained_run.load_run(run), platforms=("cpu",))
+    assert meta["speechmusic_jax"] == speechmusic_jax.__version__
+    assert meta["speechmusic_jax_commit"] == versions["speechmusic_jax_commit"]
+    path = tmp_path / "m.smj"
+    path.write_bytes(blob)
+    with zipfile.ZipFile(path) as z:
+        assert json.loads(z.read(export.METADATA_MEMBER))["speechmusic_jax"] == \
+            speechmusic_jax.__version__
