@@ -1,15 +1,20 @@
 """``benchmark --compare=torch``: the config's train step and inference beside the same network
-in PyTorch, alternating in one run.
+in PyTorch, eager and (``--torch_compile``) compiled, each under each allocator policy, in one run
+and one table.
 
-PyTorch runs in its own process (:mod:`speechmusic_jax.torch_reference`, started once per batch
-size and then asked for blocks of steps), so the two frameworks never share a process, a thread
-pool or an allocator, and neither pays the other's start-up inside a timing. The blocks alternate
-JAX, PyTorch, JAX, PyTorch, ...; each pair gives one ratio (PyTorch's median step time over
-JAX's), and the spread of those ratios over the rounds says how much to trust the figure. The
-two networks are checked to be the same before anything is timed: the same parameter count and
-the same parameter tensors (sizes) in the same order. The float32 matmul peak of the machine is
-measured in the same run, before and after, so that the JAX step's achieved FLOP/s can be put
-against it.
+Every arm is a process of its own (:mod:`speechmusic_jax.compare_worker` for JAX,
+:mod:`speechmusic_jax.torch_reference` for PyTorch; :mod:`speechmusic_jax.worker_protocol`),
+started once per batch size under its allocator policy (``--host_memory``: ``release``, glibc's
+and so each framework's default, and ``keep``) and pinned to the same ``threads`` cores with as
+many intra-op threads, then asked for blocks of steps. So no two arms share a process, a thread
+pool or an allocator, and none pays another's start-up inside a timing. The arms start one at a
+time, each compiling (JAX ahead, torch.compile in its first calls) while the others wait, so
+compile times are their own and never part of a step time. The rounds run the arms in ABBA order
+(:func:`abba`); each PyTorch block, divided by the JAX block under the same policy in the same
+round, gives one ratio, and the spread of those ratios over the rounds says how much to trust
+the figure. The networks are checked to be the same before anything is timed: the same parameter
+count and the same parameter tensors (sizes). The float32 matmul peak is measured in each JAX
+process, before and after the rounds, so that its step's achieved FLOP/s can be put against it.
 """
 
 from __future__ import annotations
@@ -136,12 +141,21 @@ def abba(items: list[Any], rounds: int) -> list[list[Any]]:
     return [list(items) if r % 2 == 0 else list(reversed(items)) for r in range(rounds)]
 
 
+def default_allocator(side: str) -> str:
+    """The policy a side runs under unless told: our commands' ``--host_memory`` default (keep);
+    glibc's own behaviour (release) for PyTorch."""
+    return host_memory_lib.DEFAULT if side == JAX else "release"
+
+
 def table_order(rows: list[dict]) -> list[dict]:
-    """The table's rows: each framework under each policy (the first policy, glibc's default
-    ``release``, is each framework's own default), then compiled PyTorch under each policy."""
+    """The table's rows: JAX, PyTorch eager, compiled PyTorch; within each, its default
+    allocator first. So the first rows of JAX and of PyTorch eager are each framework as it
+    comes, and the rows under ``keep`` compare both under one allocator."""
+    sides = [JAX, EAGER, COMPILED]
     policies = list(dict.fromkeys(r["allocator"] for r in rows))
-    return sorted(rows, key=lambda r: (r["side"] == COMPILED, policies.index(r["allocator"]),
-                                       r["side"] != JAX))
+    return sorted(rows, key=lambda r: (sides.index(r["side"]),
+                                       r["allocator"] != default_allocator(r["side"]),
+                                       policies.index(r["allocator"])))
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -151,29 +165,40 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 def format_table(rows: list[dict]) -> list[str]:
     """One line per row of :func:`table_order`: step times (median of the rounds' medians and
-    their range), the ratio to JAX's under the same allocator policy (above 1: JAX is faster)
-    and the compile time, which no step time includes."""
+    their range); the ratio to JAX's under the same allocator policy and to JAX's under its
+    default one (above 1: JAX is faster); and the compile time, which no step time includes.
+    The last line says which allocator is each framework's default (marked *)."""
 
     def ms(v: dict) -> str:
-        return f"{v['median']:9.2f} ({v['min']:.2f}-{v['max']:.2f})"
+        return f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})"
 
-    def ratio(v: dict | None) -> str:
+    def ratio(v: dict | None, ours: bool = False) -> str:
         if v is None:
-            return "(ours)"
-        return f"{v['median']:5.2f} ({v['min']:.2f}-{v['max']:.2f})"
+            return "(ours)" if ours else "-"
+        return f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})"
 
     def compile_s(v: dict | None) -> str:
         return "-" if v is None else f"{v['train']:.1f} + {v['infer']:.1f}"
 
-    lines = [f"{'':23} {'allocator':9} {'threads':>7}  {'train step ms (range)':>26} "
-             f"{'/ JAX':>16}  {'inference ms (range)':>26} {'/ JAX':>16}  compile s "
-             "(train + infer)"]
+    head = (f"{'':22} {'allocator':10} {'threads':>7}  {'train step ms':>24} {'/ JAX same':>17} "
+            f"{'/ JAX default':>17}  {'inference ms':>22} {'/ JAX same':>17} "
+            f"{'/ JAX default':>17}  compile s (train + infer)")
+    lines = [head]
     for r in rows:
         threads = r["threads"].get("in_effect")
-        lines.append(f"{SIDE_NAMES[r['side']]:23} {r['allocator_in_effect']:9} "
-                     f"{threads if threads is not None else '?':>7}  {ms(r['train_ms']):>26} "
-                     f"{ratio(r['train_ratio']):>16}  {ms(r['infer_ms']):>26} "
-                     f"{ratio(r['infer_ratio']):>16}  {compile_s(r['compile_s'])}")
+        star = "*" if r["allocator"] == default_allocator(r["side"]) else ""
+        ours = r["side"] == JAX
+        lines.append(f"{SIDE_NAMES[r['side']]:22} {r['allocator_in_effect'] + star:10} "
+                     f"{threads if threads is not None else '?':>7}  {ms(r['train_ms']):>24} "
+                     f"{ratio(r['train_ratio'], ours):>17} "
+                     f"{ratio(r['train_ratio_to_default']):>17}  {ms(r['infer_ms']):>22} "
+                     f"{ratio(r['infer_ratio'], ours):>17} "
+                     f"{ratio(r['infer_ratio_to_default']):>17}  {compile_s(r['compile_s'])}")
+    lines.append(f"* the framework's default: our commands run under "
+                 f"{default_allocator(JAX)} (--host_memory), PyTorch under glibc's own "
+                 "behaviour (release). / JAX same: the row's time over JAX's under the same "
+                 "allocator; / JAX default: over JAX's under its default; both per round, "
+                 "median (range)")
     return lines
 
 
@@ -211,6 +236,8 @@ def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: 
     if steps < 3 or rounds < 1:
         raise config_lib.ConfigError("--steps must be at least 3 and --rounds at least 1")
     allocators = allocators or ["release", "keep"]
+    if len(set(allocators)) != len(allocators):
+        raise config_lib.ConfigError(f"--allocators: {','.join(allocators)} names a policy twice")
     for policy in allocators:
         if policy not in host_memory_lib.POLICIES:
             raise config_lib.ConfigError(f"--allocators: {policy!r} is not one of "
@@ -235,6 +262,7 @@ def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: 
         "params_trainable": built.params_trainable, **timing.device_info(),
         "versions": timing.versions(), "rounds": rounds, "steps": steps, "order": "ABBA",
         "threads": threads, "allocators": allocators, "torch_compile": torch_compile,
+        "default_allocators": {"jax": default_allocator(JAX), "torch": default_allocator(EAGER)},
         "host_memory": host_memory, "warmup_calls": WARMUP, "results": []}
     with tempfile.TemporaryDirectory(prefix="smj-compare-") as tmp:
         cfg_path = os.path.join(tmp, "config.json")
@@ -248,10 +276,14 @@ def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: 
             f"{built.segment} samples per example; {rounds} rounds of {steps} steps a block in "
             f"ABBA order; {threads} thread(s) a side; {out['cpu_model'] or out['device_kind']}; "
             f"jax {out['versions']['jax']}, torch {out['versions'].get('torch')}. Step times "
-            "exclude compilation; / JAX: the row's time over JAX's under the same allocator "
-            "(above 1: JAX is faster)")
+            "exclude compilation (compile s: apart); above 1 in a / JAX column: JAX is faster")
         for line in format_table(result["rows"]):
             log(line)
+        loads = [b["other_load_cores"] for b in result["blocks"]
+                 if b["other_load_cores"] is not None]
+        if loads and max(loads) > 0.1:
+            log(f"other processes used up to {max(loads):.2f} cores during the blocks: these "
+                "times were taken under load and are not to be trusted")
         for row in result["rows"]:
             if row["side"] == JAX and row["train_peak_fraction"] is not None:
                 log(f"JAX train step under {row['allocator_in_effect']}: "
@@ -327,14 +359,21 @@ def _row(arm: Arm, blocks: list[dict], first: dict[str, list[float]], info: dict
         return [b["median_ms"] for b in blocks if b["arm"] == name and b["kind"] == kind]
 
     row: dict[str, Any] = {"side": arm.side, "allocator": arm.allocator,
+                           "default_allocator": arm.allocator == default_allocator(arm.side),
                            "allocator_in_effect": info["host_memory"],
                            "threads": info["threads"], "first_calls_s": first}
-    ours = Arm(JAX, arm.allocator).name
+    def over(mine: list[float], name: str, kind: str) -> dict | None:
+        theirs = medians(name, kind)
+        if not theirs or name == arm.name:
+            return None  # that JAX arm was not run (--allocators), or it is this row
+        return summary([a / b for a, b in zip(mine, theirs, strict=True)])
+
     for kind in ("train", "infer"):
         mine = medians(arm.name, kind)
         row[f"{kind}_ms"] = summary(mine)
-        row[f"{kind}_ratio"] = None if arm.side == JAX else summary(
-            [a / b for a, b in zip(mine, medians(ours, kind), strict=True)])
+        row[f"{kind}_ratio"] = over(mine, Arm(JAX, arm.allocator).name, kind)
+        row[f"{kind}_ratio_to_default"] = over(mine, Arm(JAX, default_allocator(JAX)).name,
+                                               kind)
     if arm.side == JAX:
         row["compile_s"] = info["compile_s"]  # compiled ahead, apart from any step
         flops = info["train_flops"]

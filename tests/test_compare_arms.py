@@ -33,9 +33,10 @@ def test_arms_run_each_torch_arm_next_to_jax_under_its_policy_and_tabulate_as_as
         (tc.JAX, "keep"), (tc.EAGER, "keep"), (tc.COMPILED, "keep")]
     assert [a.side for a in tc.arms(["keep"], torch_compile=False)] == [tc.JAX, tc.EAGER]
     rows = [{"side": a.side, "allocator": a.allocator} for a in arms]
-    # each framework's default allocator, both under keep, compiled PyTorch under each
+    # each framework as it comes first (ours under keep, PyTorch under glibc's release), then
+    # the other policy; compiled PyTorch under each
     assert [(r["side"], r["allocator"]) for r in tc.table_order(rows)] == [
-        (tc.JAX, "release"), (tc.EAGER, "release"), (tc.JAX, "keep"), (tc.EAGER, "keep"),
+        (tc.JAX, "keep"), (tc.JAX, "release"), (tc.EAGER, "release"), (tc.EAGER, "keep"),
         (tc.COMPILED, "release"), (tc.COMPILED, "keep")]
 
 
@@ -66,20 +67,29 @@ def test_a_row_divides_by_jax_under_the_same_policy_round_by_round_and_keeps_com
     # compilation: the first calls less as many steady steps; never in a step time
     assert compiled["compile_s"]["train"] == pytest.approx(5.3 - 3 * 0.066)
     assert compiled["compile_s"]["infer"] == pytest.approx(1.05 - 2 * 0.015)
+    assert compiled["train_ratio_to_default"] == compiled["train_ratio"]  # keep: ours
     eager = tc._row(arms[1], blocks, first, {"host_memory": "release", "threads": threads},
                     None)
-    assert eager["compile_s"] is None
-    assert eager["train_ratio"]["per_round"] == pytest.approx([2.0, 2.0])
+    assert eager["compile_s"] is None and eager["default_allocator"]
+    assert eager["train_ratio"]["per_round"] == pytest.approx([20 / 10, 24 / 12])
+    # PyTorch as it comes against JAX as it comes (eager/release over jax/keep)
+    assert eager["train_ratio_to_default"]["per_round"] == pytest.approx([20 / 40, 24 / 48])
     ours = tc._row(arms[3], blocks, first, jax_info, {**jax_info, "matmul_flops_per_s": 1e11})
-    assert ours["train_ratio"] is None and ours["compile_s"] == jax_info["compile_s"]
+    assert ours["train_ratio"] is None and ours["train_ratio_to_default"] is None
+    assert ours["compile_s"] == jax_info["compile_s"] and ours["default_allocator"]
     assert ours["train_peak_fraction"] == pytest.approx(1e9 / 0.044 / 2e11)
+    released = tc._row(arms[0], blocks, first, {**jax_info, "host_memory": "release"}, jax_info)
+    assert released["train_ratio_to_default"]["per_round"] == pytest.approx([10 / 40, 12 / 48])
     lines = tc.format_table(tc.table_order(
         [tc._row(a, blocks, first, {**jax_info, "host_memory": a.allocator}, jax_info)
          for a in arms]))
-    assert len(lines) == 7 and "compile s" in lines[0]
-    assert [line.split()[0] for line in lines[1:]] == ["JAX", "PyTorch", "JAX", "PyTorch",
-                                                       "PyTorch", "PyTorch"]
-    assert all("(ours)" in line for line in lines[1:] if line.startswith("JAX"))
+    assert len(lines) == 8 and "compile s" in lines[0] and lines[-1].startswith("* ")
+    assert [line.split()[:2] for line in lines[1:7]] == [
+        ["JAX", "(ours)"], ["JAX", "(ours)"], ["PyTorch", "eager"], ["PyTorch", "eager"],
+        ["PyTorch", "torch.compile"], ["PyTorch", "torch.compile"]]
+    assert [line.split()[2] for line in lines[1:7]] == [
+        "keep*", "release", "release*", "keep", "release*", "keep"]
+    assert all("(ours)" in line for line in lines[1:7] if line.startswith("JAX"))
 
 
 def test_a_missing_cpp_compiler_is_one_line_before_any_work():

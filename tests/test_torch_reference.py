@@ -106,8 +106,9 @@ def _compare(tmp_path, *flags: str) -> tuple[dict, str]:
     return json.loads(out.read_text()), r.stdout
 
 
-def _check_table(result: dict, stdout: str, sides: list[str], allocators: list[str]) -> None:
-    """One row per side and policy in the table's order; blocks in ABBA order; threads and
+def _check_table(result: dict, stdout: str, want: list[tuple[str, str]],
+                 allocators: list[str]) -> None:
+    """The rows ``want`` (side, policy), in that order; blocks in ABBA order; threads and
     allocator recorded as in effect; compile time apart from the step times."""
     from speechmusic_jax import torch_compare as tc
 
@@ -115,11 +116,8 @@ def _check_table(result: dict, stdout: str, sides: list[str], allocators: list[s
     assert result["order"] == "ABBA" and result["threads"] == 1
     (batch,) = result["results"]
     rows = batch["rows"]
-    compiled = [s for s in sides if s == tc.COMPILED]
-    want = ([(s, p) for p in allocators for s in sides if s != tc.COMPILED]
-            + [(s, p) for s in compiled for p in allocators])
     assert [(r["side"], r["allocator"]) for r in rows] == want
-    arms = tc.arms(allocators, bool(compiled))
+    arms = tc.arms(allocators, any(side == tc.COMPILED for side, _ in want))
     for kind in ("train", "infer"):  # forwards in round 1, backwards in round 2
         ran = [(b["round"], b["arm"]) for b in batch["blocks"] if b["kind"] == kind]
         assert ran == [(1, a.name) for a in arms] + [(2, a.name) for a in reversed(arms)]
@@ -135,12 +133,14 @@ def _check_table(result: dict, stdout: str, sides: list[str], allocators: list[s
             assert row["train_ratio"] is None and row["compile_s"]["train"] > 0
             assert 0 < row["train_peak_fraction"] < 1.5
             continue
-        ours = next(r for r in rows if r["side"] == tc.JAX and
+        same = next(r for r in rows if r["side"] == tc.JAX and
                     r["allocator"] == row["allocator"])
+        default = next(r for r in rows if r["side"] == tc.JAX and r["default_allocator"])
         for kind in ("train", "infer"):
-            assert row[f"{kind}_ratio"]["per_round"] == pytest.approx(
-                [a / b for a, b in zip(row[f"{kind}_ms"]["per_round"],
-                                       ours[f"{kind}_ms"]["per_round"], strict=True)])
+            for key, ours in ((f"{kind}_ratio", same), (f"{kind}_ratio_to_default", default)):
+                assert row[key]["per_round"] == pytest.approx(
+                    [a / b for a, b in zip(row[f"{kind}_ms"]["per_round"],
+                                           ours[f"{kind}_ms"]["per_round"], strict=True)])
         if row["side"] == tc.EAGER:
             assert row["compile_s"] is None
         else:  # compiled in the first calls, which no timed block contains
@@ -155,7 +155,10 @@ def test_compare_torch_tabulates_each_framework_under_each_allocator(tmp_path):
     from speechmusic_jax import torch_compare as tc
 
     result, stdout = _compare(tmp_path)
-    _check_table(result, stdout, [tc.JAX, tc.EAGER], ["release", "keep"])
+    # each framework under its default first: ours keep, PyTorch glibc's release
+    _check_table(result, stdout, [(tc.JAX, "keep"), (tc.JAX, "release"),
+                                  (tc.EAGER, "release"), (tc.EAGER, "keep")],
+                 ["release", "keep"])
     assert result["torch_compile"] is False
 
 
@@ -166,5 +169,6 @@ def test_compare_torch_compiled_arm_has_its_row_and_its_compile_time_apart(tmp_p
     if tc.shutil.which(os.environ.get("CXX") or "g++") is None:
         pytest.skip("torch.compile needs a C++ compiler")
     result, stdout = _compare(tmp_path, "--torch_compile", "--allocators=keep")
-    _check_table(result, stdout, [tc.JAX, tc.EAGER, tc.COMPILED], ["keep"])
+    _check_table(result, stdout, [(tc.JAX, "keep"), (tc.EAGER, "keep"), (tc.COMPILED, "keep")],
+                 ["keep"])
     assert result["torch_compile"] is True
