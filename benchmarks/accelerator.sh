@@ -129,9 +129,11 @@ if [ "$DRY" = 0 ]; then
   fi
 fi
 
-# 1. The tests that touch devices: sharding, several devices, FLOPs per device, device memory.
-[ "$TESTS" = 1 ] && part tests "$PY" -m pytest -q -p no:cacheprovider --junitxml="$WORK/tests.xml" \
-  tests/test_distributed.py tests/test_builder.py tests/test_benchmark.py \
+# 1. The tests that touch devices: sharding, several devices, FLOPs per device, device memory
+# (the slow-marked ones too). Several test processes share the GPU: no process takes 75 % of its
+# memory up front.
+[ "$TESTS" = 1 ] && part tests env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" -m pytest -q -p no:cacheprovider -m "slow or not slow" \
+  --junitxml="$WORK/tests.xml" tests/test_distributed.py tests/test_builder.py tests/test_benchmark.py \
   tests/test_reliability.py tests/test_config.py \
   -k "device or devices or distributed or mesh or flops"
 
