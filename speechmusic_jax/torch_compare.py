@@ -383,6 +383,7 @@ def _row(arm: Arm, blocks: list[dict], first: dict[str, list[float]], info: dict
                    matmul_peak_flops_per_s=peak,
                    train_peak_fraction=achieved / peak if achieved and peak else None)
     elif arm.side == COMPILED:  # compiled in its first calls: their time less as many steps
+        row["compile_mode"] = info.get("compile_mode")
         row["compile_s"] = {kind: max(0.0, sum(first[kind]) - len(first[kind]) * row[
             f"{kind}_ms"]["median"] / 1e3) for kind in ("train", "infer")}
     else:
