@@ -2,7 +2,9 @@
 # CI step: the PyTorch twin of `benchmark --compare=torch` in its own environment with the
 # [bench] extra (torch==2.13.0, CPU build), apart from the main .venv.
 #   .ci/bench.sh           set up ${BENCH_VENV:-.venv-bench} on first use, then run
-#                          tests/test_torch_reference.py
+#                          tests/test_torch_reference.py (PyTorch eager)
+#   .ci/bench.sh -m slow   the torch.compile arm too (minutes: inductor compiles on 2 cores);
+#                          arguments go to pytest. torch.compile needs g++ (or $CXX).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -7,7 +7,8 @@ them as JSON.
     python -m speechmusic_jax.benchmark --what=data [--config=...] [--data=SPEC] [--epochs=4]
         [--steps=30] [--output=FILE.json]
     python -m speechmusic_jax.benchmark --compare=torch [--config=experiments/m5.py]
-        [--batch_sizes=32] [--steps=10] [--rounds=3] [--torch_python=PATH] [--output=FILE.json]
+        [--torch_compile] [--batch_sizes=32] [--steps=10] [--rounds=4] [--threads=N]
+        [--allocators=release,keep] [--torch_python=PATH] [--output=FILE.json]
 
 ``step``: the compiled train step of the config's model on random input of the config's crop
 length (no data needed), at each batch size: compile time (apart), step time median/min/max
@@ -23,9 +24,12 @@ the peak (published for a listed GPU or TPU, measured in the same run on a CPU: 
 read), the bytes XLA's cost analysis says the step accesses and the roofline bound they imply,
 and throughput in seconds of audio per second.
 
-``--compare=torch``: the train step and inference beside the same network in PyTorch, in
-alternating blocks, with the ratio of each pair and their spread
-(:mod:`speechmusic_jax.torch_compare`; PyTorch from the ``[bench]`` extra).
+``--compare=torch``: the train step and inference beside the same network in PyTorch eager and,
+with ``--torch_compile``, ``torch.compile`` (inductor; its compile time apart), each side under
+each allocator policy (glibc's default ``release``, then ``keep``), every arm a process of its
+own with the same thread count, in blocks run in ABBA order; one table of step times, their
+ratio to ours under the same policy and compile times (:mod:`speechmusic_jax.torch_compare`;
+PyTorch from the ``[bench]`` extra).
 
 ``data``: is the input pipeline fast enough? Three measurements on the config's training split:
 
@@ -288,8 +292,11 @@ def _compare_torch(cfg: config_lib.ConfigDict, f: dict[str, Any], log: Log) -> d
     from speechmusic_jax import torch_compare
 
     return torch_compare.compare_torch(cfg, batch_sizes=f["batch_sizes"], steps=f["steps"],
-                                       rounds=f.get("rounds", 3), python=f.get("torch_python"),
-                                       host_memory=f.get("host_memory", "release"), log=log)
+                                       rounds=f.get("rounds", 4), python=f.get("torch_python"),
+                                       host_memory=f.get("host_memory", "release"),
+                                       allocators=f.get("allocators"),
+                                       threads=f.get("threads"),
+                                       torch_compile=f.get("torch_compile", False), log=log)
 
 
 def run(what: str, cfg: config_lib.ConfigDict, options: dict[str, Any], *, log: Log = print,
@@ -335,7 +342,18 @@ def define_flags() -> dict[str, Any]:
         "compare": flags.DEFINE_enum("compare", None, ["torch"], "Time the train step and "
                                      "inference beside the same network in this framework, "
                                      "alternating (needs the [bench] extra)."),
-        "rounds": flags.DEFINE_integer("rounds", 3, "compare: alternating rounds."),
+        "rounds": flags.DEFINE_integer("rounds", 4, "compare: rounds, each arm once a round, "
+                                       "in ABBA order (even: every arm's mean place in time "
+                                       "is the same)."),
+        "torch_compile": flags.DEFINE_bool("torch_compile", False, "compare: also time "
+                                           "torch.compile (inductor; needs a C++ compiler), "
+                                           "its compile time apart."),
+        "threads": flags.DEFINE_integer("threads", None, "compare: intra-op threads on each "
+                                        "side, each pinned to as many cores (default: every "
+                                        "core this process may use)."),
+        "allocators": flags.DEFINE_list("allocators", "release,keep", "compare: the "
+                                        "--host_memory policies to time every side under "
+                                        "(release: each framework's default)."),
         "precision": flags.DEFINE_enum("precision", None, ["float32", "bfloat16"],
                                        "Shorthand for --config.train.precision (with "
                                        "--compare=torch: CPU autocast on the PyTorch side)."),
@@ -364,8 +382,10 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
         raise cli.UsageError(f"--devices: comma-separated integers, got "
                              f"{flags['devices']!r}") from None
     options = {"epochs": flags["epochs"], "steps": flags["steps"], "batch_sizes": batch_sizes,
-               "devices": devices, "rounds": flags.get("rounds", 3),
+               "devices": devices, "rounds": flags.get("rounds", 4),
                "torch_python": flags.get("torch_python"),
+               "torch_compile": flags.get("torch_compile", False),
+               "threads": flags.get("threads"), "allocators": flags.get("allocators"),
                "host_memory": flags.get("host_memory", "release")}
     what = "compare_torch" if flags.get("compare") == "torch" else flags["what"]
     run(what, cfg, options, log=cli.log, output=flags["output"], overwrite=flags["overwrite"])

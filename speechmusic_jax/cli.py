@@ -104,7 +104,7 @@ def host_memory_flag() -> Any:
     from absl import flags
 
     return flags.DEFINE_enum(
-        "host_memory", "keep", list(host_memory.POLICIES),
+        "host_memory", host_memory.DEFAULT, list(host_memory.POLICIES),
         "What the C allocator does with freed memory: keep it for the next step (no fresh "
         "pages to zero; resident memory stays at its peak) or release it to the OS (glibc's "
         "default). keep needs glibc; elsewhere it is release.")

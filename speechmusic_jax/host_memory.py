@@ -24,6 +24,7 @@ import ctypes.util
 import platform
 
 POLICIES = ("keep", "release")
+DEFAULT = "keep"  # what the commands run under unless --host_memory says otherwise
 
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1

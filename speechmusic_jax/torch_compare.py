@@ -1,15 +1,20 @@
 """``benchmark --compare=torch``: the config's train step and inference beside the same network
-in PyTorch, alternating in one run.
+in PyTorch, eager and (``--torch_compile``) compiled, each under each allocator policy, in one run
+and one table.
 
-PyTorch runs in its own process (:mod:`speechmusic_jax.torch_reference`, started once per batch
-size and then asked for blocks of steps), so the two frameworks never share a process, a thread
-pool or an allocator, and neither pays the other's start-up inside a timing. The blocks alternate
-JAX, PyTorch, JAX, PyTorch, ...; each pair gives one ratio (PyTorch's median step time over
-JAX's), and the spread of those ratios over the rounds says how much to trust the figure. The
-two networks are checked to be the same before anything is timed: the same parameter count and
-the same parameter tensors (sizes) in the same order. The float32 matmul peak of the machine is
-measured in the same run, before and after, so that the JAX step's achieved FLOP/s can be put
-against it.
+Every arm is a process of its own (:mod:`speechmusic_jax.compare_worker` for JAX,
+:mod:`speechmusic_jax.torch_reference` for PyTorch; :mod:`speechmusic_jax.worker_protocol`),
+started once per batch size under its allocator policy (``--host_memory``: ``release``, glibc's
+and so each framework's default, and ``keep``) and pinned to the same ``threads`` cores with as
+many intra-op threads, then asked for blocks of steps. So no two arms share a process, a thread
+pool or an allocator, and none pays another's start-up inside a timing. The arms start one at a
+time, each compiling (JAX ahead, torch.compile in its first calls) while the others wait, so
+compile times are their own and never part of a step time. The rounds run the arms in ABBA order
+(:func:`abba`); each PyTorch block, divided by the JAX block under the same policy in the same
+round, gives one ratio, and the spread of those ratios over the rounds says how much to trust
+the figure. The networks are checked to be the same before anything is timed: the same parameter
+count and the same parameter tensors (sizes). The float32 matmul peak is measured in each JAX
+process, before and after the rounds, so that its step's achieved FLOP/s can be put against it.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -30,19 +37,18 @@ from speechmusic_jax import host_memory as host_memory_lib
 Log = Callable[[str], None]
 
 
-class TorchWorker:
-    """The PyTorch process: one request per line, one JSON answer per line."""
+class Worker:
+    """One timed process (:mod:`speechmusic_jax.worker_protocol`): one request per line, one
+    JSON answer per line."""
 
-    def __init__(self, python: str, spec: dict, batch: int, samples: int, precision: str,
-                 learning_rate: float, host_memory: str = "release"):
-        cmd = [python, "-m", "speechmusic_jax.torch_reference", f"--spec={json.dumps(spec)}",
-               f"--batch={batch}", f"--samples={samples}", f"--precision={precision}",
-               f"--learning_rate={learning_rate}", f"--host_memory={host_memory}"]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None):
+        env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join(
             [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
              os.environ.get("PYTHONPATH", "")]))
+        # a file, not a pipe: a pipe nobody reads could fill and block the process
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)
+                                     stderr=self.stderr, text=True, env=env)
 
     def ask(self, request: str) -> dict:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -53,8 +59,10 @@ class TorchWorker:
         except BrokenPipeError:
             line = ""
         if not line:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"the PyTorch process ended: {err.strip()[-800:]}")
+            self.proc.wait()
+            self.stderr.seek(0)
+            err = self.stderr.read()
+            raise RuntimeError(f"a timed process ended: {err.strip()[-800:]}")
         answer = json.loads(line)
         if "error" in answer:
             raise RuntimeError(answer["error"])
@@ -62,57 +70,12 @@ class TorchWorker:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            with contextlib.suppress(RuntimeError, ValueError):
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
                 self.ask("quit")
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-
-
-class JaxSide:
-    """The config's compiled train step and eval step at one batch size, on one device, on a
-    fixed random batch; ``train(n)`` and ``infer(n)`` return n step times (blocked on each)."""
-
-    def __init__(self, built: Any, batch: int, seed: int = 0):
-        import jax
-        import jax.numpy as jnp
-        import numpy as np
-
-        from speechmusic_jax import parallel
-        from speechmusic_jax.training import builder
-
-        self.built = built
-        mesh = parallel.make_mesh(jax.devices()[:1])
-        self.state = parallel.put_replicated(jax.tree.map(jnp.array, built.state), mesh)
-        self.train_step = builder.compile_train_step(built, self.state, mesh, batch_size=batch)
-        self.eval_step = builder.compile_eval_step(built, built.state, mesh, batch_size=batch)
-        rng = np.random.default_rng(seed)
-        self.batch = parallel.put_batch(
-            (rng.standard_normal((batch, built.segment), dtype=np.float32),
-             np.arange(batch, dtype=np.int32) % built.spec.num_classes,
-             np.ones((batch,), np.float32)), mesh)
-        self.key = jax.random.key(seed)
-
-    def train(self, n: int) -> list[float]:
-        import jax
-
-        from speechmusic_jax import timing
-
-        times = []
-        for _ in range(n):
-            t0 = timing.now()
-            self.state, m = self.train_step.fn(self.state, *self.batch, self.key)
-            jax.block_until_ready(m)
-            times.append(timing.now() - t0)
-        return times
-
-    def infer(self, n: int) -> list[float]:
-        from speechmusic_jax import timing
-        from speechmusic_jax.training import builder
-
-        predict = builder.predictor(self.built, self.state, self.eval_step.fn)
-        x = self.batch[0]
-        return timing.time_calls(lambda: predict(x), n, warmup=0)
+        self.stderr.close()
 
 
 def torch_python(python: str | None) -> str:
@@ -146,89 +109,283 @@ def same_network(jax_params: Any, torch_info: dict) -> str | None:
     return None
 
 
-def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: int = 10,
-                  rounds: int = 3, python: str | None = None, host_memory: str = "release",
-                  log: Log = print) -> dict:
-    """Alternate JAX and PyTorch blocks of ``steps`` train steps (then inference) ``rounds``
-    times per batch size; ratios are PyTorch's time over JAX's (above 1: JAX is faster).
+JAX, EAGER, COMPILED = "jax", "torch eager", "torch compiled"
+SIDE_NAMES = {JAX: "JAX (ours)", EAGER: "PyTorch eager", COMPILED: "PyTorch torch.compile"}
+WARMUP = {"train": 3, "infer": 2}  # calls before the timed blocks (compilation for torch.compile)
 
-    ``host_memory`` is the allocator policy in effect in this process (what
-    ``host_memory.apply`` returned); the PyTorch worker runs under the same one."""
-    from speechmusic_jax import timing, utilisation
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One timed process: a side (JAX, PyTorch eager or compiled) under one allocator policy."""
+
+    side: str
+    allocator: str  # the --host_memory policy asked for
+
+    @property
+    def name(self) -> str:
+        return f"{self.side} / {self.allocator}"
+
+
+def arms(allocators: list[str], torch_compile: bool) -> list[Arm]:
+    """The arms in the order each round starts with: per allocator policy, JAX then PyTorch
+    eager (then compiled), so that each PyTorch block runs next to the JAX block it is
+    divided by."""
+    sides = [JAX, EAGER] + ([COMPILED] if torch_compile else [])
+    return [Arm(side, policy) for policy in allocators for side in sides]
+
+
+def abba(items: list[Any], rounds: int) -> list[list[Any]]:
+    """The run order of each round: forwards in odd rounds, backwards in even ones (A B B A
+    A B ...): over every two rounds each arm's mean place in time is the same, so a steady drift
+    of the machine's speed weighs on every arm alike."""
+    return [list(items) if r % 2 == 0 else list(reversed(items)) for r in range(rounds)]
+
+
+def default_allocator(side: str) -> str:
+    """The policy a side runs under unless told: our commands' ``--host_memory`` default (keep);
+    glibc's own behaviour (release) for PyTorch."""
+    return host_memory_lib.DEFAULT if side == JAX else "release"
+
+
+def table_order(rows: list[dict]) -> list[dict]:
+    """The table's rows: JAX, PyTorch eager, compiled PyTorch; within each, its default
+    allocator first. So the first rows of JAX and of PyTorch eager are each framework as it
+    comes, and the rows under ``keep`` compare both under one allocator."""
+    sides = [JAX, EAGER, COMPILED]
+    policies = list(dict.fromkeys(r["allocator"] for r in rows))
+    return sorted(rows, key=lambda r: (sides.index(r["side"]),
+                                       r["allocator"] != default_allocator(r["side"]),
+                                       policies.index(r["allocator"])))
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "per_round": values}
+
+
+def format_table(rows: list[dict]) -> list[str]:
+    """One line per row of :func:`table_order`: step times (median of the rounds' medians and
+    their range); the ratio to JAX's under the same allocator policy and to JAX's under its
+    default one (above 1: JAX is faster); and the compile time, which no step time includes.
+    The last line says which allocator is each framework's default (marked *)."""
+
+    def ms(v: dict) -> str:
+        return f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})"
+
+    def ratio(v: dict | None, ours: bool = False) -> str:
+        if v is None:
+            return "(ours)" if ours else "-"
+        return f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})"
+
+    def compile_s(v: dict | None) -> str:
+        return "-" if v is None else f"{v['train']:.1f} + {v['infer']:.1f}"
+
+    head = (f"{'':22} {'allocator':10} {'threads':>7}  {'train step ms':>24} {'/ JAX same':>17} "
+            f"{'/ JAX default':>17}  {'inference ms':>22} {'/ JAX same':>17} "
+            f"{'/ JAX default':>17}  compile s (train + infer)")
+    lines = [head]
+    for r in rows:
+        threads = r["threads"].get("in_effect")
+        star = "*" if r["allocator"] == default_allocator(r["side"]) else ""
+        ours = r["side"] == JAX
+        lines.append(f"{SIDE_NAMES[r['side']]:22} {r['allocator_in_effect'] + star:10} "
+                     f"{threads if threads is not None else '?':>7}  {ms(r['train_ms']):>24} "
+                     f"{ratio(r['train_ratio'], ours):>17} "
+                     f"{ratio(r['train_ratio_to_default']):>17}  {ms(r['infer_ms']):>22} "
+                     f"{ratio(r['infer_ratio'], ours):>17} "
+                     f"{ratio(r['infer_ratio_to_default']):>17}  {compile_s(r['compile_s'])}")
+    lines.append(f"* the framework's default: our commands run under "
+                 f"{default_allocator(JAX)} (--host_memory), PyTorch under glibc's own "
+                 "behaviour (release). / JAX same: the row's time over JAX's under the same "
+                 "allocator; / JAX default: over JAX's under its default; both per round, "
+                 "median (range)")
+    return lines
+
+
+def compiler_check() -> None:
+    """torch.compile's inductor builds C++ at run time with $CXX or g++: fail early without."""
+    cxx = os.environ.get("CXX") or "g++"
+    if shutil.which(cxx) is None:
+        raise config_lib.ConfigError(
+            f"--torch_compile: torch.compile (inductor) needs a C++ compiler at run time and "
+            f"{cxx!r} is not on PATH: install g++ (or set CXX), or leave out --torch_compile")
+
+
+def default_threads() -> int:
+    """Every core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def compare_torch(cfg: config_lib.ConfigDict, *, batch_sizes: list[int], steps: int = 10,
+                  rounds: int = 4, python: str | None = None, host_memory: str = "release",
+                  allocators: list[str] | None = None, threads: int | None = None,
+                  torch_compile: bool = False, log: Log = print) -> dict:
+    """Time every arm (JAX, PyTorch eager, with ``torch_compile`` PyTorch compiled; each under
+    every policy of ``allocators``) in blocks of ``steps`` train steps, then of inference, in
+    :func:`abba` order over ``rounds`` rounds, per batch size; print and return one table.
+
+    Every arm is a process of its own, pinned to ``threads`` cores with as many intra-op
+    threads (default: every core), under its allocator policy. ``host_memory`` is the policy in
+    effect in this process, which times nothing."""
+    from speechmusic_jax import timing
+    from speechmusic_jax.io_utils import atomic_write_json
     from speechmusic_jax.training import builder
 
     config_lib.validate(cfg)
     if steps < 3 or rounds < 1:
         raise config_lib.ConfigError("--steps must be at least 3 and --rounds at least 1")
+    allocators = allocators or ["release", "keep"]
+    if len(set(allocators)) != len(allocators):
+        raise config_lib.ConfigError(f"--allocators: {','.join(allocators)} names a policy twice")
+    for policy in allocators:
+        if policy not in host_memory_lib.POLICIES:
+            raise config_lib.ConfigError(f"--allocators: {policy!r} is not one of "
+                                         f"{', '.join(host_memory_lib.POLICIES)}")
+    available = default_threads()
+    threads = threads or available
+    if not 1 <= threads <= available:
+        raise config_lib.ConfigError(f"--threads: {threads} is not between 1 and the "
+                                     f"{available} cores this process may use")
+    if torch_compile:
+        compiler_check()
     python = torch_python(python)
     precision = cfg.train.precision
     built = builder.build(cfg, steps_per_epoch=100)
-    spec = dataclasses.asdict(built.spec)
-    info = timing.device_info()
-    probe_before = utilisation.matmul_probe("float32")
+    spec = json.dumps(dataclasses.asdict(built.spec))
+    the_arms = arms(allocators, torch_compile)
     out: dict[str, Any] = {
-        "what": "compare", "framework": "jax", "other": "torch eager",
+        "what": "compare", "framework": "jax",
+        "other": "torch eager" + (", torch compiled" if torch_compile else ""),
         "preset": cfg.model.preset, "precision": precision, "optimizer": cfg.optimizer.name,
         "input_samples": built.segment, "sample_rate": cfg.data.sample_rate,
-        "params_trainable": built.params_trainable, **info,
-        "versions": timing.versions(), "rounds": rounds, "steps": steps,
-        "host_memory": {"jax": host_memory}, "results": []}
-    worker_policy = host_memory_lib.flag_for(host_memory)
-    for batch in batch_sizes:
-        worker = TorchWorker(python, spec, batch, built.segment, precision,
-                             cfg.optimizer.learning_rate, worker_policy)
-        try:
-            torch_info = worker.ask("info")
-            out["host_memory"]["torch"] = torch_info.get("host_memory")
-            differs = same_network(built.state.params, torch_info)
-            if differs:
-                raise RuntimeError(f"the PyTorch twin of {cfg.model.preset} is not the same "
-                                   f"network: {differs}")
-            out["versions"]["torch"] = torch_info["torch"]
-            side = JaxSide(built, batch)
-            side.train(3)
-            side.infer(2)
-            worker.ask("train 3")
-            worker.ask(f"infer 2 {batch}")
-            row: dict[str, Any] = {"batch_size": batch, "train": [], "infer": []}
-            for r in range(1, rounds + 1):
-                for kind, mine, theirs in (("train", side.train, f"train {steps}"),
-                                           ("infer", side.infer, f"infer {steps} {batch}")):
-                    with timing.OtherLoad() as load_a:
-                        a = statistics.median(mine(steps))
-                    with timing.OtherLoad(also_mine=(worker.proc.pid,)) as load_b:
-                        b = statistics.median(worker.ask(theirs)["step_s"])
-                    loads = [v for v in (load_a.cores, load_b.cores) if v is not None]
-                    row[kind].append({"jax_ms": a * 1e3, "torch_ms": b * 1e3, "ratio": b / a,
-                                      "other_load_cores": max(loads) if loads else None})
-                    log(f"batch {batch} {kind} round {r}: JAX {a * 1e3:9.2f} ms, PyTorch "
-                        f"{b * 1e3:9.2f} ms: PyTorch / JAX = {b / a:.2f}")
-            for kind in ("train", "infer"):
-                ratios = [p["ratio"] for p in row[kind]]
-                row[f"{kind}_ratio"] = {"median": statistics.median(ratios), "min": min(ratios),
-                                        "max": max(ratios)}
-            jax_train_s = statistics.median(p["jax_ms"] for p in row["train"]) / 1e3
-            flops = side.train_step.flops
-            row["train_flops"] = flops
-            row["jax_train_flops_per_s"] = flops / jax_train_s if flops else None
-            out["results"].append(row)
-        finally:
-            worker.close()
-    probe_after = utilisation.matmul_probe("float32")
-    out["matmul_peak_flops_per_s"] = {"before": probe_before, "after": probe_after}
-    peak = max(probe_before, probe_after)
-    for row in out["results"]:
-        achieved = row["jax_train_flops_per_s"]
-        row["jax_train_peak_fraction"] = achieved / peak if achieved else None
-        t, i = row["train_ratio"], row["infer_ratio"]
-        log(f"{cfg.model.preset} batch {row['batch_size']}: train PyTorch / JAX = "
-            f"{t['median']:.2f} (rounds {t['min']:.2f}-{t['max']:.2f}), inference "
-            f"{i['median']:.2f} ({i['min']:.2f}-{i['max']:.2f}); JAX train step at "
-            + (f"{achieved / 1e9:.1f} GFLOP/s = {100 * achieved / peak:.0f}% of the float32 "
-               f"matmul peak measured here ({peak / 1e9:.0f} GFLOP/s)" if achieved else
-               "(no FLOP count)"))
-    log(f"{out['preset']}, {precision}, {out['input_samples']} samples per example; "
-        f"{out['cpu_model'] or out['device_kind']}; jax {out['versions']['jax']}, torch "
-        f"{out['versions'].get('torch')}; compilation excluded; host memory (--host_memory): "
-        f"JAX {host_memory}, PyTorch {out['host_memory'].get('torch')}")
+        "params_trainable": built.params_trainable, **timing.device_info(),
+        "versions": timing.versions(), "rounds": rounds, "steps": steps, "order": "ABBA",
+        "threads": threads, "allocators": allocators, "torch_compile": torch_compile,
+        "default_allocators": {"jax": default_allocator(JAX), "torch": default_allocator(EAGER)},
+        "host_memory": host_memory, "warmup_calls": WARMUP, "results": []}
+    with tempfile.TemporaryDirectory(prefix="smj-compare-") as tmp:
+        cfg_path = os.path.join(tmp, "config.json")
+        atomic_write_json(cfg_path, config_lib.to_dict(cfg))
+        for batch in batch_sizes:
+            out["results"].append(_compare_batch(
+                built, the_arms, batch, steps=steps, rounds=rounds, threads=threads,
+                python=python, spec=spec, cfg_path=cfg_path, tmp=tmp, out=out, log=log))
+    for result in out["results"]:
+        log(f"{cfg.model.preset}, batch {result['batch_size']}, {precision}, "
+            f"{built.segment} samples per example; {rounds} rounds of {steps} steps a block in "
+            f"ABBA order; {threads} thread(s) a side; {out['cpu_model'] or out['device_kind']}; "
+            f"jax {out['versions']['jax']}, torch {out['versions'].get('torch')}. Step times "
+            "exclude compilation (compile s: apart); above 1 in a / JAX column: JAX is faster")
+        for line in format_table(result["rows"]):
+            log(line)
+        loads = [b["other_load_cores"] for b in result["blocks"]
+                 if b["other_load_cores"] is not None]
+        if loads and max(loads) > 0.1:
+            log(f"other processes used up to {max(loads):.2f} cores during the blocks: these "
+                "times were taken under load and are not to be trusted")
+        for row in result["rows"]:
+            if row["side"] == JAX and row["train_peak_fraction"] is not None:
+                log(f"JAX train step under {row['allocator_in_effect']}: "
+                    f"{row['train_flops_per_s'] / 1e9:.1f} GFLOP/s = "
+                    f"{100 * row['train_peak_fraction']:.0f}% of the float32 matmul peak "
+                    f"measured in its process ({row['matmul_peak_flops_per_s'] / 1e9:.0f} "
+                    "GFLOP/s)")
     return out
+
+
+def _start(arm: Arm, *, batch: int, threads: int, python: str, spec: str, cfg_path: str,
+           samples: int, precision: str, learning_rate: float, tmp: str) -> Worker:
+    if arm.side == JAX:
+        return Worker([sys.executable, "-m", "speechmusic_jax.compare_worker",
+                       f"--config={cfg_path}", f"--batch={batch}", f"--threads={threads}",
+                       f"--host_memory={arm.allocator}"])
+    cache = os.path.join(tmp, f"inductor-{arm.allocator}-{batch}")  # cold: compiled afresh
+    return Worker([python, "-m", "speechmusic_jax.torch_reference", f"--spec={spec}",
+                   f"--batch={batch}", f"--samples={samples}", f"--precision={precision}",
+                   f"--learning_rate={learning_rate}", f"--host_memory={arm.allocator}",
+                   f"--threads={threads}"] + (["--compile"] if arm.side == COMPILED else []),
+                  env={"TORCHINDUCTOR_CACHE_DIR": cache})
+
+
+def _compare_batch(built: Any, the_arms: list[Arm], batch: int, *, steps: int, rounds: int,
+                   threads: int, python: str, spec: str, cfg_path: str, tmp: str,
+                   out: dict, log: Log) -> dict:
+    from speechmusic_jax import timing
+
+    workers: dict[Arm, Worker] = {}
+    first: dict[Arm, dict[str, list[float]]] = {}
+    infos: dict[Arm, dict] = {}
+    blocks: list[dict] = []
+    try:
+        for arm in the_arms:  # one at a time: no compilation competes with another
+            workers[arm] = w = _start(arm, batch=batch, threads=threads, python=python,
+                                      spec=spec, cfg_path=cfg_path, samples=built.segment,
+                                      precision=built.cfg.train.precision,
+                                      learning_rate=built.cfg.optimizer.learning_rate, tmp=tmp)
+            first[arm] = {"train": w.ask(f"train {WARMUP['train']}")["step_s"],
+                          "infer": w.ask(f"infer {WARMUP['infer']} {batch}")["step_s"]}
+            infos[arm] = info = w.ask("info")
+            if arm.side != JAX:
+                differs = same_network(built.state.params, info)
+                if differs:
+                    raise RuntimeError(f"the PyTorch twin of {built.cfg.model.preset} is not "
+                                       f"the same network: {differs}")
+                out["versions"]["torch"] = info["torch"]
+        for r, order in enumerate(abba(the_arms, rounds), start=1):
+            for kind in ("train", "infer"):
+                request = f"train {steps}" if kind == "train" else f"infer {steps} {batch}"
+                for arm in order:
+                    with timing.OtherLoad(also_mine=(workers[arm].proc.pid,)) as load:
+                        med = statistics.median(workers[arm].ask(request)["step_s"])
+                    blocks.append({"round": r, "kind": kind, "arm": arm.name,
+                                   "median_ms": med * 1e3, "other_load_cores": load.cores})
+                    log(f"batch {batch} round {r} {kind:5} {SIDE_NAMES[arm.side]:21} "
+                        f"{arm.allocator:7}: {med * 1e3:9.2f} ms")
+        after = {arm: workers[arm].ask("info") for arm in the_arms if arm.side == JAX}
+    finally:
+        for w in workers.values():
+            w.close()
+    rows = [_row(arm, blocks, first[arm], infos[arm], after.get(arm)) for arm in the_arms]
+    return {"batch_size": batch, "rows": table_order(rows), "blocks": blocks}
+
+
+def _row(arm: Arm, blocks: list[dict], first: dict[str, list[float]], info: dict,
+         after: dict | None) -> dict:
+    """One table row: the arm's block medians per round, and its ratio to JAX's blocks under
+    the same allocator in the same rounds."""
+
+    def medians(name: str, kind: str) -> list[float]:
+        return [b["median_ms"] for b in blocks if b["arm"] == name and b["kind"] == kind]
+
+    row: dict[str, Any] = {"side": arm.side, "allocator": arm.allocator,
+                           "default_allocator": arm.allocator == default_allocator(arm.side),
+                           "allocator_in_effect": info["host_memory"],
+                           "threads": info["threads"], "first_calls_s": first}
+    def over(mine: list[float], name: str, kind: str) -> dict | None:
+        theirs = medians(name, kind)
+        if not theirs or name == arm.name:
+            return None  # that JAX arm was not run (--allocators), or it is this row
+        return summary([a / b for a, b in zip(mine, theirs, strict=True)])
+
+    for kind in ("train", "infer"):
+        mine = medians(arm.name, kind)
+        row[f"{kind}_ms"] = summary(mine)
+        row[f"{kind}_ratio"] = over(mine, Arm(JAX, arm.allocator).name, kind)
+        row[f"{kind}_ratio_to_default"] = over(mine, Arm(JAX, default_allocator(JAX)).name,
+                                               kind)
+    if arm.side == JAX:
+        row["compile_s"] = info["compile_s"]  # compiled ahead, apart from any step
+        flops = info["train_flops"]
+        achieved = flops / (row["train_ms"]["median"] / 1e3) if flops else None
+        peak = max(info["matmul_flops_per_s"], after["matmul_flops_per_s"]) if after else None
+        row.update(train_flops=flops, train_flops_per_s=achieved,
+                   matmul_peak_flops_per_s=peak,
+                   train_peak_fraction=achieved / peak if achieved and peak else None)
+    elif arm.side == COMPILED:  # compiled in its first calls: their time less as many steps
+        row["compile_mode"] = info.get("compile_mode")
+        row["compile_s"] = {kind: max(0.0, sum(first[kind]) - len(first[kind]) * row[
+            f"{kind}_ms"]["median"] / 1e3) for kind in ("train", "infer")}
+    else:
+        row["compile_s"] = None
+    return row

@@ -1,23 +1,23 @@
 """The same network in PyTorch, timed in its own process for ``benchmark --compare=torch``.
 
     python -m speechmusic_jax.torch_reference --spec=JSON --batch=B --samples=L
-        [--precision=float32|bfloat16] [--threads=N]
+        [--precision=float32|bfloat16] [--threads=N] [--host_memory=keep|release] [--compile]
 
 builds the PyTorch twin of a plain (non-residual) M-network preset (``ModelSpec`` as JSON):
 a strided stem conv without padding, then kernel-k convs with "same" padding, each followed by
 batch norm (momentum 0.1 in PyTorch's convention = our 0.9), ReLU and max-pooling, global average
 pooling and a linear layer; Adam at the same learning rate. Input is (batch, 1, samples), as
-PyTorch's Conv1d wants. It then serves timing requests on stdin, one per line, so that the
-caller can alternate JAX and PyTorch blocks in one run without paying start-up each time::
+PyTorch's Conv1d wants. Eager by default; with ``--compile``, ``torch.compile`` (inductor, its
+default mode) of the forward pass with its loss, of the inference forward pass and of Adam's
+step, compiled on their first calls (which the caller times apart as compilation). It then
+serves timing requests on stdin (:mod:`speechmusic_jax.worker_protocol`: ``info``,
+``train N``, ``infer N BATCH``, ``quit``), so that the caller can alternate JAX and PyTorch
+blocks in one run without paying start-up each time. ``info`` answers the parameter count and
+tensors, the torch version, whether it is compiled, the threads and the allocator in effect.
 
-    info                 -> {"params": ..., "layers": [[name, shape], ...], "torch": version}
-    train N              -> {"step_s": [N step times]}     (eager Adam train steps)
-    infer N BATCH        -> {"step_s": [N forward times]}  (inference mode, batch BATCH)
-    quit
-
-Each answer is one JSON line on stdout. Nothing is imported from the JAX side: only numpy,
-torch (the ``[bench]`` extra, pinned so that a CPU run does not pull a CUDA build) and
-``host_memory`` (standard library only), so that both sides run under one allocator policy.
+Nothing is imported from the JAX side: only numpy, torch (the ``[bench]`` extra, pinned so that a
+CPU run does not pull a CUDA build), ``host_memory`` and ``worker_protocol`` (standard library
+only), so that both sides run under one allocator policy and one thread count.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
+from speechmusic_jax import worker_protocol
 from speechmusic_jax.host_memory import apply as apply_host_memory
 
 
@@ -76,12 +76,16 @@ def main() -> int:
     parser.add_argument("--samples", type=int, required=True)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--threads", type=int, default=0, help="0: PyTorch's default")
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads, on as many "
+                        "cores (0: PyTorch's default, on every core)")
     parser.add_argument("--host_memory", choices=["keep", "release"], default="release",
                         help="the allocator policy of speechmusic_jax/host_memory.py (the JAX "
                         "side's, for a comparison under one allocator)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (inductor) the "
+                        "forward pass with its loss and the optimizer step")
     args = parser.parse_args()
     host_memory = apply_host_memory(args.host_memory)  # before torch allocates
+    cores = worker_protocol.pin_threads(args.threads) if args.threads else None
 
     import numpy as np
     import torch
@@ -96,47 +100,48 @@ def main() -> int:
     y = torch.from_numpy((np.arange(args.batch) % model.head.out_features).astype(np.int64))
     bf16 = args.precision == "bfloat16"
 
+    def loss_of(x, y):  # noqa: ANN001, ANN202
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return torch.nn.functional.cross_entropy(model(x).float(), y)
+
+    def forward(x):  # noqa: ANN001, ANN202
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model(x).float().sum()
+
+    optimizer_step = opt.step
+    if args.compile:  # compiled on first use: the caller's first calls carry the compilation
+        loss_of, forward = torch.compile(loss_of), torch.compile(forward)
+        optimizer_step = torch.compile(opt.step)
+
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss = loss_of(x, y)
         loss.backward()
-        opt.step()
-        loss.item()  # eager CPU is synchronous; this also keeps the step honest elsewhere
+        optimizer_step()
+        loss.item()  # CPU work is synchronous; this also keeps the step honest elsewhere
 
     def infer(batch: int) -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            model(x[:batch]).float().sum().item()
+        with torch.inference_mode():
+            forward(x[:batch]).item()
 
-    def timed(fn, n: int) -> list[float]:  # noqa: ANN001
-        out = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return out
+    def train(n: int) -> list[float]:
+        model.train()
+        return worker_protocol.timed(train_step, n)
 
-    for line in sys.stdin:
-        words = line.split()
-        if not words:
-            continue
-        if words[0] == "quit":
-            break
-        if words[0] == "info":
-            answer = {"params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                      "layers": [[name, list(p.shape)] for name, p in model.named_parameters()],
-                      "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "host_memory": host_memory}
-        elif words[0] == "train":
-            model.train()
-            answer = {"step_s": timed(train_step, int(words[1]))}
-        elif words[0] == "infer":
-            model.eval()
-            batch = int(words[2])
-            answer = {"step_s": timed(lambda b=batch: infer(b), int(words[1]))}
-        else:
-            answer = {"error": f"unknown request {line.strip()!r}"}
-        print(json.dumps(answer), flush=True)
+    def infer_block(n: int, batch: int) -> list[float]:
+        model.eval()
+        return worker_protocol.timed(lambda: infer(batch), n)
+
+    def info() -> dict:
+        return {"params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "layers": [[name, list(p.shape)] for name, p in model.named_parameters()],
+                "torch": torch.__version__, "compiled": args.compile,
+                "compile_mode": "default (inductor)" if args.compile else None,
+                "threads": {"requested": args.threads or None,
+                            "in_effect": torch.get_num_threads(), "cores": cores},
+                "host_memory": host_memory}
+
+    worker_protocol.serve(info, train, infer_block)
     return 0
 
 

@@ -1,7 +1,9 @@
 """The PyTorch twin that `benchmark --compare=torch` times is the same network as ours.
 
 Needs the [bench] extra (torch); `.ci/bench.sh` runs this file in its own environment, where
-SPEECHMUSIC_REQUIRE_TORCH turns the skip into a failure. In the main suite it skips.
+SPEECHMUSIC_REQUIRE_TORCH turns the skip into a failure. In the main suite it skips. The
+torch.compile arm's test is marked slow (inductor takes minutes on a busy 2-core machine):
+`.ci/bench.sh -m slow` runs it.
 """
 
 from __future__ import annotations
@@ -94,23 +96,79 @@ def test_a_different_network_is_refused():
     assert "parameters in JAX" in torch_compare.same_network(built.state.params, info)
 
 
-def test_compare_torch_alternates_and_reports_each_pairs_ratio(tmp_path):
+def _compare(tmp_path, *flags: str) -> tuple[dict, str]:
     out = tmp_path / "compare.json"
     r = subprocess.run(
         [sys.executable, "-m", "speechmusic_jax.benchmark", "--compare=torch",
-         "--config=experiments/m5_small.py:tiny", "--steps=3", "--rounds=2",
-         f"--output={out}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+         "--config=experiments/m5_small.py:tiny", "--steps=3", "--rounds=2", "--threads=1",
+         f"--output={out}", *flags], cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text()), r.stdout
+
+
+def _check_table(result: dict, stdout: str, want: list[tuple[str, str]],
+                 allocators: list[str]) -> None:
+    """The rows ``want`` (side, policy), in that order; blocks in ABBA order; threads and
+    allocator recorded as in effect; compile time apart from the step times."""
+    from speechmusic_jax import torch_compare as tc
+
     assert result["what"] == "compare" and result["versions"]["torch"].startswith("2.13.0")
-    (row,) = result["results"]
-    for kind in ("train", "infer"):
-        assert len(row[kind]) == 2  # two rounds, each a JAX block then a PyTorch block
-        for pair in row[kind]:
-            assert pair["ratio"] == pytest.approx(pair["torch_ms"] / pair["jax_ms"])
-        assert row[f"{kind}_ratio"]["min"] <= row[f"{kind}_ratio"]["median"]
-    assert 0 < row["jax_train_peak_fraction"] < 1.5
-    assert "PyTorch / JAX" in r.stdout
-    # both sides under one allocator policy: the command's default, applied in the worker too
-    if platform.libc_ver()[0] == "glibc":
-        assert result["host_memory"] == {"jax": "keep", "torch": "keep"}
+    assert result["order"] == "ABBA" and result["threads"] == 1
+    (batch,) = result["results"]
+    rows = batch["rows"]
+    assert [(r["side"], r["allocator"]) for r in rows] == want
+    arms = tc.arms(allocators, any(side == tc.COMPILED for side, _ in want))
+    for kind in ("train", "infer"):  # forwards in round 1, backwards in round 2
+        ran = [(b["round"], b["arm"]) for b in batch["blocks"] if b["kind"] == kind]
+        assert ran == [(1, a.name) for a in arms] + [(2, a.name) for a in reversed(arms)]
+    glibc = platform.libc_ver()[0] == "glibc"
+    for row in rows:
+        assert row["threads"]["requested"] == 1
+        if platform.system() == "Linux":  # XLA's pool and torch.get_num_threads(), as they are
+            assert row["threads"]["in_effect"] == 1 and len(row["threads"]["cores"]) == 1
+        if glibc:
+            assert row["allocator_in_effect"] == row["allocator"]
+        assert len(row["train_ms"]["per_round"]) == 2
+        if row["side"] == tc.JAX:
+            assert row["train_ratio"] is None and row["compile_s"]["train"] > 0
+            assert 0 < row["train_peak_fraction"] < 1.5
+            continue
+        same = next(r for r in rows if r["side"] == tc.JAX and
+                    r["allocator"] == row["allocator"])
+        default = next(r for r in rows if r["side"] == tc.JAX and r["default_allocator"])
+        for kind in ("train", "infer"):
+            for key, ours in ((f"{kind}_ratio", same), (f"{kind}_ratio_to_default", default)):
+                assert row[key]["per_round"] == pytest.approx(
+                    [a / b for a, b in zip(row[f"{kind}_ms"]["per_round"],
+                                           ours[f"{kind}_ms"]["per_round"], strict=True)])
+        if row["side"] == tc.EAGER:
+            assert row["compile_s"] is None
+        else:  # compiled in the first calls, which no timed block contains
+            assert row["compile_s"]["train"] > 0 and row["compile_s"]["infer"] > 0
+            assert sum(row["first_calls_s"]["train"]) > row["train_ms"]["max"] / 1e3
+    table = [line for line in stdout.splitlines() if line.startswith(("JAX (ours)", "PyTorch "))]
+    assert len(table) == len(rows)
+    assert "compile s" in stdout and "/ JAX" in stdout
+
+
+def test_compare_torch_tabulates_each_framework_under_each_allocator(tmp_path):
+    from speechmusic_jax import torch_compare as tc
+
+    result, stdout = _compare(tmp_path)
+    # each framework under its default first: ours keep, PyTorch glibc's release
+    _check_table(result, stdout, [(tc.JAX, "keep"), (tc.JAX, "release"),
+                                  (tc.EAGER, "release"), (tc.EAGER, "keep")],
+                 ["release", "keep"])
+    assert result["torch_compile"] is False
+
+
+@pytest.mark.slow  # torch.compile of the tiny model takes minutes on a busy 2-core machine
+def test_compare_torch_compiled_arm_has_its_row_and_its_compile_time_apart(tmp_path):
+    from speechmusic_jax import torch_compare as tc
+
+    if tc.shutil.which(os.environ.get("CXX") or "g++") is None:
+        pytest.skip("torch.compile needs a C++ compiler")
+    result, stdout = _compare(tmp_path, "--torch_compile", "--allocators=keep")
+    _check_table(result, stdout, [(tc.JAX, "keep"), (tc.EAGER, "keep"), (tc.COMPILED, "keep")],
+                 ["keep"])
+    assert result["torch_compile"] is True
