@@ -826,6 +826,7 @@ def finish(run: Run, state: TrainState, loops: list[LoopState],
             **run.device,
             "versions": timing.versions(),
         }
+        summary["throughput"] = _throughput(trial, loop_state, summary["step_time_ms"])
         if run.stack is not None:
             summary["grouped"] = _grouped(run, i, loop_state, step_times)
         if d is not None:
@@ -897,6 +898,22 @@ def _step_figures(run: Run, i: int, step_times: list[float | None],
                               "times its steps) in a calibration before its group trained; "
                               "train_time_s counts its steps at this time (the group's own "
                               "step: grouped.step_time_ms_group)" + after}
+
+
+def _throughput(trial: Trial, loop_state: LoopState, step_ms: dict | None) -> dict:
+    """The whole training's examples/s beside the step's alone, measured in the same run."""
+    examples = loop_state.epoch * trial.built.steps_per_epoch * trial.cfg.train.batch_size
+    seconds = loop_state.train_time_s
+    whole = examples / seconds if seconds > 0 and examples else None
+    median = (step_ms or {}).get("median")
+    step = trial.cfg.train.batch_size / (median / 1e3) if median else None
+    return {"train_examples_per_s": whole, "step_examples_per_s": step,
+            "ratio": whole / step if whole and step else None,
+            "note": "train_examples_per_s: the examples of every epoch run over train_time_s "
+                    "(every session; the epochs' training, data waits included, validation "
+                    "not); step_examples_per_s: the batch over the median step time "
+                    "(step_time_ms: the device's time per step, the batch's augmentation on "
+                    "the device included); ratio: how close the run came to its step"}
 
 
 def _grouped(run: Run, i: int, loop_state: LoopState,
