@@ -3,7 +3,6 @@ device, keyed by (seed, epoch, step); a stack's trials get the batch each would 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -12,16 +11,18 @@ import sys
 import numpy as np
 import pytest
 from audio_fixtures import make_folder_tree, signal, write
+from test_loop_stack import _trials
+from test_pipeline import SR, _scanned
+from test_pipeline import _cfg as _loader
 
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import parallel
-from speechmusic_jax.data import device_cache, sources
+from speechmusic_jax.data import device_cache
 from speechmusic_jax.data.augment import AugmentConfig
-from speechmusic_jax.data.pipeline import LoaderConfig, train_batches
+from speechmusic_jax.data.pipeline import train_batches
 from speechmusic_jax.errors import DataError
 from speechmusic_jax.training import feed, loop
 
-SR = 8000
 CLASSES = ("speech", "music")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AUG = AugmentConfig(gain_db=6.0, noise_prob=0.5, noise_colours=(0.0, 1.0), lowpass_prob=0.5,
@@ -35,16 +36,7 @@ def _tree(tmp_path, short=False):
         for kind in CLASSES:
             write(os.path.join(root, "Speech" if kind == "speech" else "MUSIC", "short.wav"),
                   signal(kind, 0.2, SR, seed=9) + 0.01, SR, "FLOAT")
-    listing = sources.list_files(f"folder:{root}", CLASSES)
-    scanned, _ = sources.scan_headers(listing.files, "error")
-    return [f for f, _ in scanned], [i.seconds for _, i in scanned]
-
-
-def _loader(**kw) -> LoaderConfig:
-    base = dict(sample_rate=SR, segment=4000, hop=2000, batch_size=4, workers=2,
-                prefetch_batches=2)
-    base.update(kw)
-    return LoaderConfig(**base)
+    return _scanned(root)
 
 
 @pytest.mark.parametrize("short_clip", ["pad", "loop"])
@@ -89,11 +81,7 @@ def test_a_fixed_key_gives_a_fixed_batch_and_the_cache_does_not_change_it(tmp_pa
 def test_the_trials_of_a_stack_get_the_batch_each_gets_alone(tiny_config, tmp_path):
     tiny_config.data.augment.gain_db = 6.0
     tiny_config.data.augment.noise_prob = 0.5
-    cfgs = []
-    for lr in (1e-2, 3e-3):
-        c = copy.deepcopy(tiny_config)
-        c.optimizer.learning_rate = lr
-        cfgs.append(c)
+    cfgs = _trials(tiny_config)
     run = loop.setup(cfgs, [str(tmp_path / "a"), str(tmp_path / "b")], lambda _: None)
     assert run.stack is not None and run.feed is not None
     batch = next(iter(run.epoch_batches(1)))
