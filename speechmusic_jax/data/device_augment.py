@@ -72,8 +72,8 @@ def draws(key: jax.Array, shape: tuple[int, int],
           cfg: AugmentConfig) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """The random numbers of a batch of ``shape`` (batch, samples): per example :data:`_DRAWS`
     uniform numbers in [0, 1), and standard normal noise for the parts that need it (None for
-    a part that is off), each from a key of its own. Drawn flat and reshaped: XLA compiles
-    that in a fraction of the time a (batch, 9) draw takes on a CPU (1 s against 5)."""
+    a part that is off), each from a key of its own. Drawn flat and reshaped: on a CPU, XLA
+    compiled a flat draw in a fifth of the time of a (batch, 9) one (measured here, jax 0.10)."""
     batch, n = shape
     k_u, k_noise, k_dither = jax.random.split(key, 3)
     u = jax.random.uniform(k_u, (batch * _DRAWS,)).reshape(batch, _DRAWS)
@@ -110,20 +110,33 @@ def augment_example(x: jax.Array, u: jax.Array, noise: jax.Array | None,
                          len(cfg.noise_colours) - 1)
 
     y = x.astype(jnp.float32)
+    n = y.shape[0]
+    coloured_too = any(c != 0 for c in cfg.noise_colours)
     if noise is not None:
-        noisy = add_noise(y, snr_db, noise, jnp.asarray(cfg.noise_colours, jnp.float32)[colour],
-                          sample_rate, coloured_too=any(c != 0 for c in cfg.noise_colours))
-        y = jnp.where(u_noise < cfg.noise_prob, noisy, y)
-    gains = []
+        power = jnp.mean(jnp.square(y))
+        sigma = jnp.where((u_noise < cfg.noise_prob) & (power > 0),
+                          jnp.sqrt(power / (10.0 ** (snr_db / 10.0))), 0.0)
+    response = None
     if cfg.lowpass_prob > 0:
-        gains.append(jnp.where(u_low < cfg.lowpass_prob,
-                               lowpass_gain(y.shape[0], cutoff, sample_rate), 1.0))
+        response = jnp.where(u_low < cfg.lowpass_prob, lowpass_gain(n, cutoff, sample_rate), 1.0)
     if cfg.highpass_prob > 0:
-        gains.append(jnp.where(u_high < cfg.highpass_prob,
-                               highpass_gain(y.shape[0], cuton, sample_rate), 1.0))
-    if gains:
-        response = gains[0] if len(gains) == 1 else gains[0] * gains[1]
-        y = jnp.fft.irfft(jnp.fft.rfft(y) * response, n=y.shape[0]).astype(jnp.float32)
+        high = jnp.where(u_high < cfg.highpass_prob, highpass_gain(n, cuton, sample_rate), 1.0)
+        response = high if response is None else response * high
+    if response is None and not coloured_too:  # nothing spectral: white noise, in time
+        if noise is not None:
+            y = y + sigma * noise
+    else:  # one pass through the frequency domain: the noise's colour, then the filters
+        spectrum = jnp.fft.rfft(y)
+        if noise is not None:
+            white = jnp.fft.rfft(noise)
+            if coloured_too:
+                slope = jnp.asarray(cfg.noise_colours, jnp.float32)[colour]
+                white = jnp.where(slope == 0, white, colour_spectrum(white, slope, n,
+                                                                     sample_rate))
+            spectrum = spectrum + sigma * white
+        if response is not None:
+            spectrum = spectrum * response
+        y = jnp.fft.irfft(spectrum, n=n).astype(jnp.float32)
     if cfg.gain_db > 0:
         y = y * (10.0 ** (gain_db / 20.0))
     if cfg.polarity_prob > 0:
@@ -138,28 +151,20 @@ def _between(u: jax.Array, bounds: tuple[float, float]) -> jax.Array:
     return bounds[0] + (bounds[1] - bounds[0]) * u
 
 
-def add_noise(x: jax.Array, snr_db: jax.Array, noise: jax.Array,
-              slope: jax.Array | float = 0.0, sample_rate: int = 16000, *,
-              coloured_too: bool = True) -> jax.Array:
-    """``x`` plus the standard normal ``noise`` scaled to ``snr_db`` below the power of ``x``,
-    its power spectrum shaped to fall as 1/f**``slope`` (0: white). A silent crop gets no
-    noise. ``coloured_too``: False leaves the shaping out of the program (every slope is 0)."""
-    power = jnp.mean(jnp.square(x))
-    sigma = jnp.sqrt(power / (10.0 ** (snr_db / 10.0)))
-    if coloured_too:
-        noise = jnp.where(slope == 0, noise, coloured(noise, slope, sample_rate))
-    return jnp.where(power > 0, x + sigma * noise, x)
-
-
-def coloured(white: jax.Array, slope: jax.Array | float, sample_rate: int) -> jax.Array:
-    """``white`` noise shaped to a power spectrum falling as 1/f**``slope``, scaled back to unit
-    mean power; the DC bin removed, bins below 20 Hz given the 20 Hz gain."""
-    n = white.shape[0]
+def colour_spectrum(white: jax.Array, slope: jax.Array | float, n: int,
+                    sample_rate: int) -> jax.Array:
+    """The spectrum (``rfft``) of ``n`` samples of white noise shaped to a power spectrum
+    falling as 1/f**``slope``, scaled to unit mean power in time (Parseval): the DC bin
+    removed, bins below 20 Hz given the 20 Hz gain (a brown spectrum would otherwise pile its
+    power into the lowest bin)."""
     freqs = jnp.fft.rfftfreq(n, 1.0 / sample_rate)
-    gain = jnp.maximum(freqs, 20.0) ** (-slope / 2.0)
-    gain = gain.at[0].set(0.0)
-    shaped = jnp.fft.irfft(jnp.fft.rfft(white) * gain, n=n)
-    rms = jnp.sqrt(jnp.mean(jnp.square(shaped)))
+    gain = (jnp.maximum(freqs, 20.0) ** (-slope / 2.0)).at[0].set(0.0)
+    shaped = white * gain
+    # Each bin but DC (and Nyquist, for an even n) stands for two of the full spectrum's.
+    twice = jnp.full(freqs.shape, 2.0).at[0].set(1.0)
+    if n % 2 == 0:
+        twice = twice.at[-1].set(1.0)
+    rms = jnp.sqrt(jnp.sum(twice * jnp.square(jnp.abs(shaped)))) / n
     return jnp.where(rms > 0, shaped / jnp.maximum(rms, 1e-30), white)
 
 
