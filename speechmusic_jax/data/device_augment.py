@@ -85,12 +85,15 @@ def draws(key: jax.Array, shape: tuple[int, int],
 
 
 def make_batch_augment(cfg: AugmentConfig, sample_rate: int) -> Callable | None:
-    """(x, base key, epoch, step) -> augmented x, for jit; None when no per-crop part is on."""
+    """(x, base key data, epoch, step) -> augmented x, for jit; None when no per-crop part is
+    on. The base key comes as its raw data (``jax.random.key_data(base_key(seed))``: plain
+    integers, which a host can place on the devices of several processes)."""
     if not cfg.active:
         return None
 
     def run(x: jax.Array, base: jax.Array, epoch: jax.Array, step: jax.Array) -> jax.Array:
-        return augment_batch(x, batch_key(base, epoch, step), cfg, sample_rate)
+        key = batch_key(jax.random.wrap_key_data(base), epoch, step)
+        return augment_batch(x, key, cfg, sample_rate)
 
     return run
 

@@ -36,7 +36,7 @@ class Feed:
     loader: LoaderConfig
     mesh: Mesh
     batch_size: int  # the global batch
-    base_key: jax.Array  # device_augment.base_key(seed), replicated
+    base_key: jax.Array  # device_augment.base_key(seed)'s data, replicated
     augment: Callable | None  # compiled (x, base key, epoch, step) -> x; None: nothing to do
     corpus: device_cache.DeviceCorpus | None = None  # data.cache=device
     crop: Callable | None = None  # compiled (audio, starts, lengths, index, start) -> x
@@ -76,7 +76,8 @@ def make(loader: LoaderConfig, mesh: Mesh, batch_size: int, seed: int, *,
     devices first."""
     shard, rep = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     x_spec = jax.ShapeDtypeStruct((batch_size, loader.segment), jnp.float32, sharding=shard)
-    base = parallel.put_replicated(device_augment.base_key(seed), mesh)
+    base = parallel.put_replicated(
+        np.asarray(jax.random.key_data(device_augment.base_key(seed))), mesh)
     scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
     seconds = 0.0
     augment = None
