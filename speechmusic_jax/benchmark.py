@@ -112,9 +112,11 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
     log(f"loader: {loader_rate:,.0f} examples/s (median of epochs 2-{epochs}; epoch 1 with the "
         f"first-decode checks: {rates[0]:,.0f}/s), {data_cfg.workers} reader thread(s), "
         f"cache={data_cfg.cache}, {len(files)} training files, {per_epoch} crops per epoch")
-    log(f"host CPU per example: {1e3 * host_cpu:.2f} ms in all: reading (decode, resample, "
-        f"crop) {1e3 * max(0.0, host_cpu - host_augment):.2f} ms, augmentation "
-        f"{1e3 * host_augment:.2f} ms (on the host: pause shortening only; the per-crop parts "
+    reading = ("the plan only: the corpus is on the device" if data_cfg.cache == "device"
+               else "decode, resample, crop")
+    log(f"host CPU per example: {1e3 * host_cpu:.3g} ms in all: reading ({reading}) "
+        f"{1e3 * max(0.0, host_cpu - host_augment):.3g} ms, augmentation "
+        f"{1e3 * host_augment:.3g} ms (on the host: pause shortening only; the per-crop parts "
         f"run on the device)")
 
     # 2. The train step alone, and the device's augmentation alone.
@@ -180,9 +182,9 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
     log(f"loader / step = {ratio:.1f}x: {verdict}")
     cores_needed = step_rate * host_cpu
     shortest = {str(c): 1e3 * batch_size * host_cpu / c for c in _core_counts()}
-    log(f"the step's need: {step_rate:,.0f} examples/s x {1e3 * host_cpu:.2f} ms of host CPU = "
-        f"{cores_needed:.2f} host cores busy feeding it; at this cost the loader could feed a "
-        "step as short as " + ", ".join(f"{v:.2f} ms on {k} core(s)"
+    log(f"the step's need: {step_rate:,.0f} examples/s x {1e3 * host_cpu:.3g} ms of host CPU = "
+        f"{cores_needed:.3g} host cores busy feeding it; at this cost the loader could feed a "
+        "step as short as " + ", ".join(f"{v:.3g} ms on {k} core(s)"
                                         for k, v in shortest.items()))
     info = timing.device_info()
     return {
