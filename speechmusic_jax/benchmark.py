@@ -31,19 +31,26 @@ own with the same thread count, in blocks run in ABBA order; one table of step t
 ratio to ours under the same policy and compile times (:mod:`speechmusic_jax.torch_compare`;
 PyTorch from the ``[bench]`` extra).
 
-``data``: is the input pipeline fast enough? Three measurements on the config's training split:
+``data``: is the input pipeline fast enough? Measurements on the config's training split:
 
-1. the loader alone: examples/s of ``train_batches`` with the thread budget training gives it
+1. the loader alone: examples/s of the host's batches with the thread budget training gives it
    (``data.workers`` reader threads plus one assembling thread), files re-read every epoch
    (with ``data.cache=none``; from the OS page cache, which a second epoch of a real run also
    enjoys). Epoch 1 also checks every file's samples once (NaN/Inf, silence) and is reported
-   apart; the headline is the median of the later epochs;
+   apart; the headline is the median of the later epochs. Beside it, the host CPU time per
+   example (process CPU time, every thread), split into reading (decode, resample, crop) and
+   the augmentation still on the host (pause shortening: the per-crop parts run on the device);
 2. the train step alone: examples/s it consumes (batch size / median step time, compiled ahead,
-   blocked on every step, on a fixed batch);
-3. both together, as ``fit`` runs them (one epoch, the loader's prefetch feeding the step): the
-   share of the epoch spent waiting for data.
+   blocked on every step, on a fixed batch), and the device's augmentation of a batch alone;
+3. both together, as ``fit`` runs them (one epoch: the loader's prefetch and the feed, whose
+   augmentation runs on the device, feeding the step): examples/s, its ratio to the step alone,
+   and the share of the epoch spent waiting for data;
+4. what the host can feed: the step's need in host cores (its examples/s times the host CPU
+   per example), and the shortest step the loader could keep busy on 1, 2, 4, ... host cores at
+   the measured cost per example.
 
-The loader is not the bottleneck when (1) is well above (2) (the target is 3x) and (3) is small.
+The loader is not the bottleneck when (1) is well above (2) (the target is 3x) and (3) is close
+to 1.
 """
 
 from __future__ import annotations
@@ -62,14 +69,15 @@ Log = Callable[[str], None]
 
 def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 30,
                    log: Log = print) -> dict:
-    """Loader throughput next to the train step's consumption (see the module docstring)."""
+    """Loader throughput and host cost next to the train step's consumption (module
+    docstring)."""
     import jax
     import numpy as np
 
     from speechmusic_jax import parallel, timing
-    from speechmusic_jax.data.pipeline import make_loader_config, train_batches
+    from speechmusic_jax.data.pipeline import make_loader_config
     from speechmusic_jax.data.prepare import prepare_data
-    from speechmusic_jax.training import builder
+    from speechmusic_jax.training import builder, feed
 
     config_lib.validate(cfg)
     if epochs < 2:
@@ -82,24 +90,40 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
     if len(files) < batch_size:
         raise config_lib.ConfigError(f"train.batch_size: {batch_size} is more than the "
                                      f"{len(files)} training files")
+    if data_cfg.cache == "device":
+        from speechmusic_jax.data import device_cache
+
+        device_cache.check_fits(train_durations, data_cfg.sample_rate, data_cfg.device_cache_mib)
     loader = make_loader_config(cfg, files)
     per_epoch = (len(files) // batch_size) * batch_size
+    mesh = parallel.make_mesh()
+    t0 = time.perf_counter()
+    batches_in = feed.make(loader, mesh, batch_size, cfg.seed, files=files)  # as fit makes it
+    feed_s = time.perf_counter() - t0
 
-    # 1. The loader alone.
-    def run_epoch(epoch: int) -> float:
-        t0 = time.perf_counter()
-        n = sum(b.x.shape[0] for b in train_batches(files, train_durations, loader, cfg.seed,
-                                                    epoch))
-        return n / (time.perf_counter() - t0)
+    # 1. The loader alone: wall time and the host's CPU time (every thread of this process).
+    def run_epoch(epoch: int) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        n = sum(b.y.shape[0] for b in batches_in.batches(files, train_durations, cfg.seed,
+                                                          epoch))
+        return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
 
-    rates = [run_epoch(e) for e in range(1, epochs + 1)]
+    measured = [run_epoch(e) for e in range(1, epochs + 1)]
+    rates = [r for r, _ in measured]
     loader_rate = statistics.median(rates[1:])
+    host_cpu = statistics.median([c for _, c in measured[1:]])
+    host_augment = _host_augment_cpu(loader, files, train_durations, cfg.seed)
     log(f"loader: {loader_rate:,.0f} examples/s (median of epochs 2-{epochs}; epoch 1 with the "
         f"first-decode checks: {rates[0]:,.0f}/s), {data_cfg.workers} reader thread(s), "
         f"cache={data_cfg.cache}, {len(files)} training files, {per_epoch} crops per epoch")
+    reading = ("the plan only: the corpus is on the device" if data_cfg.cache == "device"
+               else "decode, resample, crop")
+    log(f"host CPU per example: {1e3 * host_cpu:.3g} ms in all: reading ({reading}) "
+        f"{1e3 * max(0.0, host_cpu - host_augment):.3g} ms, augmentation "
+        f"{1e3 * host_augment:.3g} ms (on the host: pause shortening only; the per-crop parts "
+        f"run on the device)")
 
-    # 2. The train step alone.
-    mesh = parallel.make_mesh()
+    # 2. The train step alone, and the device's augmentation alone.
     built = builder.build(cfg, steps_per_epoch=len(files) // batch_size)
     state = parallel.put_replicated(built.state, mesh)
     compiled = builder.compile_train_step(built, state, mesh)
@@ -107,9 +131,9 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
     key = builder.dropout_key(cfg)
     segment = loader.segment
     rng = np.random.default_rng(0)
+    host_x = (0.1 * rng.standard_normal((batch_size, segment))).astype(np.float32)
     batch = parallel.put_batch((
-        (0.1 * rng.standard_normal((batch_size, segment))).astype(np.float32),
-        rng.integers(0, len(data_cfg.classes), batch_size).astype(np.int32),
+        host_x, rng.integers(0, len(data_cfg.classes), batch_size).astype(np.int32),
         np.ones(batch_size, np.float32)), mesh)
     times = []
     for i in range(steps + 2):
@@ -122,26 +146,50 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
     step_rate = batch_size / step_s
     log(f"train step: {step_rate:,.0f} examples/s consumed (batch {batch_size}, median step "
         f"{step_s * 1e3:.1f} ms over {steps} steps; compile {compile_s:.2f}s excluded)")
+    augment_times = []
+    if batches_in.augment is not None:
+        for i in range(steps + 2):
+            x = parallel.put_batch((host_x,), mesh)[0]
+            jax.block_until_ready(x)
+            t0 = time.perf_counter()
+            jax.block_until_ready(batches_in.augment(x, batches_in.base_key, np.int32(1),
+                                                     np.int32(i)))
+            if i >= 2:
+                augment_times.append(time.perf_counter() - t0)
+        log(f"augmentation on the device: {1e3 * statistics.median(augment_times):.2f} ms a "
+            f"batch alone (median of {steps}; compile excluded)")
 
-    # 3. Both together, as fit() runs them.
+    # 3. Both together, as fit() runs them: the feed (augmentation on the device) before each
+    #    step, a step's metrics fetched after the next is dispatched.
     wait = 0.0
     n = 0
+    pending = None
     t_epoch = time.perf_counter()
     t_wait = t_epoch
-    for b in train_batches(files, train_durations, loader, cfg.seed, epochs + 1):
-        x, y, w = parallel.put_batch((b.x, b.y, b.weight), mesh)
+    for i, b in enumerate(batches_in.batches(files, train_durations, cfg.seed, epochs + 1)):
+        x, y, w = batches_in(b, epochs + 1, i)
         wait += time.perf_counter() - t_wait
         state, m = step(state, x, y, w, key)
-        jax.block_until_ready(m)
-        n += b.x.shape[0]
+        if pending is not None:
+            jax.block_until_ready(pending)
+        pending = m
+        n += b.y.shape[0]
         t_wait = time.perf_counter()
+    jax.block_until_ready(pending)
     epoch_s = time.perf_counter() - t_epoch
+    together = n / epoch_s
     ratio = loader_rate / step_rate
     verdict = ("the loader is not the bottleneck" if ratio >= 3.0 else
                "the loader is below the 3x target: raise data.workers or use data.cache=memory")
-    log(f"together: {n / epoch_s:,.0f} examples/s, {100 * wait / epoch_s:.1f}% of the epoch "
-        f"waiting for data")
+    log(f"together: {together:,.0f} examples/s = {100 * together / step_rate:.0f}% of the step "
+        f"alone, {100 * wait / epoch_s:.1f}% of the epoch waiting for data")
     log(f"loader / step = {ratio:.1f}x: {verdict}")
+    cores_needed = step_rate * host_cpu
+    shortest = {str(c): 1e3 * batch_size * host_cpu / c for c in _core_counts()}
+    log(f"the step's need: {step_rate:,.0f} examples/s x {1e3 * host_cpu:.3g} ms of host CPU = "
+        f"{cores_needed:.3g} host cores busy feeding it; at this cost the loader could feed a "
+        "step as short as " + ", ".join(f"{v:.3g} ms on {k} core(s)"
+                                        for k, v in shortest.items()))
     info = timing.device_info()
     return {
         "what": "data",
@@ -160,10 +208,24 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
         "loader_examples_per_s_by_epoch": rates,
         "loader_note": "median over epochs 2.., files re-read every epoch (OS page cache); "
                        "epoch 1 also checks every file's samples once",
+        "feed_setup_s": feed_s,
+        "feed_setup_note": "compiling the device's augmentation (and, with data.cache=device, "
+                           "decoding the corpus onto the device), once per run",
+        "host_cpu_s_per_example": host_cpu,
+        "host_read_cpu_s_per_example": max(0.0, host_cpu - host_augment),
+        "host_augment_cpu_s_per_example": host_augment,
+        "host_cpu_note": "process CPU time (every thread) of the loader alone per example, "
+                         "median over epochs 2..; augmentation on the host is pause shortening "
+                         "only (timed on a sample of stretches, times pause_prob), reading the "
+                         "rest (decode, resample, crop; with data.cache=device only the plan)",
+        "device_augment_ms": timing.summarize_ms(augment_times),
         "step_examples_per_s": step_rate,
         "step_time_ms": timing.summarize_ms(times),
         "compile_time_s": compile_s,
-        "together_examples_per_s": n / epoch_s,
+        "step_need_host_cores": cores_needed,
+        "shortest_step_ms_by_host_cores": shortest,
+        "together_examples_per_s": together,
+        "together_over_step": together / step_rate,
         "together_data_wait_fraction": wait / epoch_s,
         "loader_over_step": ratio,
         "target_ratio": 3.0,
@@ -172,6 +234,33 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
         **info,
         "versions": timing.versions(),
     }
+
+
+def _core_counts() -> list[int]:
+    """1, 2, 4, ... up to 64 or the machine's cores, whichever is more."""
+    top = max(64, os.cpu_count() or 1)
+    return [2**k for k in range(top.bit_length()) if 2**k <= top]
+
+
+def _host_augment_cpu(loader: Any, files: list, durations: list[float], seed: int,
+                      sample: int = 16) -> float:
+    """Host CPU seconds per example of the augmentation left on the host (pause shortening):
+    timed on up to ``sample`` stretches as the loader reads them, times ``pause_prob``."""
+    import numpy as np
+
+    from speechmusic_jax.data.augment import PAUSE_READ_FACTOR, shorten_pauses
+
+    a = loader.augment
+    if a.pause_prob <= 0 or loader.cache == "device":
+        return 0.0
+    spent = []
+    for i, f in enumerate(files[:sample]):
+        x = loader.reader.crop(f.path, 0.0, PAUSE_READ_FACTOR * loader.segment)
+        rng = np.random.default_rng([seed, i])
+        c0 = time.process_time()
+        shorten_pauses(x, loader.sample_rate, a.pause_max_ms, a.pause_keep_ms, rng)
+        spent.append(time.process_time() - c0)
+    return a.pause_prob * statistics.mean(spent) if spent else 0.0
 
 
 # Each --what: (function(cfg, options, log) -> result dict, one-line description).

@@ -28,7 +28,7 @@ PRECISIONS = ("float32", "bfloat16")
 ACTIVATIONS = ("relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid")
 NORMS = ("batch", "layer", "group", "none")
 GLOBAL_POOLS = ("avg", "max", "avgmax")
-CACHES = ("none", "memory")
+CACHES = ("none", "memory", "device")
 BALANCES = ("none", "class_weights", "sampler")
 # Which checkpoint of a finished run to use: "tested", the weights the run was tested with (its
 # best epoch, or its last with train.early_stopping.restore_best false); "best"; or "last".
@@ -44,7 +44,7 @@ MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max"}
 # (the validation logits, hence early stopping, may differ in their last digits).
 RUNTIME_FIELDS = frozenset({
     "note", "data.on_error", "data.workers", "data.prefetch_batches", "data.cache",
-    "data.cache_dir", "train.eval_chunk_mib"})
+    "data.cache_dir", "data.device_cache_mib", "train.eval_chunk_mib"})
 
 
 def base_config() -> ConfigDict:
@@ -73,7 +73,10 @@ def base_config() -> ConfigDict:
     c.data.workers = 2
     c.data.prefetch_batches = 4
     c.data.cache_dir = ""  # default: $SPEECHMUSIC_CACHE or ~/.cache/speechmusic_jax
-    c.data.cache = "none"  # "memory": keep decoded audio in memory (small sets)
+    # "memory": keep decoded audio in memory (small sets); "device": keep the training audio on
+    # the device and cut the crops there (a corpus that fits; no pause shortening)
+    c.data.cache = "none"
+    c.data.device_cache_mib = 2048.0  # data.cache=device refuses a larger training corpus
     c.data.balance = "none"  # "class_weights" (in the loss) or "sampler" (balanced batches)
     c.data.augment = ConfigDict()  # training only; each 0/False turns its part off
     c.data.augment.random_crop = True  # else the crop starts at 0
@@ -297,6 +300,11 @@ def validate(c: ConfigDict) -> None:
             raise ConfigError(f"data.group_regex: not a valid regex ({e})") from None
     need(data.short_clip in SHORT_CLIP, "data.short_clip", f"must be one of {SHORT_CLIP}")
     need(data.cache in CACHES, "data.cache", f"must be one of {CACHES}")
+    need(data.device_cache_mib > 0, "data.device_cache_mib", "must be positive (MiB)")
+    need(data.cache != "device" or data.augment.pause_prob == 0, "data.cache",
+         "'device' cuts fixed-size crops on the device, and pause shortening "
+         "(data.augment.pause_prob) changes the length on the host: set "
+         "data.augment.pause_prob=0 or use data.cache=memory")
     need(data.balance in BALANCES, "data.balance", f"must be one of {BALANCES}")
     augment = data.augment
     need(augment.gain_db >= 0, "data.augment.gain_db", "must be >= 0")

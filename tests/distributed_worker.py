@@ -2,6 +2,7 @@
 
     python tests/distributed_worker.py WORKDIR OUT.json [--coordinator=HOST:PORT --processes=N
         --process_id=I] [--epochs=E] [--stop_after=K] [--init_from=DIR] [--stem_lr_scale=S]
+        [--augment=1] [--cache=device]
 
 Trains ``experiments/default.py:tiny`` in WORKDIR (every process the same arguments, as a user
 would start them) and writes what this process's ``fit`` returned to OUT.json, with the
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--stop_after", type=int)
     parser.add_argument("--init_from", default="")
     parser.add_argument("--stem_lr_scale", type=float, default=1.0)
+    parser.add_argument("--augment", type=int, default=0)  # 1: noise, filters, gain on device
+    parser.add_argument("--cache", default="none")
     args = parser.parse_args()
 
     from speechmusic_jax import distributed
@@ -44,6 +47,10 @@ def main() -> None:
     cfg.train.epochs = args.epochs
     cfg.train.init_from = args.init_from
     cfg.train.stem_lr_scale = args.stem_lr_scale
+    cfg.data.cache = args.cache
+    if args.augment:
+        a = cfg.data.augment
+        a.noise_prob, a.noise_colours, a.lowpass_prob, a.gain_db = 0.8, (0.0, 1.0), 0.5, 6.0
     summary = loop.fit(cfg, args.workdir, log=lambda _: None, stop_after=args.stop_after,
                        progress=False)
     with open(args.out, "w", encoding="utf-8") as f:

@@ -33,6 +33,33 @@ def test_benchmark_data_reports_both_rates(tmp_path):
     assert 0 <= result["together_data_wait_fraction"] <= 1
     assert isinstance(result["ok"], bool) and result["step_time_ms"]["n"] == 3
     assert any(m.startswith("loader / step = ") for m in logs)
+    # The host's cost per example, and what it could feed: consistent with each other.
+    cpu = result["host_cpu_s_per_example"]
+    assert cpu > 0 and result["host_augment_cpu_s_per_example"] == 0  # no pause shortening
+    assert result["host_read_cpu_s_per_example"] == pytest.approx(cpu)
+    assert result["step_need_host_cores"] == pytest.approx(result["step_examples_per_s"] * cpu)
+    shortest = result["shortest_step_ms_by_host_cores"]
+    assert list(shortest)[:4] == ["1", "2", "4", "8"]
+    for cores, ms in shortest.items():
+        assert ms == pytest.approx(1e3 * 8 * cpu / int(cores))
+    assert result["together_over_step"] == pytest.approx(
+        result["together_examples_per_s"] / result["step_examples_per_s"])
+    assert result["device_augment_ms"] is None  # the tiny config augments nothing
+
+
+def test_benchmark_data_times_the_augmentation_on_the_device_and_pauses_on_the_host(tmp_path):
+    root = make_folder_tree(tmp_path / "corpus", per_class=10)
+    cfg = config_lib.load_experiment(os.path.join(REPO, "experiments", "default.py"), "tiny")
+    cfg.data.spec = f"folder:{root}"
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    cfg.data.augment.gain_db = 6.0
+    cfg.data.augment.noise_prob = 0.5
+    cfg.data.augment.pause_prob = 0.5
+    result = benchmark.run("data", cfg, {"epochs": 2, "steps": 3}, log=lambda _: None)
+    assert result["device_augment_ms"]["n"] == 3 and result["device_augment_ms"]["median"] > 0
+    assert 0 < result["host_augment_cpu_s_per_example"] <= result["host_cpu_s_per_example"]
+    assert result["host_read_cpu_s_per_example"] == pytest.approx(
+        result["host_cpu_s_per_example"] - result["host_augment_cpu_s_per_example"])
 
 
 def test_unknown_benchmark():

@@ -12,10 +12,10 @@ import sys
 import numpy as np
 import pytest
 from audio_fixtures import make_folder_tree, write
+from augment_reference import lowpass
 
 from speechmusic_jax import cues
 from speechmusic_jax.data import audio
-from speechmusic_jax.data.augment import lowpass
 
 SR = 16000
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

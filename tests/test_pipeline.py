@@ -127,26 +127,34 @@ def test_train_batches_from_mixed_formats_rates_and_channels(tmp_path):
         assert np.isfinite(b.x).all() and (np.abs(b.x).max(axis=1) > 0).all()
 
 
-def test_train_batches_are_reproducible_with_augmentation_and_threads(tmp_path):
+def test_train_batches_are_reproducible_with_threads_and_leave_augmentation_to_the_device(
+        tmp_path):
     root = make_folder_tree(tmp_path, per_class=6)
     files, durations = _scanned(root)
-    aug = AugmentConfig(gain_db=6, noise_prob=0.5, polarity_prob=0.5, lowpass_prob=0.5,
-                        lowpass_hz=(1000.0, 3000.0))
+    aug = AugmentConfig(pause_prob=0.5)
     runs = [[b.x for b in train_batches(files, durations, _cfg(augment=aug, workers=w), 3, 2)]
             for w in (1, 2, 2)]
     for other in runs[1:]:
         for a, b in zip(runs[0], other, strict=True):
             np.testing.assert_array_equal(a, b)
-    plain = [b.x for b in train_batches(files, durations, _cfg(), 3, 2)]
-    assert not np.array_equal(plain[0], runs[0][0])
+    fixed = [b.x for b in train_batches(
+        files, durations, _cfg(augment=AugmentConfig(random_crop=False)), 3, 2)]
+    assert not np.array_equal(fixed[0], runs[0][0])
+    # The per-crop parts are the device's (training/feed.py): the host's crops are the same.
+    per_crop = AugmentConfig(pause_prob=0.5, gain_db=6, noise_prob=0.5, polarity_prob=0.5,
+                             lowpass_prob=0.5, dither_db=-80.0)
+    host = [b.x for b in train_batches(files, durations, _cfg(augment=per_crop), 3, 2)]
+    for a, b in zip(runs[0], host, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_each_process_reads_its_rows_of_every_batch_and_together_they_make_the_batch(tmp_path):
     # Across processes every process computes the same epoch plan and reads only its rows;
-    # augmentation is keyed by the row's place in the whole batch, so the parts equal the whole.
+    # pause shortening is keyed by the row's place in the whole batch, so the parts equal the
+    # whole (the device augments the global batch: training/feed.py).
     root = make_folder_tree(tmp_path, per_class=6)
     files, durations = _scanned(root)
-    cfg = _cfg(augment=AugmentConfig(gain_db=6, noise_prob=0.5, polarity_prob=0.5))
+    cfg = _cfg(augment=AugmentConfig(pause_prob=0.5))
     whole = list(train_batches(files, durations, cfg, 3, 2))
     parts = [list(train_batches(files, durations, cfg, 3, 2, rows=slice(2 * p, 2 * p + 2)))
              for p in range(2)]

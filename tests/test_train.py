@@ -74,6 +74,14 @@ def test_run_writes_every_artifact(tiny_run):
     assert set(test["f1"]) == {"speech", "music", "macro"}
     assert np.asarray(test["confusion"]).sum() == test["n_files"]
     assert "window" in test and test["window"]["n_windows"] >= test["n_files"]
+    # Whole-run throughput beside the step's, both measured in this run.
+    tp = summary["throughput"]
+    examples = sum(r["examples_per_s"] * r["train_time_s"] for r in rows)  # every crop real
+    assert tp["train_examples_per_s"] == pytest.approx(examples / summary["train_time_s"])
+    assert tp["step_examples_per_s"] == pytest.approx(
+        cfg.train.batch_size / (st["median"] / 1e3))
+    assert tp["ratio"] == pytest.approx(tp["train_examples_per_s"] / tp["step_examples_per_s"])
+    assert tp["ratio"] > 0 and tp["note"]
 
 
 def test_split_is_by_file_stratified_and_saved(tiny_run):

@@ -3,13 +3,16 @@
 Training: every epoch, the training files are shuffled (or, with ``balance="sampler"``, drawn
 class-balanced) with a generator seeded by (seed, epoch); each gets a crop position from the same
 generator, and the crops are read from disk afresh by a pool of threads, a few batches ahead of
-the consumer (with ``cache="memory"`` the decoded clips are kept and crops are cut from memory).
-Augmentation (:mod:`speechmusic_jax.data.augment`) is keyed by (seed, epoch, index), where the
-index is the example's place in the epoch (so a process reading some rows of a global batch gets
-them exactly as in the whole batch). Pause shortening, which changes the length, is applied to a
-longer stretch read around the crop before the crop is cut (:func:`crop_without_pauses`). The
-batches of an epoch are thus a pure function of (files, seed, epoch): resuming at epoch e
-replays them.
+the consumer (with ``cache="memory"`` the decoded clips are kept and crops are cut from memory;
+with ``cache="device"`` the whole training corpus lives on the device and the crops of this plan
+are cut there: :mod:`speechmusic_jax.data.device_cache`). The host does no per-example work
+beyond decoding, resampling and cropping: the per-crop augmentation runs on the device, right
+before the train step (:mod:`speechmusic_jax.data.device_augment`). Pause shortening, which
+changes the length, stays here: keyed by (seed, epoch, index), where the index is the example's
+place in the epoch (so a process reading some rows of a global batch gets them exactly as in the
+whole batch), it is applied to a longer stretch read around the crop before the crop is cut
+(:func:`crop_without_pauses`). The batches of an epoch are thus a pure function of (files,
+seed, epoch): resuming at epoch e replays them.
 
 Checks: the header of every file was read before training (:func:`sources.scan_headers`);
 problems only visible in the samples (NaN or Inf, all silent) are caught the first time a file is
@@ -38,7 +41,6 @@ from speechmusic_jax.data import audio
 from speechmusic_jax.data.augment import (
     PAUSE_READ_FACTOR,
     AugmentConfig,
-    augment,
     pause_generator,
     shorten_pauses,
 )
@@ -47,7 +49,7 @@ from speechmusic_jax.portable import clip_windows
 from speechmusic_jax.portable import window_starts as window_starts
 
 BALANCES = ("none", "class_weights", "sampler")
-CACHES = ("none", "memory")
+CACHES = ("none", "memory", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +65,10 @@ class AudioReader:
     Remembers each file's header, which files have had their samples checked, and which failed
     (a failed file raises the same :class:`audio.AudioError` again without being re-read). With
     ``cache="memory"`` it keeps every decoded clip (float32 mono at ``sample_rate``) and cuts
-    crops from memory. What a decoder reports about a damaged file that it still decodes
-    (:func:`audio.decoder_messages`) becomes one line to ``warn`` per file (default: stderr).
+    crops from memory (``cache="device"`` keeps nothing here: the training corpus is on the
+    device, :mod:`speechmusic_jax.data.device_cache`). What a decoder reports about a damaged
+    file that it still decodes (:func:`audio.decoder_messages`) becomes one line to ``warn``
+    per file (default: stderr).
     """
 
     def __init__(self, sample_rate: int, cache: str = "none",
@@ -156,8 +160,8 @@ class LoaderConfig:
     short_clip: str = "pad"
     workers: int = 2
     prefetch_batches: int = 4
-    cache: str = "none"  # "memory": keep decoded clips (AudioReader)
-    augment: AugmentConfig = AugmentConfig()  # training only
+    cache: str = "none"  # "memory": keep decoded clips (AudioReader); "device": device_cache
+    augment: AugmentConfig = AugmentConfig()  # training only (the host's part: crop, pauses)
     balance: str = "none"  # "class_weights" or "sampler"
     class_weights: tuple[float, ...] | None = None  # by label; used with balance=class_weights
     # One reader per run, shared by training and evaluation (made here when not given).
@@ -270,7 +274,8 @@ def train_batches(
     if it returns, the crop is replaced by silence with weight 0, so shapes stay fixed.
     ``rows``: only these rows of every batch (one process's share of a batch that spans several
     processes): the epoch's plan is the same everywhere and each process reads its part of it;
-    a crop is augmented exactly as in the whole batch.
+    a crop's pauses are shortened exactly as in the whole batch. The crops are not augmented
+    otherwise: that happens on the device (:mod:`speechmusic_jax.data.device_augment`).
     """
     plan = epoch_plan(files, durations, cfg, seed, epoch)
     first = 0 if rows is None else rows.start
@@ -278,8 +283,6 @@ def train_batches(
         plan = [items[rows] for items in plan]
     reader = cfg.reader
     assert reader is not None
-    weights = (np.asarray(cfg.class_weights, np.float32)
-               if cfg.balance == "class_weights" and cfg.class_weights is not None else None)
 
     def read(slot: int, item: tuple[int, float]) -> tuple[np.ndarray, float]:
         i, offset = item
@@ -294,8 +297,7 @@ def train_batches(
                 raise
             on_bad_file(e)
             return np.zeros(cfg.segment, np.float32), 0.0
-        x = audio.fit_length(x, cfg.segment, cfg.short_clip)
-        return augment(x, cfg.augment, cfg.sample_rate, seed, epoch, slot), 1.0
+        return audio.fit_length(x, cfg.segment, cfg.short_clip), 1.0
 
     def submit(b: int, pool: concurrent.futures.Executor) -> list[concurrent.futures.Future]:
         base = b * cfg.batch_size + first
@@ -304,12 +306,19 @@ def train_batches(
     def assemble(b: int, futures: list[concurrent.futures.Future]) -> Batch:
         results = [f.result() for f in futures]
         y = np.asarray([files[i].label for i, _ in plan[b]], dtype=np.int32)
-        w = np.asarray([r[1] for r in results], dtype=np.float32)
-        if weights is not None:
-            w = w * weights[y]
+        w = batch_weights(np.asarray([r[1] for r in results], dtype=np.float32), y, cfg)
         return Batch(x=np.stack([r[0] for r in results]), y=y, weight=w)
 
     yield from _prefetch(len(plan), submit, assemble, cfg.workers, cfg.prefetch_batches)
+
+
+def batch_weights(ok: np.ndarray, y: np.ndarray, cfg: LoaderConfig) -> np.ndarray:
+    """A batch's loss weights: 1 for a real crop, 0 for a stand-in (``ok``), times the class
+    weight of its label under ``balance="class_weights"``."""
+    w = np.asarray(ok, np.float32)
+    if cfg.balance == "class_weights" and cfg.class_weights is not None:
+        w = w * np.asarray(cfg.class_weights, np.float32)[y]
+    return w
 
 
 def crop_without_pauses(reader: AudioReader, path: str, offset_s: float, duration_s: float,

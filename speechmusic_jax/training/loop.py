@@ -48,18 +48,18 @@ import numpy as np
 
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import distributed, parallel, timing
+from speechmusic_jax.data import device_cache
 from speechmusic_jax.data import split as split_lib
 from speechmusic_jax.data.pipeline import (
     LoaderConfig,
     ReadAhead,
     balance_summary,
     make_loader_config,
-    train_batches,
 )
 from speechmusic_jax.data.prepare import BadFiles, PreparedData, prepare_data
 from speechmusic_jax.errors import DataError, DeviceOutOfMemory, TrainingDiverged
 from speechmusic_jax.io_utils import atomic_write_json, read_jsonl, write_jsonl
-from speechmusic_jax.training import builder, clip_scoring, optim, pretrained, reporting
+from speechmusic_jax.training import builder, clip_scoring, feed, optim, pretrained, reporting
 from speechmusic_jax.training import stack as stack_lib
 from speechmusic_jax.training import workdir as workdir_rules
 from speechmusic_jax.training.checkpoints import Checkpoints
@@ -126,6 +126,7 @@ class Run:
     init_from: dict | None = None  # Pretrained.record() of the weights built.state starts from
     trials: tuple[Trial, ...] = ()
     stack: stack_lib.Stack | None = None  # None: one trial, no trial axis
+    feed: feed.Feed | None = None  # host batches -> the step's inputs (crop, augment on device)
     # The train step for batches with padding rows, compiled on first need (see step_for).
     _padded_step: dict = dataclasses.field(default_factory=dict)
 
@@ -148,9 +149,9 @@ class Run:
     def epoch_batches(self, epoch: int) -> Iterable:
         files = self.data.split["train"]
         rows = self.scope.rows(self.cfg.train.batch_size) if self.scope.multiprocess else None
-        return train_batches(files, [self.data.durations.get(f.path, 0.0) for f in files],
-                             self.loader, self.cfg.seed, epoch, on_bad_file=self.bad_files,
-                             rows=rows)
+        assert self.feed is not None
+        return self.feed.batches(files, [self.data.durations.get(f.path, 0.0) for f in files],
+                                 self.cfg.seed, epoch, on_bad_file=self.bad_files, rows=rows)
 
     def step_for(self, weight: np.ndarray, state: TrainState) -> Callable:
         """The compiled train step for a batch with these weights: the plain one when every row
@@ -512,7 +513,8 @@ def setup(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
     assert data is not None
     _check_batch(cfg, data)
     train_files = data.split["train"]
-    # Augmentation, class weights / balanced sampling and the memory cache live in the loader.
+    # Class weights / balanced sampling, the crops, pause shortening and the memory cache live
+    # in the loader; the per-crop augmentation (and data.cache=device) in the feed.
     loader = make_loader_config(cfg, train_files, warn=log)
     if cfg.data.balance != "none":
         log(f"data: class balance by {cfg.data.balance}: "
@@ -539,20 +541,27 @@ def setup(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
         train_step = builder.compile_group_train_step(stack.group, state, mesh,
                                                       strategy=strategy)
     eval_step = builder.compile_eval_step(built, built.state, eval_mesh)
+    bad_files = BadFiles(cfg.data.on_error, log, data.errors)
+    batches_in = feed.make(loader, mesh, cfg.train.batch_size, cfg.seed, files=train_files,
+                           on_bad_file=bad_files)
+    if batches_in.corpus is not None:
+        log(f"data: data.cache=device: {len(train_files)} training clips on each device, "
+            f"{batches_in.corpus.nbytes / 2**20:.0f} MiB")
     log(f"compiled train step in {train_step.compile_s:.2f}s, eval step in "
         f"{eval_step.compile_s:.2f}s (timings below exclude compilation)"
         + ("" if stack is None else
            f"; a group of {len(cfgs)} trials ({strategy}) on {mesh.devices.size} device(s): "
-           f"trials split {mesh.shape['trial']} ways, each batch {mesh.shape['data']} ways"))
+           f"trials split {mesh.shape['trial']} ways, each batch {mesh.shape['data']} ways")
+        + (f"; the batch's crop and augmentation on the device in {batches_in.compile_s:.2f}s"
+           if batches_in.compile_s else ""))
     trials = tuple(
         Trial(c, w, b, Checkpoints(w, mesh if scope.multiprocess else None),
               log if stack is None else _prefixed(log, os.path.basename(w)))
         for c, w, b in zip(cfgs, workdirs, (built,) if stack is None else stack.group.builts,
                            strict=True))
     return Run(cfg, workdir, log, data, loader, built, scope, train_step, eval_step, eval_mesh,
-               BadFiles(cfg.data.on_error, log, data.errors), trials[0].checkpoints,
-               {**device, "process_count": scope.process_count},
-               start_from.record() if start_from else None, trials, stack)
+               bad_files, trials[0].checkpoints, {**device, "process_count": scope.process_count},
+               start_from.record() if start_from else None, trials, stack, batches_in)
 
 
 def _prefixed(log: Log, name: str) -> Log:
@@ -563,6 +572,9 @@ def _check_batch(cfg: config_lib.ConfigDict, data: PreparedData) -> None:
     if len(data.split["train"]) < cfg.train.batch_size:
         raise DataError(f"train.batch_size: {cfg.train.batch_size} is more than the "
                         f"{len(data.split['train'])} training files")
+    if cfg.data.cache == "device":
+        device_cache.check_fits([data.durations.get(f.path, 0.0) for f in data.split["train"]],
+                                cfg.data.sample_rate, cfg.data.device_cache_mib)
 
 
 def _write_start(cfg: config_lib.ConfigDict, workdir: str, data: PreparedData, *,
@@ -651,8 +663,9 @@ def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
 
     t_epoch = t_wait = time.perf_counter()
     try:
-        for batch in batches:
-            x, y, w = parallel.put_batch((batch.x, batch.y, batch.weight), run.mesh)
+        assert run.feed is not None
+        for index, batch in enumerate(batches):
+            x, y, w = run.feed(batch, epoch, index)  # cut and augmented on the device
             wait += time.perf_counter() - t_wait
             step = run.step_for(batch.weight, state)  # may compile, before the clock starts
             submitted = clock.submit()
@@ -813,6 +826,7 @@ def finish(run: Run, state: TrainState, loops: list[LoopState],
             **run.device,
             "versions": timing.versions(),
         }
+        summary["throughput"] = _throughput(trial, loop_state, summary["step_time_ms"])
         if run.stack is not None:
             summary["grouped"] = _grouped(run, i, loop_state, step_times)
         if d is not None:
@@ -884,6 +898,22 @@ def _step_figures(run: Run, i: int, step_times: list[float | None],
                               "times its steps) in a calibration before its group trained; "
                               "train_time_s counts its steps at this time (the group's own "
                               "step: grouped.step_time_ms_group)" + after}
+
+
+def _throughput(trial: Trial, loop_state: LoopState, step_ms: dict | None) -> dict:
+    """The whole training's examples/s beside the step's alone, measured in the same run."""
+    examples = loop_state.epoch * trial.built.steps_per_epoch * trial.cfg.train.batch_size
+    seconds = loop_state.train_time_s
+    whole = examples / seconds if seconds > 0 and examples else None
+    median = (step_ms or {}).get("median")
+    step = trial.cfg.train.batch_size / (median / 1e3) if median else None
+    return {"train_examples_per_s": whole, "step_examples_per_s": step,
+            "ratio": whole / step if whole and step else None,
+            "note": "train_examples_per_s: the examples of every epoch run over train_time_s "
+                    "(every session; the epochs' training, data waits included, validation "
+                    "not); step_examples_per_s: the batch over the median step time "
+                    "(step_time_ms: the device's time per step, the batch's augmentation on "
+                    "the device included); ratio: how close the run came to its step"}
 
 
 def _grouped(run: Run, i: int, loop_state: LoopState,

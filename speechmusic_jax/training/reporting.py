@@ -103,6 +103,11 @@ def format_summary(s: dict, classes) -> str:
         f"{s['compile_time_s']:.2f}s excluded"
         + (f"; host memory: {s['host_memory']}" if s.get("host_memory") else "") + ")",
     ]
+    tp = s.get("throughput") or {}
+    if tp.get("ratio"):
+        lines.append(f"whole training: {tp['train_examples_per_s']:,.0f} examples/s, "
+                     f"{100 * tp['ratio']:.0f}% of the step alone "
+                     f"({tp['step_examples_per_s']:,.0f}/s)")
     if s.get("flops_per_example"):
         lines.append(f"FLOPs per example (inference, one window): {s['flops_per_example']:.3g}")
     if inf:
