@@ -26,9 +26,9 @@ Given several configs (a sweep's group: configs equal but for traced hyperparame
 ``builder.group_key``) the same loop trains them as one compiled program, their states stacked
 on a leading trial axis (:mod:`training.stack`; one config has no trial axis). Each trial has
 its own :class:`LoopState` (epoch, best epoch, early-stopping counter), is frozen when it stops
-early, meets its target, spends its budget or diverges while the others go on, and writes into its own folder exactly what it would
-write alone (summary.json adds ``grouped``: the group's size and mode), its best and last
-checkpoints included, in a run alone's layout. A killed group resumes from its trials' own
+early, meets its target, spends its budget or diverges while the others go on, and writes into
+its own folder exactly what it would write alone (summary.json adds ``grouped``: the group's
+size and mode), its best and last checkpoints included, in a run alone's layout. A killed group resumes from its trials' own
 checkpoints, each at its own epoch. A grouped trial's training times are those of its own
 steps at the step time of its program measured alone (``stack.calibrate``), plus the epoch's
 time outside the steps (data waits): what it would report alone; the group's own figures are
