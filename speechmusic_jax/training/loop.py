@@ -28,11 +28,11 @@ on a leading trial axis (:mod:`training.stack`; one config has no trial axis). E
 its own :class:`LoopState` (epoch, best epoch, early-stopping counter), is frozen when it stops
 early, meets its target, spends its budget or diverges while the others go on, and writes into
 its own folder exactly what it would write alone (summary.json adds ``grouped``: the group's
-size and mode), its best and last checkpoints included, in a run alone's layout. A killed group resumes from its trials' own
-checkpoints, each at its own epoch. A grouped trial's training times are those of its own
-steps at the step time of its program measured alone (``stack.calibrate``), plus the epoch's
-time outside the steps (data waits): what it would report alone; the group's own figures are
-in ``grouped``.
+size and mode), its best and last checkpoints included, in a run alone's layout. A killed group
+resumes from its trials' own checkpoints, each at its own epoch. A grouped trial's training
+times are those of its own steps at the step time of its program measured alone
+(``stack.calibrate``), plus the epoch's time outside the steps (data waits): what it would
+report alone; the group's own figures are in ``grouped``.
 
 Across processes (:mod:`speechmusic_jax.distributed`; the workdir on a file system they all
 see) every process runs this same loop over a mesh of all their devices: each reads only its
