@@ -193,7 +193,7 @@ def test_a_sweep_stops_its_trials_at_the_target_and_times_them_by_points(tmp_pat
     (rec,) = result["records"]
     assert rec["stopped_by"] == "target" and rec["steps_to_target"] == 1
     assert rec["seconds_to_target"] == points[0]["train_time_s"]
-    assert "validation every 1 steps" in (workdir / "results.md").read_text()
+    assert "validation after every step" in (workdir / "results.md").read_text()
 
 
 def test_the_clock_fields_are_checked_at_start(tiny_config):

@@ -141,7 +141,7 @@ class SweepResult:
                          "inf: missed" + (" (or met over the budget)" if "budget" in self.clock
                                           else "") + ".")
         if self.clock:
-            notes.append(self.clock + ("" if "validation every" in self.clock
+            notes.append(self.clock + ("" if "validation after every" in self.clock
                                        else "; validation at each epoch's end") + ".")
         if any(r.get("mode") not in (None, "alone") for r in self.records):
             notes.append("grouped trials (trained together in one program): their seconds "

@@ -249,7 +249,9 @@ def clock_text(base: Any) -> str:
     train = base.train
     parts = []
     if train.eval_every_steps:
-        parts.append(f"validation every {train.eval_every_steps} steps and at each epoch's end")
+        every = ("step" if train.eval_every_steps == 1
+                 else f"{train.eval_every_steps} steps")
+        parts.append(f"validation after every {every} and at each epoch's end")
     if train.stop_at_target:
         parts.append("each trial stops at the target")
     if train.max_seconds:
