@@ -462,13 +462,20 @@ def evaluation_point(run: Run, records: Sequence, state: TrainState, loops: list
     step = (epoch - 1) * run.built.steps_per_epoch + done
     for i in np.flatnonzero(running):
         seconds = run.trial_seconds(i, stats)
-        row = {"epoch": epoch, "step": step, "train_time_s": loops[i].train_time_s + seconds,
+        row = {"epoch": epoch, "step": step,
+               "train_time_s": _agreed(run, loops[i].train_time_s + seconds),
                **_val_fields(vals[i])}
         loops[i], reason = _fold_point(run.trials[i], loops[i], row, records[i] is not None)
         if reason is not None:
             stop[i] = True
             stops[int(i)] = PointStop(reason, step, seconds)
     return stop, loops
+
+
+def _agreed(run: Run, seconds: float) -> float:
+    """Training seconds every process agrees on (the slowest's), so that each takes the same
+    budget decision; alone in its process, ``seconds``."""
+    return max(distributed.gather_objects(seconds, run.scope.multiprocess))
 
 
 def _val_fields(val: dict) -> dict:
@@ -867,7 +874,7 @@ def record_epoch(run: Run, records: Sequence[reporting.EpochRecords | None], sta
         if point is None:  # the epoch's end is an evaluation point
             loop_state, reason = _fold_point(
                 trial, loop_state, {"epoch": epoch, "step": epoch * steps_per_epoch,
-                                    "train_time_s": loop_state.train_time_s,
+                                    "train_time_s": _agreed(run, loop_state.train_time_s),
                                     **_val_fields(val)}, records[i] is not None)
         last_epoch = epoch >= trial.cfg.train.epochs
         stopped = point is not None or ((stop or reason is not None) and not last_epoch)
