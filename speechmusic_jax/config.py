@@ -45,6 +45,11 @@ MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_f1": "max"}
 RUNTIME_FIELDS = frozenset({
     "note", "data.on_error", "data.workers", "data.prefetch_batches", "data.cache",
     "data.cache_dir", "data.device_cache_mib", "train.eval_chunk_mib"})
+# Fields added after runs were made, with the value that gives a run made before them: a
+# config.json without such a field is the same run as one with it at this value.
+ADDED_FIELDS: dict[str, Any] = {
+    "train.eval_every_steps": 0, "train.target_metric": "val_accuracy",
+    "train.target_value": None, "train.stop_at_target": False, "train.max_seconds": 0.0}
 
 
 def base_config() -> ConfigDict:
@@ -168,6 +173,19 @@ def base_config() -> ConfigDict:
     # weights over about this many epochs (decay per step 1 - 1 / (epochs * steps per epoch));
     # 0 evaluates the weights as trained. Batch-norm statistics stay the running ones.
     c.train.ema_epochs = 0.0
+    # AlgoPerf's clock (time to target; see training/loop.py): > 0 validates every this many
+    # optimizer steps as well as at each epoch's end; every validation is an evaluation point
+    # in evals.jsonl (step, training seconds so far, validation metrics). 0: once per epoch.
+    c.train.eval_every_steps = 0
+    # The target of a run: a validation metric (see MONITORS) and the value that meets it
+    # (higher is better, lower for losses); None: no target. A sweep's target sets them.
+    c.train.target_metric = "val_accuracy"
+    c.train.target_value = config_dict.placeholder(float)
+    c.train.stop_at_target = False  # stop at the first evaluation point that meets the target
+    # > 0: a budget of training seconds (compilation and evaluation excluded); a run that has
+    # spent it stops at its next evaluation point, recorded as over budget (time to target:
+    # infinity, as in AlgoPerf). 0: no budget.
+    c.train.max_seconds = 0.0
     c.train.early_stopping = ConfigDict()
     c.train.early_stopping.monitor = "val_loss"
     c.train.early_stopping.mode = "auto"  # "min" or "max"; auto: min for losses, max otherwise
@@ -239,9 +257,16 @@ def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):
             out += diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
+        elif va != vb and not _added_at_default(f"{prefix}{k}", k in a, k in b, va, vb):
             out.append(f"{prefix}{k}")
     return out
+
+
+def _added_at_default(field: str, in_a: bool, in_b: bool, va: Any, vb: Any) -> bool:
+    """Whether ``field`` is missing on one side and at its ADDED_FIELDS value on the other."""
+    if field not in ADDED_FIELDS or in_a == in_b:
+        return False
+    return (vb if in_b else va) == ADDED_FIELDS[field]
 
 
 def init_seed(c: Any) -> int:
@@ -383,6 +408,14 @@ def validate(c: ConfigDict) -> None:
     need(train.stem_lr_scale >= 0, "train.stem_lr_scale", "must be >= 0 (0 freezes the stem)")
     need(train.ema_epochs >= 0, "train.ema_epochs",
          "must be >= 0 (0 evaluates the weights as trained)")
+    need(isinstance(train.eval_every_steps, int) and train.eval_every_steps >= 0,
+         "train.eval_every_steps", "must be an integer >= 0 (0: evaluate once per epoch)")
+    need(train.target_metric in MONITORS, "train.target_metric",
+         f"must be one of {list(MONITORS)}")
+    need(not train.stop_at_target or train.target_value is not None, "train.target_value",
+         "train.stop_at_target needs a target: set train.target_value (and "
+         "train.target_metric)")
+    need(train.max_seconds >= 0, "train.max_seconds", "must be >= 0 (0: no budget)")
     e = train.early_stopping
     need(e.monitor in MONITORS, "train.early_stopping.monitor", f"must be one of {list(MONITORS)}")
     need(e.mode in ("auto", "min", "max"), "train.early_stopping.mode",
@@ -433,6 +466,24 @@ def parse_init_from(value: str) -> tuple[str, str]:
     if sep and which in CHECKPOINTS:
         return folder, which
     return value, "tested"
+
+
+def target(cfg: Any) -> tuple[str, float] | None:
+    """A run's target, (validation metric, value), from ``train.target_metric`` and
+    ``train.target_value``; None without one (also a config written before they existed)."""
+    train = cfg["train"]
+    value = train.get("target_value")
+    return None if value is None else (str(train.get("target_metric", "val_accuracy")),
+                                       float(value))
+
+
+def meets_target(value: float | None, target: tuple[str, float]) -> bool:
+    """Whether a value of ``target[0]`` meets the target: at least ``target[1]``, or at most
+    for a loss (lower is better)."""
+    if value is None or not math.isfinite(value):
+        return False
+    lower = MONITORS.get(target[0]) == "min"
+    return value <= target[1] if lower else value >= target[1]
 
 
 def tested_checkpoint(cfg: ConfigDict) -> str:

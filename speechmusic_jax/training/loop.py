@@ -2,11 +2,21 @@
 
     fit = setup                       workdir rules, data, model + optimizer, compiled steps, resume
           then, for each epoch:
-            train_epoch               the epoch's batches through the compiled train step
+            train_epoch               the epoch's batches through the compiled train step,
+                                      pausing at evaluation points (train.eval_every_steps)
             validate                  clip-level report on the validation split
             record_epoch              metrics.jsonl, TensorBoard, table, then the checkpoint
           until the epochs are done or early stopping says stop, then
           finish                      test the best weights, time inference, summary.json, curves
+
+AlgoPerf's clock: every validation is an evaluation point, a line of ``evals.jsonl`` (epoch, step,
+training seconds so far: compilation and evaluation excluded, validation metrics). With
+``train.eval_every_steps`` > 0 the epoch also stops for one after every that many steps (its
+training clock stopped meanwhile), so time to target is measured finer than an epoch. A point
+that meets the target (``train.target_metric``/``train.target_value``) under
+``train.stop_at_target``, or finds ``train.max_seconds`` of training spent, stops the run there:
+its last epoch's row then covers the steps up to the point, it is checkpointed and tested as
+usual, and summary.json says why (``stopped_by``) and whether the budget was spent.
 
 The loop owns every file in the workdir and writes each one atomically; everything it prints was
 measured in this run. Its state between epochs is a :class:`LoopState`, saved with each
@@ -16,13 +26,13 @@ Given several configs (a sweep's group: configs equal but for traced hyperparame
 ``builder.group_key``) the same loop trains them as one compiled program, their states stacked
 on a leading trial axis (:mod:`training.stack`; one config has no trial axis). Each trial has
 its own :class:`LoopState` (epoch, best epoch, early-stopping counter), is frozen when it stops
-early or diverges while the others go on, and writes into its own folder exactly what it would
-write alone (summary.json adds ``grouped``: the group's size and mode), its best and last
-checkpoints included, in a run alone's layout. A killed group resumes from its trials' own
-checkpoints, each at its own epoch. A grouped trial's training times are those of its own
-steps at the step time of its program measured alone (``stack.calibrate``), plus the epoch's
-time outside the steps (data waits): what it would report alone; the group's own figures are
-in ``grouped``.
+early, meets its target, spends its budget or diverges while the others go on, and writes into
+its own folder exactly what it would write alone (summary.json adds ``grouped``: the group's
+size and mode), its best and last checkpoints included, in a run alone's layout. A killed group
+resumes from its trials' own checkpoints, each at its own epoch. A grouped trial's training
+times are those of its own steps at the step time of its program measured alone
+(``stack.calibrate``), plus the epoch's time outside the steps (data waits): what it would
+report alone; the group's own figures are in ``grouped``.
 
 Across processes (:mod:`speechmusic_jax.distributed`; the workdir on a file system they all
 see) every process runs this same loop over a mesh of all their devices: each reads only its
@@ -38,6 +48,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import itertools
 import json
 import os
 import time
@@ -58,7 +69,7 @@ from speechmusic_jax.data.pipeline import (
 )
 from speechmusic_jax.data.prepare import BadFiles, PreparedData, prepare_data
 from speechmusic_jax.errors import DataError, DeviceOutOfMemory, TrainingDiverged
-from speechmusic_jax.io_utils import atomic_write_json, read_jsonl, write_jsonl
+from speechmusic_jax.io_utils import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
 from speechmusic_jax.training import builder, clip_scoring, feed, optim, pretrained, reporting
 from speechmusic_jax.training import stack as stack_lib
 from speechmusic_jax.training import workdir as workdir_rules
@@ -67,6 +78,7 @@ from speechmusic_jax.training.step import TrainState
 from speechmusic_jax.training.step_clock import StepClock
 
 Log = Callable[[str], None]
+EVALS = "evals.jsonl"  # one line per evaluation point (AlgoPerf's clock)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +95,10 @@ class LoopState:
     wall_time_s: float = 0.0  # wall time of every session up to this checkpoint
     init_from: dict | None = None  # the pretrained weights it started from (train.init_from)
     group_train_time_s: float | None = None  # a grouped trial: its group's training seconds
+    stopped_by: str | None = None  # why it stopped early: early_stopping, target, max_seconds
+    over_budget: bool = False  # an evaluation point found train.max_seconds spent
+    target_step: int | None = None  # the first evaluation point that met the target: its step
+    target_seconds: float | None = None  # ... and the training seconds up to it
 
     @classmethod
     def from_json(cls, record: dict) -> LoopState:
@@ -103,6 +119,10 @@ class Trial:
     @property
     def metrics_path(self) -> str:
         return os.path.join(self.workdir, "metrics.jsonl")
+
+    @property
+    def evals_path(self) -> str:
+        return os.path.join(self.workdir, EVALS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +260,21 @@ class EpochStats:
 
 
 @dataclasses.dataclass(frozen=True)
+class PointStop:
+    """A trial stopped at an evaluation point inside an epoch: why (``target`` or
+    ``max_seconds``), at which step of the run, after how many training seconds of the epoch."""
+
+    reason: str
+    step: int
+    epoch_seconds: float
+
+
+# on_point(state, steps done in the epoch, the epoch's stats so far, the trials still training)
+# -> the trials to stop there (see train_epoch)
+PointHook = Callable[[TrainState, int, "EpochStats", np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
 class Divergence:
     """A non-finite loss or gradient of a trial at ``step`` (in ``epoch``)."""
 
@@ -304,16 +339,26 @@ def fit(cfg: config_lib.ConfigDict | Sequence[config_lib.ConfigDict],
                 break
             t_epoch = time.perf_counter()
             batches = read_ahead or run.epoch_batches(epoch)
-            state, stats = train_epoch(run, state, epoch, batches, progress, active=active)
+            stops: dict[int, PointStop] = {}  # trials stopped at a point inside the epoch
+
+            def on_point(state, done, stats, running, epoch=epoch, stops=stops, loops=loops):
+                stop, loops[:] = evaluation_point(run, records, state, loops, epoch, done,
+                                                  stats, running, stops)  # in place
+                return stop
+
+            state, stats = train_epoch(run, state, epoch, batches, progress, active=active,
+                                       on_point=on_point if _points(cfgs) else None)
             step_times += stats.step_times
             diverged.update(stats.diverged)
             trained = active & ~_mask(run.size, diverged)
             if not trained.any():
                 break
-            read_ahead = ReadAhead(run.epoch_batches(epoch + 1)) if epoch < last_epoch else None
+            read_ahead = (ReadAhead(run.epoch_batches(epoch + 1))
+                          if epoch < last_epoch and len(stops) < trained.sum() else None)
             vals = validate(run, state, trained)
             loops = record_epoch(run, records, state, loops, epoch, stats, vals, trained,
-                                 epoch_s=time.perf_counter() - t_epoch, clock=clock)
+                                 epoch_s=time.perf_counter() - t_epoch, clock=clock,
+                                 stops=stops)
             going = _active(loops, diverged, epoch + 1).any()
             if stop_after is not None and epoch - first_epoch + 1 >= stop_after and going \
                     and epoch < last_epoch:
@@ -398,6 +443,74 @@ def _active(loops: list[LoopState], diverged: dict, epoch: int) -> np.ndarray:
     resumed trial whose checkpoint is ahead of the others waits for them)."""
     return np.asarray([i not in diverged and not lp.stopped_early and lp.epoch < epoch
                        for i, lp in enumerate(loops)], bool)
+
+
+def _points(cfgs: list) -> bool:
+    """Whether the run evaluates inside epochs (train.eval_every_steps; a stack's trials share
+    it, part of the group key)."""
+    return cfgs[0].train.eval_every_steps > 0
+
+
+def evaluation_point(run: Run, records: Sequence, state: TrainState, loops: list[LoopState],
+                     epoch: int, done: int, stats: EpochStats, running: np.ndarray,
+                     stops: dict[int, PointStop]) -> tuple[np.ndarray, list[LoopState]]:
+    """An evaluation point inside ``epoch``, ``done`` steps into it: validate the ``running``
+    trials, write each one's point to its evals.jsonl (process 0) and note those to stop there
+    (into ``stops``); return (the trials to stop, the loop states)."""
+    loops = list(loops)
+    vals = validate(run, state, running)
+    stop = np.zeros(run.size, bool)
+    step = (epoch - 1) * run.built.steps_per_epoch + done
+    for i in np.flatnonzero(running):
+        seconds = run.trial_seconds(i, stats)
+        row = {"epoch": epoch, "step": step,
+               "train_time_s": _agreed(run, loops[i].train_time_s + seconds),
+               **_val_fields(vals[i])}
+        loops[i], reason = _fold_point(run.trials[i], loops[i], row, records[i] is not None)
+        if reason is not None:
+            stop[i] = True
+            stops[int(i)] = PointStop(reason, step, seconds)
+    return stop, loops
+
+
+def _agreed(run: Run, seconds: float) -> float:
+    """Training seconds every process agrees on (the slowest's), so that each takes the same
+    budget decision; alone in its process, ``seconds``."""
+    return max(distributed.gather_objects(seconds, run.scope.multiprocess))
+
+
+def _val_fields(val: dict) -> dict:
+    """A validation report's columns in metrics.jsonl and evals.jsonl."""
+    return {"val_loss": val["loss"], "val_accuracy": val["accuracy"],
+            "val_f1": val["f1"]["macro"], "val_window_loss": val["window"]["loss"],
+            "val_window_accuracy": val["window"]["accuracy"]}
+
+
+def _fold_point(trial: Trial, loop_state: LoopState, row: dict,
+                write: bool) -> tuple[LoopState, str | None]:
+    """Record one evaluation point of ``trial`` (``write``: in its evals.jsonl) and fold it into
+    its loop state: (state, why to stop here: ``max_seconds`` when the point finds the
+    training budget spent, ``target`` when it meets the target under train.stop_at_target; else
+    None). A target met after the budget was spent does not count (AlgoPerf)."""
+    if write:
+        append_jsonl(trial.evals_path, row)
+    train = trial.cfg.train
+    target = config_lib.target(trial.cfg)
+    seconds = row["train_time_s"]
+    if train.max_seconds > 0 and seconds > train.max_seconds:
+        trial.log(f"stopping at step {row['step']}: {seconds:.1f}s of training, over the "
+                  f"budget train.max_seconds={train.max_seconds:g} (time to target: infinity)")
+        return dataclasses.replace(loop_state, over_budget=True), "max_seconds"
+    if target is None or not config_lib.meets_target(row[target[0]], target):
+        return loop_state, None
+    if loop_state.target_step is None:
+        loop_state = dataclasses.replace(loop_state, target_step=row["step"],
+                                         target_seconds=seconds)
+    if not train.stop_at_target:
+        return loop_state, None
+    trial.log(f"stopping at step {row['step']}: {target[0]} {row[target[0]]:.4f} meets the "
+              f"target {target[1]:g} after {seconds:.1f}s of training (train.stop_at_target)")
+    return loop_state, "target"
 
 
 def _mask(size: int, indices: Iterable[int]) -> np.ndarray:
@@ -611,12 +724,14 @@ def restore_or_init(run: Run, begins: Sequence[workdir_rules.Start],
             trial.log(f"continuing the finished run from epoch {loop_state.epoch} to epoch "
                       f"{trial.cfg.train.epochs}; the learning-rate schedule now spans "
                       f"{trial.cfg.train.epochs} epochs")
-            loop_state = dataclasses.replace(loop_state, stopped_early=False, bad_epochs=0)
+            loop_state = dataclasses.replace(loop_state, stopped_early=False, bad_epochs=0,
+                                             stopped_by=None)
         clock.before.append(loop_state.wall_time_s)
         if run.scope.is_main:
-            rows = [r for r in read_jsonl(trial.metrics_path)
-                    if r.get("epoch", 0) <= loop_state.epoch]
-            write_jsonl(trial.metrics_path, rows)
+            for path in (trial.metrics_path, trial.evals_path):
+                rows = [r for r in read_jsonl(path) if r.get("epoch", 0) <= loop_state.epoch]
+                if rows or os.path.exists(path):
+                    write_jsonl(path, rows)
         loops.append(loop_state)
     if run.stack is None:
         return parallel.put_replicated(restored.get(0, initial), run.mesh), loops
@@ -624,8 +739,8 @@ def restore_or_init(run: Run, begins: Sequence[workdir_rules.Start],
 
 
 def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
-                progress: bool | None = None,
-                active: np.ndarray | None = None) -> tuple[TrainState, EpochStats]:
+                progress: bool | None = None, active: np.ndarray | None = None,
+                on_point: PointHook | None = None) -> tuple[TrainState, EpochStats]:
     """One epoch of steps of the ``active`` trials (default: all).
 
     Each step's metrics are fetched after the next step is dispatched, so the device never
@@ -633,17 +748,24 @@ def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
     diverged trial's epoch ends there (that step's update is thrown away with the rest: the run
     stops, keeping its last checkpoint); in a stack, the step itself froze the trial, on the
     device, and the others go on (the epoch ends when none is left). Step times and the
-    device's idle time come from :class:`StepClock`, which does not block."""
+    device's idle time come from :class:`StepClock`, which does not block.
+
+    ``on_point(state, steps_done, stats, running)`` is called at each evaluation point inside
+    the epoch
+    (after every ``train.eval_every_steps``-th step of the run, but not at the epoch's last
+    step, whose point is the epoch's own validation), with the epoch's training clock stopped:
+    ``stats`` are the epoch's so far. It returns the trials to stop there (their target met,
+    their time spent), which are frozen while the others go on; alone, the epoch ends."""
     keys = builder.dropout_key(run.cfg) if run.stack is None else run.stack.keys
     steps_per_epoch = run.built.steps_per_epoch
+    every = run.cfg.train.eval_every_steps if on_point is not None else 0
+    first_step = (epoch - 1) * steps_per_epoch
     running = np.ones(run.size, bool) if active is None else np.array(active, bool)
     on_device = None if run.stack is None else run.stack.active(running)
     sums = np.zeros((run.size, 3))
-    wait = 0.0
     bar = reporting.ProgressBar(steps_per_epoch, epoch, enabled=progress)
-    clock = StepClock()
-    pending = None  # the metrics of the step before the one just dispatched
     diverged: dict[int, Divergence] = {}
+    timed = {"busy": [], "idle": 0.0, "wait": 0.0, "seconds": 0.0}
 
     def take(m: dict) -> bool:
         """Fold in one step's metrics; whether any trial still trains."""
@@ -655,40 +777,65 @@ def train_epoch(run: Run, state: TrainState, epoch: int, batches: Iterable,
         bar.step(float(losses[running].mean()))
         bad = running & ~(np.isfinite(loss_sum) & np.isfinite(grad_norm))
         for i in np.flatnonzero(bad):
-            diverged[int(i)] = Divergence((epoch - 1) * steps_per_epoch + bar.done, epoch,
-                                          float(losses[i]))
+            diverged[int(i)] = Divergence(first_step + bar.done, epoch, float(losses[i]))
         running[bad] = False
         sums[running] += np.stack([loss_sum, correct, count], axis=1)[running]
         return bool(running.any())
 
-    t_epoch = t_wait = time.perf_counter()
-    try:
-        assert run.feed is not None
-        for index, batch in enumerate(batches):
-            x, y, w = run.feed(batch, epoch, index)  # cut and augmented on the device
-            wait += time.perf_counter() - t_wait
-            step = run.step_for(batch.weight, state)  # may compile, before the clock starts
-            submitted = clock.submit()
-            if run.stack is None:
-                state, m = step(state, x, y, w, keys)
+    def so_far() -> EpochStats:
+        return EpochStats(sums[:, 0].copy(), sums[:, 1].copy(), sums[:, 2].copy(),
+                          list(timed["busy"]), timed["wait"], timed["seconds"], timed["idle"],
+                          dict(diverged))
+
+    assert run.feed is not None
+    batches = iter(batches)
+    fed = 0  # the epoch's batches taken so far: the feed's key for the next one
+    while True:  # spans of steps between evaluation points, each timed on its own
+        span = steps_per_epoch - bar.done
+        if every:
+            span = min(span, every - (first_step + bar.done) % every)
+        clock = StepClock()
+        pending = None  # the metrics of the step before the one just dispatched
+        done_before, ended = bar.done, True
+        t_span = t_wait = time.perf_counter()
+        try:
+            for batch in itertools.islice(batches, span):
+                x, y, w = run.feed(batch, epoch, fed)  # cut and augmented on the device
+                fed += 1
+                timed["wait"] += time.perf_counter() - t_wait
+                step = run.step_for(batch.weight, state)  # may compile, before the clock starts
+                submitted = clock.submit()
+                if run.stack is None:
+                    state, m = step(state, x, y, w, keys)
+                else:
+                    state, m, good = step(state, run.stack.hyper, on_device, x, y, w, keys)
+                    on_device = run.stack.active(good)  # the trials still training, on device
+                clock.dispatched(m, submitted)
+                if pending is not None and not take(pending):
+                    pending = None
+                    break
+                pending = m
+                t_wait = time.perf_counter()
             else:
-                state, m, good = step(state, run.stack.hyper, on_device, x, y, w, keys)
-                on_device = run.stack.active(good)  # the trials still training, on the device
-            clock.dispatched(m, submitted)
-            if pending is not None and not take(pending):
-                pending = None
+                if pending is not None:
+                    take(pending)
+                ended = bar.done - done_before < span  # the batches ran out
+        finally:
+            busy, idle = clock.close()
+        timed["seconds"] += time.perf_counter() - t_span
+        # a diverged run's last step (dispatched after the bad one) ran too: not counted
+        timed["busy"] += busy[: bar.done - done_before]
+        timed["idle"] += idle
+        if ended or not running.any() or bar.done >= steps_per_epoch:
+            break
+        stop = np.asarray(on_point(state, bar.done, so_far(), running.copy()), bool) & running
+        if stop.any():
+            running &= ~stop
+            if not running.any():
                 break
-            pending = m
-            t_wait = time.perf_counter()
-        else:
-            if pending is not None:
-                take(pending)
-    finally:
-        busy, idle = clock.close()
+            on_device = run.stack.active(running) if run.stack is not None else on_device
     bar.close()
-    # a diverged run's last step (dispatched after the bad one) ran too: not counted
-    return state, EpochStats(sums[:, 0], sums[:, 1], sums[:, 2], busy[: bar.done], wait,
-                             time.perf_counter() - t_epoch, idle, diverged)
+    return state, so_far()
 
 
 def validate(run: Run, state: TrainState, trained: np.ndarray | None = None) -> list[dict | None]:
@@ -702,27 +849,29 @@ def validate(run: Run, state: TrainState, trained: np.ndarray | None = None) -> 
 
 def record_epoch(run: Run, records: Sequence[reporting.EpochRecords | None], state: TrainState,
                  loops: list[LoopState], epoch: int, stats: EpochStats, vals: list,
-                 trained: np.ndarray, *, epoch_s: float,
-                 clock: SessionClock) -> list[LoopState]:
+                 trained: np.ndarray, *, epoch_s: float, clock: SessionClock,
+                 stops: dict[int, PointStop] | None = None) -> list[LoopState]:
     """Write the epoch's records of each ``trained`` trial, then its checkpoint; return the
-    loop states. ``epoch_s``: the epoch's wall time, validation included."""
+    loop states. ``epoch_s``: the epoch's wall time, validation included. The epoch's end is an
+    evaluation point (evals.jsonl), except for a trial in ``stops``: stopped at a point inside
+    the epoch (its row then covers the epoch up to there)."""
     loops = list(loops)
+    stops = stops or {}
     states = run.trial_states(state)
+    steps_per_epoch = run.built.steps_per_epoch
     for i in np.flatnonzero(trained):
         trial, es = run.trials[i], run.trials[i].cfg.train.early_stopping
-        seconds = run.trial_seconds(i, stats)
+        point = stops.get(int(i))
+        seconds = point.epoch_seconds if point else run.trial_seconds(i, stats)
         # a grouped trial's epoch: its training as alone, then the group's validation
         epoch_time = epoch_s if run.stack is None else epoch_s - stats.seconds + seconds
         val = vals[i]
         row = {
             "epoch": epoch,
+            "steps": point.step - (epoch - 1) * steps_per_epoch if point else steps_per_epoch,
             "train_loss": float(stats.loss_sum[i]) / max(float(stats.count[i]), 1),
             "train_accuracy": float(stats.correct[i]) / max(float(stats.count[i]), 1),
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "val_f1": val["f1"]["macro"],
-            "val_window_loss": val["window"]["loss"],
-            "val_window_accuracy": val["window"]["accuracy"],
+            **_val_fields(val),
             "learning_rate": float(trial.built.schedule(epoch * trial.built.steps_per_epoch - 1))
             * optim.lr_scale(states[i].opt_state),
             "epoch_time_s": epoch_time,
@@ -736,9 +885,17 @@ def record_epoch(run: Run, records: Sequence[reporting.EpochRecords | None], sta
         loop_state, improved, stop = early_stopping_update(
             dataclasses.replace(loops[i], train_time_s=loops[i].train_time_s + seconds),
             epoch, row[es.monitor], mode=mode, patience=es.patience, min_delta=es.min_delta)
+        reason = point.reason if point else None
+        if point is None:  # the epoch's end is an evaluation point
+            loop_state, reason = _fold_point(
+                trial, loop_state, {"epoch": epoch, "step": epoch * steps_per_epoch,
+                                    "train_time_s": _agreed(run, loop_state.train_time_s),
+                                    **_val_fields(val)}, records[i] is not None)
         last_epoch = epoch >= trial.cfg.train.epochs
+        stopped = point is not None or ((stop or reason is not None) and not last_epoch)
         loop_state = dataclasses.replace(
-            loop_state, stopped_early=stop and not last_epoch, wall_time_s=clock.total_s(i),
+            loop_state, stopped_early=stopped, wall_time_s=clock.total_s(i),
+            stopped_by=(reason or "early_stopping") if stopped else None,
             group_train_time_s=None if run.stack is None else
             (loop_state.group_train_time_s or 0.0) + stats.seconds)
         # Records of the epoch first, then the checkpoint: a kill in between is cut back (or, in
@@ -748,7 +905,7 @@ def record_epoch(run: Run, records: Sequence[reporting.EpochRecords | None], sta
         trial.checkpoints.save(epoch, states[i], dataclasses.asdict(loop_state),
                                best={"monitor": es.monitor, "value": row[es.monitor]}
                                if improved else None)
-        if loop_state.stopped_early:
+        if loop_state.stopped_by == "early_stopping":
             trial.log(f"early stopping: {es.monitor} has not improved for {es.patience} "
                       f"epochs (best {loop_state.best_value:.4f} at epoch "
                       f"{loop_state.best_epoch})")
@@ -808,6 +965,8 @@ def finish(run: Run, state: TrainState, loops: list[LoopState],
             "flops_per_example": run.eval_step.flops_per_example,
             **_step_figures(run, i, step_times, resumed[i]),
             "train_time_s": loop_state.train_time_s,
+            "stopped_by": loop_state.stopped_by,
+            **_clock_figures(trial.cfg, loop_state),
             "started_at": loop_state.started_at,
             "finished_at": _now(),
             "wall_time_s": clock.total_s(i),
@@ -837,6 +996,22 @@ def finish(run: Run, state: TrainState, loops: list[LoopState],
     if run.scope.is_main and run.cfg.note and len(diverged) < run.size:
         run.log(f"note: {run.cfg.name}: {run.cfg.note}")
     return summaries
+
+
+def _clock_figures(cfg: config_lib.ConfigDict, loop_state: LoopState) -> dict:
+    """summary.json's AlgoPerf clock: the budget and whether it was spent; the target and the
+    first evaluation point that met it (within the budget), in steps and training seconds."""
+    out: dict = {"max_seconds": cfg.train.max_seconds or None,
+                 "max_seconds_exceeded": loop_state.over_budget,
+                 "eval_every_steps": cfg.train.eval_every_steps or None}
+    target = config_lib.target(cfg)
+    if target is not None:
+        out["target"] = {"metric": target[0], "value": target[1],
+                         "steps": loop_state.target_step, "seconds": loop_state.target_seconds,
+                         "note": "the first evaluation point (evals.jsonl) that met the target "
+                                 "within the budget; seconds: training only (compilation and "
+                                 "evaluation excluded); null: never met"}
+    return out
 
 
 def _test(run: Run, state: TrainState, pointers: list[dict | None],

@@ -30,7 +30,8 @@ from speechmusic_jax.training import reporting
 # anywhere under it matches; a user's checkpoints/README.txt or eval/notes.txt stops it.
 _TEMPORARY = re.compile(r"\..+\.tmp")
 _LAYOUT: dict[str, tuple[str, dict[str, str]]] = {
-    "run": (r"config\.json|split\.csv|metrics\.jsonl|summary\.json|test_predictions\.csv"
+    "run": (r"config\.json|split\.csv|metrics\.jsonl|evals\.jsonl|summary\.json"
+            r"|test_predictions\.csv"
             r"|curves\.png",
             {r"checkpoints": "checkpoints", r"tensorboard": "tensorboard", r"eval": "eval"}),
     # training/checkpoints.py: epoch_NNNN (or epoch_NNNN.K, a re-save of an epoch that a

@@ -49,18 +49,22 @@ def _style(key: tuple[str, str], refs: set[tuple[str, str]]) -> dict:
 
 def curves(result: Any, path: str) -> None:
     """Validation accuracy and loss (per clip) against training steps, for each arm's best
-    trial, overlaid."""
+    trial, overlaid: at every evaluation point (evals.jsonl; a run made before they existed:
+    each epoch's end)."""
     plt = _pyplot()
     best = result.best()
     refs = _references(result)
     multi = len({w for w, _ in best}) > 1
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for (workload, arm), rec in best.items():
-        rows = read_jsonl(os.path.join(rec["workdir"], "metrics.jsonl"))
+        rows = read_jsonl(os.path.join(rec["workdir"], "evals.jsonl"))
+        if rows:
+            steps = [r["step"] for r in rows]
+        else:
+            rows = read_jsonl(os.path.join(rec["workdir"], "metrics.jsonl"))
+            steps = [r["epoch"] * (rec.get("steps_per_epoch") or 1) for r in rows]
         if not rows:
             continue
-        spe = rec.get("steps_per_epoch") or 1
-        steps = [r["epoch"] * spe for r in rows]
         label = (f"{_label(workload, arm, multi)} (trial {rec['trial']})"
                  + (", reference" if (workload, arm) in refs else ""))
         for ax, key in zip(axes, ("val_accuracy", "val_loss"), strict=True):

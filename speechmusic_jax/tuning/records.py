@@ -3,9 +3,12 @@
 A trial's folder is an ordinary run (``summary.json``, ``metrics.jsonl``, ``config.json``), so
 its record is computed from those files alone, whoever trained it (``fit`` one at a time, or a
 grouped, vmapped program) and whichever process: a sweep shared over machines is collected the
-same way. Time to target comes from ``metrics.jsonl``: the first epoch whose validation metric
-meets the target, in optimizer steps and in seconds of training (validation and compilation
-excluded); a trial that never meets it scores infinity.
+same way. Time to target comes from the run's evaluation points (``evals.jsonl``: every
+``train.eval_every_steps`` steps and at each epoch's end): the first point whose validation
+metric meets the target, in optimizer steps and in seconds of training (validation and
+compilation excluded); a trial that never meets it, or meets it only after its budget
+``train.max_seconds`` was spent, scores infinity (AlgoPerf). Runs made before evaluation points
+existed are read per epoch from ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from speechmusic_jax.tuning.spec import Trial
 FINISHED = ("completed", "stopped_early", "diverged")
 # results.csv: these columns, with the swept fields after ``status``.
 LEADING = ("trial", "workload", "arm", "optimizer", "seed", "status")
-TRAILING = ("best_epoch", "epochs_run", "val_accuracy", "val_loss", "val_f1", "test_accuracy",
-            "test_f1_macro", "test_clips", "steps_to_target", "seconds_to_target", "train_time_s",
-            "step_time_ms", "compile_time_s", "params_trainable", "flops_per_example", "mode",
-            "group_size", "group_train_time_s", "diverged_at_step", "error")
+TRAILING = ("best_epoch", "epochs_run", "stopped_by", "max_seconds_exceeded", "val_accuracy",
+            "val_loss", "val_f1", "test_accuracy", "test_f1_macro", "test_clips",
+            "steps_to_target", "seconds_to_target", "train_time_s", "step_time_ms",
+            "compile_time_s", "params_trainable", "flops_per_example", "mode", "group_size",
+            "group_train_time_s", "diverged_at_step", "error")
 
 
 def trial_dir(workdir: str, index: int) -> str:
@@ -54,20 +58,27 @@ def train_seconds(row: dict, steps_per_epoch: int, batch_size: int) -> float | N
 
 
 def time_to_target(rows: list[dict], target: tuple[str, float] | None, steps_per_epoch: int,
-                   batch_size: int) -> tuple[float, float]:
-    """(steps, seconds) until the first epoch whose ``target[0]`` meets ``target[1]`` (higher is
-    better, lower for losses); (inf, inf) when no epoch does or there is no target."""
+                   batch_size: int, points: list[dict] | None = None,
+                   max_seconds: float = 0.0) -> tuple[float, float]:
+    """(steps, seconds) until the first evaluation point whose ``target[0]`` meets ``target[1]``
+    (higher is better, lower for losses); (inf, inf) when none does, when it comes after
+    ``max_seconds`` of training (> 0), or without a target. ``points``: the rows of
+    evals.jsonl (step, train_time_s: cumulative); without them (a run made before they
+    existed), the epochs of metrics.jsonl ``rows``."""
     if target is None:
         return math.inf, math.inf
-    metric, value = target
-    lower = config_lib.MONITORS.get(metric) == "min"
-    seconds = 0.0
-    for row in sorted(rows, key=lambda r: r["epoch"]):
-        s = train_seconds(row, steps_per_epoch, batch_size)
-        seconds += s if s is not None else math.nan
-        v = row.get(metric)
-        if v is not None and (v <= value if lower else v >= value):
-            return float(row["epoch"] * steps_per_epoch), seconds
+    if not points:
+        points, seconds = [], 0.0
+        for row in sorted(rows, key=lambda r: r["epoch"]):
+            s = train_seconds(row, steps_per_epoch, batch_size)
+            seconds += s if s is not None else math.nan
+            points.append({**row, "step": row["epoch"] * steps_per_epoch,
+                           "train_time_s": seconds})
+    for point in sorted(points, key=lambda p: p["step"]):
+        if max_seconds > 0 and point["train_time_s"] > max_seconds:
+            break
+        if config_lib.meets_target(point.get(target[0]), target):
+            return float(point["step"]), float(point["train_time_s"])
     return math.inf, math.inf
 
 
@@ -98,13 +109,17 @@ def trial_record(trial: Trial, workdir: str, target: tuple[str, float] | None,
     # last with train.early_stopping.restore_best off)
     tested = summary.get("tested_epoch") or summary.get("best_epoch")
     row = next((r for r in rows if r["epoch"] == tested), None)
-    steps, seconds = time_to_target(rows, target, steps_per_epoch, batch_size)
+    steps, seconds = time_to_target(
+        rows, target, steps_per_epoch, batch_size,
+        read_jsonl(os.path.join(folder, "evals.jsonl")),
+        float(_dotted(cfg, "train.max_seconds") or 0.0) if cfg else 0.0)
     test = summary.get("test") or {}
     grouped = summary.get("grouped") or {}
     step_ms = (summary.get("step_time_ms") or {}).get("median")
     rec.update(
         status=summary["status"], best_epoch=summary.get("best_epoch"),
-        epochs_run=summary.get("epochs_run"),
+        epochs_run=summary.get("epochs_run"), stopped_by=summary.get("stopped_by"),
+        max_seconds_exceeded=summary.get("max_seconds_exceeded"),
         val_accuracy=row.get("val_accuracy") if row else None,
         val_loss=row.get("val_loss") if row else None,
         val_f1=row.get("val_f1") if row else None,

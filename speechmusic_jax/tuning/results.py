@@ -45,6 +45,7 @@ class SweepResult:
     reference: str | None = None  # the arm every other is compared with; None: by validation
     note: str = ""  # what the sweep is for (a smoke test says so), shown first
     left_out: list[str] = dataclasses.field(default_factory=list)  # arms left out, one line each
+    clock: str = ""  # how the trials were clocked (spec.clock_text), when not just by epoch
 
     def filter(self, predicate: Callable[[dict], bool] | None = None, **equal: Any
                ) -> SweepResult:
@@ -136,7 +137,12 @@ class SweepResult:
             notes.append(f"time to target ({self.target[0]} {_cmp(self.target[0])} "
                          f"{self.target[1]:g}): per seed the arm's fastest trial, median over "
                          "seeds (hits/seeds); training steps and seconds, validation and "
-                         "compilation excluded; inf: missed.")
+                         "compilation excluded, at the first evaluation point that meets it; "
+                         "inf: missed" + (" (or met over the budget)" if "budget" in self.clock
+                                          else "") + ".")
+        if self.clock:
+            notes.append(self.clock + ("" if "validation after every" in self.clock
+                                       else "; validation at each epoch's end") + ".")
         if any(r.get("mode") not in (None, "alone") for r in self.records):
             notes.append("grouped trials (trained together in one program): their seconds "
                          "(to target, train s / trial; train_time_s and step_time_ms in "
@@ -268,7 +274,8 @@ class SweepResult:
         refs = {e["workload"]: e["reference"] for e in entries}
         return {"name": self.name, "note": self.note, "left_out": self.left_out,
                 "select": self.select,
-                "target": list(self.target) if self.target else None, "budget": self.budget,
+                "target": list(self.target) if self.target else None, "clock": self.clock,
+                "budget": self.budget,
                 "verdict": _verdict_text(entries),
                 # one workload: the arm; several: workload -> arm
                 "reference_arm": next(iter(refs.values()), None) if len(refs) <= 1 else refs,

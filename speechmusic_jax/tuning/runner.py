@@ -35,6 +35,7 @@ from speechmusic_jax.training import workdir as workdir_rules
 from speechmusic_jax.tuning import claims
 from speechmusic_jax.tuning import records as records_lib
 from speechmusic_jax.tuning import space as space_lib
+from speechmusic_jax.tuning import spec as spec_lib
 from speechmusic_jax.tuning.results import SweepResult
 from speechmusic_jax.tuning.spec import Sweep, Trial
 
@@ -120,7 +121,8 @@ def collect(sweep: Sweep, workdir: str, trials: Sequence[Trial] | None = None) -
     budget = len(sweep.arm_points(next(iter(sweep.arms))))
     return SweepResult(sweep.name, recs, fields, sweep.select, sweep.target, budget,
                        sweep.description, sweep.base.data.spec, reference=sweep.reference,
-                       note=sweep.notice, left_out=list(sweep.left_out))
+                       note=sweep.notice, left_out=list(sweep.left_out),
+                       clock=spec_lib.clock_text(sweep.base))
 
 
 def run_sweep(sweep: Sweep, workdir: str | None = None, *,

@@ -74,7 +74,11 @@ class Sweep:
     search: str = "halton"
     budget: int = 1  # points per arm (a grid search: the grid's size)
     seeds: Sequence[int] = (0,)
-    target: tuple[str, float] | None = None  # (validation metric, value) for time-to-target
+    # (validation metric, value) for time-to-target; a base config that sets its own
+    # (train.target_metric, train.target_value, e.g. by --set) overrides it. Trials stop at it
+    # with train.stop_at_target, and spend at most train.max_seconds of training (their time
+    # to target is then infinity), as the base config says.
+    target: tuple[str, float] | None = None
     # Workloads (e.g. presets x data sources), each a set of fixed fields; none: the base alone.
     workloads: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     points: Sequence[Mapping[str, Any]] | None = None  # explicit points for every arm
@@ -112,9 +116,19 @@ class Sweep:
                 fields += [f for f in point if f not in fields]
         return fields
 
+    def _sync_target(self) -> None:
+        """The base config's own target, where it sets one, is the sweep's."""
+        own = config_lib.target(self.base)
+        if own is not None:
+            self.target = own
+
     def validate(self) -> None:
         """Raise ConfigError for a sweep that is malformed or unfair (unequal budgets)."""
         where = f"sweep {self.name!r}"
+        self._sync_target()
+        if self.base.train.stop_at_target and self.target is None:
+            raise ConfigError(f"{where}: train.stop_at_target needs a target: the sweep's "
+                              "target=(metric, value), or train.target_value")
         if not _NAME.fullmatch(self.name or ""):
             raise ConfigError(f"{where}: name: use letters, digits, '.', '-', '_'")
         if not self.arms:
@@ -186,6 +200,10 @@ class Sweep:
         """The trial's config: the base, its fixed fields, its point, its seed; validated."""
         cfg = space_lib.apply(self.base, {**trial.fixed, **trial.point})
         cfg.seed = trial.seed
+        self._sync_target()
+        if cfg.train.stop_at_target and self.target is not None:  # the trial stops at it
+            cfg.train.target_metric, cfg.train.target_value = self.target[0], float(
+                self.target[1])
         cfg.name = f"{self.name}_t{trial.index:03d}"
         try:
             config_lib.validate(cfg)
@@ -200,10 +218,12 @@ class Sweep:
                  + (f" x {len(self.workloads)} workloads" if self.workloads else "")
                  + f"; {self.search} search, budget {len(self.arm_points(next(iter(self.arms))))}"
                  f" per arm; seeds {list(self.seeds)}"]
+        self._sync_target()
         if self.target:
             metric, value = self.target
             lines.append(f"target: {metric} {'<=' if lower_is_better(metric) else '>='} "
                          f"{value:g}")
+        lines += [line for line in [clock_text(self.base)] if line]
         if self.reference is not None:
             lines.append(f"reference arm: {self.reference} (named)")
         for arm, fixed in self.arms.items():
@@ -221,6 +241,23 @@ class Sweep:
                 "select": self.select, "search_seed": self.search_seed,
                 "base": config_lib.to_dict(self.base),
                 "trials": [t.record() for t in self.trials()]}
+
+
+def clock_text(base: Any) -> str:
+    """One line on how a sweep's trials are clocked (AlgoPerf's rules), or "" when by epoch,
+    without stopping at the target and without a budget."""
+    train = base.train
+    parts = []
+    if train.eval_every_steps:
+        every = ("step" if train.eval_every_steps == 1
+                 else f"{train.eval_every_steps} steps")
+        parts.append(f"validation after every {every} and at each epoch's end")
+    if train.stop_at_target:
+        parts.append("each trial stops at the target")
+    if train.max_seconds:
+        parts.append(f"a budget of {train.max_seconds:g} s of training per trial (over it: "
+                     "time to target infinity)")
+    return ("clock: " + "; ".join(parts)) if parts else ""
 
 
 def arm_grid(axes: Mapping[str, Sequence[Any]], *, zip_axes: bool = False
