@@ -93,6 +93,10 @@ def test_stop_at_target_stops_at_the_first_point_that_meets_it(free_run, tmp_pat
     assert rows[-1]["steps"] == first["step"] - 2 * (first["epoch"] - 1)
     steps, seconds = records.time_to_target(rows, ("val_loss", value), 2, 8, points)
     assert (steps, seconds) == (first["step"], points[-1]["train_time_s"])
+    # Whole-run throughput counts the steps that ran, not whole epochs.
+    tp = summary["throughput"]
+    assert tp["train_examples_per_s"] == pytest.approx(
+        first["step"] * stop.train.batch_size / summary["train_time_s"])
 
 
 def test_max_seconds_stops_at_the_first_point_and_scores_infinity(free_run, tmp_path):

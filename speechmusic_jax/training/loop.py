@@ -1077,7 +1077,12 @@ def _step_figures(run: Run, i: int, step_times: list[float | None],
 
 def _throughput(trial: Trial, loop_state: LoopState, step_ms: dict | None) -> dict:
     """The whole training's examples/s beside the step's alone, measured in the same run."""
-    examples = loop_state.epoch * trial.built.steps_per_epoch * trial.cfg.train.batch_size
+    # The steps of every epoch run (metrics.jsonl's `steps`: fewer in an epoch that stopped at
+    # an evaluation point, train.stop_at_target / max_seconds).
+    per_epoch = trial.built.steps_per_epoch
+    steps = sum(int(r.get("steps", per_epoch)) for r in read_jsonl(trial.metrics_path)
+                if r.get("epoch", 0) <= loop_state.epoch)
+    examples = steps * trial.cfg.train.batch_size
     seconds = loop_state.train_time_s
     whole = examples / seconds if seconds > 0 and examples else None
     median = (step_ms or {}).get("median")
