@@ -148,3 +148,21 @@ def test_a_stack_with_overwrite_that_fails_its_data_check_leaves_every_trial_fol
         loop.fit(cfgs, [str(f) for f in folders], log=_quiet, progress=False, overwrite=True)
     assert [(f / "config.json").read_bytes() for f in folders] == before
     assert [sorted(os.listdir(f)) for f in folders] == [["config.json"]] * 2
+
+
+def test_calibration_times_steps_one_by_one_when_the_clock_tells_none_apart(tiny_config,
+                                                                           monkeypatch):
+    """On a busy machine StepClock may time no step (each None): the calibration then times
+    the steps waited for one by one, so a grouped trial's seconds are never NaN."""
+    from speechmusic_jax import parallel
+    from speechmusic_jax.training import builder
+    from speechmusic_jax.training import stack as stack_lib
+    from speechmusic_jax.training.step_clock import StepClock
+
+    real_close = StepClock.close
+    monkeypatch.setattr(StepClock, "close",
+                        lambda self: ([None] * len(real_close(self)[0]), 0.0))
+    mesh = parallel.make_mesh()
+    alone = stack_lib.calibrate(builder.build(tiny_config, steps_per_epoch=4), mesh, steps=3)
+    assert len(alone.step_times) == 3 and all(t > 0 for t in alone.step_times)
+    assert np.isfinite(alone.step_s) and alone.step_s > 0
