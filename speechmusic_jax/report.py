@@ -1,14 +1,16 @@
 """Write docs/results.md (and the README's results table) from run folders and benchmark JSONs.
 
     python -m speechmusic_jax.report --runs=DIR[,DIR...] [--benchmarks=FILE.json[,...]]
-        [--output=docs/results.md] [--readme=README.md]
+        [--sweeps=DIR[,...]] [--output=docs/results.md] [--readme=README.md]
 
 Every number in the page is read from what the runs wrote: the first of ``--runs`` is the
 headline (test scores from its summary.json, model size, FLOPs, step and training time, memory,
 inference speed); with several runs, one row each (the zoo); every run's ``eval/*.json``
 (``evaluate`` reports, e.g. of real-audio sets) gives the transfer table; each ``--benchmarks``
 JSON (``benchmark --output``: ``--what=step``, ``--what=data`` or ``--compare=torch``; or
-``segment_bench --what=accuracy --output``: timeline accuracy) a table of its own. Each
+``segment_bench --what=accuracy --output``: timeline accuracy) a table of its own; each
+``--sweeps`` folder (a finished ``sweep``, e.g. an optimizer comparison) its verdict, per-arm
+table and paired differences, as its own ``results.json`` holds them. Each
 table is stamped with the commit, date and CPU that its source records (a run records the
 commit in ``summary.json``'s ``versions``; an older run did not, and the table says so).
 
@@ -103,6 +105,34 @@ def read_benchmark(path: str) -> dict:
         raise ReportError(f"--benchmarks: {path} is neither a benchmark --output JSON (no 'what' "
                           "of step, data or compare) nor a segment_bench --what=accuracy one")
     return {**result, "_path": path, "_mtime": os.path.getmtime(path)}
+
+
+def read_sweep(folder: str) -> dict:
+    """A sweep folder's results.json, with the first finished trial's summary.json (the
+    commit, date and machine the trials ran on)."""
+    from speechmusic_jax.io_utils import read_json
+
+    path = os.path.join(folder, "results.json")
+    try:
+        result = read_json(path)
+    except FileNotFoundError:
+        raise ReportError(f"--sweeps: {folder} has no results.json (not a sweep folder, or "
+                          "no trial finished)") from None
+    except (OSError, ValueError) as e:
+        raise ReportError(f"--sweeps: {path} cannot be read: {e}") from None
+    if not isinstance(result, dict) or not isinstance(result.get("arms"), list):
+        raise ReportError(f"--sweeps: {path} has no per-arm results")
+    trial = {}
+    for record in result.get("records") or []:
+        summary = os.path.join(folder, "trials", f"{record.get('trial', -1):03d}", "summary.json")
+        if record.get("status") in ("completed", "stopped_early") and os.path.exists(summary):
+            try:
+                trial = read_json(summary)
+            except (OSError, ValueError):
+                continue
+            break
+    return {**result, "_folder": folder, "_trial": trial,
+            "_mtime": os.path.getmtime(path)}
 
 
 # -------------------------------------------------------------------------------- formatting
@@ -307,7 +337,77 @@ def benchmark_section(b: dict) -> list[str]:
                                 "loader / step", "at least 3x"], rows)
 
 
-def render(runs: Sequence[Run], benchmarks: Sequence[dict], command: str) -> str:
+def _mean_std(arm: dict, key: str) -> str:
+    mean, std = arm.get(f"{key}_mean"), arm.get(f"{key}_std")
+    return "n/a" if mean is None else f"{mean:.3f} ± {_num(std)}"
+
+
+def _to_target(arm: dict, key: str, fmt: str) -> str:
+    value, hits = arm.get(key), arm.get(f"{key}_hits")
+    if value is None:
+        return "n/a"
+    shown = "inf" if value == float("inf") else format(value, fmt)
+    return f"{shown} ({hits}/{arm.get('seeds', '?')})"
+
+
+def sweep_section(r: dict) -> list[str]:
+    """A sweep's verdict, per-arm table and paired differences, from its results.json."""
+    trial = r["_trial"]
+    stamp = _stamp(trial, _date(trial.get("finished_at"), r["_mtime"]))
+    counts = r.get("counts") or {}
+    target = r.get("target")
+    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    head = [f"### `{r.get('name')}`", "",
+            f"`{os.path.normpath(r['_folder'])}`: {len(r.get('records') or [])} trials "
+            f"({states or 'none run'}); its first trial ran at {stamp}.", "",
+            f"**Verdict.** {r.get('verdict')}", ""]
+    if r.get("note"):
+        head += [f"Note: {r['note']}", ""]
+    for left in r.get("left_out") or []:
+        head += [f"Left out: {left}", ""]
+    rows = []
+    for arm in r["arms"]:
+        wilson = arm.get("test_accuracy_wilson95") or [None, None]
+        name = arm["arm"] + (f" ({arm['workload']})" if arm.get("workload") else "")
+        if arm["arm"] == r.get("reference_arm"):
+            name += " (reference)"
+        rows.append([name, f"{arm.get('finished', '?')}/{arm.get('trials', '?')}",
+                     _mean_std(arm, str(r.get("select", "val_accuracy"))),
+                     _mean_std(arm, "test_accuracy"),
+                     f"{_num(arm.get('test_accuracy_pooled'))} [{_num(wilson[0])}, "
+                     f"{_num(wilson[1])}] of {arm.get('test_clips', '?')}",
+                     _to_target(arm, "steps_to_target", ".0f"),
+                     _to_target(arm, "seconds_to_target", ".1f")])
+    table = _table(["arm", "trials", f"{r.get('select', 'val_accuracy')} (pick)",
+                    "test accuracy", "pooled test clips (95% Wilson)", "steps to target",
+                    "seconds to target"], rows)
+    notes = [f"Mean ± std over seeds of each seed's pick by validation; reference: "
+             f"{r.get('reference_rule')}; time to target "
+             + (f"({target[0]} ≥ {target[1]}) " if target else "")
+             + "is the median over seeds of each seed's fastest trial (hits/seeds), "
+             "compilation and evaluation excluded"
+             + (f"; {r['clock']}" if r.get("clock") else "") + "."]
+    paired = [[f"{p['a']} − {p['b']}", f"{p['mean']:+.3f}",
+               " ".join(f"{d:+.3f}" for d in p.get("differences", [])),
+               _num(p.get("p_holm"), ".3g"),
+               "no claim" if p.get("ci") is None else
+               f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] ({100 * p['ci_level']:.1f}%)",
+               str(p.get("n"))]
+              for p in r.get("paired") or []]
+    out = head + table + [""] + notes
+    if paired:
+        correction = r.get("interval_correction") or {}
+        how = (f"{correction.get('test')}, {correction.get('method')}-corrected; intervals "
+               f"{correction.get('intervals')}" if isinstance(correction, dict) and correction
+               else "uncorrected")
+        out += ["", f"Paired differences in test accuracy against the reference ({how}):", "",
+                *_table(["arm − reference", "mean", "per-seed differences", "p (Holm)",
+                         "interval", "seeds"], paired)]
+    return out
+
+
+def render(runs: Sequence[Run], benchmarks: Sequence[dict], command: str,
+           sweeps: Sequence[dict] = ()) -> str:
     """The page: the marker, how to regenerate it, then one section per table."""
     lines = [MARKER, "", "# Results", "",
              "Every number on this page was read from run folders and benchmark files by "
@@ -327,6 +427,12 @@ def render(runs: Sequence[Run], benchmarks: Sequence[dict], command: str) -> str
                   "Each run's `evaluate` reports (`eval/*.json`): a clip's decision is the mean "
                   "of its windows' logits; the machine does not change these scores.", "",
                   *transfer_table(runs), ""]
+    if sweeps:
+        lines += ["## Comparisons", "",
+                  "Sweeps' outcomes as their results.json holds them; the statistics are "
+                  "explained in [sweeps.md](sweeps.md).", ""]
+        for r in sweeps:
+            lines += [*sweep_section(r), ""]
     if benchmarks:
         lines += ["## Benchmarks and timelines", "",
                   "Timings exclude compilation; see [benchmarks.md](benchmarks.md) for the "
@@ -359,7 +465,8 @@ def with_readme_block(text: str, block: str, path: str) -> str:
 
 
 def write_report(runs: Sequence[str], output: str, *, benchmarks: Sequence[str] = (),
-                 readme: str | None = None, command: str | None = None) -> str:
+                 readme: str | None = None, command: str | None = None,
+                 sweeps: Sequence[str] = ()) -> str:
     """Read every run and benchmark, then write ``output`` (and the block in ``readme``);
     return the page. Nothing is written when anything fails to read or may not be replaced."""
     from speechmusic_jax.io_utils import atomic_write_text, check_output
@@ -369,12 +476,14 @@ def write_report(runs: Sequence[str], output: str, *, benchmarks: Sequence[str] 
     check_output(output, overwrite=True, ours=is_report)  # ours is replaced, nothing else
     loaded = [read_run(folder) for folder in runs]
     results = [read_benchmark(path) for path in benchmarks]
+    compared = [read_sweep(folder) for folder in sweeps]
     if command is None:
         command = "python -m speechmusic_jax.report " + shlex.join(
             [f"--runs={','.join(runs)}", *([f"--benchmarks={','.join(benchmarks)}"]
                                            if benchmarks else []),
+             *([f"--sweeps={','.join(sweeps)}"] if sweeps else []),
              f"--output={output}", *([f"--readme={readme}"] if readme else [])])
-    page = render(loaded, results, command)
+    page = render(loaded, results, command, compared)
     readme_text = None
     if readme is not None:
         try:
@@ -403,6 +512,9 @@ def define_flags() -> dict[str, Any]:
         "benchmarks": flags.DEFINE_list("benchmarks", [], "JSON files that benchmark --output "
                                         "wrote (--what=step, --what=data, --compare=torch), or "
                                         "segment_bench --what=accuracy --output (timelines)."),
+        "sweeps": flags.DEFINE_list("sweeps", [], "Finished sweep folders, comma-separated "
+                                    "(e.g. an optimizer comparison): each one's verdict, "
+                                    "per-arm table and paired differences."),
         "output": flags.DEFINE_string("output", os.path.join("docs", "results.md"),
                                       "The page to write; one this command wrote before is "
                                       "replaced, any other file never."),
@@ -420,7 +532,7 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
     if not flags["runs"]:
         raise cli.UsageError("--runs is required: run folders, e.g. --runs=runs/default")
     write_report(flags["runs"], flags["output"], benchmarks=flags["benchmarks"],
-                 readme=flags["readme"])
+                 readme=flags["readme"], sweeps=flags["sweeps"])
     cli.log(f"wrote {os.path.abspath(flags['output'])}"
             + (f" and the results table of {flags['readme']}" if flags["readme"] else ""))
     return 0

@@ -201,3 +201,37 @@ def test_summary_and_export_record_the_version_and_commit(run, tmp_path):
     with zipfile.ZipFile(path) as z:
         assert json.loads(z.read(export.METADATA_MEMBER))["speechmusic_jax"] == \
             speechmusic_jax.__version__
+
+
+def test_report_shows_a_comparison_from_its_results_json(runs, tmp_path):
+    """--sweeps: a finished sweep's verdict, per-arm table and paired differences, stamped with
+    the machine and commit of its trials; a folder that is not a sweep is refused."""
+    from speechmusic_jax.tuning.results import SweepResult
+
+    def rec(trial, arm, seed, val, test):
+        return {"trial": trial, "workload": "", "arm": arm, "seed": seed, "point_index": 0,
+                "status": "completed", "val_accuracy": val, "test_accuracy": test,
+                "test_f1_macro": test, "steps_to_target": 10.0 + trial,
+                "seconds_to_target": 1.0, "train_time_s": 2.0, "params_trainable": 100,
+                "workdir": "/nonexistent"}
+
+    # "fast" is better on validation and on every seed's test clips: 7 seeds let it be called
+    records = [rec(2 * s, "fast", s, 0.9, 0.9) for s in range(7)]
+    records += [rec(2 * s + 1, "slow", s, 0.7, 0.5 + 0.01 * s) for s in range(7)]
+    folder = tmp_path / "sweep"
+    SweepResult("demo", records, [], target=("val_accuracy", 0.8)).write(str(folder),
+                                                                        plots=False)
+    (folder / "trials" / "000").mkdir(parents=True)
+    shutil.copy(os.path.join(runs[0], "summary.json"), folder / "trials" / "000")
+    page = report.write_report([runs[0]], str(tmp_path / "results.md"), sweeps=[str(folder)])
+    section = page[page.index("## Comparisons"):]
+    verdict = read_json(folder / "results.json")["verdict"]
+    assert f"**Verdict.** {verdict}" in section and "fast" in verdict
+    assert "| fast (reference) | 7/7 | 0.900 ± 0.000 | 0.900 ± 0.000 |" in section
+    summary = read_json(os.path.join(runs[0], "summary.json"))
+    assert summary["versions"]["speechmusic_jax_commit"][:7] in section
+    row = next(line for line in section.splitlines() if line.startswith("| slow − fast"))
+    assert "-0.400 -0.390 -0.380 -0.370 -0.360 -0.350 -0.340" in row
+    assert "--sweeps=" + str(folder) in page  # the command that regenerates it
+    with pytest.raises(report.ReportError, match="no results.json"):
+        report.write_report([runs[0]], str(tmp_path / "other.md"), sweeps=[runs[0]])
