@@ -76,7 +76,7 @@ def test_corpus_dir_depends_on_every_field_and_version(tmp_path, monkeypatch):
     assert base == synthetic.corpus_dir(dataclasses.replace(TINY), tmp_path)
     assert base.parent == tmp_path
     changes = {"clips_per_class": 4, "seconds": 1.5, "sample_rate": 8000, "seed": 7,
-               "noise": True}
+               "noise": True, "transmission": True}
     assert set(changes) == {f.name for f in dataclasses.fields(synthetic.SyntheticSpec)}
     dirs = {synthetic.corpus_dir(dataclasses.replace(TINY, **{k: v}), tmp_path)
             for k, v in changes.items()}
