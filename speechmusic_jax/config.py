@@ -105,6 +105,9 @@ def base_config() -> ConfigDict:
     c.data.synthetic.seconds = 4.0
     c.data.synthetic.sample_rate = 16000
     c.data.synthetic.seed = 0
+    # Half the clips also sent over a telephone line, AM/SSB/FM radio or a low-bit-rate lossy
+    # file (data/synth_channel.py, transmit); its own cache folder
+    c.data.synthetic.transmission = False
 
     c.model = ConfigDict()
     c.model.preset = "m5_mid"

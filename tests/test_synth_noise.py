@@ -91,3 +91,21 @@ def test_a_three_class_run_trains_and_reports_three_classes(tmp_path):
     assert rows and {"p_speech", "p_music", "p_noise"} <= set(rows[0])
     assert all(r["predicted"] in clf.classes for r in rows)
     assert sum(r[f"p_{c}"] for c in clf.classes for r in rows[:1]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_transmission_has_its_own_folder_and_keeps_the_recordings(tmp_path):
+    """A corpus with transmission is a folder of its own; the corpus without it keeps its name
+    (the one it had before the field existed); a clip that transmit leaves as it is has the
+    same bytes in both, and the others differ."""
+    plain = synthetic.ensure_corpus(TINY, tmp_path)
+    assert plain.name == "synthetic-v3-151bc75c7f49"
+    sent = synthetic.ensure_corpus(dataclasses.replace(TINY, transmission=True), tmp_path)
+    assert sent != plain and json.loads((sent / "COMPLETE").read_text())["transmission"] is True
+    same = []
+    for label in ("speech", "music"):
+        for i in range(TINY.clips_per_class):
+            name = f"{label}/{label}_{i:04d}.wav"
+            kept = synthetic.clip_rng(TINY.seed, label, i, stream=1).random() < 0.5
+            same.append((plain / name).read_bytes() == (sent / name).read_bytes())
+            assert same[-1] == kept, name
+    assert not all(same)

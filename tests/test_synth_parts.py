@@ -165,3 +165,61 @@ def test_whine_is_a_few_steady_tones_at_constant_level():
         # Steady: no 0.1 s frame more than 3 dB from another.
         levels = 20 * np.log10(np.sqrt(np.mean(y.reshape(-1, frame) ** 2, axis=1)))
         assert np.ptp(levels) < 3.0, seed
+
+
+def _tone(hz: float, seconds: float = 1.0, amp: float = 0.1) -> np.ndarray:
+    return amp * np.sin(2 * np.pi * hz * np.arange(int(seconds * SR)) / SR)
+
+
+@pytest.mark.parametrize("law", ["mu", "a"])
+def test_companding_is_8_bit_with_steps_that_grow_with_the_level(law):
+    x = np.random.default_rng(0).standard_normal(SR) * np.linspace(0.01, 1.0, SR)
+    y = synth_channel.compand(np.random.default_rng(1), x, law)
+    assert y.shape == x.shape and not np.allclose(y, x)
+    assert len(np.unique(np.round(y, 12))) <= 256  # 8 bits
+    err = y - x
+    quiet, loud = slice(0, SR // 10), slice(-SR // 10, None)
+    # the error follows the level (logarithmic steps): the same SNR, give or take, quiet or loud
+    snr = [10 * np.log10(np.mean(x[s] ** 2) / np.mean(err[s] ** 2)) for s in (quiet, loud)]
+    assert min(snr) > 25.0 and abs(snr[0] - snr[1]) < 12.0
+    assert np.array_equal(y, synth_channel.compand(np.random.default_rng(1), x, law))
+
+
+def test_shift_frequency_moves_a_tone():
+    y = synth_channel.shift_frequency(_tone(1000.0), SR, 120.0)
+    peak = np.fft.rfftfreq(SR, 1.0 / SR)[np.argmax(np.abs(np.fft.rfft(y)))]
+    assert peak == pytest.approx(1120.0, abs=1.0)
+
+
+@pytest.mark.parametrize("kind", synth_channel.TRANSMISSIONS)
+def test_each_transmission_keeps_the_length_and_limits_the_band(kind):
+    x = np.random.default_rng(0).standard_normal(SR) * 0.1
+    fn = getattr(synth_channel, kind)
+    y = fn(np.random.default_rng(3), x, SR)
+    assert y.shape == x.shape and np.all(np.isfinite(y))
+    assert np.array_equal(y, fn(np.random.default_rng(3), x, SR))  # a pure function
+    if kind in ("telephone", "ssb_radio"):  # nothing much above 3.6 kHz
+        assert _band_power(y, 5000, 8000) < 1e-2 * _band_power(y, 500, 2500)
+    if kind == "lossy_file":  # a codec keeps the signal recognisable
+        assert np.corrcoef(x, y)[0, 1] > 0.3
+
+
+def test_transmit_keeps_level_and_draws_the_same_whatever_the_class(monkeypatch):
+    speech = synth_speech.speech_clip(np.random.default_rng(0), 1.0, SR)
+    music = synth_music.music_clip(np.random.default_rng(0), 1.0, SR)
+    untouched = 0
+    for seed in range(20):
+        for x in (speech, music):
+            y = synth_channel.transmit(np.random.default_rng(seed), x, SR)
+            assert y.dtype == np.float32 and y.shape == x.shape and np.max(np.abs(y)) <= 0.98
+            assert synth_dsp.rms(y) == pytest.approx(synth_dsp.rms(x), rel=0.3)
+            untouched += y is x
+    assert 8 <= untouched <= 32  # about half the clips go out as recorded
+    chosen = []
+    for kind in synth_channel.TRANSMISSIONS:
+        monkeypatch.setattr(synth_channel, kind,
+                            lambda rng, x, sr, kind=kind: chosen.append(kind) or x)
+    for seed in range(40):  # which channel depends on the generator alone, not on the audio
+        synth_channel.transmit(np.random.default_rng(seed), speech, SR)
+        synth_channel.transmit(np.random.default_rng(seed), music, SR)
+    assert chosen[0::2] == chosen[1::2] and set(chosen) == set(synth_channel.TRANSMISSIONS)

@@ -76,7 +76,7 @@ def test_corpus_dir_depends_on_every_field_and_version(tmp_path, monkeypatch):
     assert base == synthetic.corpus_dir(dataclasses.replace(TINY), tmp_path)
     assert base.parent == tmp_path
     changes = {"clips_per_class": 4, "seconds": 1.5, "sample_rate": 8000, "seed": 7,
-               "noise": True}
+               "noise": True, "transmission": True}
     assert set(changes) == {f.name for f in dataclasses.fields(synthetic.SyntheticSpec)}
     dirs = {synthetic.corpus_dir(dataclasses.replace(TINY, **{k: v}), tmp_path)
             for k, v in changes.items()}
@@ -173,3 +173,26 @@ def test_worker_processes_write_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic, "_PARALLEL_FROM", 10**9)
     alone = synthetic.ensure_corpus(spec, tmp_path / "alone")
     assert _hashes(pooled) == _hashes(alone)
+
+
+def test_config_field_transmission_reaches_the_corpus(tmp_path):
+    """data.synthetic.transmission picks the corpus with the transmission stage (its own
+    folder); off, the corpus of the same size without it."""
+    import json
+
+    from speechmusic_jax.config import base_config
+    from speechmusic_jax.data.prepare import list_source
+
+    c = base_config()
+    c.data.cache_dir = str(tmp_path)
+    c.data.synthetic.clips_per_class = 3
+    c.data.synthetic.seconds = 1.0
+    roots = {}
+    for on in (False, True):
+        c.data.synthetic.transmission = on
+        listing = list_source(c.data, "synthetic", "error", lambda s: None, splitting=False)
+        root = pathlib.Path(listing.files[0].path).parent.parent
+        info = json.loads((root / "COMPLETE").read_text())
+        assert info.get("transmission", False) is on and len(listing.files) == 6
+        roots[on] = root
+    assert roots[False] != roots[True]

@@ -82,7 +82,8 @@ def list_source(data_cfg, spec: str, on_error: str, log: Log, *,
         corpus = data_cfg.synthetic
         noise = "noise" in (c.lower() for c in data_cfg.classes)
         return str(ensure_corpus(SyntheticSpec(corpus.clips_per_class, corpus.seconds,
-                                               corpus.sample_rate, corpus.seed, noise=noise),
+                                               corpus.sample_rate, corpus.seed, noise=noise,
+                                               transmission=corpus.transmission),
                                  cache_root, log=log))
 
     listing = sources.list_files(spec, tuple(data_cfg.classes), group_regex=data_cfg.group_regex,

@@ -247,3 +247,158 @@ def record(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
     # digital zeros, in either class.
     x = x + rng.standard_normal(len(x)) * db_gain(rng.uniform(-84.0, -66.0))
     return np.nan_to_num(x).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Transmission: what happens to a finished recording on its way to the listener (telephone,
+# radio, a lossy file). Only corpora made with SyntheticSpec.transmission have it, so the corpora
+# made without it keep their bytes and cache folders.
+# --------------------------------------------------------------------------------------------
+
+TRANSMISSIONS: tuple[str, ...] = ("telephone", "am_radio", "ssb_radio", "fm_radio", "lossy_file")
+
+
+def transmit(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """Half of the recordings as they are; the other half through one of ``TRANSMISSIONS`` in
+    equal shares: a G.711 telephone line (:func:`telephone`), AM, single-sideband or FM radio
+    (:func:`am_radio`, :func:`ssb_radio`, :func:`fm_radio`) or a low-bit-rate Vorbis, Opus or
+    MP3 file (:func:`lossy_file`). The RMS level is kept (peaks limited to 0.98) and float32
+    returned, like :func:`record`'s. A pure function of ``rng`` and ``x``, whatever the class."""
+    if rng.random() < 0.5:
+        return x
+    level = rms(x)
+    kind = TRANSMISSIONS[int(rng.integers(len(TRANSMISSIONS)))]
+    y = {"telephone": telephone, "am_radio": am_radio, "ssb_radio": ssb_radio,
+         "fm_radio": fm_radio, "lossy_file": lossy_file}[kind](rng, np.asarray(x, np.float64), sr)
+    y = np.nan_to_num(y) * (level / max(rms(y), 1e-12))
+    peak = float(np.max(np.abs(y)))
+    if peak > 0.98:
+        y = y * (0.98 / peak)
+    return y.astype(np.float32)
+
+
+def compand(rng: np.random.Generator, x: np.ndarray, law: str | None = None) -> np.ndarray:
+    """8-bit mu-law (mu = 255) or A-law (A = 87.6) companding, as on a G.711 telephone line:
+    the signal is set to peak 0-15 dB under the codec's full scale, compressed, rounded to 256
+    levels, expanded and set back. Quiet samples keep fine steps, loud ones get coarse ones, and
+    a quiet line is left with granular noise. ``law``: "mu", "a" or None (either, at random)."""
+    law = law or ("mu" if rng.random() < 0.5 else "a")
+    g = db_gain(-rng.uniform(0.0, 15.0)) / max(float(np.max(np.abs(x))), 1e-12)
+    y = np.clip(x * g, -1.0, 1.0)
+    a = np.abs(y)
+    if law == "mu":
+        c = np.log1p(255.0 * a) / np.log1p(255.0)
+    else:
+        c = np.where(a < 1 / 87.6, 87.6 * a, 1.0 + np.log(np.maximum(87.6 * a, 1.0)))
+        c = c / (1.0 + np.log(87.6))
+    c = np.round(c * 127.0) / 127.0
+    if law == "mu":
+        e = np.expm1(c * np.log1p(255.0)) / 255.0
+    else:
+        t = c * (1.0 + np.log(87.6))
+        e = np.where(t < 1.0, t / 87.6, np.exp(t - 1.0) / 87.6)
+    return np.sign(y) * e / g
+
+
+def _band_pass(x: np.ndarray, sr: int, lo: float, hi: float, order: int = 4) -> np.ndarray:
+    f = np.fft.rfftfreq(len(x), 1.0 / sr)
+    h = 1.0 / np.sqrt((1.0 + (f / min(hi, 0.45 * sr)) ** (2 * order))
+                      * (1.0 + (lo / np.maximum(f, 1e-3)) ** (2 * order)))
+    return fft_filter(x, h)
+
+
+def telephone(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """A landline: 300-3400 Hz (give or take), a little line hiss, mu-law or A-law (G.711) at
+    an 8 kHz sampling rate."""
+    y = _band_pass(x, sr, rng.uniform(200.0, 400.0), rng.uniform(3000.0, 3600.0),
+                   int(rng.integers(3, 7)))
+    y = y / rms(y) + coloured_noise(rng, len(y), sr, rng.uniform(0.0, 1.0)) * db_gain(
+        -rng.uniform(30.0, 50.0))
+    # the line's 8 kHz sampling: the quantisation noise stays under its 4 kHz Nyquist frequency
+    return _band_pass(compand(rng, y), sr, 20.0, 3800.0, 12)
+
+
+def _fading(rng: np.random.Generator, n: int, sr: int, depth_db: float) -> np.ndarray:
+    """A slowly wandering gain (radio fading), 0 to -``depth_db`` dB, changing at 0.1-2 Hz."""
+    ts = np.arange(n) / sr
+    step = 1.0 / rng.uniform(0.1, 2.0)
+    pts = [(t, db_gain(-rng.uniform(0.0, depth_db))) for t in np.arange(0.0, ts[-1] + step, step)]
+    return interp(ts, pts)
+
+
+def am_radio(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """AM broadcast: 80-200 Hz to 2.5-5 kHz, fading, static (hiss with crackle) at 5-30 dB SNR,
+    sometimes a heterodyne whistle, then the receiver's automatic gain control."""
+    n = len(x)
+    y = _band_pass(x, sr, rng.uniform(80.0, 200.0), rng.uniform(2500.0, 5000.0),
+                   int(rng.integers(2, 6)))
+    y = y / rms(y) * _fading(rng, n, sr, rng.uniform(0.0, 10.0))
+    static = _background_kind(rng, 4, n, sr) * rng.uniform(0.2, 1.0) + coloured_noise(
+        rng, n, sr, rng.uniform(0.0, 1.5))
+    y = y / rms(y) + static / rms(static) * db_gain(-rng.uniform(5.0, 30.0))
+    if rng.random() < 0.3:
+        y = y + whine(rng, n, sr) * db_gain(-rng.uniform(15.0, 35.0))
+    return compress(rng, _band_pass(y, sr, 60.0, 0.45 * sr, 2), sr)
+
+
+def shift_frequency(x: np.ndarray, sr: int, hz: float) -> np.ndarray:
+    """Every component moved by ``hz`` (a single-sideband receiver tuned off by that much):
+    harmonics stop being multiples of their fundamental. Via the analytic signal."""
+    n = len(x)
+    spec = np.fft.fft(x)
+    h = np.zeros(n)
+    h[0] = 1.0
+    h[1:(n + 1) // 2] = 2.0
+    if n % 2 == 0:
+        h[n // 2] = 1.0
+    analytic = np.fft.ifft(spec * h)
+    return np.real(analytic * np.exp(2j * np.pi * hz * np.arange(n) / sr))
+
+
+def ssb_radio(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """Amateur (single-sideband) radio: 200-400 Hz to 2.4-3 kHz, mistuned by up to +-150 Hz,
+    noise at 3-25 dB SNR with fading, the receiver's AGC pulling the noise up in pauses,
+    sometimes clipping, then the receiver's audio filter."""
+    n = len(x)
+    y = shift_frequency(x, sr, rng.uniform(-150.0, 150.0))
+    y = y / rms(y) * _fading(rng, n, sr, rng.uniform(0.0, 6.0))
+    y = y / rms(y) + coloured_noise(rng, n, sr, rng.uniform(0.0, 1.0)) * db_gain(
+        -rng.uniform(3.0, 25.0))
+    y = compress(rng, y, sr)
+    if rng.random() < 0.3:
+        y = clip_peaks(rng, y)
+    return _band_pass(y, sr, rng.uniform(200.0, 400.0), rng.uniform(2400.0, 3000.0),
+                      int(rng.integers(4, 9)))
+
+
+def fm_radio(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """FM (broadcast or a two-way handset): 30-300 Hz to 3-7.5 kHz, hiss that rises with
+    frequency (what de-emphasis leaves of FM's triangular noise) at 10-40 dB SNR, a broadcast
+    compressor."""
+    n = len(x)
+    y = _band_pass(x, sr, np.exp(rng.uniform(np.log(30.0), np.log(300.0))),
+                   rng.uniform(3000.0, 7500.0), int(rng.integers(2, 7)))
+    hiss = coloured_noise(rng, n, sr, -rng.uniform(0.5, 1.5))  # power rising with frequency
+    y = y / rms(y) + hiss * db_gain(-rng.uniform(10.0, 40.0))
+    return compress(rng, y, sr)
+
+
+def lossy_file(rng: np.random.Generator, x: np.ndarray, sr: int) -> np.ndarray:
+    """A round trip, in memory, through a low-bit-rate Vorbis, Opus or MP3 file (libsndfile's
+    encoders via soundfile; the bytes depend on their versions): the codec's own low-pass,
+    pre-echo, warbling and holes, not an imitation."""
+    import io
+
+    import soundfile as sf
+
+    fmt, subtype, level = [("OGG", "VORBIS", rng.uniform(0.6, 1.0)),
+                           ("OGG", "OPUS", rng.uniform(0.75, 1.0)),
+                           ("MP3", "MPEG_LAYER_III", rng.uniform(0.5, 0.9))][int(rng.integers(3))]
+    peak = max(float(np.max(np.abs(x))), 1e-12)
+    buf = io.BytesIO()
+    sf.write(buf, (x * (0.9 / peak)).astype(np.float32), sr, format=fmt, subtype=subtype,
+             compression_level=float(level))
+    buf.seek(0)
+    y, _ = sf.read(buf, dtype="float64")
+    y = y.reshape(len(y), -1)[:, 0][: len(x)]
+    return np.pad(y, (0, len(x) - len(y))) * (peak / 0.9)

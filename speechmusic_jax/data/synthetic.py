@@ -18,6 +18,11 @@ voice, eight styles with and without drums, keys, tempi, rests); both then go th
 recording chain, :mod:`synth_channel` (room, noise of many kinds at 0-30 dB SNR, telephone to
 full band, codec damage, hum and whine, clipping, level), so that level, bandwidth, noise,
 steady tones and silence do not tell the classes apart: temporal and spectral structure does.
+With ``SyntheticSpec.transmission`` (``data.synthetic.transmission``) half of the finished
+recordings of every class then go over a telephone line (mu-law/A-law), AM, single-sideband or
+FM radio, or through a low-bit-rate Vorbis/Opus/MP3 file (:func:`synth_channel.transmit`, drawn
+from its own generator, so the recordings themselves are unchanged); such a corpus has its own
+cache folder, and one made without it keeps the folder and bytes it had before.
 A third class, ``noise`` (:mod:`synth_noise`: coloured and environmental noise, hum,
 near-silence, through the same chain), is made where ``data.classes`` names it; it changes
 neither the two classes' clips nor their corpus's folder.
@@ -44,6 +49,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import soundfile as sf
 
+from speechmusic_jax.data.synth_channel import transmit
 from speechmusic_jax.data.synth_music import music_clip
 from speechmusic_jax.data.synth_noise import noise_clip
 from speechmusic_jax.data.synth_speech import speech_clip
@@ -65,17 +71,20 @@ class SyntheticSpec:
     sample_rate: int = 16000
     seed: int = 0
     noise: bool = False  # also a third class, noise (data.classes names "noise")
+    transmission: bool = False  # also telephone, radio and lossy-file channels (synth_channel)
 
     @property
     def labels(self) -> tuple[str, ...]:
         return (*LABELS, NOISE) if self.noise else LABELS
 
     def identity(self) -> dict:
-        """What names the corpus (its cache key and COMPLETE file): the fields, ``noise`` only
-        where it is on, so two-class corpora keep the key and bytes they had before it."""
+        """What names the corpus (its cache key and COMPLETE file): the fields, ``noise`` and
+        ``transmission`` only where they are on, so the corpora made without them keep the key
+        and bytes they had before these fields existed."""
         fields = dataclasses.asdict(self)
-        if not self.noise:
-            del fields["noise"]
+        for optional in ("noise", "transmission"):
+            if not fields[optional]:
+                del fields[optional]
         return fields
 
     def __post_init__(self) -> None:
@@ -85,6 +94,7 @@ class SyntheticSpec:
         object.__setattr__(self, "sample_rate", int(self.sample_rate))
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "noise", bool(self.noise))
+        object.__setattr__(self, "transmission", bool(self.transmission))
         if self.clips_per_class < 1:
             raise ValueError(f"clips_per_class must be >= 1, got {self.clips_per_class}")
         if not self.seconds > 0 or not np.isfinite(self.seconds):
@@ -195,6 +205,8 @@ def _write_clip(task: tuple[SyntheticSpec, str, str, int]) -> tuple[str, str, st
     make = {"speech": speech_clip, "music": music_clip, NOISE: noise_clip}[label]
     name = f"{label}_{i:04d}"
     x = make(clip_rng(spec.seed, label, i), spec.seconds, spec.sample_rate)
+    if spec.transmission:  # its own stream, so the recording itself is the same as without
+        x = transmit(clip_rng(spec.seed, label, i, stream=1), x, spec.sample_rate)
     _write_wav(pathlib.Path(out) / label / f"{name}.wav", x, spec.sample_rate)
     return (f"{label}/{name}.wav", label, name)
 
@@ -209,9 +221,11 @@ def _collect(rows: Iterator[tuple[str, str, str]], total: int,
     return out
 
 
-def clip_rng(seed: int, label: str, index: int) -> np.random.Generator:
-    """The generator of clip ``index`` of class ``label``; independent of the corpus size."""
-    return np.random.default_rng([int(seed), _CLASS_ID[label], int(index)])
+def clip_rng(seed: int, label: str, index: int, stream: int = 0) -> np.random.Generator:
+    """The generator of clip ``index`` of class ``label``; independent of the corpus size.
+    ``stream`` 1: the clip's transmission (:func:`synth_channel.transmit`), drawn apart."""
+    key = [int(seed), _CLASS_ID[label], int(index)] + ([int(stream)] if stream else [])
+    return np.random.default_rng(key)
 
 
 def _write_wav(path: pathlib.Path, x: np.ndarray, sample_rate: int) -> None:
