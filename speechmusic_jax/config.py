@@ -49,7 +49,8 @@ RUNTIME_FIELDS = frozenset({
 # config.json without such a field is the same run as one with it at this value.
 ADDED_FIELDS: dict[str, Any] = {
     "train.eval_every_steps": 0, "train.target_metric": "val_accuracy",
-    "train.target_value": None, "train.stop_at_target": False, "train.max_seconds": 0.0}
+    "train.target_value": None, "train.stop_at_target": False, "train.max_seconds": 0.0,
+    "data.synthetic.transmission": False}
 
 
 def base_config() -> ConfigDict:
