@@ -252,14 +252,18 @@ def zoo_table(runs: Sequence[Run]) -> list[str]:
                    "machine"], rows)
 
 
-def transfer_table(runs: Sequence[Run]) -> list[str]:
+def transfer_table(runs: Sequence[Run], names: dict[str, str] | None = None) -> list[str]:
+    """One row per run and evaluate report; ``names`` gives a source spec a readable name (a
+    local path means nothing to a reader)."""
+    names = names or {}
     rows = []
     for run in runs:
         for _, r in sorted(run.evals.items()):
             window = r.get("window") or {}
             overlap = r.get("overlap_with_training") or {}
             seen = overlap.get("files") if isinstance(overlap, dict) else None
-            rows.append([f"`{run.name}`", f"`{r['source']}`", str(r.get("n_files")),
+            source = names.get(r["source"]) or f"`{r['source']}`"
+            rows.append([f"`{run.name}`", source, str(r.get("n_files")),
                          _accuracy_ci(r), _macro(r, "f1"),
                          str(window.get("n_windows", "n/a")), _num(window.get("accuracy")),
                          "n/a" if seen is None else str(seen), str(r.get("weights_epoch")),
@@ -407,7 +411,7 @@ def sweep_section(r: dict) -> list[str]:
 
 
 def render(runs: Sequence[Run], benchmarks: Sequence[dict], command: str,
-           sweeps: Sequence[dict] = ()) -> str:
+           sweeps: Sequence[dict] = (), source_names: dict[str, str] | None = None) -> str:
     """The page: the marker, how to regenerate it, then one section per table."""
     lines = [MARKER, "", "# Results", "",
              "Every number on this page was read from run folders and benchmark files by "
@@ -426,7 +430,7 @@ def render(runs: Sequence[Run], benchmarks: Sequence[dict], command: str,
         lines += ["## Transfer: other data sources", "",
                   "Each run's `evaluate` reports (`eval/*.json`): a clip's decision is the mean "
                   "of its windows' logits; the machine does not change these scores.", "",
-                  *transfer_table(runs), ""]
+                  *transfer_table(runs, source_names), ""]
     if sweeps:
         lines += ["## Comparisons", "",
                   "Sweeps' outcomes as their results.json holds them; the statistics are "
@@ -466,7 +470,7 @@ def with_readme_block(text: str, block: str, path: str) -> str:
 
 def write_report(runs: Sequence[str], output: str, *, benchmarks: Sequence[str] = (),
                  readme: str | None = None, command: str | None = None,
-                 sweeps: Sequence[str] = ()) -> str:
+                 sweeps: Sequence[str] = (), source_names: Sequence[str] = ()) -> str:
     """Read every run and benchmark, then write ``output`` (and the block in ``readme``);
     return the page. Nothing is written when anything fails to read or may not be replaced."""
     from speechmusic_jax.io_utils import atomic_write_text, check_output
@@ -477,13 +481,21 @@ def write_report(runs: Sequence[str], output: str, *, benchmarks: Sequence[str] 
     loaded = [read_run(folder) for folder in runs]
     results = [read_benchmark(path) for path in benchmarks]
     compared = [read_sweep(folder) for folder in sweeps]
+    names = {}
+    for item in source_names:
+        spec, sep, name = item.rpartition("=")
+        if not sep or not spec or not name.strip():
+            raise ReportError(f"--source_names: {item!r} is not SPEC=NAME (e.g. "
+                              "manifest:/data/real/manifest.csv=real clips)")
+        names[spec] = name.strip()
     if command is None:
         command = "python -m speechmusic_jax.report " + shlex.join(
             [f"--runs={','.join(runs)}", *([f"--benchmarks={','.join(benchmarks)}"]
                                            if benchmarks else []),
              *([f"--sweeps={','.join(sweeps)}"] if sweeps else []),
+             *[f"--source_names={item}" for item in source_names],
              f"--output={output}", *([f"--readme={readme}"] if readme else [])])
-    page = render(loaded, results, command, compared)
+    page = render(loaded, results, command, compared, names)
     readme_text = None
     if readme is not None:
         try:
@@ -515,6 +527,10 @@ def define_flags() -> dict[str, Any]:
         "sweeps": flags.DEFINE_list("sweeps", [], "Finished sweep folders, comma-separated "
                                     "(e.g. an optimizer comparison): each one's verdict, "
                                     "per-arm table and paired differences."),
+        "source_names": flags.DEFINE_multi_string(
+            "source_names", [], "SPEC=NAME: show the data source SPEC of an evaluate report as "
+            "NAME in the transfer table (e.g. a description instead of a local path); repeat "
+            "for several."),
         "output": flags.DEFINE_string("output", os.path.join("docs", "results.md"),
                                       "The page to write; one this command wrote before is "
                                       "replaced, any other file never."),
@@ -532,7 +548,8 @@ def main(flags: dict[str, Any], args: list[str]) -> int:
     if not flags["runs"]:
         raise cli.UsageError("--runs is required: run folders, e.g. --runs=runs/default")
     write_report(flags["runs"], flags["output"], benchmarks=flags["benchmarks"],
-                 readme=flags["readme"], sweeps=flags["sweeps"])
+                 readme=flags["readme"], sweeps=flags["sweeps"],
+                 source_names=flags["source_names"])
     cli.log(f"wrote {os.path.abspath(flags['output'])}"
             + (f" and the results table of {flags['readme']}" if flags["readme"] else ""))
     return 0

@@ -95,6 +95,14 @@ def test_report_writes_every_table_from_the_runs_records(runs, step_json, tmp_pa
     assert f"{bench['results'][0]['step_ms']['median']:.2f} ms" in page.split("## Benchmarks")[1]
     # and how to regenerate it, verbatim
     assert f"--runs={first},{second} --benchmarks={step_json} --output={out}" in page
+    # a source can be shown by a name instead of its (local) spec
+    named = report.write_report([first], str(tmp_path / "named.md"),
+                                source_names=[f"{source}=labelled test clips"])
+    assert f"| `{os.path.normpath(first)}` | labelled test clips |" in named
+    assert f"`{source}`" not in named.split("## Transfer")[1]
+    assert f"--source_names={source}=labelled test clips" in named
+    with pytest.raises(report.ReportError, match="not SPEC=NAME"):
+        report.write_report([first], str(tmp_path / "bad.md"), source_names=["no name"])
 
 
 def test_report_reads_segment_bench_timeline_accuracy(runs, tmp_path):
