@@ -66,7 +66,7 @@ def install(fault: str, patch: Callable[[object, str, object], None] = setattr) 
     import orbax.checkpoint as ocp
 
     from speechmusic_jax import timing
-    from speechmusic_jax.training import checkpoints, loop, reporting
+    from speechmusic_jax.training import checkpoints, feed, loop, reporting
 
     kind, _, where = fault.partition("@")
     point, *args = where.split(":")
@@ -74,7 +74,7 @@ def install(fault: str, patch: Callable[[object, str, object], None] = setattr) 
 
     if point == "step" and kind in ("kill", "nan"):
         e, k = nums
-        original_batches = loop.train_batches
+        original_batches = feed.train_batches
 
         def train_batches(files, durations, cfg, seed, epoch, **kw):
             for i, batch in enumerate(original_batches(files, durations, cfg, seed, epoch, **kw)):
@@ -84,14 +84,14 @@ def install(fault: str, patch: Callable[[object, str, object], None] = setattr) 
                     batch = dataclasses.replace(batch, x=np.full_like(batch.x, np.nan))
                 yield batch
 
-        patch(loop, "train_batches", train_batches)
+        patch(feed, "train_batches", train_batches)
         return
 
     if point == "step" and kind in ("inf", "oom"):
         e, k = nums
         original_compile = timing.compile_ahead
         calls = {"n": 0, "epoch": 0}
-        original_batches = loop.train_batches
+        original_batches = feed.train_batches
 
         def train_batches(files, durations, cfg, seed, epoch, **kw):
             calls["epoch"], calls["n"] = epoch, 0
@@ -116,7 +116,7 @@ def install(fault: str, patch: Callable[[object, str, object], None] = setattr) 
 
             return step, seconds, flops
 
-        patch(loop, "train_batches", train_batches)
+        patch(feed, "train_batches", train_batches)
         patch(timing, "compile_ahead", compile_ahead)
         return
 

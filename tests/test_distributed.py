@@ -179,8 +179,8 @@ def test_two_processes_train_as_one_agree_on_every_metric_and_resume_after_a_sto
     assert first["process_count"] == 2 and first["device_count"] == 4
     # process 0 alone wrote the run's files: those of a one-process run, summary included
     assert set(os.listdir(tmp_path / "run")) == {
-        "config.json", "split.csv", "metrics.jsonl", "summary.json", "test_predictions.csv",
-        "curves.png", "checkpoints", "tensorboard"}
+        "config.json", "split.csv", "metrics.jsonl", "evals.jsonl", "summary.json",
+        "test_predictions.csv", "curves.png", "checkpoints", "tensorboard"}
     assert read_json(tmp_path / "run" / "summary.json")["test"] == first["test"]
     # its checkpoint, written by both processes over 4 devices, loads in one process
     from speechmusic_jax.training import builder
