@@ -301,28 +301,41 @@ def timeline_section(b: dict) -> list[str]:
                                 "max error (s)", "spurious changes"], rows)
 
 
+_SIDES = {"jax": "JAX (ours)", "torch eager": "PyTorch eager",
+          "torch compiled": "PyTorch torch.compile"}
+
+
+def _compare_rows(b: dict) -> list[str]:
+    """``benchmark --compare=torch``: one row per framework and allocator (each arm's median
+    over rounds, its ratio to ours under the same allocator, compile time apart)."""
+    rows = []
+    for r in b.get("results", []):
+        for row in r.get("rows") or []:
+            side = _SIDES.get(row.get("side"), str(row.get("side")))
+            compile_s = row.get("compile_s") or {}
+            rows.append([str(r.get("batch_size")), side,
+                         str(row.get("allocator")) + ("*" if row.get("default_allocator") else ""),
+                         _num((row.get("train_ms") or {}).get("median"), ".1f"),
+                         _num((row.get("train_ratio") or {}).get("median"), ".2f"),
+                         _num((row.get("infer_ms") or {}).get("median"), ".1f"),
+                         _num((row.get("infer_ratio") or {}).get("median"), ".2f"),
+                         "n/a" if not compile_s else
+                         f"{compile_s.get('train', 0):.1f} + {compile_s.get('infer', 0):.1f}"])
+    return _table(["batch", "framework", "allocator (* default)", "train step ms (median)",
+                   "/ JAX same allocator", "inference ms (median)", "/ JAX same allocator",
+                   "compile s (train + infer)"], rows)
+
+
 def benchmark_section(b: dict) -> list[str]:
     if b["what"] == "timeline":
         return timeline_section(b)
     name = os.path.basename(b["_path"])
     stamp = _stamp(b, _date(b.get("created"), b["_mtime"]))
-    head = (f"`{name}`: `{b.get('preset')}`, {b.get('precision', 'float32')}, host memory "
+    what = b.get("preset") or b.get("config")
+    head = (f"`{name}`: `{what}`, {b.get('precision', 'float32')}, host memory "
             f"{b.get('host_memory')}; {stamp}.")
     if b["what"] == "compare":
-        rows = []
-        for r in b.get("results", []):
-            for kind, label in (("train", "train step"), ("infer", "inference")):
-                ratio = r.get(f"{kind}_ratio") or {}
-                jax_ms = sorted(p["jax_ms"] for p in r.get(kind, []))
-                torch_ms = sorted(p["torch_ms"] for p in r.get(kind, []))
-                rows.append([str(r.get("batch_size")), label,
-                             f"{_num(jax_ms[len(jax_ms) // 2] if jax_ms else None, '.1f')}",
-                             f"{_num(torch_ms[len(torch_ms) // 2] if torch_ms else None, '.1f')}",
-                             f"**{_num(ratio.get('median'), '.2f')}** "
-                             f"({_num(ratio.get('min'), '.2f')}-{_num(ratio.get('max'), '.2f')})"])
-        return [head, ""] + _table(["batch", "step", "JAX ms (median round)",
-                                    "PyTorch ms (median round)",
-                                    "PyTorch / JAX, median (rounds' range)"], rows)
+        return [head, ""] + _compare_rows(b)
     if b["what"] == "step":
         rows = []
         for r in b.get("results", []):
@@ -334,11 +347,18 @@ def benchmark_section(b: dict) -> list[str]:
                          _num((r.get("inference") or {}).get("examples_per_s"), ".0f")])
         return [head, ""] + _table(["batch", "devices", "train step (median)", "examples/s",
                                     "GFLOP/s", "share of peak", "inference examples/s"], rows)
+    cpu_ms = b.get("host_cpu_s_per_example")
     rows = [[f"{_num(b.get('loader_examples_per_s'), '.0f')}",
              f"{_num(b.get('step_examples_per_s'), '.0f')}",
-             f"{_num(b.get('loader_over_step'), '.2f')}", str(b.get("ok"))]]
+             f"{_num(b.get('together_examples_per_s'), '.0f')}",
+             f"{_num(b.get('together_over_step'), '.2f')}",
+             f"{_num((b.get('device_augment_ms') or {}).get('median'), '.1f')}",
+             "n/a" if cpu_ms is None else f"{1e3 * cpu_ms:.2f}",
+             f"{_num(b.get('loader_over_step'), '.2f')}"]]
     return [head, ""] + _table(["loader examples/s", "train step examples/s",
-                                "loader / step", "at least 3x"], rows)
+                                "together examples/s", "together / step alone",
+                                "augmentation on the device, ms a batch",
+                                "host CPU ms an example", "loader / step"], rows)
 
 
 def _mean_std(arm: dict, key: str) -> str:

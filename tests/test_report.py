@@ -243,3 +243,25 @@ def test_report_shows_a_comparison_from_its_results_json(runs, tmp_path):
     assert "--sweeps=" + str(folder) in page  # the command that regenerates it
     with pytest.raises(report.ReportError, match="no results.json"):
         report.write_report([runs[0]], str(tmp_path / "other.md"), sweeps=[runs[0]])
+
+
+def test_report_tabulates_a_torch_comparison_row_by_row(runs, tmp_path):
+    """A --compare=torch JSON (rows per framework and allocator) becomes one table row each,
+    with its median over rounds, its ratio to ours under the same allocator, compile apart."""
+    def row(side, allocator, train, ratio=None, default=False, compile_s=None):
+        return {"side": side, "allocator": allocator, "default_allocator": default,
+                "train_ms": {"median": train}, "infer_ms": {"median": train / 4},
+                "train_ratio": None if ratio is None else {"median": ratio},
+                "infer_ratio": None if ratio is None else {"median": ratio / 2},
+                "compile_s": compile_s}
+    bench = {"what": "compare", "preset": "m5", "host_memory": "keep", "cpu_model": "CPU X",
+             "versions": {}, "results": [{"batch_size": 32, "rows": [
+                 row("jax", "keep", 700.0, default=True, compile_s={"train": 3.3, "infer": 0.5}),
+                 row("torch compiled", "keep", 1001.0, 1.43,
+                     compile_s={"train": 30.5, "infer": 4.4})]}]}
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps(bench))
+    page = report.write_report([runs[0]], str(tmp_path / "r.md"), benchmarks=[str(path)])
+    assert "| 32 | JAX (ours) | keep* | 700.0 | n/a | 175.0 | n/a | 3.3 + 0.5 |" in page
+    assert ("| 32 | PyTorch torch.compile | keep | 1001.0 | 1.43 | 250.2 | 0.71 | 30.5 + 4.4 |"
+            in page)
