@@ -3,6 +3,7 @@ steps (evals.jsonl), stopping at the target, a budget of training seconds; alone
 trials, on resume, and as a sweep reads it (time to target)."""
 
 import copy
+import glob
 import math
 import os
 import textwrap
@@ -12,7 +13,7 @@ import pytest
 from speechmusic_jax import config as config_lib
 from speechmusic_jax import sweep as sweep_cli
 from speechmusic_jax.errors import ConfigError
-from speechmusic_jax.io_utils import read_json, read_jsonl
+from speechmusic_jax.io_utils import atomic_write_json, read_json, read_jsonl
 from speechmusic_jax.training import loop
 from speechmusic_jax.tuning import records
 
@@ -121,7 +122,14 @@ def test_a_resumed_run_redoes_the_points_of_its_unfinished_epoch(free_run, tmp_p
         "interrupted"
     with open(os.path.join(workdir, "evals.jsonl"), "a", encoding="utf-8") as f:
         f.write('{"epoch": 2, "step": 3, "train_time_s": 9.0}\n')  # killed after a point
-    loop.fit(cfg, workdir, log=_quiet, progress=False)
+    # a checkpoint from before loop.json counted the steps run: metrics.jsonl's rows count them
+    (loop_json,) = glob.glob(os.path.join(workdir, "checkpoints", "*", "loop.json"))
+    record = read_json(loop_json)
+    assert record.pop("steps_run") == 2
+    atomic_write_json(loop_json, record)
+    summary = loop.fit(cfg, workdir, log=_quiet, progress=False)
+    assert summary["throughput"]["train_examples_per_s"] == pytest.approx(
+        6 * cfg.train.batch_size / summary["train_time_s"])
     points, free = _points(workdir), _points(folder)
     assert [p["step"] for p in points] == [p["step"] for p in free]
     for p, q in zip(points, free, strict=True):

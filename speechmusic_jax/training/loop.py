@@ -99,6 +99,7 @@ class LoopState:
     over_budget: bool = False  # an evaluation point found train.max_seconds spent
     target_step: int | None = None  # the first evaluation point that met the target: its step
     target_seconds: float | None = None  # ... and the training seconds up to it
+    steps_run: int | None = None  # train steps over every epoch run (None: not known)
 
     @classmethod
     def from_json(cls, record: dict) -> LoopState:
@@ -713,7 +714,8 @@ def restore_or_init(run: Run, begins: Sequence[workdir_rules.Start],
     loops, restored = [], {}
     initial = run.built.state if run.stack is None else run.stack.initial()
     for i, (trial, begin) in enumerate(zip(run.trials, begins, strict=True)):
-        loop_state = LoopState(started_at=clock.started_at, init_from=run.init_from)
+        loop_state = LoopState(started_at=clock.started_at, init_from=run.init_from,
+                               steps_run=0)
         last = trial.checkpoints.last() if begin is not workdir_rules.Start.NEW else None
         if last is not None:
             like = initial if run.stack is None else run.stack.trial_state(initial, i)
@@ -732,6 +734,10 @@ def restore_or_init(run: Run, begins: Sequence[workdir_rules.Start],
                 rows = [r for r in read_jsonl(path) if r.get("epoch", 0) <= loop_state.epoch]
                 if rows or os.path.exists(path):
                     write_jsonl(path, rows)
+                if path == trial.metrics_path and loop_state.steps_run is None:
+                    # a checkpoint from before loop.json counted steps: its epochs' rows do
+                    loop_state = dataclasses.replace(loop_state, steps_run=sum(
+                        int(r.get("steps", trial.built.steps_per_epoch)) for r in rows))
         loops.append(loop_state)
     if run.stack is None:
         return parallel.put_replicated(restored.get(0, initial), run.mesh), loops
@@ -883,7 +889,9 @@ def record_epoch(run: Run, records: Sequence[reporting.EpochRecords | None], sta
         }
         mode = config_lib.MONITORS[es.monitor] if es.mode == "auto" else es.mode
         loop_state, improved, stop = early_stopping_update(
-            dataclasses.replace(loops[i], train_time_s=loops[i].train_time_s + seconds),
+            dataclasses.replace(loops[i], train_time_s=loops[i].train_time_s + seconds,
+                                steps_run=None if loops[i].steps_run is None
+                                else loops[i].steps_run + row["steps"]),
             epoch, row[es.monitor], mode=mode, patience=es.patience, min_delta=es.min_delta)
         reason = point.reason if point else None
         if point is None:  # the epoch's end is an evaluation point
@@ -1069,20 +1077,17 @@ def _step_figures(run: Run, i: int, step_times: list[float | None],
             "compile_time_s": alone.compile_s,
             "step_time_ms": timing.summarize_ms(alone.step_times),
             "step_time_note": "train step only, compilation excluded: the device's time per "
-                              "step of this trial's program alone, timed (as a run alone "
-                              "times its steps) in a calibration before its group trained; "
+                              "step of this trial's program alone, each step waited for, "
+                              "in a calibration before its group trained; "
                               "train_time_s counts its steps at this time (the group's own "
                               "step: grouped.step_time_ms_group)" + after}
 
 
 def _throughput(trial: Trial, loop_state: LoopState, step_ms: dict | None) -> dict:
     """The whole training's examples/s beside the step's alone, measured in the same run."""
-    # The steps of every epoch run (metrics.jsonl's `steps`: fewer in an epoch that stopped at
-    # an evaluation point, train.stop_at_target / max_seconds).
-    per_epoch = trial.built.steps_per_epoch
-    steps = sum(int(r.get("steps", per_epoch)) for r in read_jsonl(trial.metrics_path)
-                if r.get("epoch", 0) <= loop_state.epoch)
-    examples = steps * trial.cfg.train.batch_size
+    # every epoch's steps (fewer in one that stopped at an evaluation point)
+    steps = loop_state.steps_run
+    examples = steps * trial.cfg.train.batch_size if steps is not None else None
     seconds = loop_state.train_time_s
     whole = examples / seconds if seconds > 0 and examples else None
     median = (step_ms or {}).get("median")
