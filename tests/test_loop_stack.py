@@ -150,10 +150,10 @@ def test_a_stack_with_overwrite_that_fails_its_data_check_leaves_every_trial_fol
     assert [sorted(os.listdir(f)) for f in folders] == [["config.json"]] * 2
 
 
-def test_calibration_times_steps_one_by_one_when_the_clock_tells_none_apart(tiny_config,
+def test_calibration_times_every_step_even_where_the_clock_tells_none_apart(tiny_config,
                                                                            monkeypatch):
-    """On a busy machine StepClock may time no step (each None): the calibration then times
-    the steps waited for one by one, so a grouped trial's seconds are never NaN."""
+    """On a busy machine StepClock may time no step (each None): the calibration times its
+    steps waited for one by one, so a grouped trial's seconds are never NaN."""
     from speechmusic_jax import parallel
     from speechmusic_jax.training import builder
     from speechmusic_jax.training import stack as stack_lib

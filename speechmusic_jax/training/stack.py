@@ -29,7 +29,6 @@ from jax.sharding import Mesh
 from speechmusic_jax import parallel
 from speechmusic_jax.training import builder, clip_scoring
 from speechmusic_jax.training.step import TrainState
-from speechmusic_jax.training.step_clock import StepClock
 
 CALIBRATION_STEPS = 8  # timed steps of a trial's program alone (after one untimed)
 
@@ -37,8 +36,7 @@ CALIBRATION_STEPS = 8  # timed steps of a trial's program alone (after one untim
 @dataclasses.dataclass(frozen=True)
 class Alone:
     """A trial's program compiled alone, as ``fit`` would run it: its compile time, FLOPs and
-    the step times of a short calibration (compilation excluded, timed by :class:`StepClock`,
-    as ``fit`` times its steps)."""
+    the step times of a short calibration (compilation excluded; :func:`calibrate`)."""
 
     compile_s: float
     flops_per_example: float | None
@@ -139,28 +137,21 @@ def build(cfgs: Sequence[Any], steps_per_epoch: int, weights: tuple[Any, Any] | 
 
 def calibrate(built: builder.Built, mesh: Mesh, steps: int = CALIBRATION_STEPS) -> Alone:
     """Compile ``built``'s plain train step and time ``steps`` steps of it on a probe batch
-    (after one untimed step), with the clock ``fit`` uses."""
+    (after one untimed step), each waited for: with no host work between them there is nothing
+    for a queued step to overlap, so a step's wall time is its time alone, and every step has
+    one (the watcher of ``StepClock`` may tell none apart on a busy machine)."""
     state = parallel.put_replicated(jax.tree.map(jnp.copy, built.state), mesh)
     compiled = builder.compile_train_step(built, state, mesh)
     x, y, w = probe_batch(built, mesh)
     key = builder.dropout_key(built.cfg)
     state, m = compiled.fn(state, x, y, w, key)
     jax.block_until_ready(m)
-    clock = StepClock()
+    busy = []
     for _ in range(steps):
-        submitted = clock.submit()
+        t0 = time.perf_counter()
         state, m = compiled.fn(state, x, y, w, key)
-        clock.dispatched(m, submitted)
-    busy, _ = clock.close()
-    if all(t is None for t in busy):
-        # On a busy machine the clock may tell no step's completion apart (each is None):
-        # then time the same steps one at a time, each waited for, so a median exists.
-        busy = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            state, m = compiled.fn(state, x, y, w, key)
-            jax.block_until_ready(m)
-            busy.append(time.perf_counter() - t0)
+        jax.block_until_ready(m)
+        busy.append(time.perf_counter() - t0)
     return Alone(compiled.compile_s, compiled.flops_per_example, busy)
 
 
