@@ -301,29 +301,14 @@ def timeline_section(b: dict) -> list[str]:
                                 "max error (s)", "spurious changes"], rows)
 
 
-_SIDES = {"jax": "JAX (ours)", "torch eager": "PyTorch eager",
-          "torch compiled": "PyTorch torch.compile"}
-
-
 def _compare_rows(b: dict) -> list[str]:
-    """``benchmark --compare=torch``: one row per framework and allocator (each arm's median
-    over rounds, its ratio to ours under the same allocator, compile time apart)."""
-    rows = []
-    for r in b.get("results", []):
-        for row in r.get("rows") or []:
-            side = _SIDES.get(row.get("side"), str(row.get("side")))
-            compile_s = row.get("compile_s") or {}
-            rows.append([str(r.get("batch_size")), side,
-                         str(row.get("allocator")) + ("*" if row.get("default_allocator") else ""),
-                         _num((row.get("train_ms") or {}).get("median"), ".1f"),
-                         _num((row.get("train_ratio") or {}).get("median"), ".2f"),
-                         _num((row.get("infer_ms") or {}).get("median"), ".1f"),
-                         _num((row.get("infer_ratio") or {}).get("median"), ".2f"),
-                         "n/a" if not compile_s else
-                         f"{compile_s.get('train', 0):.1f} + {compile_s.get('infer', 0):.1f}"])
-    return _table(["batch", "framework", "allocator (* default)", "train step ms (median)",
-                   "/ JAX same allocator", "inference ms (median)", "/ JAX same allocator",
-                   "compile s (train + infer)"], rows)
+    """``benchmark --compare=torch``: its table, per batch size, as the benchmark printed it
+    (one row per framework and allocator; ratios per round, median (range); compile apart)."""
+    from speechmusic_jax import torch_compare
+
+    rows = [[str(r.get("batch_size")), *torch_compare.row_cells(row)]
+            for r in b.get("results", []) for row in r.get("rows") or []]
+    return _table(["batch", *torch_compare.COLUMNS], rows) + ["", torch_compare.DEFAULT_NOTE]
 
 
 def benchmark_section(b: dict) -> list[str]:

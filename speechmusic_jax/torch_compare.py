@@ -163,43 +163,61 @@ def summary(values: list[float]) -> dict[str, Any]:
             "per_round": values}
 
 
-def format_table(rows: list[dict]) -> list[str]:
-    """One line per row of :func:`table_order`: step times (median of the rounds' medians and
-    their range); the ratio to JAX's under the same allocator policy and to JAX's under its
-    default one (above 1: JAX is faster); and the compile time, which no step time includes.
-    The last line says which allocator is each framework's default (marked *)."""
+COLUMNS = ("framework", "allocator", "threads", "train step ms", "/ JAX same",
+           "/ JAX default", "inference ms", "/ JAX same", "/ JAX default",
+           "compile s (train + infer)")
+DEFAULT_NOTE = (f"* the framework's default: our commands run under {host_memory_lib.DEFAULT} "
+                "(--host_memory), PyTorch under glibc's own behaviour (release). / JAX same: "
+                "the row's time over JAX's under the same allocator; / JAX default: over JAX's "
+                "under its default; both per round, median (range)")
 
-    def ms(v: dict) -> str:
+
+def row_cells(r: dict) -> list[str]:
+    """One row of the table as text, a cell per :data:`COLUMNS`: step times (median of the
+    rounds' medians and their range); the ratio to JAX's under the same allocator policy and to
+    JAX's under its default one (above 1: JAX is faster); the compile time, which no step time
+    includes. The one formatting of a row, for the printed table and for ``report``; a field
+    missing (a JSON from an older version) reads ``n/a``."""
+
+    def spread(v: dict) -> str:
+        if "min" not in v:
+            return f"{v['median']:.2f}"
         return f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})"
+
+    def ms(v: dict | None) -> str:
+        return "n/a" if not v else spread(v)
 
     def ratio(v: dict | None, ours: bool = False) -> str:
         if v is None:
             return "(ours)" if ours else "-"
-        return f"{v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f})"
+        return spread(v)
 
-    def compile_s(v: dict | None) -> str:
-        return "-" if v is None else f"{v['train']:.1f} + {v['infer']:.1f}"
+    compile_s = r.get("compile_s")
+    threads = (r.get("threads") or {}).get("in_effect")
+    default = r.get("default_allocator",
+                    r.get("allocator") == default_allocator(r.get("side", "")))
+    ours = r.get("side") == JAX
+    return [SIDE_NAMES.get(r.get("side", ""), str(r.get("side"))),
+            str(r.get("allocator_in_effect") or r.get("allocator")) + ("*" if default else ""),
+            "?" if threads is None else str(threads),
+            ms(r.get("train_ms")), ratio(r.get("train_ratio"), ours),
+            ratio(r.get("train_ratio_to_default")), ms(r.get("infer_ms")),
+            ratio(r.get("infer_ratio"), ours), ratio(r.get("infer_ratio_to_default")),
+            "-" if not compile_s else
+            f"{compile_s.get('train', 0):.1f} + {compile_s.get('infer', 0):.1f}"]
 
-    head = (f"{'':22} {'allocator':10} {'threads':>7}  {'train step ms':>24} {'/ JAX same':>17} "
-            f"{'/ JAX default':>17}  {'inference ms':>22} {'/ JAX same':>17} "
-            f"{'/ JAX default':>17}  compile s (train + infer)")
-    lines = [head]
-    for r in rows:
-        threads = r["threads"].get("in_effect")
-        star = "*" if r["allocator"] == default_allocator(r["side"]) else ""
-        ours = r["side"] == JAX
-        lines.append(f"{SIDE_NAMES[r['side']]:22} {r['allocator_in_effect'] + star:10} "
-                     f"{threads if threads is not None else '?':>7}  {ms(r['train_ms']):>24} "
-                     f"{ratio(r['train_ratio'], ours):>17} "
-                     f"{ratio(r['train_ratio_to_default']):>17}  {ms(r['infer_ms']):>22} "
-                     f"{ratio(r['infer_ratio'], ours):>17} "
-                     f"{ratio(r['infer_ratio_to_default']):>17}  {compile_s(r['compile_s'])}")
-    lines.append(f"* the framework's default: our commands run under "
-                 f"{default_allocator(JAX)} (--host_memory), PyTorch under glibc's own "
-                 "behaviour (release). / JAX same: the row's time over JAX's under the same "
-                 "allocator; / JAX default: over JAX's under its default; both per round, "
-                 "median (range)")
-    return lines
+
+def format_table(rows: list[dict]) -> list[str]:
+    """The printed table: one fixed-width line per row of :func:`table_order`
+    (:func:`row_cells`), then a line that says which allocator is each framework's default
+    (marked *)."""
+    widths = (22, 10, 7, 24, 17, 17, 22, 17, 17, 0)
+
+    def line(cells: list[str] | tuple[str, ...]) -> str:
+        return " ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [line(COLUMNS)] + [line(row_cells(r)) for r in rows] + [DEFAULT_NOTE]
 
 
 def compiler_check() -> None:

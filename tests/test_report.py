@@ -16,7 +16,7 @@ from audio_fixtures import make_folder_tree
 from tiny_run import REPO, tiny_run
 
 import speechmusic_jax
-from speechmusic_jax import report
+from speechmusic_jax import report, torch_compare
 from speechmusic_jax.errors import WorkdirConflict
 from speechmusic_jax.io_utils import read_json
 
@@ -262,6 +262,8 @@ def test_report_tabulates_a_torch_comparison_row_by_row(runs, tmp_path):
     path = tmp_path / "compare.json"
     path.write_text(json.dumps(bench))
     page = report.write_report([runs[0]], str(tmp_path / "r.md"), benchmarks=[str(path)])
-    assert "| 32 | JAX (ours) | keep* | 700.0 | n/a | 175.0 | n/a | 3.3 + 0.5 |" in page
-    assert ("| 32 | PyTorch torch.compile | keep | 1001.0 | 1.43 | 250.2 | 0.71 | 30.5 + 4.4 |"
-            in page)
+    assert ("| 32 | JAX (ours) | keep* | ? | 700.00 | (ours) | - | 175.00 | (ours) | - | "
+            "3.3 + 0.5 |") in page
+    assert ("| 32 | PyTorch torch.compile | keep | ? | 1001.00 | 1.43 | - | 250.25 | 0.71 | - | "
+            "30.5 + 4.4 |") in page
+    assert torch_compare.DEFAULT_NOTE in page  # the printed table's own footnote
