@@ -42,7 +42,7 @@ def test_train_step_parts_run_alone(tiny_config, tmp_path):
     run = loop.setup(tiny_config, str(tmp_path / "run"), logs.append)
     clock = loop.SessionClock()
     state, loops = loop.restore_or_init(run, [loop.workdir_rules.Start.NEW], clock)
-    assert loops == [loop.LoopState(started_at=clock.started_at)]
+    assert loops == [loop.LoopState(started_at=clock.started_at, steps_run=0)]
     state, stats = loop.train_epoch(run, state, 1, run.epoch_batches(1))
     assert len(stats.step_times) == run.built.steps_per_epoch
     assert stats.count[0] == run.built.steps_per_epoch * tiny_config.train.batch_size
