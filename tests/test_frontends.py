@@ -174,6 +174,26 @@ def test_window_pool_is_the_strided_depthwise_conv_values_and_gradients(samples,
                              lambda e, w: direct_window_pool(e, w, hop), (energy, windows), 1e-5)
 
 
+def test_leaf_energies_in_chunks_are_those_of_the_whole_batch_values_and_gradients():
+    """A batch of 10: a chunk of LEAF_CHUNK and a padded one."""
+    assert fe.LEAF_CHUNK == 8
+    n, win, hop = 3, 48, 16
+    x = jnp.asarray(np.random.default_rng(6).standard_normal((10, 200)), jnp.float32)
+    centre, sigma = fe.gabor_init(n, SR, win)
+    params = (jnp.asarray(centre), jnp.asarray(sigma), jnp.full((n,), 0.3))
+
+    def chunked(centre, sigma, pool_sigma):
+        return fe.pooled_gabor_energies(x, fe.gabor_kernels(centre, sigma, win=win),
+                                        fe.gaussian_windows(pool_sigma, win=win), hop)
+
+    def whole(centre, sigma, pool_sigma):
+        power = fe.gabor_power(x, fe.gabor_kernels(centre, sigma, win=win))
+        return fe.window_pool(power, fe.gaussian_windows(pool_sigma, win=win), hop)
+
+    assert chunked(*params).shape == (10, fe.frame_count(200, win, hop), n)
+    assert_same_function(chunked, whole, params, 1e-5)
+
+
 def test_logmel_with_pcen_compresses_the_mel_energies():
     x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 4000)), jnp.float32)
     front = fe.MelFrontend(40, sample_rate=SR, win=WIN, hop=HOP)

@@ -169,6 +169,7 @@ class PCEN(nnx.Module):
 
 GABOR_FWHM = 2 * np.sqrt(2 * np.log(2))  # a Gaussian's full width at half maximum, in sigmas
 POOL_SIGMA_INIT = 0.4  # LEAF's: the low-pass's sigma in half-windows
+LEAF_CHUNK = 8  # examples filtered at once (Leaf.energies)
 
 
 def gabor_sigma_range(win: int) -> tuple[float, float]:
@@ -246,6 +247,25 @@ def window_pool(energy: jax.Array, windows: jax.Array, hop: int) -> jax.Array:
     return out.transpose(1, 2, 0)
 
 
+def pooled_gabor_energies(waveform: jax.Array, kernels: jax.Array, windows: jax.Array,
+                          hop: int) -> jax.Array:
+    """``window_pool(gabor_power(waveform, kernels), windows, hop)``: (batch, samples) ->
+    (batch, frames, n), computed ``LEAF_CHUNK`` examples at a time (``jax.lax.map``), each
+    chunk recomputed in the backward pass (``jax.checkpoint``) instead of keeping its filtered
+    signals: those are (batch, n, samples) complex, 0.5 GB for 32 two-second crops, and
+    streaming them through memory cost more than a second inverse FFT."""
+
+    @jax.checkpoint
+    def chunk_energies(x: jax.Array) -> jax.Array:
+        return window_pool(gabor_power(x, kernels), windows, hop)
+
+    batch, samples = waveform.shape
+    size = max(1, min(batch, LEAF_CHUNK))
+    x = jnp.pad(waveform, ((0, -batch % size), (0, 0))).reshape(-1, size, samples)
+    e = jax.lax.map(chunk_energies, x)
+    return e.reshape(-1, *e.shape[2:])[:batch]
+
+
 class Leaf(nnx.Module):
     """The LEAF front end: Gabor filters -> squared modulus -> Gaussian low-pass pooling ->
     compression (PCEN, learnable; or log)."""
@@ -262,10 +282,9 @@ class Leaf(nnx.Module):
 
     def energies(self, waveform: jax.Array) -> jax.Array:
         """(batch, samples) -> (batch, frames, n) pooled Gabor energies (before compression)."""
-        power = gabor_power(waveform, gabor_kernels(self.centre[...], self.sigma[...],
-                                                    win=self.win))
-        return window_pool(power, gaussian_windows(self.pool_sigma[...], win=self.win),
-                           self.hop)
+        return pooled_gabor_energies(
+            waveform, gabor_kernels(self.centre[...], self.sigma[...], win=self.win),
+            gaussian_windows(self.pool_sigma[...], win=self.win), self.hop)
 
     def __call__(self, waveform: jax.Array) -> jax.Array:
         e = self.energies(waveform)
