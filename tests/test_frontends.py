@@ -112,6 +112,88 @@ def test_leaf_energies_equal_a_direct_numpy_filter_and_pool():
                                rtol=1e-3, atol=1e-5)
 
 
+def direct_gabor_power(x, kernels):
+    """gabor_power's function as direct convs of the real and imaginary kernels ("SAME")."""
+    win = kernels.shape[0]
+    pad = [(win // 2, win - 1 - win // 2)]
+
+    def conv(k):
+        return jax.lax.conv_general_dilated(x[..., None], k[:, None, :], (1,), pad,
+                                            dimension_numbers=("NWC", "WIO", "NWC"))
+
+    return (jnp.square(conv(kernels.real)) + jnp.square(conv(kernels.imag))).transpose(0, 2, 1)
+
+
+def direct_window_pool(energy, windows, hop):
+    """window_pool's function as a strided depthwise conv."""
+    n = energy.shape[1]
+    return jax.lax.conv_general_dilated(energy.transpose(0, 2, 1), windows[:, None, :], (hop,),
+                                        "VALID", dimension_numbers=("NWC", "WIO", "NWC"),
+                                        feature_group_count=n)
+
+
+def assert_same_function(fast, direct, args, rtol):
+    """Equal values, and equal gradients of a non-linear loss with respect to every
+    argument."""
+    np.testing.assert_allclose(np.asarray(fast(*args)), np.asarray(direct(*args)), rtol=rtol,
+                               atol=1e-6)
+    argnums = tuple(range(len(args)))
+    loss = [jax.grad(lambda *a, f=f: jnp.sum(jnp.sin(f(*a))), argnums=argnums)
+            for f in (fast, direct)]
+    for got, want in zip(loss[0](*args), loss[1](*args), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=rtol,
+                                   atol=rtol * float(np.abs(want).max()))
+
+
+def test_gabor_power_by_fft_is_the_direct_filter_values_and_gradients():
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 203)), jnp.float32)
+    centre, sigma = fe.gabor_init(5, SR, 48)
+
+    def fast(x, centre, sigma):
+        return fe.gabor_power(x, fe.gabor_kernels(centre, sigma, win=48))
+
+    def direct(x, centre, sigma):
+        return direct_gabor_power(x, fe.gabor_kernels(centre, sigma, win=48))
+
+    assert fast(x, centre, sigma).shape == (2, 5, 203)
+    assert_same_function(fast, direct, (x, jnp.asarray(centre), jnp.asarray(sigma)), 1e-4)
+
+
+@pytest.mark.parametrize("samples,win,hop", [(300, 64, 16), (203, 40, 15), (90, 90, 7),
+                                             (40, 64, 16)])
+def test_window_pool_is_the_strided_depthwise_conv_values_and_gradients(samples, win, hop):
+    """Windows a multiple of the hop or not, the last window ending at the last sample, and
+    an input shorter than one window (no frames)."""
+    rng = np.random.default_rng(4)
+    energy = jnp.asarray(rng.exponential(size=(2, 3, samples)), jnp.float32)
+    windows = jnp.asarray(rng.random((win, 3)), jnp.float32)
+    got = fe.window_pool(energy, windows, hop)
+    assert got.shape == (2, fe.frame_count(samples, win, hop), 3)
+    if got.size:
+        assert_same_function(lambda e, w: fe.window_pool(e, w, hop),
+                             lambda e, w: direct_window_pool(e, w, hop), (energy, windows), 1e-5)
+
+
+def test_leaf_energies_in_chunks_are_those_of_the_whole_batch_values_and_gradients():
+    """A batch of 10: a chunk of LEAF_CHUNK and a padded one."""
+    assert fe.LEAF_CHUNK == 8
+    n, win, hop = 3, 48, 16
+    x = jnp.asarray(np.random.default_rng(6).standard_normal((10, 200)), jnp.float32)
+    centre, sigma = fe.gabor_init(n, SR, win)
+    params = (jnp.asarray(centre), jnp.asarray(sigma), jnp.full((n,), 0.3))
+
+    def chunked(centre, sigma, pool_sigma):
+        return fe.pooled_gabor_energies(x, fe.gabor_kernels(centre, sigma, win=win),
+                                        fe.gaussian_windows(pool_sigma, win=win), hop)
+
+    def whole(centre, sigma, pool_sigma):
+        power = fe.gabor_power(x, fe.gabor_kernels(centre, sigma, win=win))
+        return fe.window_pool(power, fe.gaussian_windows(pool_sigma, win=win), hop)
+
+    assert chunked(*params).shape == (10, fe.frame_count(200, win, hop), n)
+    assert_same_function(chunked, whole, params, 1e-5)
+
+
 def test_logmel_with_pcen_compresses_the_mel_energies():
     x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 4000)), jnp.float32)
     front = fe.MelFrontend(40, sample_rate=SR, win=WIN, hop=HOP)

@@ -169,6 +169,7 @@ class PCEN(nnx.Module):
 
 GABOR_FWHM = 2 * np.sqrt(2 * np.log(2))  # a Gaussian's full width at half maximum, in sigmas
 POOL_SIGMA_INIT = 0.4  # LEAF's: the low-pass's sigma in half-windows
+LEAF_CHUNK = 8  # examples filtered at once (Leaf.energies)
 
 
 def gabor_sigma_range(win: int) -> tuple[float, float]:
@@ -207,24 +208,62 @@ def gaussian_windows(sigma: jax.Array, *, win: int) -> jax.Array:
     return jnp.exp(-0.5 * jnp.square(t / (sigma * (win - 1) / 2)))
 
 
-def filter_same(waveform: jax.Array, kernels: jax.Array) -> jax.Array:
+def gabor_power(waveform: jax.Array, kernels: jax.Array) -> jax.Array:
     """(batch, samples) correlated with each of (win, n) complex kernels, centred ("SAME", zero
-    padding): (batch, samples, n) complex. Computed with FFTs (one per channel) instead of a
-    direct conv of win taps at every sample."""
+    padding), squared modulus: (batch, n, samples), channel-major. Computed with FFTs (one
+    inverse transform per example and channel) instead of a direct conv of win taps at every
+    sample; channel-major because the transforms run along time, so no complex array (slow to
+    write on XLA CPU) is ever transposed."""
     n, win = waveform.shape[1], kernels.shape[0]
     length = 1 << (n + win - 2).bit_length()
     x = jnp.fft.fft(waveform.astype(jnp.float32), n=length, axis=-1)  # (batch, length)
     h = jnp.fft.fft(kernels[::-1].T, n=length, axis=-1)  # (n, length): the flipped kernels
     start = win - 1 - win // 2
-    return jnp.fft.ifft(x[:, None] * h[None], axis=-1)[..., start:start + n].transpose(0, 2, 1)
+    y = jnp.fft.ifft(x[:, None] * h[None], axis=-1)[..., start:start + n]
+    return jnp.square(y.real) + jnp.square(y.imag)
 
 
-def gaussian_pool(energy: jax.Array, windows: jax.Array, hop: int) -> jax.Array:
-    """(batch, samples, n) energies, each channel filtered by its own (win, n) window and kept
-    every ``hop`` samples: (batch, frame_count(samples, win, hop), n)."""
-    return jax.lax.conv_general_dilated(
-        energy, windows[:, None, :].astype(energy.dtype), (hop,), "VALID",
-        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=energy.shape[-1])
+def window_pool(energy: jax.Array, windows: jax.Array, hop: int) -> jax.Array:
+    """(batch, n, samples) energies, each channel weighted by its own (win, n) window over
+    ``win`` samples every ``hop`` samples: (batch, frame_count(samples, win, hop), n), frame
+    ``f`` being ``sum_k windows[k] energy[hop f + k]``.
+
+    The same sums as a strided depthwise conv, computed as one batched matmul: the samples cut
+    into blocks of ``hop``, each block weighted by each ``hop``-long piece of the (zero-padded)
+    window, and a frame the sum of ``ceil(win / hop)`` consecutive blocks' pieces. XLA CPU's
+    depthwise conv of a long window took seconds per example in the backward pass."""
+    batch, n, samples = energy.shape
+    win = windows.shape[0]
+    frames = frame_count(samples, win, hop)
+    pieces = -(-win // hop)
+    blocks = frames + pieces - 1
+    w = jnp.pad(windows.T, ((0, 0), (0, pieces * hop - win))).reshape(n, pieces, hop)
+    need = blocks * hop  # at most samples + hop - 1: the last window's zero padding
+    x = jnp.pad(energy[..., :need], ((0, 0), (0, 0), (0, max(0, need - samples))))
+    x = x.reshape(batch, n, blocks, hop).astype(w.dtype)
+    # (n, batch, blocks, pieces): each block against each piece of its channel's window
+    parts = jax.lax.dot_general(x, w, (((3,), (2,)), ((1,), (0,))))
+    out = sum(parts[:, :, k:k + frames, k] for k in range(pieces))
+    return out.transpose(1, 2, 0)
+
+
+def pooled_gabor_energies(waveform: jax.Array, kernels: jax.Array, windows: jax.Array,
+                          hop: int) -> jax.Array:
+    """``window_pool(gabor_power(waveform, kernels), windows, hop)``: (batch, samples) ->
+    (batch, frames, n), computed ``LEAF_CHUNK`` examples at a time (``jax.lax.map``), each
+    chunk recomputed in the backward pass (``jax.checkpoint``) instead of keeping its filtered
+    signals: those are (batch, n, samples) complex, 0.5 GB for 32 two-second crops, and
+    streaming them through memory cost more than a second inverse FFT."""
+
+    @jax.checkpoint
+    def chunk_energies(x: jax.Array) -> jax.Array:
+        return window_pool(gabor_power(x, kernels), windows, hop)
+
+    batch, samples = waveform.shape
+    size = max(1, min(batch, LEAF_CHUNK))
+    x = jnp.pad(waveform, ((0, -batch % size), (0, 0))).reshape(-1, size, samples)
+    e = jax.lax.map(chunk_energies, x)
+    return e.reshape(-1, *e.shape[2:])[:batch]
 
 
 class Leaf(nnx.Module):
@@ -243,10 +282,9 @@ class Leaf(nnx.Module):
 
     def energies(self, waveform: jax.Array) -> jax.Array:
         """(batch, samples) -> (batch, frames, n) pooled Gabor energies (before compression)."""
-        y = filter_same(waveform, gabor_kernels(self.centre[...], self.sigma[...], win=self.win))
-        power = jnp.square(y.real) + jnp.square(y.imag)
-        return gaussian_pool(power, gaussian_windows(self.pool_sigma[...], win=self.win),
-                             self.hop)
+        return pooled_gabor_energies(
+            waveform, gabor_kernels(self.centre[...], self.sigma[...], win=self.win),
+            gaussian_windows(self.pool_sigma[...], win=self.win), self.hop)
 
     def __call__(self, waveform: jax.Array) -> jax.Array:
         e = self.energies(waveform)
