@@ -192,6 +192,7 @@ def test_two_processes_train_as_one_agree_on_every_metric_and_resume_after_a_sto
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
+@pytest.mark.slow  # one process over two devices: test_feed.py; two processes: the test above
 def test_two_processes_augment_on_the_device_as_one_process_does(tmp_path):
     # Each process reads its rows of the batch; the device augments the global batch, keyed by
     # (seed, epoch, step), so the rows are augmented as in one process (here with the training
@@ -203,6 +204,7 @@ def test_two_processes_augment_on_the_device_as_one_process_does(tmp_path):
     _same_training(_curve(tmp_path / "two"), _curve(tmp_path / "one"))
 
 
+@pytest.mark.slow  # four devices end to end: test_reliability.py; 2 x 2: the test above
 def test_four_devices_of_one_process_train_as_one(tmp_path, one_process):
     reference, _, _ = one_process
     four = _train(tmp_path, "four", devices=4)

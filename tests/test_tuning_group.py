@@ -69,7 +69,7 @@ def _grouped_and_alone_val_loss(cfg, steps: int = 12) -> tuple[float, float]:
 GROUPED_VS_ALONE_VAL_LOSS = 2e-6
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_a_trial_grouped_equals_it_alone_with_adam_and_batch_norm(tiny_config, seed):
     tiny_config.seed = seed
     assert (tiny_config.optimizer.name, tiny_config.model.norm) == ("adamw", "batch")
