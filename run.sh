@@ -86,7 +86,9 @@ usage: ./run.sh test [PYTEST ARGUMENTS]
 
 Runs the test suite with pytest (sets up $VENV first); every argument goes to pytest. Tests
 marked slow (soaks, and the costlier variants of parametrized families: each family keeps a
-variant in the suite) are left out unless you ask for them with -m slow.
+variant in the suite) are left out unless you ask for them with -m slow. The test files are
+spread over one worker process per core, at most 4 (pytest-xdist, a file's tests in one
+worker); -n 0 runs them in this process (for --pdb), SPEECHMUSIC_TEST_WORKERS=N sets N.
 
   ./run.sh test                                # the whole suite
   ./run.sh test tests/test_train.py            # one file
@@ -120,7 +122,10 @@ esac
 case "$cmd" in
   "" | -h | --help | help) usage ;;
   setup) setup ;;
-  test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)  setup
+         workers="${SPEECHMUSIC_TEST_WORKERS:-$(nproc 2>/dev/null || echo 1)}"
+         [ "$workers" -gt 4 ] && workers=4
+         exec "$VENV/bin/python" -m pytest -n "$workers" --dist loadfile "$@" ;;
   lint)  setup; exec "$VENV/bin/ruff" check . ;;
   *)
     if ! is_command "$cmd"; then
