@@ -17,7 +17,6 @@ grouped trial's times are derived, so that they mean what the same trial alone w
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from speechmusic_jax import parallel
+from speechmusic_jax import parallel, timing
 from speechmusic_jax.training import builder, clip_scoring
 from speechmusic_jax.training.step import TrainState
 
@@ -40,12 +39,12 @@ class Alone:
 
     compile_s: float
     flops_per_example: float | None
-    step_times: list[float | None]
+    step_times: list[float]
 
     @property
     def step_s(self) -> float:
-        """The median step (steps whose time the clock could not tell apart, None, left out)."""
-        return float(np.median([t for t in self.step_times if t is not None]))
+        """The median step."""
+        return float(np.median(self.step_times))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,14 +143,13 @@ def calibrate(built: builder.Built, mesh: Mesh, steps: int = CALIBRATION_STEPS) 
     compiled = builder.compile_train_step(built, state, mesh)
     x, y, w = probe_batch(built, mesh)
     key = builder.dropout_key(built.cfg)
-    state, m = compiled.fn(state, x, y, w, key)
-    jax.block_until_ready(m)
-    busy = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
+
+    def step() -> Any:
+        nonlocal state
         state, m = compiled.fn(state, x, y, w, key)
-        jax.block_until_ready(m)
-        busy.append(time.perf_counter() - t0)
+        return m
+
+    busy = timing.time_calls(step, steps, warmup=1)
     return Alone(compiled.compile_s, compiled.flops_per_example, busy)
 
 
