@@ -280,8 +280,8 @@ def localise(module, words, tiny_run, tmp):
                 text = f.read()
             (tmp / "README.md").write_text(text)
             value = str(tmp / "README.md")
-        elif name in ("--benchmarks", "--sweeps"):
-            continue  # JSONs only a long benchmark or sweep writes; test_report reads them
+        elif name in ("--benchmarks", "--sweeps", "--crossval"):
+            continue  # what only a long benchmark, sweep or CV writes; test_report reads them
         elif name == "--folds":
             value = "2"
         elif name == "--batch_sizes":

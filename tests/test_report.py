@@ -267,3 +267,100 @@ def test_report_tabulates_a_torch_comparison_row_by_row(runs, tmp_path):
     assert ("| 32 | PyTorch torch.compile | keep | ? | 1001.00 | 1.43 | - | 250.25 | 0.71 | - | "
             "30.5 + 4.4 |") in page
     assert torch_compare.DEFAULT_NOTE in page  # the printed table's own footnote
+
+
+def _copy_run(src: str, dst, *, seed: int, accuracy: float, **fields) -> str:
+    """A copy of run ``src`` as another seed (and other ``fields``, dotted) with its own test
+    clip accuracy, standing for a run of that configuration."""
+    shutil.copytree(src, dst)
+    config = read_json(dst / "config.json")
+    config["seed"] = seed
+    for field, value in fields.items():
+        *parents, leaf = field.split("__")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    (dst / "config.json").write_text(json.dumps(config))
+    summary = read_json(dst / "summary.json")
+    summary["test"]["accuracy"] = accuracy
+    (dst / "summary.json").write_text(json.dumps(summary))
+    return str(dst)
+
+
+def _crossval(run: str, dst, *, seed: int, accuracy: float, **fields) -> str:
+    """A finished cross-validation folder of ``run``'s config on another corpus."""
+    config = read_json(os.path.join(run, "config.json"))
+    config.update(seed=seed)
+    config["data"].update(spec="folder:/elsewhere", folds=5, fold=0)
+    config["train"].update(fields)
+    (dst / "fold_0").mkdir(parents=True)
+    (dst / "fold_0" / "config.json").write_text(json.dumps(config))
+    (dst / "crossval.json").write_text(json.dumps(
+        {"folds_k": 5, "folds_tested": 5, "accuracy_mean": accuracy, "folds": [{"fold": 0}]}))
+    return str(dst)
+
+
+def test_report_groups_seeds_of_one_configuration_with_its_crossvals(runs, tmp_path):
+    """Runs differing only in seed form one row (mean ± sample std over seeds), a run with
+    another front end its own row named by the field; a cross-validation joins the row of the
+    config it shares (its corpus and folds apart); the figure is drawn beside the page and
+    never over a file this command did not write."""
+    from speechmusic_jax import config_groups
+
+    first = runs[0]
+    s1 = _copy_run(first, tmp_path / "s1", seed=1, accuracy=0.8)
+    s2 = _copy_run(first, tmp_path / "s2", seed=2, accuracy=0.6)
+    other = _copy_run(first, tmp_path / "logmel", seed=0, accuracy=0.5,
+                      model__frontend="logmel")
+    cvs = [_crossval(first, tmp_path / f"cv{s}", seed=s, accuracy=a)
+           for s, a in ((0, 0.9), (1, 0.7))]
+    tuned = _crossval(first, tmp_path / "cv_tuned", seed=0, accuracy=0.95, init_from="x")
+    out = tmp_path / "docs" / "results.md"
+    page = report.write_report([first, s1, s2, other], str(out), crossval=[*cvs, tuned])
+    section = page[page.index("## By configuration"):].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 3, section
+    acc = read_json(os.path.join(first, "summary.json"))["test"]["accuracy"]
+    mean = (acc + 0.8 + 0.6) / 3
+    std = (sum((v - mean) ** 2 for v in (acc, 0.8, 0.6)) / 2) ** 0.5
+    assert rows[0].startswith(f"| as `{os.path.normpath(first)}` | 0, 1, 2 | "
+                              f"{mean:.3f} ± {std:.3f} (3) |")
+    assert rows[0].endswith("| 0.800 ± 0.141 (2) |")  # the two CVs of the same config
+    assert rows[1].startswith("| `model.frontend=logmel` | 0 | 0.500 (1) |")
+    assert rows[1].endswith("| - |")
+    assert rows[2].startswith("| `train.init_from=x` | 0 | - |")
+    assert rows[2].endswith("| 0.950 (1) |")
+    assert "grouped 5-fold CV on `folder:/elsewhere`" in section
+    figure = tmp_path / "docs" / "results_configurations.png"
+    assert config_groups.is_our_png(figure)
+    assert "](results_configurations.png)" in section
+    assert "--crossval=" + ",".join([*cvs, tuned]) in page
+    # the figure is redrawn over its own file, never over another
+    report.write_report([first, s1], str(out))
+    figure.write_bytes(figure.read_bytes()[:8] + b"a user's png")
+    with pytest.raises(WorkdirConflict):
+        report.write_report([first, s1], str(out))
+    # one run of each configuration and no crossval: no such section, no figure
+    page = report.write_report([first, other], str(tmp_path / "single.md"))
+    assert "## By configuration" not in page
+    assert not (tmp_path / "single_configurations.png").exists()
+    with pytest.raises(report.ReportError, match="no crossval.json"):
+        report.write_report([first], str(tmp_path / "bad.md"), crossval=[first])
+
+
+def test_configurations_ignore_seeds_and_fields_added_at_their_old_value():
+    from speechmusic_jax import config_groups
+    from speechmusic_jax.config import base_config, to_dict
+
+    ref = to_dict(base_config())
+    older = to_dict(base_config())
+    older["seed"], older["init_seed"] = 3, 7
+    del older["train"]["max_seconds"]  # a run made before the field existed
+    older["data"]["cache"] = "memory"  # how it ran, not what it trained
+    assert config_groups.differences(ref, older) == ()
+    cv = to_dict(base_config())
+    cv["data"].update(spec="manifest:x.csv", folds=5, fold=2)
+    assert config_groups.differences(ref, cv, crossval=True) == ()
+    assert config_groups.differences(ref, cv) == (("data.fold", 2), ("data.folds", 5),
+                                                  ("data.spec", "manifest:x.csv"))
