@@ -63,18 +63,24 @@ class Run:
 # ----------------------------------------------------------------------------------- reading
 
 
-def read_run(folder: str) -> Run:
-    """A finished run folder: its summary.json (with test scores), config.json and eval/."""
+def _read(path: str, flag: str, missing: str) -> Any:
+    """``path``'s JSON, or a ReportError naming ``flag``: ``missing`` where there is no file."""
     from speechmusic_jax.io_utils import read_json
 
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise ReportError(f"{flag}: {missing}") from None
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{flag}: {path} cannot be read: {e}") from None
+
+
+def read_run(folder: str) -> Run:
+    """A finished run folder: its summary.json (with test scores), config.json and eval/."""
+
     def json_of(path: str) -> Any:
-        try:
-            return read_json(path)
-        except FileNotFoundError:
-            raise ReportError(f"--runs: {folder} has no {os.path.basename(path)} (not a run "
-                              "folder, or not finished)") from None
-        except (OSError, ValueError) as e:
-            raise ReportError(f"--runs: {path} cannot be read: {e}") from None
+        return _read(path, "--runs", f"{folder} has no {os.path.basename(path)} (not a run "
+                     "folder, or not finished)")
 
     from speechmusic_jax import shipped
 
@@ -118,13 +124,8 @@ def read_sweep(folder: str) -> dict:
     from speechmusic_jax.io_utils import read_json
 
     path = os.path.join(folder, "results.json")
-    try:
-        result = read_json(path)
-    except FileNotFoundError:
-        raise ReportError(f"--sweeps: {folder} has no results.json (not a sweep folder, or "
-                          "no trial finished)") from None
-    except (OSError, ValueError) as e:
-        raise ReportError(f"--sweeps: {path} cannot be read: {e}") from None
+    result = _read(path, "--sweeps", f"{folder} has no results.json (not a sweep folder, or "
+                   "no trial finished)")
     if not isinstance(result, dict) or not isinstance(result.get("arms"), list):
         raise ReportError(f"--sweeps: {path} has no per-arm results")
     trial = {}
@@ -143,25 +144,16 @@ def read_sweep(folder: str) -> dict:
 def read_crossval(folder: str) -> dict:
     """A cross-validation folder's crossval.json, with the config.json of its first fold (the
     whole config: crossval.json names only a few fields)."""
-    from speechmusic_jax.io_utils import read_json
-
     path = os.path.join(folder, "crossval.json")
-    try:
-        result = read_json(path)
-    except FileNotFoundError:
-        raise ReportError(f"--crossval: {folder} has no crossval.json (not a crossval folder, "
-                          "or not finished)") from None
-    except (OSError, ValueError) as e:
-        raise ReportError(f"--crossval: {path} cannot be read: {e}") from None
+    result = _read(path, "--crossval", f"{folder} has no crossval.json (not a crossval folder, "
+                   "or not finished)")
     if not isinstance(result, dict) or result.get("accuracy_mean") is None:
         raise ReportError(f"--crossval: {path} holds no mean accuracy (no fold was tested)")
     for fold in result.get("folds") or []:
         config_path = os.path.join(folder, f"fold_{fold.get('fold')}", "config.json")
         if os.path.exists(config_path):
-            try:
-                return {**result, "_folder": folder, "_config": read_json(config_path)}
-            except (OSError, ValueError) as e:
-                raise ReportError(f"--crossval: {config_path} cannot be read: {e}") from None
+            config = _read(config_path, "--crossval", f"{config_path} is gone")
+            return {**result, "_folder": folder, "_config": config}
     raise ReportError(f"--crossval: {folder} has no fold_N/config.json")
 
 
