@@ -50,7 +50,7 @@ RUNTIME_FIELDS = frozenset({
 ADDED_FIELDS: dict[str, Any] = {
     "train.eval_every_steps": 0, "train.target_metric": "val_accuracy",
     "train.target_value": None, "train.stop_at_target": False, "train.max_seconds": 0.0,
-    "data.synthetic.transmission": False}
+    "data.synthetic.transmission": False, "model.pcen_smooth_min": 0.0}
 
 
 def base_config() -> ConfigDict:
@@ -140,6 +140,9 @@ def base_config() -> ConfigDict:
     # logmel and leaf: "log" or "pcen" (learnable per-channel); default log for logmel, pcen
     # for leaf
     c.model.frontend_compression = config_dict.placeholder(str)
+    # PCEN (logmel or leaf with pcen): the least value its learnt smoothing coefficient takes
+    # (LEAF's bound, 0, lets the smoother freeze on the first frame; models/frontends.py's pcen)
+    c.model.pcen_smooth_min = 0.0
     c.model.input_norm = "none"  # or "rms": each window scaled to unit RMS (level-invariant)
     c.model.n_mels = 64  # logmel and leaf: bands (channels); sincnet has model.stem_filters
     c.model.stft_win_ms = 25.0  # logmel's frames, leaf's filters and low-pass, sincnet's taps

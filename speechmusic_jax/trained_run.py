@@ -48,10 +48,18 @@ class LoadedRun:
 
 
 def config_from_json(path: str) -> config_lib.ConfigDict:
-    """Rebuild a run's config from its config.json (every field checked against base_config)."""
+    """Rebuild a run's config from its config.json (every field checked against base_config).
+    A field added since the run was made (``config_lib.ADDED_FIELDS``) takes the value the run
+    was made with, not today's default."""
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
     cfg = config_lib.base_config()
+    for field, value in config_lib.ADDED_FIELDS.items():
+        *parents, name = field.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[name] = value
     _assign(cfg, saved, "")
     return cfg
 

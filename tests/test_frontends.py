@@ -90,6 +90,31 @@ def test_pcen_equals_a_numpy_pcen_per_channel():
                                numpy_pcen(e, **init), rtol=1e-4, atol=1e-5)
 
 
+def test_pcen_smooth_min_bounds_the_learnt_smoothing_coefficient():
+    """A smoothing coefficient learnt below model.pcen_smooth_min is used at the bound; at the
+    old bound (0) the smoother freezes on the first frame: every frame over the first's energy."""
+    rng = np.random.default_rng(0)
+    e = rng.exponential(size=(2, 40, 3)) * 10
+    params = dict(alpha=np.full(3, 0.96), delta=np.full(3, 2.0), root=np.full(3, 2.0))
+    smooth = np.array([-0.05, 0.01, 0.3])
+    x = jnp.asarray(e, jnp.float32)
+    jparams = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    got = fe.pcen(x, **jparams, smooth=jnp.asarray(smooth, jnp.float32), smooth_min=0.02)
+    np.testing.assert_allclose(np.asarray(got), numpy_pcen(
+        e, **params, smooth=np.array([0.02, 0.02, 0.3])), rtol=1e-4, atol=1e-5)
+    frozen = fe.pcen(x, **jparams, smooth=jnp.asarray(smooth, jnp.float32))  # default bound 0
+    first = np.repeat(e[:, :1], e.shape[1], axis=1)
+    want = (e / (1e-6 + first) ** 0.96 + 2.0) ** 0.5 - 2.0 ** 0.5
+    np.testing.assert_allclose(np.asarray(frozen)[..., 0], want[..., 0], rtol=1e-4, atol=1e-5)
+    c = config_for("tiny", "logmel", "pcen")
+    c.model.pcen_smooth_min = 0.02
+    module = build_model(resolve_spec(c.model, 2), 0)
+    assert module.frontend.compress.smooth_min == 0.02
+    c.model.pcen_smooth_min = -0.1
+    with pytest.raises(ConfigError, match="model.pcen_smooth_min"):
+        validate(c)
+
+
 def test_leaf_energies_equal_a_direct_numpy_filter_and_pool():
     n, win, hop = 4, 64, 16
     x = np.random.default_rng(1).standard_normal((2, 300)).astype(np.float32)

@@ -46,6 +46,21 @@ def test_config_from_json_round_trips(run_dir):
         assert to_dict(cfg) == json.load(f)
 
 
+def test_config_from_json_gives_a_field_added_since_its_old_value(tmp_path, monkeypatch):
+    """A config.json written before a field existed is rebuilt with the value that field had
+    in effect (config_lib.ADDED_FIELDS), not today's default; one that names it keeps it."""
+    from speechmusic_jax import config as config_lib
+
+    saved = config_lib.to_dict(config_lib.base_config())
+    del saved["model"]["pcen_smooth_min"]
+    (tmp_path / "old.json").write_text(json.dumps(saved))
+    monkeypatch.setitem(config_lib.ADDED_FIELDS, "model.pcen_smooth_min", 0.25)
+    assert trained_run.config_from_json(str(tmp_path / "old.json")).model.pcen_smooth_min == 0.25
+    saved["model"]["pcen_smooth_min"] = 0.125
+    (tmp_path / "new.json").write_text(json.dumps(saved))
+    assert trained_run.config_from_json(str(tmp_path / "new.json")).model.pcen_smooth_min == 0.125
+
+
 def test_evaluate_on_the_test_split_reproduces_the_test_report(run_dir, tmp_path):
     """evaluate on held-out files (the run's test split, as a manifest): the same report as
     training's test, and no overlap warning."""

@@ -248,10 +248,12 @@ class Conv1DClassifier(nnx.Module):
         frontend = None
         if spec.frontend == "leaf":
             frontend = Leaf(spec.n_mels, sample_rate=spec.sample_rate, win=spec.stft_win,
-                            hop=spec.stft_hop, compression=spec.frontend_compression)
+                            hop=spec.stft_hop, compression=spec.frontend_compression,
+                            smooth_min=spec.pcen_smooth_min)
         elif spec.frontend == "logmel" and spec.frontend_compression == "pcen":
             frontend = MelFrontend(spec.n_mels, sample_rate=spec.sample_rate,
-                                   win=spec.stft_win, hop=spec.stft_hop)
+                                   win=spec.stft_win, hop=spec.stft_hop,
+                                   smooth_min=spec.pcen_smooth_min)
         self.frontend = frontend
         if spec.frames():  # bands in, frames as time: kernel_size, stride 1
             self.stem = nnx.Conv(spec.n_mels, spec.stem_filters, (spec.kernel_size,),

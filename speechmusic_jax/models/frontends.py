@@ -132,16 +132,18 @@ class SincConv(nnx.Module):
 # -- PCEN -----------------------------------------------------------------------------------
 
 def pcen(energy: jax.Array, *, alpha: jax.Array, delta: jax.Array, root: jax.Array,
-         smooth: jax.Array, floor: float = PCEN_FLOOR) -> jax.Array:
+         smooth: jax.Array, floor: float = PCEN_FLOOR, smooth_min: float = 0.0) -> jax.Array:
     """Per-channel energy normalisation of (batch, frames, channels) energies, LEAF's form:
     ``M[t] = (1 - s) M[t-1] + s E[t]`` with ``M[0] = E[0]``, then
     ``(E / (floor + M)^alpha + delta)^(1/r) - delta^(1/r)``, with ``alpha`` at most 1, ``r`` at
-    least 1, ``s`` in [0, 1] and ``delta`` at least ``floor`` (a learnt delta that went negative
-    would take a root of a negative number), per channel."""
+    least 1, ``s`` in [smooth_min, 1] and ``delta`` at least ``floor`` (a learnt delta that went
+    negative would take a root of a negative number), per channel. At ``s = 0`` the smoother
+    never moves from the first frame, so every frame is divided by the first one's energy:
+    ``smooth_min`` (``model.pcen_smooth_min``) keeps a learnt ``s`` from getting there."""
     alpha = jnp.minimum(alpha, 1.0)[None, None]
     delta = jnp.maximum(delta, floor)[None, None]
     root = jnp.maximum(root, 1.0)[None, None]
-    smooth = jnp.clip(smooth, 0.0, 1.0)[None]
+    smooth = jnp.clip(smooth, smooth_min, 1.0)[None]
 
     def step(m, e):
         m = (1 - smooth) * m + smooth * e
@@ -154,15 +156,17 @@ def pcen(energy: jax.Array, *, alpha: jax.Array, delta: jax.Array, root: jax.Arr
 
 
 class PCEN(nnx.Module):
-    """PCEN with learnable per-channel alpha, delta, root and smoothing coefficient."""
+    """PCEN with learnable per-channel alpha, delta, root and smoothing coefficient (used at
+    ``smooth_min`` or above)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, smooth_min: float = 0.0):
         for name, value in PCEN_INIT.items():
             setattr(self, name, nnx.Param(jnp.full((channels,), value, jnp.float32)))
+        self.smooth_min = smooth_min
 
     def __call__(self, energy: jax.Array) -> jax.Array:
         return pcen(energy, alpha=self.alpha[...], delta=self.delta[...], root=self.root[...],
-                    smooth=self.smooth[...])
+                    smooth=self.smooth[...], smooth_min=self.smooth_min)
 
 
 # -- LEAF -----------------------------------------------------------------------------------
@@ -272,12 +276,13 @@ class Leaf(nnx.Module):
 
     PARTS = ("compress",)
 
-    def __init__(self, n: int, *, sample_rate: int, win: int, hop: int, compression: str):
+    def __init__(self, n: int, *, sample_rate: int, win: int, hop: int, compression: str,
+                 smooth_min: float = 0.0):
         centre, sigma = gabor_init(n, sample_rate, win)
         self.centre = nnx.Param(jnp.asarray(centre))
         self.sigma = nnx.Param(jnp.asarray(sigma))
         self.pool_sigma = nnx.Param(jnp.full((n,), POOL_SIGMA_INIT, jnp.float32))
-        self.compress = PCEN(n) if compression == "pcen" else None
+        self.compress = PCEN(n, smooth_min) if compression == "pcen" else None
         self.win, self.hop = win, hop
 
     def energies(self, waveform: jax.Array) -> jax.Array:
@@ -296,8 +301,9 @@ class MelFrontend(nnx.Module):
 
     PARTS = ("compress",)
 
-    def __init__(self, n_mels: int, *, sample_rate: int, win: int, hop: int):
-        self.compress = PCEN(n_mels)
+    def __init__(self, n_mels: int, *, sample_rate: int, win: int, hop: int,
+                 smooth_min: float = 0.0):
+        self.compress = PCEN(n_mels, smooth_min)
         self.sample_rate, self.win, self.hop, self.n_mels = sample_rate, win, hop, n_mels
 
     def __call__(self, waveform: jax.Array) -> jax.Array:

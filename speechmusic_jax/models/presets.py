@@ -45,6 +45,7 @@ class ModelSpec:
     global_pool: str = "avg"
     frontend: str = "raw"  # or "sincnet", "logmel", "leaf" (models/frontends.py)
     frontend_compression: str = "none"  # logmel and leaf: "log" or "pcen"
+    pcen_smooth_min: float = 0.0  # PCEN: the least smoothing coefficient used
     input_norm: str = "none"  # or "rms": every window divided by its RMS (level-free)
     sample_rate: int = 16000
     n_mels: int = 64
@@ -213,6 +214,9 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
         raise ValueError(f"model.frontend_compression: must be one of {COMPRESSIONS}, "
                          f"got {compression!r}")
     compression = compression or DEFAULT_COMPRESSION.get(model.frontend, "none")
+    smooth_min = model.pcen_smooth_min
+    if not 0.0 <= smooth_min < 1.0:
+        raise ValueError(f"model.pcen_smooth_min: must be in [0, 1), got {smooth_min}")
     if model.frontend in FRAME_FRONTENDS and model.stem_pool is None:
         # Frames are already stft_hop samples apart (10 ms: more than the raw stems' stride x
         # pool of 64 samples at most): no pool after the stem unless model.stem_pool says so,
@@ -232,6 +236,7 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
         num_classes=num_classes,
         frontend=model.frontend,
         frontend_compression=compression,
+        pcen_smooth_min=float(smooth_min),
         input_norm=model.input_norm,
         sample_rate=sample_rate,
         n_mels=model.n_mels,
