@@ -11,6 +11,7 @@ import pytest
 from speechmusic_jax import config as config_lib
 from speechmusic_jax.data.augment import (
     AugmentConfig,
+    frame_rms,
     low_runs,
     pause_generator,
     shorten_pauses,
@@ -84,6 +85,20 @@ def test_shorten_pauses_keeps_short_pauses_and_continuous_audio():
     np.testing.assert_array_equal(shorten_pauses(noise, SR, 80.0, (30.0, 80.0),
                                                  np.random.default_rng(0)), noise)
     assert low_runs(np.zeros(100, np.float32), SR) == []  # all silent: nothing to compare with
+
+
+def _frame_rms_per_frame(x: np.ndarray, f: int) -> np.ndarray:
+    """The frame RMS as the pause rule defines it, one frame at a time in float64."""
+    x = x.astype(np.float64)
+    return np.asarray([np.sqrt(np.mean(x[i:i + f] ** 2)) for i in range(0, x.shape[0], f)])
+
+
+@pytest.mark.parametrize("n", [0, 5, 160, 16000, 16037])
+def test_frame_rms_is_each_frames_rms_and_a_last_partial_frame(n):
+    x = _x(n=n) * np.repeat(np.linspace(0, 1, 200), 100)[:n].astype(np.float32)
+    got = frame_rms(x, SR)
+    assert got.dtype == np.float64 and got.shape == (-(-n // 160),)
+    np.testing.assert_allclose(got, _frame_rms_per_frame(x, 160), rtol=1e-12, atol=0)
 
 
 def test_pause_generator_is_keyed_and_follows_the_probability():

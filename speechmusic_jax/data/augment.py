@@ -21,7 +21,6 @@ epoch's plan in :mod:`speechmusic_jax.data.pipeline`. Evaluation never augments.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -80,13 +79,13 @@ def _pair(v: Sequence[float]) -> tuple[float, float]:
 def frame_rms(x: np.ndarray, sample_rate: int, frame_seconds: float = FRAME_SECONDS) -> np.ndarray:
     """RMS of consecutive, non-overlapping frames of ``frame_seconds``; a last partial frame is
     measured over the samples it has."""
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    square = np.square(np.asarray(x, dtype=np.float64).reshape(-1))
     f = max(1, int(round(frame_seconds * sample_rate)))
-    n_full = x.shape[0] // f
-    out = list(np.sqrt(np.mean(x[: n_full * f].reshape(n_full, f) ** 2, axis=1)))
-    if x.shape[0] > n_full * f:
-        out.append(math.sqrt(float(np.mean(x[n_full * f:] ** 2))))
-    return np.asarray(out, dtype=np.float64)
+    n_full = square.shape[0] // f
+    mean = np.mean(square[: n_full * f].reshape(n_full, f), axis=1)
+    if square.shape[0] > n_full * f:
+        mean = np.append(mean, np.mean(square[n_full * f:]))
+    return np.sqrt(mean)
 
 
 def low_frames(rms: np.ndarray, below_db: float = LOW_LEVEL_DB) -> np.ndarray:
