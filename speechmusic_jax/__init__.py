@@ -1,4 +1,4 @@
-"""Speech/music discrimination with a 1D convolutional network on the raw waveform, in JAX/Flax.
+"""Speech/music discrimination with a 1D convolutional network on the waveform, in JAX/Flax.
 
 ``__version__`` is the package's version, the one place it is written: pyproject.toml reads it
 from here (``[tool.setuptools.dynamic]``), and every run's summary.json (``versions``), benchmark

@@ -138,7 +138,8 @@ def base_config() -> ConfigDict:
     # stem unless model.stem_pool is set.
     c.model.frontend = "raw"
     # logmel and leaf: "log" or "pcen" (learnable per-channel); default log for logmel, pcen
-    # for leaf
+    # for leaf. raw and sincnet: unset or "none" (to switch an experiment that sets one, such
+    # as the default, to raw: --config.model.frontend=raw --config.model.frontend_compression=none)
     c.model.frontend_compression = config_dict.placeholder(str)
     # PCEN (logmel or leaf with pcen): the least value its learnt smoothing coefficient takes
     # (LEAF's bound, 0, lets the smoother freeze on the first frame; models/frontends.py's pcen)

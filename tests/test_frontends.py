@@ -1,6 +1,8 @@
 """The learnable front ends (models/frontends.py): each starts as a mel filterbank, checked
 against numpy constructions; every preset x front end fits the default crop."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,8 @@ from speechmusic_jax.errors import ConfigError
 from speechmusic_jax.models import frontends as fe
 from speechmusic_jax.models.conv1d import build_model
 from speechmusic_jax.models.presets import PRESETS, resolve_spec
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SR, WIN, HOP = 16000, 400, 160
 
@@ -288,11 +292,29 @@ def test_a_learnable_frontend_trains_one_step(frontend, compression):
     ("raw", "pcen", "model.frontend_compression"),
     ("sincnet", "log", "model.frontend_compression"),
     ("logmel", "sqrt", "model.frontend_compression"),
+    ("logmel", "none", "model.frontend_compression"),
     ("gammatone", None, "model.frontend")])
 def test_frontend_fields_are_validated_by_name(frontend, compression, field):
     c = config_for("tiny", frontend, compression)
     with pytest.raises(ConfigError, match=field):
         validate(c)
+
+
+def test_switching_an_experiment_with_pcen_to_raw_says_none_and_is_the_raw_model():
+    """The default experiment sets log-mel with PCEN: --config.model.frontend=raw alone is an
+    error that says what to add; with frontend_compression=none it is the raw network."""
+    from speechmusic_jax.config import load_experiment
+
+    c = load_experiment(os.path.join(REPO, "experiments", "default.py"))
+    assert (c.model.frontend, c.model.frontend_compression) == ("logmel", "pcen")
+    c.model.frontend = "raw"
+    with pytest.raises(ConfigError, match="model.frontend_compression.*set it to 'none'"):
+        validate(c)
+    c.model.frontend_compression = "none"
+    validate(c)
+    raw = config_for("m6_mid", "raw", None)
+    assert resolve_spec(c.model, 2) == resolve_spec(raw.model, 2)
+    assert resolve_spec(c.model, 2).frontend_compression == "none"
 
 
 def test_the_frontend_parameters_count_as_the_stem():

@@ -8,7 +8,8 @@ corpus, each with three augmentation settings, the ones that decide transfer to 
 - ``default``: the default experiment's set: noise, random low-pass and high-pass (band
   limits), gain and shortened pauses.
 The frame front ends (logmel, leaf) need no pool after their stem (frames are 10 ms apart) and
-fit the 2 s crop as they are. No tuning: the default experiment's learning rate, 3 seeds.
+fit the 2 s crop as they are; PCEN's smoothing coefficient keeps the default's lower bound
+(``model.pcen_smooth_min``). No tuning: the default experiment's learning rate, 3 seeds.
 
     --sweep=experiments/sweeps/frontend.py          5 front ends x 3 augmentations x 3 seeds
     --sweep=experiments/sweeps/frontend.py:tiny     5 front ends x none/default, tiny base, 1 seed
@@ -19,8 +20,8 @@ from speechmusic_jax.tuning import Sweep
 from speechmusic_jax.tuning.bases import tiny_base
 
 FRONTENDS = {
-    "raw": {"model.frontend": "raw"},
-    "sincnet": {"model.frontend": "sincnet"},
+    "raw": {"model.frontend": "raw", "model.frontend_compression": "none"},
+    "sincnet": {"model.frontend": "sincnet", "model.frontend_compression": "none"},
     "logmel": {"model.frontend": "logmel", "model.frontend_compression": "log"},
     "logmel_pcen": {"model.frontend": "logmel", "model.frontend_compression": "pcen"},
     "leaf": {"model.frontend": "leaf", "model.frontend_compression": "pcen"},

@@ -207,12 +207,16 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
     if model.frontend not in FRONTENDS:
         raise ValueError(f"model.frontend: must be one of {FRONTENDS}, got {model.frontend!r}")
     compression = model.frontend_compression
-    if compression is not None and model.frontend not in FRAME_FRONTENDS:
+    frames = model.frontend in FRAME_FRONTENDS
+    if compression is not None and not frames and compression != "none":
+        # an experiment with a frame front end sets its compression; a user who switches to
+        # raw or sincnet says "none" as well (the error says so), nothing is dropped silently
         raise ValueError(f"model.frontend_compression: applies to the frontends "
-                         f"{FRAME_FRONTENDS} only, not {model.frontend!r}")
-    if compression is not None and compression not in COMPRESSIONS:
-        raise ValueError(f"model.frontend_compression: must be one of {COMPRESSIONS}, "
-                         f"got {compression!r}")
+                         f"{FRAME_FRONTENDS} only, not {model.frontend!r}: with "
+                         f"{model.frontend!r} set it to 'none' (got {compression!r})")
+    if compression is not None and frames and compression not in COMPRESSIONS:
+        raise ValueError(f"model.frontend_compression: {model.frontend!r} needs one of "
+                         f"{COMPRESSIONS}, got {compression!r}")
     compression = compression or DEFAULT_COMPRESSION.get(model.frontend, "none")
     smooth_min = model.pcen_smooth_min
     if not 0.0 <= smooth_min < 1.0:
@@ -236,7 +240,7 @@ def resolve_spec(model: config_dict.ConfigDict, num_classes: int,
         num_classes=num_classes,
         frontend=model.frontend,
         frontend_compression=compression,
-        pcen_smooth_min=float(smooth_min),
+        pcen_smooth_min=float(smooth_min) if compression == "pcen" else 0.0,
         input_norm=model.input_norm,
         sample_rate=sample_rate,
         n_mels=model.n_mels,
