@@ -24,7 +24,7 @@ audio. It evaluates the weights as trained (``train.ema_epochs`` 0): an average 
 higher on real clips but fine-tuning from it gained nothing (CHANGELOG.md).
 
 On a 2-core AMD EPYC (2026-12-07), seeds 0, 1 and 2 scored 0.997 each on the built-in test
-split, 0.934 mean on the real clips and 0.916 mean on the harder windows (the raw-waveform stem:
+split, 0.935 mean on the real clips and 0.916 mean on the harder windows (the raw-waveform stem:
 0.914 and 0.899); the shipped model in ``speechmusic_jax/pretrained`` is seed 0's run. The
 measurements behind each choice, and the front ends and corpus options tried against it, are in
 CHANGELOG.md and docs/experiments.md.

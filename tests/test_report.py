@@ -364,3 +364,9 @@ def test_configurations_ignore_seeds_and_fields_added_at_their_old_value():
     assert config_groups.differences(ref, cv, crossval=True) == ()
     assert config_groups.differences(ref, cv) == (("data.fold", 2), ("data.folds", 5),
                                                   ("data.spec", "manifest:x.csv"))
+    # a run made before a field existed, against a reference that sets it: named at the value
+    # it ran with, not as null
+    del older["model"]["pcen_smooth_min"]
+    assert config_groups.differences(ref, older) == ()
+    ref["model"]["pcen_smooth_min"] = 0.02
+    assert config_groups.differences(ref, older) == (("model.pcen_smooth_min", 0.0),)

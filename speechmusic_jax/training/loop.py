@@ -1084,7 +1084,7 @@ def _step_figures(run: Run, i: int, step_times: list[float | None],
 
 
 def _throughput(trial: Trial, loop_state: LoopState, step_ms: dict | None) -> dict:
-    """The whole training's examples/s beside the step's alone, measured in the same run."""
+    """The whole training's examples/s beside its steps' rate, both measured in this run."""
     # every epoch's steps (fewer in one that stopped at an evaluation point)
     steps = loop_state.steps_run
     examples = steps * trial.cfg.train.batch_size if steps is not None else None
@@ -1098,7 +1098,10 @@ def _throughput(trial: Trial, loop_state: LoopState, step_ms: dict | None) -> di
                     "(every session; the epochs' training, data waits included, validation "
                     "not); step_examples_per_s: the batch over the median step time "
                     "(step_time_ms: the device's time per step, the batch's augmentation on "
-                    "the device included); ratio: how close the run came to its step"}
+                    "the device included, timed during the run: where host and device share "
+                    "a CPU, the loader's threads slow the steps too, which this ratio cannot "
+                    "see; benchmark --what=data compares with the step alone); ratio: how "
+                    "close the run came to its steps"}
 
 
 def _grouped(run: Run, i: int, loop_state: LoopState,

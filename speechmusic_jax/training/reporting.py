@@ -106,8 +106,9 @@ def format_summary(s: dict, classes) -> str:
     tp = s.get("throughput") or {}
     if tp.get("ratio"):
         lines.append(f"whole training: {tp['train_examples_per_s']:,.0f} examples/s, "
-                     f"{100 * tp['ratio']:.0f}% of the step alone "
-                     f"({tp['step_examples_per_s']:,.0f}/s)")
+                     f"{100 * tp['ratio']:.0f}% of its steps' rate as timed in this run "
+                     f"({tp['step_examples_per_s']:,.0f}/s, the loader running beside them; "
+                     "benchmark --what=data times the step alone)")
     if s.get("flops_per_example"):
         lines.append(f"FLOPs per example (inference, one window): {s['flops_per_example']:.3g}")
     if inf:
