@@ -43,8 +43,10 @@ PyTorch from the ``[bench]`` extra).
 2. the train step alone: examples/s it consumes (batch size / median step time, compiled ahead,
    blocked on every step, on a fixed batch), and the device's augmentation of a batch alone;
 3. both together, as ``fit`` runs them (one epoch: the loader's prefetch and the feed, whose
-   augmentation runs on the device, feeding the step): examples/s, its ratio to the step alone,
-   and the share of the epoch spent waiting for data;
+   augmentation runs on the device, feeding the step): examples/s, its ratio to the step alone
+   and to the step plus the device's augmentation (each timed alone: on a CPU the two share
+   the cores with the loader, and this splits the gap between them), and the share of the
+   epoch spent waiting for data;
 4. what the host can feed: the step's need in host cores (its examples/s times the host CPU
    per example), and the shortest step the loader could keep busy on 1, 2, 4, ... host cores at
    the measured cost per example.
@@ -181,8 +183,15 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
     ratio = loader_rate / step_rate
     verdict = ("the loader is not the bottleneck" if ratio >= 3.0 else
                "the loader is below the 3x target: raise data.workers or use data.cache=memory")
+    # Where the device also augments, what it can do at best is the step plus the augmentation,
+    # each timed alone: on a CPU both run on the host's cores, so this says how much of the gap
+    # to the step alone is the augmentation's compute and how much the loader's.
+    augment_s = statistics.median(augment_times) if augment_times else 0.0
+    step_augment_rate = batch_size / (step_s + augment_s)
     log(f"together: {together:,.0f} examples/s = {100 * together / step_rate:.0f}% of the step "
-        f"alone, {100 * wait / epoch_s:.1f}% of the epoch waiting for data")
+        f"alone, {100 * wait / epoch_s:.1f}% of the epoch waiting for data"
+        + (f"; {100 * together / step_augment_rate:.0f}% of the step and the device's "
+           f"augmentation alone ({step_augment_rate:,.0f} examples/s)" if augment_times else ""))
     log(f"loader / step = {ratio:.1f}x: {verdict}")
     cores_needed = step_rate * host_cpu
     shortest = {str(c): 1e3 * batch_size * host_cpu / c for c in _core_counts()}
@@ -226,6 +235,11 @@ def benchmark_data(cfg: config_lib.ConfigDict, *, epochs: int = 4, steps: int = 
         "shortest_step_ms_by_host_cores": shortest,
         "together_examples_per_s": together,
         "together_over_step": together / step_rate,
+        "step_augment_examples_per_s": step_augment_rate,
+        "together_over_step_augment": together / step_augment_rate,
+        "step_augment_note": "the batch over the median step time plus the median time of the "
+                             "device's augmentation of a batch, each timed alone (the step "
+                             "alone where nothing is augmented on the device)",
         "together_data_wait_fraction": wait / epoch_s,
         "loader_over_step": ratio,
         "target_ratio": 3.0,

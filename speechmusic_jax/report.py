@@ -359,11 +359,13 @@ def benchmark_section(b: dict) -> list[str]:
              f"{_num(b.get('step_examples_per_s'), '.0f')}",
              f"{_num(b.get('together_examples_per_s'), '.0f')}",
              f"{_num(b.get('together_over_step'), '.2f')}",
+             f"{_num(b.get('together_over_step_augment'), '.2f')}",
              f"{_num((b.get('device_augment_ms') or {}).get('median'), '.1f')}",
              "n/a" if cpu_ms is None else f"{1e3 * cpu_ms:.2f}",
              f"{_num(b.get('loader_over_step'), '.2f')}"]]
     return [head, ""] + _table(["loader examples/s", "train step examples/s",
                                 "together examples/s", "together / step alone",
+                                "together / (step + augmentation) alone",
                                 "augmentation on the device, ms a batch",
                                 "host CPU ms an example", "loader / step"], rows)
 

@@ -45,6 +45,8 @@ def test_benchmark_data_reports_both_rates(tmp_path):
     assert result["together_over_step"] == pytest.approx(
         result["together_examples_per_s"] / result["step_examples_per_s"])
     assert result["device_augment_ms"] is None  # the tiny config augments nothing
+    assert result["step_augment_examples_per_s"] == result["step_examples_per_s"]
+    assert result["together_over_step_augment"] == result["together_over_step"]
 
 
 def test_benchmark_data_times_the_augmentation_on_the_device_and_pauses_on_the_host(tmp_path):
@@ -57,6 +59,13 @@ def test_benchmark_data_times_the_augmentation_on_the_device_and_pauses_on_the_h
     cfg.data.augment.pause_prob = 0.5
     result = benchmark.run("data", cfg, {"epochs": 2, "steps": 3}, log=lambda _: None)
     assert result["device_augment_ms"]["n"] == 3 and result["device_augment_ms"]["median"] > 0
+    # the step plus the augmentation, each alone: slower than the step alone, by the augmentation
+    step_ms, augment_ms = result["step_time_ms"]["median"], result["device_augment_ms"]["median"]
+    assert result["step_augment_examples_per_s"] == pytest.approx(
+        8 / ((step_ms + augment_ms) / 1e3), rel=1e-3)
+    assert result["step_augment_examples_per_s"] < result["step_examples_per_s"]
+    assert result["together_over_step_augment"] == pytest.approx(
+        result["together_examples_per_s"] / result["step_augment_examples_per_s"])
     assert 0 < result["host_augment_cpu_s_per_example"] <= result["host_cpu_s_per_example"]
     assert result["host_read_cpu_s_per_example"] == pytest.approx(
         result["host_cpu_s_per_example"] - result["host_augment_cpu_s_per_example"])
