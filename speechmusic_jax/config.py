@@ -8,6 +8,7 @@ checks values and raises :class:`ConfigError`, whose message names the field, be
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -275,6 +276,19 @@ def _added_at_default(field: str, in_a: bool, in_b: bool, va: Any, vb: Any) -> b
     if field not in ADDED_FIELDS or in_a == in_b:
         return False
     return (vb if in_b else va) == ADDED_FIELDS[field]
+
+
+def with_added_fields(saved: dict) -> dict:
+    """A copy of a plain config dict (a run's config.json) with every field added since it was
+    written (``ADDED_FIELDS``) at the value the run had, where it does not name the field."""
+    out = copy.deepcopy(saved)
+    for field, value in ADDED_FIELDS.items():
+        *parents, leaf = field.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node.setdefault(leaf, value)
+    return out
 
 
 def init_seed(c: Any) -> int:

@@ -11,7 +11,6 @@ study: three seeds of each front end, scored on real recordings and by grouped C
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import json
@@ -81,23 +80,13 @@ def differences(reference: dict, config: dict, *, crossval: bool = False
                 ) -> tuple[tuple[str, Any], ...]:
     """(field, value) of every field where ``config`` trains something other than
     ``reference``, seeds aside (for a cross-validation, its corpus and folds aside too)."""
+    config = config_lib.with_added_fields(config)  # a field added since: the value it ran with
     if crossval:
-        config = copy.deepcopy(config)
         for field in CROSSVAL_FIELDS:
             _set(config, field, _get(reference, field))
-    return tuple((field, _value(config, field))
+    return tuple((field, _get(config, field))
                  for field in config_lib.training_diff(reference, config)
                  if field not in IGNORED)
-
-
-def _value(config: dict, field: str) -> Any:
-    """The field's value in ``config``; for a field added since the config was written, the
-    value it ran with (``config_lib.ADDED_FIELDS``)."""
-    *parents, leaf = field.split(".")
-    node = _get(config, ".".join(parents)) if parents else config
-    if isinstance(node, dict) and leaf not in node and field in config_lib.ADDED_FIELDS:
-        return config_lib.ADDED_FIELDS[field]
-    return _get(config, field)
 
 
 def group(records: Sequence[Record], reference: dict) -> list[Group]:

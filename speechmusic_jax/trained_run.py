@@ -54,13 +54,7 @@ def config_from_json(path: str) -> config_lib.ConfigDict:
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
     cfg = config_lib.base_config()
-    for field, value in config_lib.ADDED_FIELDS.items():
-        *parents, name = field.split(".")
-        node = cfg
-        for part in parents:
-            node = node[part]
-        node[name] = value
-    _assign(cfg, saved, "")
+    _assign(cfg, config_lib.with_added_fields(saved), "")
     return cfg
 
 
