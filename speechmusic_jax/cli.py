@@ -37,6 +37,11 @@ def default_experiment() -> str:
 
 def apply_shorthands(cfg: ConfigDict, *, data: str | None = None,
                      on_error: str | None = None) -> ConfigDict:
+    """The config as the command line meant it: ``--data`` and ``--data_on_error`` applied, and
+    a list field given as ``a,b,c`` split into its items (:func:`config.split_comma_lists`)."""
+    from speechmusic_jax.config import split_comma_lists
+
+    split_comma_lists(cfg)
     if data is not None:
         cfg.data.spec = data
     if on_error is not None:

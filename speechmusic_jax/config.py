@@ -291,6 +291,22 @@ def with_added_fields(saved: dict) -> dict:
     return out
 
 
+def split_comma_lists(c: ConfigDict) -> ConfigDict:
+    """Turn every list field given on the command line as one comma-separated string into its
+    items: ml_collections reads ``--config.data.classes=speech,music,noise`` as the one-item tuple
+    ``('speech,music,noise',)`` (numbers it splits itself: ``noise_colours=0,1,2``). The items
+    are stripped of spaces; ``('speech','music')`` syntax keeps working. Returns ``c``."""
+    for field, value in list(flat_items(c)):
+        if (isinstance(value, tuple | list) and len(value) == 1 and isinstance(value[0], str)
+                and "," in value[0]):
+            *parents, leaf = field.split(".")
+            node = c
+            for part in parents:
+                node = node[part]
+            node[leaf] = tuple(item.strip() for item in value[0].split(","))
+    return c
+
+
 def init_seed(c: Any) -> int:
     """The seed of a config's initial weights and dropout masks: ``init_seed``, or ``seed`` when
     it is None (unset; also a config written before the field existed). config.json keeps the

@@ -150,3 +150,27 @@ def test_schedule_free_refuses_a_moving_average():
     c.train.ema_epochs = 2.0
     with pytest.raises(ConfigError, match="^train.ema_epochs: schedule_free_adamw already"):
         validate(c)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("speech,music,noise", ("speech", "music", "noise")),  # the form docs/data.md shows
+    ("speech, music", ("speech", "music")),
+    ("('speech','music','noise')", ("speech", "music", "noise")),  # ml_collections' own form
+])
+def test_class_list_from_the_command_line(value, expected):
+    # ml_collections reads a comma-separated string for a tuple of strings as a one-item
+    # tuple, which failed validation as "needs at least two class names"
+    from absl import flags
+    from ml_collections import config_flags
+
+    from speechmusic_jax import cli
+
+    argv = ["prog", f"--config.data.classes={value}", "--config.data.augment.noise_colours=0,2"]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", os.path.join(REPO, "experiments", "default.py"),
+                                    flag_values=values, lock_config=True, sys_argv=argv)
+    values(argv)
+    cfg = cli.apply_shorthands(values.config)
+    assert cfg.data.classes == expected
+    assert cfg.data.augment.noise_colours == (0, 2)
+    validate(cfg)
