@@ -11,6 +11,7 @@ import pytest
 from tiny_run import tiny_run
 
 from speechmusic_jax import trained_run
+from speechmusic_jax.data.sources import DataError
 from speechmusic_jax.data.split import read_split_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,6 +121,23 @@ def test_evaluate_records_every_data_error(run_dir, tmp_path):
     assert report["data_errors"] == {"unreadable": 1, "unknown_class": 2}
     with open(path) as f:
         assert json.load(f)["data_errors"] == report["data_errors"]
+
+
+def test_evaluate_scores_a_source_with_only_some_of_the_models_classes(run_dir, tmp_path):
+    # a three-class model on speech and music, or here a two-class one on speech alone: the
+    # missing class is no error when scoring (it is when training), and the macro means are
+    # over the classes the source has
+    from audio_fixtures import write_class_files
+
+    write_class_files(tmp_path / "only" / "speech", "speech", 3)
+    run = trained_run.load_run(run_dir)
+    report, _ = trained_run.evaluate_source(run, f"folder:{tmp_path / 'only'}",
+                                            log=lambda _: None)
+    assert report["n_files"] == 3 and report["support"] == {"speech": 3, "music": 0}
+    assert report["recall"]["macro"] == report["recall"]["speech"]
+    (tmp_path / "none" / "speech").mkdir(parents=True)
+    with pytest.raises(DataError, match="no audio files of the classes"):
+        trained_run.evaluate_source(run, f"folder:{tmp_path / 'none'}", log=lambda _: None)
 
 
 def read_csv(path):

@@ -251,12 +251,29 @@ def test_report_single_class_present_zero_division_and_auc_none() -> None:
     labels = np.array([0, 0, 0])
     probs = _onehot_probs([0, 0, 0], 2)
     rep = classification_report(labels, probs, NAMES2)
-    assert rep["precision"] == {"speech": 1.0, "music": 0.0, "macro": 0.5}
-    assert rep["recall"] == {"speech": 1.0, "music": 0.0, "macro": 0.5}
-    assert rep["f1"] == {"speech": 1.0, "music": 0.0, "macro": 0.5}
+    # The macro means are over the classes that occur: speech alone.
+    assert rep["precision"] == {"speech": 1.0, "music": 0.0, "macro": 1.0}
+    assert rep["recall"] == {"speech": 1.0, "music": 0.0, "macro": 1.0}
+    assert rep["f1"] == {"speech": 1.0, "music": 0.0, "macro": 1.0}
     assert rep["support"] == {"speech": 3, "music": 0}
     assert rep["roc_auc"] is None
-    assert "n/a" in format_report(rep, NAMES2)
+    text = format_report(rep, NAMES2)
+    assert "n/a" in text and "none of music" in text
+
+
+def test_report_of_a_three_class_model_on_two_classes_averages_over_those() -> None:
+    # speech, music, noise model; the data has speech and music only, one of each called noise
+    names = ["speech", "music", "noise"]
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probs = _onehot_probs([0, 0, 2, 1, 1, 2], 3)
+    rep = classification_report(labels, probs, names)
+    assert rep["accuracy"] == pytest.approx(4 / 6)
+    assert rep["support"] == {"speech": 3, "music": 3, "noise": 0}
+    assert rep["precision"] == {"speech": 1.0, "music": 1.0, "noise": 0.0, "macro": 1.0}
+    assert rep["recall"]["macro"] == pytest.approx(2 / 3)  # (2/3 + 2/3) / 2, noise left out
+    assert rep["f1"]["macro"] == pytest.approx(0.8)
+    assert rep["confusion"][0] == [2, 0, 1]
+    assert "none of noise" in format_report(rep, names)
 
 
 def test_report_argmax_ties_go_to_lowest_index() -> None:

@@ -75,7 +75,9 @@ def list_source(data_cfg, spec: str, on_error: str, log: Log, *,
     """The files of the data source ``spec`` under the data config ``data_cfg`` (classes,
     grouping, corpus cache: the built-in corpus is generated there on first use).
     ``splitting``: the files will be split (train/val/test or folds), so a missing grouping
-    is worth a note; evaluating a trained run on them splits nothing."""
+    is worth a note, and every class of ``data_cfg.classes`` needs files; evaluating a trained
+    run splits nothing, and the source may lack some of its classes (speech and music only for a
+    model that also knows noise)."""
     cache_root = data_cfg.cache_dir or default_cache_root()
 
     def synthetic_dir() -> str:
@@ -88,7 +90,7 @@ def list_source(data_cfg, spec: str, on_error: str, log: Log, *,
 
     listing = sources.list_files(spec, tuple(data_cfg.classes), group_regex=data_cfg.group_regex,
                                  on_error=on_error, synthetic_dir=synthetic_dir,
-                                 cache_root=cache_root, log=log)
+                                 cache_root=cache_root, log=log, every_class=splitting)
     for note in listing.notes:  # what was left out (non-audio files, musan noise/, ...)
         log(f"data: {note}")
     for note in listing.split_notes if splitting else ():
@@ -108,7 +110,8 @@ def scan_source(data_cfg, spec: str, on_error: str, log: Log, *,
     errors = collections.Counter(scan_errors) + collections.Counter(listing.errors)
     if scan_errors:
         sources.check_classes([f for f, _ in scanned], classes, where=listing.root,
-                              after=f" after skipping {sum(scan_errors.values())} unusable file(s)")
+                              after=f" after skipping {sum(scan_errors.values())} unusable file(s)",
+                              every_class=splitting)
     files = [f for f, _ in scanned]
     if merge_duplicates:
         files = _merge_duplicates(scanned, classes, on_error, errors, listing.root, log,

@@ -105,13 +105,25 @@ def list_files(
     synthetic_dir: Callable[[], str] | None = None,
     cache_root: str | None = None,
     log: Callable[[str], None] | None = None,
+    every_class: bool = True,
 ) -> Listing:
     """List the labelled files of ``spec``.
 
     ``synthetic_dir`` makes (or finds) the built-in corpus; ``cache_root`` is where a ``tfds``
     source is written as WAV files. Raises :class:`DataError` for problems with the data as a
-    whole, and for unknown classes when ``on_error`` is ``error``.
+    whole, and for unknown classes when ``on_error`` is ``error``. Every class of ``classes``
+    needs files, unless ``every_class`` is False (scoring a trained model on a source that has
+    some of its classes: a three-class model on speech and music); then one file will do.
     """
+    listing = _list(spec, classes, group_regex, on_error, synthetic_dir, cache_root, log)
+    class_index = {c.lower(): i for i, c in enumerate(classes)}
+    check_classes(listing.files, list(class_index), where=listing.root, every_class=every_class)
+    return listing
+
+
+def _list(spec: str, classes: Sequence[str], group_regex: str, on_error: str,
+          synthetic_dir: Callable[[], str] | None, cache_root: str | None,
+          log: Callable[[str], None] | None) -> Listing:
     kind, arg = parse_spec(spec)
     class_index = {c.lower(): i for i, c in enumerate(classes)}
     if kind == "synthetic":
@@ -172,7 +184,7 @@ def _folder(root: str, classes: Sequence[str], class_index: dict[str, int], grou
             listing, errors=dict(errors),
             notes=(*listing.notes, f"left out {len(loose)} audio file(s) outside any class folder "
                                    f"(e.g. {loose[0]})"))
-    return _checked(listing, class_index)
+    return listing
 
 
 def _gtzan(root: str, class_index: dict[str, int], group_regex: str, on_error: str) -> Listing:
@@ -189,8 +201,7 @@ def _gtzan(root: str, class_index: dict[str, int], group_regex: str, on_error: s
     dirs = [(_find_dir(base, d), c) for d, c in want.items()]
     # GTZAN music/speech names no speaker or piece: every file is its own group (and a note says
     # so) unless data.group_regex groups them.
-    return _checked(_from_dirs(base, dirs, class_index, group_regex, ignored_classes=True),
-                    class_index)
+    return _from_dirs(base, dirs, class_index, group_regex, ignored_classes=True)
 
 
 def _musan(root: str, class_index: dict[str, int], group_regex: str, on_error: str) -> Listing:
@@ -207,8 +218,8 @@ def _musan(root: str, class_index: dict[str, int], group_regex: str, on_error: s
     missing = [c for c in class_index if c not in known]
     if missing:
         raise DataError(f"{root}: MUSAN has classes {known}; data.classes names {missing}")
-    return _checked(_from_dirs(root, dirs, class_index, group_regex, ignored_classes=True,
-                               metadata_group=_MusanGroups()), class_index)
+    return _from_dirs(root, dirs, class_index, group_regex, ignored_classes=True,
+                      metadata_group=_MusanGroups())
 
 
 class _MusanGroups:
@@ -408,7 +419,7 @@ def _from_manifest(
     split_notes = [] if group_regex else _ungrouped_note(files, ungrouped, class_index)
     listing = Listing(tuple(files), dict(ignored), dict(errors), manifest, tuple(notes),
                       tuple(split_notes))
-    return _checked(listing, class_index)
+    return listing
 
 
 MANIFEST_COLUMNS = ("path", "label", "split", "group")
@@ -425,16 +436,17 @@ def _extra_columns(fieldnames: Sequence[str]) -> list[str]:
     return list(out.values())
 
 
-def _checked(listing: Listing, class_index: dict[str, int]) -> Listing:
-    check_classes(listing.files, list(class_index), where=listing.root)
-    return listing
-
-
 def check_classes(files: Sequence[AudioFile], classes: Sequence[str], *, where: str,
-                  after: str = "") -> None:
-    """Raise :class:`DataError` when a class of ``classes`` has no file in ``files``."""
+                  after: str = "", every_class: bool = True) -> None:
+    """Raise :class:`DataError` when a class of ``classes`` has no file in ``files`` (with
+    ``every_class`` False: when there is no file at all)."""
     counts = collections.Counter(f.label for f in files)
     empty = [classes[i] for i in range(len(classes)) if counts[i] == 0]
+    if not every_class and files:
+        return
+    if not every_class:
+        raise DataError(f"{where}: no {'usable ' if after else ''}audio files of the classes "
+                        f"{tuple(classes)}{after}")
     if empty:
         have = ", ".join(f"{classes[i]} {counts[i]}" for i in range(len(classes)))
         raise DataError(

@@ -10,8 +10,10 @@ Conventions
   (the behaviour of :func:`numpy.argmax`).
 * Any ratio whose denominator is zero (precision of a class that is never predicted, recall
   of a class that never occurs, F1 with no true positives, false positives or false
-  negatives) is reported as ``0.0``. Such a class still counts in the unweighted macro
-  average, pulling it down; check ``support`` to spot it.
+  negatives) is reported as ``0.0``. The unweighted macro averages are over the classes with
+  examples (``support`` > 0): a model scored on data with only some of its classes (a
+  three-class model on speech and music) is averaged over those; a class that occurs but is
+  never predicted still counts, with precision 0.0.
 * ROC-AUC is the Mann-Whitney U statistic normalised by ``n_pos * n_neg``; tied scores
   count one half. It is ``None`` when it is undefined (only one class present).
 """
@@ -197,9 +199,9 @@ def classification_report(
 
     Zero-denominator convention: precision of a class that is never predicted, recall of a
     class with no true examples, and F1 when a class has no true positives, false positives
-    or false negatives are all ``0.0``. In particular a class with no true *and* no
-    predicted examples reports ``0.0`` for precision, recall and F1 (its ``support`` is 0),
-    and it still counts in the unweighted ``"macro"`` means.
+    or false negatives are all ``0.0``. In particular a class with no true examples reports
+    ``0.0`` for recall and F1 (its ``support`` is 0), and the unweighted ``"macro"`` means
+    leave it out: they average over the classes that occur in ``labels``.
 
     Args:
       labels: integer true classes, shape ``(n,)``, values in ``[0, C)``.
@@ -261,9 +263,11 @@ def classification_report(
     correct = int(tp.sum())
     low, high = wilson_interval(correct, n)
 
+    present = true_count > 0  # n >= 1, so at least one class occurs
+
     def per_class(values: np.ndarray) -> dict[str, float]:
         out = {name: float(v) for name, v in zip(names, values, strict=True)}
-        out["macro"] = float(np.mean(values))
+        out["macro"] = float(np.mean(values[present]))
         return out
 
     auc: float | None
@@ -362,6 +366,10 @@ def format_report(report: dict[str, Any], class_names: Sequence[str], title: str
         f"{'macro':<{row_w}}  {report['precision']['macro']:>9.4f}  "
         f"{report['recall']['macro']:>7.4f}  {report['f1']['macro']:>7.4f}  {total_support:>7d}"
     )
+    absent = [c for c in names if int(report["support"][c]) == 0]
+    if absent:
+        lines.append(f"(macro: over the classes with examples here; none of "
+                     f"{', '.join(absent)})")
     lines.append("")
 
     lines.append("confusion (rows = true, columns = predicted)")
