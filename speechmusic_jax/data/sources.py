@@ -440,13 +440,13 @@ def check_classes(files: Sequence[AudioFile], classes: Sequence[str], *, where: 
                   after: str = "", every_class: bool = True) -> None:
     """Raise :class:`DataError` when a class of ``classes`` has no file in ``files`` (with
     ``every_class`` False: when there is no file at all)."""
+    if not every_class:
+        if not files:
+            raise DataError(f"{where}: no {'usable ' if after else ''}audio files of the "
+                            f"classes {tuple(classes)}{after}")
+        return
     counts = collections.Counter(f.label for f in files)
     empty = [classes[i] for i in range(len(classes)) if counts[i] == 0]
-    if not every_class and files:
-        return
-    if not every_class:
-        raise DataError(f"{where}: no {'usable ' if after else ''}audio files of the classes "
-                        f"{tuple(classes)}{after}")
     if empty:
         have = ", ".join(f"{classes[i]} {counts[i]}" for i in range(len(classes)))
         raise DataError(
