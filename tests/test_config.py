@@ -166,8 +166,9 @@ def test_class_list_from_the_command_line(value, expected):
     from speechmusic_jax import cli
 
     argv = ["prog", f"--config.data.classes={value}", "--config.data.augment.noise_colours=0,2"]
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", os.path.join(REPO, "experiments", "default.py"),
+    values = flags.FlagValues()  # the overrides parse as under cli.config_flag's config file
+    config_flags.DEFINE_config_dict("config", load_experiment(os.path.join(REPO, "experiments",
+                                                                          "default.py")),
                                     flag_values=values, lock_config=True, sys_argv=argv)
     values(argv)
     cfg = cli.apply_shorthands(values.config)
