@@ -283,12 +283,20 @@ def with_added_fields(saved: dict) -> dict:
     written (``ADDED_FIELDS``) at the value the run had, where it does not name the field."""
     out = copy.deepcopy(saved)
     for field, value in ADDED_FIELDS.items():
-        *parents, leaf = field.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
+        node, leaf = field_parent(out, field)
         node.setdefault(leaf, value)
     return out
+
+
+def field_parent(tree: ConfigDict | dict, dotted: str) -> tuple[Any, str]:
+    """The section that holds the dotted field ``dotted`` of a ConfigDict or a plain nested
+    dict (a config.json), and the field's own name: ``node[leaf]`` reads or sets it. Sections
+    a plain dict lacks are added, empty."""
+    *parents, leaf = dotted.split(".")
+    node: Any = tree
+    for part in parents:
+        node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
+    return node, leaf
 
 
 def split_comma_lists(c: ConfigDict) -> ConfigDict:
@@ -299,10 +307,7 @@ def split_comma_lists(c: ConfigDict) -> ConfigDict:
     for field, value in list(flat_items(c)):
         if (isinstance(value, tuple | list) and len(value) == 1 and isinstance(value[0], str)
                 and "," in value[0]):
-            *parents, leaf = field.split(".")
-            node = c
-            for part in parents:
-                node = node[part]
+            node, leaf = field_parent(c, field)
             node[leaf] = tuple(item.strip() for item in value[0].split(","))
     return c
 

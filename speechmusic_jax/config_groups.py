@@ -69,10 +69,7 @@ def _get(config: dict, field: str) -> Any:
 
 
 def _set(config: dict, field: str, value: Any) -> None:
-    *parents, leaf = field.split(".")
-    node = config
-    for part in parents:
-        node = node.setdefault(part, {})
+    node, leaf = config_lib.field_parent(config, field)
     node[leaf] = value
 
 
